@@ -1,0 +1,65 @@
+"""Mask helpers: centre of mass, boxes from masks, the points-NMS local-maximum filter."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def center_of_mass(masks: Tensor) -> tuple[Tensor, Tensor]:
+    """Centre of mass of binary masks.
+
+    Args:
+        masks: ``[N, H, W]`` uint8/bool/float masks.
+
+    Returns:
+        ``(cx, cy)``, each float32 ``[N]`` in pixels (0 for an empty mask).
+    """
+    m = masks.float()
+    _, h, w = m.shape
+    m00 = m.sum((1, 2)).clamp(min=1e-6)
+    xs = torch.arange(w, dtype=torch.float32, device=m.device)
+    ys = torch.arange(h, dtype=torch.float32, device=m.device)
+    cx = (m.sum(1) * xs).sum(1) / m00
+    cy = (m.sum(2) * ys).sum(1) / m00
+    return cx, cy
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """Tight boxes of binary masks, without data-dependent shapes.
+
+    Args:
+        masks: ``[..., H, W]`` bool/uint8 masks.
+
+    Returns:
+        float32 ``[..., 4]`` ``(x1, y1, x2, y2)`` with exclusive ``x2, y2`` (a one-pixel mask at
+        ``(x, y)`` gives ``(x, y, x + 1, y + 1)``); all zeros for an empty mask.
+    """
+    m = masks.bool()
+    h, w = m.shape[-2:]
+    cols = m.any(-2)  # [..., W]
+    rows = m.any(-1)  # [..., H]
+    x1 = cols.int().argmax(-1)
+    x2 = w - cols.flip(-1).int().argmax(-1)
+    y1 = rows.int().argmax(-1)
+    y2 = h - rows.flip(-1).int().argmax(-1)
+    boxes = torch.stack([x1, y1, x2, y2], -1).float()
+    return boxes * cols.any(-1, keepdim=True)
+
+
+def points_nms(heat: Tensor) -> Tensor:
+    """The reference's 2x2 local-maximum filter on category scores.
+
+    A cell survives when it equals the maximum of the 2x2 window made of itself and its
+    up/left neighbours (max-pool 2x2, stride 1, padding 1, cropped), as in the official code.
+
+    Args:
+        heat: ``[B, C, S, S]`` scores (after sigmoid).
+
+    Returns:
+        ``heat`` with non-maximum cells set to 0.
+    """
+    hmax = F.max_pool2d(heat, (2, 2), stride=1, padding=1)
+    keep = (hmax[:, :, :-1, :-1] == heat).to(heat.dtype)
+    return heat * keep

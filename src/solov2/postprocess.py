@@ -1,0 +1,143 @@
+"""SOLOv2 inference post-processing (reference Sec. 1.6), batched over images.
+
+Candidates of all images are processed together in padded ``[B, K, ...]`` tensors with a
+validity mask; only the final resize to each original size runs per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .losses import dynamic_masks, flatten_levels
+from .ops.masks import masks_to_boxes, points_nms
+from .ops.matrix_nms import matrix_nms_sorted
+from .structures import Predictions
+
+
+@dataclass
+class PostprocessCfg:
+    """Test-time settings (the reference's ``test_cfg``)."""
+
+    score_thr: float = 0.1
+    mask_thr: float = 0.5
+    nms_pre: int = 500
+    update_thr: float = 0.05
+    max_per_img: int = 100
+    kernel: str = "gaussian"
+    sigma: float = 2.0
+
+
+def level_strides(num_grids: list[int], strides: list[int], device: torch.device) -> Tensor:
+    """float32 ``[T]``: the stride of the level each flat cell belongs to."""
+    return torch.cat([torch.full((s * s,), float(st), device=device)
+                      for s, st in zip(num_grids, strides)])
+
+
+def _pad_by_image(values: list[tuple[Tensor, float]], batch_idx: Tensor, b: int) -> list[Tensor]:
+    """Scatter per-candidate tensors ``[N, ...]`` into padded ``[B, Kmax, ...]`` tensors, each
+    padded with its fill value."""
+    counts = torch.bincount(batch_idx, minlength=b)
+    kmax = max(int(counts.max()), 1) if batch_idx.numel() else 1
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(batch_idx.numel(), device=batch_idx.device) - starts[batch_idx]
+    outs = []
+    for v, fill in values:
+        out = v.new_full((b, kmax, *v.shape[1:]), fill)
+        out[batch_idx, rank] = v
+        outs.append(out)
+    return outs
+
+
+def postprocess(
+    cate_logits: list[Tensor],
+    kernel_preds: list[Tensor],
+    mask_feats: Tensor,
+    image_sizes: Tensor,
+    orig_sizes: Tensor,
+    num_grids: list[int],
+    strides: list[int],
+    cfg: PostprocessCfg,
+) -> list[Predictions]:
+    """Turn raw head outputs into instances at each image's original resolution.
+
+    Steps (reference ``get_seg_single``): sigmoid + 2x2 points NMS; every (cell, class) with
+    score > ``score_thr``; dynamic masks at stride 4, binarised at ``mask_thr``; drop masks with
+    area <= the level stride; maskness rescoring; top ``nms_pre``; Matrix NMS; drop scores
+    < ``update_thr``; top ``max_per_img``; soft masks upsampled x4, cropped to the resized image,
+    resized to the original size, thresholded.
+
+    Args:
+        cate_logits: per level ``[B, C, S, S]``.
+        kernel_preds: per level ``[B, E, S, S]``.
+        mask_feats: ``[B, E, Hf, Wf]``.
+        image_sizes: int ``[B, 2]`` resized (unpadded) ``(h, w)``.
+        orig_sizes: int ``[B, 2]`` original ``(H, W)``.
+        num_grids, strides: per level.
+        cfg: thresholds.
+
+    Returns:
+        One :class:`~solov2.structures.Predictions` per image (scores descending).
+    """
+    b = mask_feats.shape[0]
+    hf, wf = mask_feats.shape[-2:]
+    device = mask_feats.device
+    scores = torch.cat([points_nms(x.float().sigmoid()).flatten(2).transpose(1, 2)
+                        for x in cate_logits], 1)  # [B, T, C]
+    kernels = flatten_levels(kernel_preds)  # [B, T, E]
+    cell_stride = level_strides(num_grids, strides, device)
+    bi, cell, label = (scores > cfg.score_thr).nonzero(as_tuple=True)
+    cand_scores = scores[bi, cell, label]
+    soft = dynamic_masks(kernels[bi, cell], bi, mask_feats).float().sigmoid()  # [N, Hf, Wf]
+    binary = soft > cfg.mask_thr
+    area = binary.flatten(1).sum(1).float()
+    keep = area > cell_stride[cell]
+    maskness = (soft * binary).flatten(1).sum(1) / area.clamp(min=1)
+    cand_scores = torch.where(keep, cand_scores * maskness, torch.zeros_like(cand_scores))
+
+    # pad per image to [B, K, ...]; dropped and padded entries carry score -1 and sort last
+    k_scores, k_labels, k_soft, k_area = _pad_by_image(
+        [(cand_scores.masked_fill(~keep, -1.0), -1.0), (label, 0), (soft, 0.0), (area, 0.0)],
+        bi, b)
+    order = torch.sort(k_scores, dim=1, descending=True, stable=True).indices[:, : cfg.nms_pre]
+    k_scores = k_scores.gather(1, order)
+    k_labels = k_labels.gather(1, order)
+    k_area = k_area.gather(1, order)
+    k_soft = k_soft.gather(1, order.view(b, -1, 1, 1).expand(-1, -1, hf, wf))
+    valid = k_scores >= 0
+    # invalid entries get unique negative labels so they never suppress anything
+    uniq = -1 - torch.arange(k_labels.shape[1], device=device).expand_as(k_labels)
+    k_labels = torch.where(valid, k_labels, uniq)
+    decay = matrix_nms_sorted((k_soft > cfg.mask_thr).flatten(2), k_labels, k_scores,
+                              cfg.kernel, cfg.sigma, areas=k_area)
+    k_scores = torch.where(valid, k_scores * decay, torch.full_like(k_scores, -1.0))
+    k_scores = k_scores.masked_fill(k_scores < cfg.update_thr, -1.0)
+    order = torch.sort(k_scores, dim=1, descending=True, stable=True).indices
+    order = order[:, : cfg.max_per_img]
+    k_scores = k_scores.gather(1, order)
+    k_labels = k_labels.gather(1, order)
+    k_soft = k_soft.gather(1, order.view(b, -1, 1, 1).expand(-1, -1, hf, wf))
+    n_keep = (k_scores >= 0).sum(1).tolist()
+
+    results = []
+    for i in range(b):
+        n = n_keep[i]
+        h, w = (int(v) for v in image_sizes[i])
+        oh, ow = (int(v) for v in orig_sizes[i])
+        if n == 0:
+            results.append(Predictions(
+                torch.zeros((0, oh, ow), dtype=torch.bool, device=device),
+                torch.zeros((0,), dtype=torch.long, device=device),
+                torch.zeros((0,), dtype=torch.float32, device=device),
+                torch.zeros((0, 4), dtype=torch.float32, device=device)))
+            continue
+        masks = F.interpolate(k_soft[i, :n].unsqueeze(0), size=(hf * 4, wf * 4),
+                              mode="bilinear", align_corners=False)[:, :, :h, :w]
+        masks = F.interpolate(masks, size=(oh, ow), mode="bilinear",
+                              align_corners=False)[0] > cfg.mask_thr
+        results.append(Predictions(masks, k_labels[i, :n], k_scores[i, :n].float(),
+                                   masks_to_boxes(masks)))
+    return results
