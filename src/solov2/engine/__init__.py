@@ -1,0 +1,1 @@
+"""Training/evaluation plumbing: checkpoints, COCO evaluation, logging and torchrun helpers."""

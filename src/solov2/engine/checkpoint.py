@@ -1,0 +1,436 @@
+"""Atomic, pickle-free checkpoints.
+
+Resume checkpoints are written with :func:`torch.save` and read back with
+``torch.load(weights_only=True)``, so they may hold only plain data: tensors, numbers, strings,
+``None``, lists, tuples and dicts. The config travels as a plain dict and RNG states as tensors
+(:func:`capture_rng_state`). Released weights are ``.safetensors`` files with the config stored
+as JSON in the metadata.
+
+File names follow detectron2: ``model_{iter:07d}.pth``, ``model_final.pth`` and a
+``last_checkpoint`` text file naming the newest checkpoint of an output directory.
+
+Every write goes to a temporary file in the target directory, is flushed and ``fsync``-ed, and
+then atomically renamed over the destination, so a crash never leaves a half-written file
+under the final name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import random
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError
+
+__all__ = [
+    "LAST_CHECKPOINT",
+    "atomic_write",
+    "atomic_write_text",
+    "capture_rng_state",
+    "find_resume",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+    "save_safetensors",
+    "write_last_checkpoint",
+]
+
+LAST_CHECKPOINT = "last_checkpoint"
+_TORCH_SUFFIXES = (".pth", ".pt", ".pkl", ".bin", ".ckpt")
+_ITER_CKPT = re.compile(r"^model_(\d+)\.pth$")
+
+PathLike = str | os.PathLike[str]
+
+
+# ----------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Flush a directory entry (the rename) to disk; a no-op where directories can't be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    try:  # Linux: read it without changing it
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: PathLike, writer: Callable[[IO[bytes]], None]) -> None:
+    """Call ``writer(file)`` on a temporary file next to ``path`` and rename it over ``path``.
+
+    ``writer`` gets a binary file object whose ``name`` is the temporary path. The temporary
+    file is flushed and fsync-ed before :func:`os.replace`, and the directory is
+    fsync-ed afterwards. If ``writer`` raises, the temporary file is removed and an existing
+    ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        with open(tmp, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Atomically write UTF-8 text to ``path``."""
+    data = text.encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
+
+
+# ----------------------------------------------------------------------------------------------
+# torch checkpoints
+
+
+def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
+    """Atomically ``torch.save`` a resume checkpoint.
+
+    ``state`` must be plain data (tensors, numbers, strings, ``None``, lists, tuples, dicts)
+    so that ``torch.load(weights_only=True)`` reads it back. Anything else is detected in the
+    written file before it replaces ``path`` and raises :class:`TypeError` naming the classes.
+    """
+    path = Path(path)
+
+    def _write(f: IO[bytes]) -> None:
+        torch.save(state, f)
+        f.flush()
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(f.name)
+        if unsafe:
+            raise TypeError(
+                f"{path}: checkpoint state holds Python objects that weights_only loading "
+                f"refuses ({', '.join(sorted(unsafe))}); store plain dicts/lists/tensors instead"
+            )
+
+    atomic_write(path, _write)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _allowed_globals() -> set[str]:
+    try:  # private, but it is exactly the list weights_only accepts
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        return set(_get_allowed_globals())
+    except Exception:
+        return set()
+
+
+def _scan_pickle_globals(path: Path, limit: int = 8) -> list[str]:
+    """Names the pickle stream(s) of ``path`` import, found by parsing opcodes (never executing).
+
+    Handles zip checkpoints (``torch.serialization.get_unsafe_globals_in_checkpoint``) and raw or
+    legacy-torch pickles (:mod:`pickletools`); best effort, for error messages only.
+    """
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        try:
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:
+            return []
+    names: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for _ in range(limit):  # legacy torch files hold several pickles in a row
+                strings: list[str] = []
+                for op, arg, _pos in pickletools.genops(f):
+                    if op.name == "GLOBAL" and isinstance(arg, str):
+                        names.append(arg.replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        names.append(f"{strings[-2]}.{strings[-1]}")
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+    except Exception:
+        pass
+    allowed = _allowed_globals()
+    return [n for n in dict.fromkeys(names) if n not in allowed]
+
+
+def _is_safetensors(path: Path) -> bool:
+    """``.safetensors`` suffix, or a header sniff: 8-byte little-endian length, then ``{``."""
+    if path.suffix == ".safetensors":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
+
+
+def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    device = str(map_location) if not isinstance(map_location, str) else map_location
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        state = load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: cannot read safetensors file ({_first_line(e)})") from None
+    config: dict[str, Any] | None = None
+    if "config" in metadata:
+        try:
+            config = json.loads(metadata["config"])
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: metadata 'config' is not valid JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path}: metadata 'config' is not a JSON object")
+    return {"model": state, "config": config}
+
+
+def _load_torch(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    import pickle
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        names = _scan_pickle_globals(path) or list(
+            dict.fromkeys(re.findall(r"GLOBAL ([\w.]+)", msg))
+        )
+        if names:
+            raise CheckpointError(
+                f"{path}: refused to load: the checkpoint contains pickled Python objects "
+                f"({', '.join('GLOBAL ' + n for n in names)}), which could run code; "
+                "only plain tensors/dicts are accepted"
+            ) from None
+        detail = re.search(r"WeightsUnpickler error: *\s*(.+?)\s*(?:\n|$)", msg)
+        why = detail.group(1) if detail else _first_line(e)
+        raise CheckpointError(
+            f"{path}: refused to load: not a plain tensor/dict checkpoint, or corrupt ({why})"
+        ) from None
+    except Exception as e:  # the unpickler raises many types on damaged input
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {_first_line(e)})"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
+    return obj
+
+
+def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint without ever unpickling code.
+
+    Args:
+        path: a ``.pth``/``.pt`` file (read with ``torch.load(weights_only=True)``), a
+            ``.safetensors`` file (returned as ``{"model": state_dict, "config": dict | None}``),
+            or an output directory (its ``last_checkpoint`` file, else ``model_final.pth``,
+            else ``model_final.safetensors``).
+        map_location: where tensors go.
+
+    Returns:
+        The checkpoint dict as saved: our resume checkpoints (``model``, ``optimizer``, ...),
+        official mmcv-style ``{"state_dict": ..., "meta": ...}`` dicts, or a bare state dict.
+        Key conversion happens elsewhere.
+
+    Raises:
+        CheckpointError: missing, truncated or corrupt file; pickled Python objects.
+    """
+    path = Path(path)
+    if path.is_dir():
+        resolved = _resolve_dir(path, allow_safetensors=True)
+        if resolved is None:
+            raise CheckpointError(
+                f"{path}: no checkpoint found (no {LAST_CHECKPOINT}, model_final.pth or "
+                "model_final.safetensors)"
+            )
+        path = resolved
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file")
+    if _is_safetensors(path):
+        return _load_safetensors(path, map_location)
+    return _load_torch(path, map_location)
+
+
+# ----------------------------------------------------------------------------------------------
+# safetensors
+
+
+def save_safetensors(
+    path: PathLike, model_state: Mapping[str, Tensor], config: Mapping[str, Any] | Any
+) -> None:
+    """Atomically write model weights as safetensors, with ``config`` as JSON in the metadata.
+
+    Tensors are moved to CPU and made contiguous, unshared copies (safetensors refuses tensors
+    that share storage, e.g. tied weights).
+    """
+    from safetensors.torch import save
+
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    tensors: dict[str, Tensor] = {}
+    for key, value in model_state.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{path}: model_state[{key!r}] is {type(value).__name__}, not a Tensor")
+        tensors[key] = value.detach().to("cpu").contiguous().clone()
+    metadata = {"config": json.dumps(config), "format": "pt", "producer": "solov2"}
+    data = save(tensors, metadata=metadata)
+    atomic_write(path, lambda f: f.write(data))
+
+
+# ----------------------------------------------------------------------------------------------
+# last_checkpoint / resume
+
+
+def write_last_checkpoint(output_dir: PathLike, filename: PathLike) -> None:
+    """Atomically record ``filename`` (stored as its base name) in ``output_dir/last_checkpoint``."""
+    atomic_write_text(Path(output_dir) / LAST_CHECKPOINT, Path(filename).name + "\n")
+
+
+def _latest_iter_checkpoint(directory: Path) -> Path | None:
+    best: tuple[int, Path] | None = None
+    for p in directory.iterdir():
+        m = _ITER_CKPT.match(p.name)
+        if m and p.is_file() and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), p)
+    return None if best is None else best[1]
+
+
+def _resolve_dir(directory: Path, allow_safetensors: bool) -> Path | None:
+    marker = directory / LAST_CHECKPOINT
+    if marker.is_file():
+        name = marker.read_text(encoding="utf-8").strip()
+        if name:
+            target = directory / name
+            if not target.is_file():
+                raise CheckpointError(
+                    f"{marker}: names {name!r}, which does not exist in {directory}"
+                )
+            return target
+    candidates = [directory / "model_final.pth"]
+    if allow_safetensors:
+        candidates.append(directory / "model_final.safetensors")
+    for c in candidates:
+        if c.is_file():
+            return c
+    return _latest_iter_checkpoint(directory)
+
+
+def find_resume(output_dir_or_file: PathLike) -> Path | None:
+    """The checkpoint ``--resume`` should continue from, or ``None`` to start fresh.
+
+    A file path is returned as is (a missing checkpoint file raises). For a directory:
+    the file named by ``last_checkpoint``, else ``model_final.pth``, else the
+    ``model_NNNNNNN.pth`` with the highest iteration. A missing directory gives ``None``.
+
+    Raises:
+        CheckpointError: a named checkpoint file, or the target of ``last_checkpoint``, is missing.
+    """
+    p = Path(output_dir_or_file)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        return _resolve_dir(p, allow_safetensors=False)
+    if p.suffix in (*_TORCH_SUFFIXES, ".safetensors"):
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# RNG state as plain tensors
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, numpy, torch CPU and CUDA RNG states as tensors/numbers (weights_only safe)."""
+    version, mt, gauss_next = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(mt, dtype=torch.int64),
+            "gauss_next": None if gauss_next is None else float(gauss_next),
+        },
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64).copy()),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": [],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`capture_rng_state` captured; missing parts are skipped.
+
+    CUDA states are restored for as many devices as both the checkpoint and this machine have.
+    """
+    py = state.get("python")
+    if py is not None:
+        mt = tuple(int(x) for x in torch.as_tensor(py["state"]).tolist())
+        gauss = py.get("gauss_next")
+        random.setstate((int(py["version"]), mt, None if gauss is None else float(gauss)))
+    npst = state.get("numpy")
+    if npst is not None:
+        keys = torch.as_tensor(npst["keys"]).numpy().astype(np.uint32)
+        np.random.set_state(
+            (
+                str(npst["name"]),
+                keys,
+                int(npst["pos"]),
+                int(npst["has_gauss"]),
+                float(npst["cached_gaussian"]),
+            )
+        )
+    cpu = state.get("torch")
+    if cpu is not None:
+        torch.set_rng_state(torch.as_tensor(cpu, dtype=torch.uint8).cpu())
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available():
+        for i, s in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(torch.as_tensor(s, dtype=torch.uint8).cpu(), device=i)

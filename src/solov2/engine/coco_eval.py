@@ -1,0 +1,335 @@
+"""COCO instance segmentation evaluation (``segm``, plus ``bbox`` from the mask boxes).
+
+Predictions are turned into COCO result dicts (RLE masks, never dense arrays) as they arrive,
+gathered to rank 0 under ``torch.distributed``, and scored with pycocotools ``COCOeval`` or,
+when installed, faster-coco-eval's ``COCOeval_faster`` (identical numbers, several times faster).
+Metrics are reported in percent, as detectron2 and mmdetection print them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from ..structures import Predictions
+from .checkpoint import atomic_write_text
+
+__all__ = [
+    "METRIC_NAMES",
+    "CocoEvaluator",
+    "format_table",
+    "masks_to_boxes",
+    "masks_to_rle",
+    "write_results",
+]
+
+logger = logging.getLogger("solov2")
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+IOU_TYPES = ("segm", "bbox")
+Backend = Literal["auto", "pycocotools", "faster"]
+
+
+def masks_to_rle(masks: Tensor) -> list[dict[str, Any]]:
+    """Encode ``[K, H, W]`` binary masks as COCO compressed RLE dicts (``counts`` as ``str``)."""
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be [K, H, W], got shape {tuple(masks.shape)}")
+    if masks.shape[0] == 0:
+        return []
+    if masks.dtype != torch.bool:
+        masks = masks != 0
+    arr = masks.detach().to("cpu").numpy().astype(np.uint8).transpose(1, 2, 0)
+    rles = mask_util.encode(np.asfortranarray(arr))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """Tight ``(x1, y1, x2, y2)`` boxes of ``[K, H, W]`` masks, float32, on the masks' device.
+
+    Like :func:`torchvision.ops.masks_to_boxes` but with exclusive right/bottom edges
+    (``x2 = last column + 1``, the COCO / pycocotools ``toBbox`` convention), and an all-zero
+    box for an empty mask instead of an error.
+    """
+    k = masks.shape[0]
+    boxes = torch.zeros((k, 4), dtype=torch.float32, device=masks.device)
+    if k == 0:
+        return boxes
+    m = masks != 0
+    cols = m.any(dim=1)  # [K, W]
+    rows = m.any(dim=2)  # [K, H]
+    nonempty = cols.any(dim=1)
+    w_idx = torch.arange(m.shape[2], device=m.device, dtype=torch.float32)
+    h_idx = torch.arange(m.shape[1], device=m.device, dtype=torch.float32)
+    big = float(max(m.shape[1], m.shape[2]) + 1)
+    x1 = torch.where(cols, w_idx, big).amin(dim=1)
+    x2 = torch.where(cols, w_idx, -1.0).amax(dim=1) + 1
+    y1 = torch.where(rows, h_idx, big).amin(dim=1)
+    y2 = torch.where(rows, h_idx, -1.0).amax(dim=1) + 1
+    out = torch.stack([x1, y1, x2, y2], dim=1)
+    return torch.where(nonempty[:, None], out, boxes)
+
+
+def _faster_available() -> bool:
+    try:
+        import faster_coco_eval  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _zero_metrics() -> dict[str, float]:
+    return {name: 0.0 for name in METRIC_NAMES}
+
+
+class CocoEvaluator:
+    """Accumulate predictions of a COCO split and compute segm/bbox AP.
+
+    Args:
+        coco_gt: pycocotools ``COCO`` of the ground truth.
+        cat_ids: COCO category id of each contiguous 0-based label.
+        class_names: name of each contiguous label (for the per-category table).
+        backend: ``"auto"`` (faster-coco-eval when installed, else pycocotools),
+            ``"pycocotools"`` or ``"faster"``.
+    """
+
+    def __init__(
+        self,
+        coco_gt: Any,
+        cat_ids: Sequence[int],
+        class_names: Sequence[str],
+        backend: Backend = "auto",
+    ) -> None:
+        if len(cat_ids) != len(class_names):
+            raise ValueError(f"{len(cat_ids)} category ids but {len(class_names)} class names")
+        if backend not in ("auto", "pycocotools", "faster"):
+            raise UserError(f"eval backend: {backend!r} is not one of auto|pycocotools|faster")
+        if backend == "faster" and not _faster_available():
+            raise UserError(
+                "eval backend 'faster' needs faster-coco-eval: pip install faster-coco-eval"
+            )
+        self.coco_gt = coco_gt
+        self.cat_ids = [int(c) for c in cat_ids]
+        self.class_names = list(class_names)
+        self.backend: str = (
+            "faster" if backend == "faster" or (backend == "auto" and _faster_available())
+            else "pycocotools"
+        )
+        self._faster_gt: Any = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything processed so far."""
+        self._per_image: dict[int, list[dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------------------------------------
+    def process(self, image_ids: Sequence[int], predictions: Sequence[Predictions]) -> None:
+        """Convert one batch of predictions (original-image frame) to COCO result dicts."""
+        if len(image_ids) != len(predictions):
+            raise ValueError(f"{len(image_ids)} image ids but {len(predictions)} predictions")
+        for image_id, pred in zip(image_ids, predictions):
+            self._per_image[int(image_id)] = self._to_coco(int(image_id), pred)
+
+    def _to_coco(self, image_id: int, pred: Predictions) -> list[dict[str, Any]]:
+        if len(pred) == 0:
+            return []
+        rles = masks_to_rle(pred.masks)
+        boxes = mask_util.toBbox(rles).tolist()  # [x, y, w, h]; zeros for empty masks
+        labels = pred.labels.detach().to("cpu").tolist()
+        scores = pred.scores.detach().to("cpu").float().tolist()
+        out = []
+        for rle, box, label, score in zip(rles, boxes, labels, scores):
+            if not 0 <= label < len(self.cat_ids):
+                raise ValueError(f"label {label} outside [0, {len(self.cat_ids)})")
+            out.append(
+                {
+                    "image_id": image_id,
+                    "category_id": self.cat_ids[label],
+                    "segmentation": rle,
+                    "bbox": [float(v) for v in box],
+                    "score": float(score),
+                }
+            )
+        return out
+
+    def results(self) -> list[dict[str, Any]]:
+        """All COCO result dicts held by this process, ordered by image id."""
+        return [r for img in sorted(self._per_image) for r in self._per_image[img]]
+
+    @property
+    def image_ids(self) -> list[int]:
+        """The image ids processed (by this process, or by all after :meth:`gather`)."""
+        return sorted(self._per_image)
+
+    def gather(self) -> bool:
+        """Merge the results of all ranks into rank 0 (a no-op without ``torch.distributed``).
+
+        Images seen by several ranks (``DistributedSampler`` padding) are kept once. Other
+        ranks are left empty. Returns ``True`` on the rank that holds the merged results.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return True
+        is_main = dist.get_rank() == 0
+        parts: list[Any] | None = [None] * dist.get_world_size() if is_main else None
+        dist.gather_object(self._per_image, parts, dst=0)
+        if not is_main or parts is None:
+            self._per_image = {}
+            return False
+        merged: dict[int, list[dict[str, Any]]] = {}
+        for part in parts:
+            for image_id, dets in part.items():
+                merged.setdefault(image_id, dets)
+        self._per_image = merged
+        return True
+
+    # ------------------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Any]:
+        """COCO AP in percent on the processed images.
+
+        Returns:
+            ``{"segm": {AP, AP50, AP75, APs, APm, APl}, "bbox": {...},
+            "per_category": {"segm": {name: AP}, "bbox": {name: AP}}, "backend": str,
+            "num_images": int, "num_detections": int}``. Undefined values (e.g. no ground truth
+            of that size) are NaN; no detections at all give 0.0.
+        """
+        results = self.results()
+        img_ids = self.image_ids
+        metrics: dict[str, Any] = {"backend": self.backend}
+        per_cat: dict[str, dict[str, float]] = {}
+        for iou_type in IOU_TYPES:
+            if not results:
+                metrics[iou_type] = _zero_metrics()
+                per_cat[iou_type] = {name: 0.0 for name in self.class_names}
+                continue
+            if iou_type == "segm":  # mask areas for the size ranges, as detectron2 does
+                dts = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+            else:
+                dts = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+            coco_eval = self._run(iou_type, dts, img_ids)
+            stats = coco_eval.stats
+            metrics[iou_type] = {
+                name: float(stats[i] * 100) if stats[i] >= 0 else float("nan")
+                for i, name in enumerate(METRIC_NAMES)
+            }
+            per_cat[iou_type] = self._per_category(coco_eval)
+        metrics["per_category"] = per_cat
+        metrics["num_images"] = len(img_ids)
+        metrics["num_detections"] = len(results)
+        return metrics
+
+    def _run(self, iou_type: str, dts: list[dict[str, Any]], img_ids: list[int]) -> Any:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            if self.backend == "faster":
+                from faster_coco_eval import COCO as FasterCOCO
+                from faster_coco_eval import COCOeval_faster
+
+                if self._faster_gt is None:
+                    self._faster_gt = FasterCOCO(self.coco_gt.dataset)
+                coco_dt = self._faster_gt.loadRes(dts)
+                coco_eval = COCOeval_faster(
+                    self._faster_gt, coco_dt, iouType=iou_type, print_function=print
+                )
+            else:
+                from pycocotools.cocoeval import COCOeval
+
+                coco_dt = self.coco_gt.loadRes(dts)
+                coco_eval = COCOeval(self.coco_gt, coco_dt, iouType=iou_type)
+            coco_eval.params.imgIds = img_ids
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        logger.debug("COCO %s (%s):\n%s", iou_type, self.backend, buf.getvalue())
+        return coco_eval
+
+    def _per_category(self, coco_eval: Any) -> dict[str, float]:
+        # precision: [T IoU thresholds, R recall points, K categories, A areas, M max dets]
+        precision = coco_eval.eval["precision"]
+        cat_index = {int(c): k for k, c in enumerate(coco_eval.params.catIds)}
+        out: dict[str, float] = {}
+        for cat_id, name in zip(self.cat_ids, self.class_names):
+            k = cat_index.get(cat_id)
+            if k is None:
+                out[name] = float("nan")
+                continue
+            p = precision[:, :, k, 0, -1]
+            p = p[p > -1]
+            out[name] = float(np.mean(p) * 100) if p.size else float("nan")
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# reporting
+
+
+def _fmt(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return "nan" if math.isnan(f) else f"{f:.3f}"
+
+
+def format_table(metrics: dict[str, Any], per_category_columns: int = 3) -> str:
+    """Plain-text tables: one row per task (segm, bbox) with the six COCO AP columns, then
+    per-category segm AP (``per_category_columns`` name/AP pairs per row)."""
+    lines: list[str] = []
+    header = ["task"] + list(METRIC_NAMES)
+    rows = [header]
+    for task in IOU_TYPES:
+        if task in metrics:
+            rows.append([task] + [_fmt(metrics[task].get(n, float("nan"))) for n in METRIC_NAMES])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for j, r in enumerate(rows):
+        lines.append(" | ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i])
+                                for i, c in enumerate(r)))
+        if j == 0:
+            lines.append("-+-".join("-" * w for w in widths))
+    per_cat = metrics.get("per_category", {}).get("segm", {})
+    if per_cat:
+        items = [(str(k), _fmt(v)) for k, v in per_cat.items()]
+        ncol = max(1, per_category_columns)
+        name_w = max(len("category"), *(len(k) for k, _ in items))
+        ap_w = max(len("segm AP"), *(len(v) for _, v in items))
+        cell = lambda a, b: f"{a.ljust(name_w)} | {b.rjust(ap_w)}"  # noqa: E731
+        head = " | ".join([cell("category", "segm AP")] * min(ncol, len(items)))
+        lines += ["", head, "-" * len(head)]
+        for i in range(0, len(items), ncol):
+            lines.append(" | ".join(cell(k, v) for k, v in items[i : i + ncol]))
+    return "\n".join(lines)
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf -> None so the JSON is strict (jq, browsers)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_results(
+    output_dir: str | Path, results: list[dict[str, Any]], metrics: dict[str, Any] | None
+) -> None:
+    """Atomically write ``coco_instances_results.json`` and (if given) ``metrics.json``."""
+    out = Path(output_dir)
+    atomic_write_text(out / "coco_instances_results.json", json.dumps(results))
+    if metrics is not None:
+        atomic_write_text(out / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")

@@ -1,0 +1,171 @@
+"""Thin ``torch.distributed`` helpers for ``torchrun`` launches.
+
+``torchrun --nproc-per-node=N -m solov2 train ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK`` (plus ``MASTER_ADDR``/``MASTER_PORT``); :func:`init_distributed` reads them and
+starts an NCCL (CUDA) or gloo (CPU) process group. Without those variables everything runs as
+a single process and every helper here degrades to a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..errors import UserError
+
+__all__ = [
+    "DistInfo",
+    "all_gather_object",
+    "all_reduce_mean",
+    "barrier",
+    "cleanup",
+    "get_rank",
+    "get_world_size",
+    "init_distributed",
+    "is_main_process",
+    "seed_everything",
+]
+
+DEFAULT_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    distributed: bool
+    device: torch.device
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def _timeout() -> datetime.timedelta:
+    seconds = _env_int("SOLOV2_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)
+    if seconds <= 0:
+        raise UserError(f"SOLOV2_DIST_TIMEOUT={seconds} must be a positive number of seconds")
+    return datetime.timedelta(seconds=seconds)
+
+
+def init_distributed(device_type: str = "cuda") -> DistInfo:
+    """Start the process group if launched by torchrun; pick this process's device.
+
+    Args:
+        device_type: ``"cuda"``, ``"cpu"`` or ``"auto"`` (CUDA when available).
+
+    The timeout of collective operations is 30 minutes, or ``SOLOV2_DIST_TIMEOUT`` seconds.
+    """
+    if device_type == "auto":
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_type not in ("cuda", "cpu"):
+        raise UserError(f"device: {device_type!r} is not one of cuda|cpu|auto")
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda was requested but no CUDA device is available")
+
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise UserError(f"bad torchrun environment: RANK={rank} WORLD_SIZE={world_size}")
+
+    if device_type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(
+                f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA devices"
+            )
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+
+    distributed = world_size > 1
+    if distributed and not dist.is_initialized():
+        if device_type == "cuda":
+            dist.init_process_group("nccl", timeout=_timeout(), device_id=device)
+        else:
+            dist.init_process_group("gloo", timeout=_timeout())
+    if dist.is_initialized():
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        distributed = world_size > 1
+    return DistInfo(rank, world_size, local_rank, distributed, device)
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """This process's global rank (0 when not distributed)."""
+    return dist.get_rank() if _active() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes (1 when not distributed)."""
+    return dist.get_world_size() if _active() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and in single-process runs)."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for all processes (no-op when not distributed)."""
+    if not _active() or get_world_size() == 1:
+        return
+    if dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        dist.barrier()
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean of ``tensor`` over all processes (a new tensor; the input is not modified)."""
+    if not _active() or get_world_size() == 1:
+        return tensor
+    out = tensor.detach().clone()
+    if not out.is_floating_point():
+        out = out.float()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / get_world_size()
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Picklable ``obj`` from every process, in rank order (``[obj]`` when not distributed)."""
+    if not _active() or get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def cleanup() -> None:
+    """Destroy the process group if one was started."""
+    if _active():
+        dist.destroy_process_group()
+
+
+def seed_everything(seed: int, rank: int = 0) -> int:
+    """Seed python ``random``, numpy and torch (CPU and CUDA) with ``seed + rank``; return it."""
+    s = int(seed) + int(rank)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+    return s
