@@ -1,0 +1,33 @@
+"""Data pipeline: COCO reading, transforms, batching."""
+
+from .coco import CocoInstances, DataWarning, load_coco_json
+from .io import ImageReadError, image_size, read_image
+from .loader import (
+    GroupedBatchSampler,
+    RankStridedSampler,
+    TrainLoader,
+    build_test_loader,
+    build_train_loader,
+    collate,
+    dataset_from_config,
+)
+from .transforms import boxes_from_masks, build_transforms, rescale_size
+
+__all__ = [
+    "CocoInstances",
+    "DataWarning",
+    "GroupedBatchSampler",
+    "ImageReadError",
+    "RankStridedSampler",
+    "TrainLoader",
+    "boxes_from_masks",
+    "build_test_loader",
+    "build_train_loader",
+    "build_transforms",
+    "collate",
+    "dataset_from_config",
+    "image_size",
+    "load_coco_json",
+    "read_image",
+    "rescale_size",
+]

@@ -1,0 +1,414 @@
+"""COCO-format instance segmentation dataset producing :class:`~solov2.structures.Sample`.
+
+Policy (all skips warn with the json file, image id, annotation id and reason, and are counted in
+``dataset.stats``; after ``MAX_WARNINGS`` individual warnings a dataset only counts):
+
+* fatal (:class:`~solov2.errors.DataError`, one-line message naming the file and the field):
+  missing/unparsable JSON, missing top-level keys, wrong types of required fields, duplicate ids,
+  unknown ``category_id``/``image_id``, no categories, no usable images, missing image folder.
+* skipped annotation: missing/empty segmentation, no polygon part with >= 3 points (parts with < 3
+  points or an odd coordinate count are dropped), RLE whose size is not the image's, ``bbox`` with
+  width or height < 1, ``area <= 0`` (the mmdet rule), or a mask that decodes to zero pixels.
+* ``iscrowd=1``: never a training target; kept in :attr:`CocoInstances.coco` for evaluation.
+* skipped image: ``file_name`` absolute or escaping ``image_dir``; with ``train=True`` also images
+  without usable annotations (``filter_empty``) or with ``min(h, w) < min_size`` (JSON sizes).
+* unreadable image at ``__getitem__``: warned once, and the next readable item (index+1, +2, ...,
+  wrapping) is returned instead. Call :meth:`CocoInstances.verify_images` to drop missing files
+  up front (recommended for evaluation, where a substitute would duplicate an image id).
+* JSON size != file size: warning; masks are decoded at the JSON size (the frame the annotations
+  were drawn in) and resized to the file size with nearest interpolation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import math
+import os
+import pickle
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from torch import Tensor
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+from ..structures import Instances, Sample
+from .io import FieldChecker, is_number, load_coco_json, read_image, short_repr
+from .transforms import boxes_from_masks
+
+__all__ = ["CocoInstances", "DataWarning"]
+
+MAX_WARNINGS = 20
+Transform = Callable[[Tensor, Instances], tuple[Tensor, Instances]]
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class DataWarning(UserWarning):
+    """A recoverable problem in a dataset (skipped annotation/image, size mismatch)."""
+
+
+def _safe_relpath(file_name: str) -> str | None:
+    """Normalised path relative to the image folder, or None if absolute/escaping/empty."""
+    p = file_name.replace("\\", "/")
+    if not p or p.startswith("/") or _DRIVE.match(p):
+        return None
+    p = os.path.normpath(p)
+    if p in (".", "..") or p.startswith("../") or os.path.isabs(p):
+        return None
+    return p
+
+
+def _check_segmentation(c: FieldChecker, seg: Any, h: int, w: int, where: str,
+                        stats: dict[str, int]) -> tuple[str, Any] | str:
+    """Validate one segmentation: ``(kind, data)`` if usable, else the skip reason.
+
+    ``kind`` is ``"poly"`` (list of flat ``[x0, y0, x1, y1, ...]`` parts, pixel coordinates),
+    ``"rle"`` (compressed RLE dict) or ``"urle"`` (uncompressed RLE dict).
+    """
+    where = f"{where}.segmentation"
+    if seg is None:
+        return "missing segmentation"
+    if isinstance(seg, list):
+        if not seg:
+            return "empty segmentation"
+        if all(is_number(v) for v in seg):  # a single flat polygon, tolerated
+            seg = [seg]
+        parts = []
+        for j, part in enumerate(seg):
+            if not isinstance(part, list) or not all(is_number(v) for v in part):
+                raise c.fail(f"{where}[{j}]", "must be a list of numbers (a polygon)")
+            if not all(math.isfinite(v) for v in part):
+                return f"polygon {j} has non-finite coordinates"
+            if len(part) >= 6 and len(part) % 2 == 0:
+                parts.append([float(v) for v in part])
+        if not parts:
+            return "no polygon with at least 3 points"
+        stats["dropped_polygon_parts"] += len(seg) - len(parts)
+        return ("poly", parts)
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(is_number(v) for v in size)):
+            raise c.fail(f"{where}.size", f"must be [height, width], got {short_repr(size)}")
+        if [int(size[0]), int(size[1])] != [h, w]:
+            return f"RLE size {size} differs from the image size [{h}, {w}]"
+        if isinstance(counts, str):
+            return ("rle", {"size": [h, w], "counts": counts}) if counts else "empty RLE"
+        if isinstance(counts, list) and all(is_number(v) and v >= 0 for v in counts):
+            if not counts:
+                return "empty RLE"
+            if sum(counts) != h * w:
+                return f"uncompressed RLE counts sum to {sum(counts)}, expected {h * w}"
+            return ("urle", {"size": [h, w], "counts": [int(v) for v in counts]})
+        raise c.fail(f"{where}.counts", "must be an RLE string or a list of non-negative integers")
+    raise c.fail(where, f"must be a list of polygons or an RLE object, got {short_repr(seg)}")
+
+
+def _decode(kind: str, data: Any, h: int, w: int) -> np.ndarray:
+    """Rasterise one segmentation to a uint8 ``[h, w]`` 0/1 array."""
+    return mask_utils.decode(_to_rle((kind, data), h, w))
+
+
+class _PackedList:
+    """Records pickled into one numpy buffer: no per-object refcounts for forked workers to touch
+    (the copy-on-read memory growth of large Python lists in DataLoader workers)."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        bufs = [np.frombuffer(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8)
+                for x in items]
+        self._ends = np.cumsum([len(b) for b in bufs], dtype=np.int64)
+        self._data = np.concatenate(bufs) if bufs else np.zeros(0, dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i: int) -> Any:
+        start = int(self._ends[i - 1]) if i > 0 else 0
+        return pickle.loads(memoryview(self._data[start:int(self._ends[i])]))
+
+
+class CocoInstances(Dataset[Sample]):
+    """COCO instance segmentation dataset (polygons, compressed and uncompressed RLE).
+
+    Args:
+        json_path: COCO annotation file.
+        image_dir: folder that ``images[].file_name`` is relative to.
+        transform: ``(image uint8 [3,H,W], Instances) -> (image, Instances)``, e.g.
+            :func:`solov2.data.transforms.build_transforms`; ``None`` returns the decoded image.
+        train: training set (enables ``filter_empty``/``min_size``); with ``train=False`` the
+            :attr:`coco` object is built eagerly for evaluation.
+        filter_empty: with ``train=True``, drop images without a usable non-crowd annotation.
+        min_size: with ``train=True``, drop images whose JSON ``min(height, width) < min_size``.
+
+    ``__getitem__`` returns a :class:`Sample`: ``image`` uint8 ``[3, h, w]``, ``instances.masks``
+    uint8 0/1 ``[N, h, w]``, ``labels`` int64 ``[N]`` (contiguous, 0-based, label ``i`` is COCO
+    category ``cat_ids[i]``), ``boxes`` float32 ``[N, 4]`` tight xyxy of the masks with exclusive
+    right/bottom edge; ``orig_size`` is the file's ``(H, W)``.
+    """
+
+    def __init__(self, json_path: str | os.PathLike[str], image_dir: str | os.PathLike[str],
+                 transform: Transform | None = None, *, train: bool, filter_empty: bool = False,
+                 min_size: int = 0) -> None:
+        self.json_path = os.fspath(json_path)
+        self.image_dir = os.fspath(image_dir)
+        self.transform = transform
+        self.train = train
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("images_in_file", "skipped_images", "unsafe_paths", "filtered_empty",
+             "filtered_small", "missing_images", "unreadable_images", "size_mismatch",
+             "skipped_annotations", "dropped_polygon_parts", "crowd_annotations"), 0)
+        self._n_warned = 0
+        self._bad: set[int] = set()  # indices found unreadable (per process)
+        self._warned_ids: set[tuple[str, int]] = set()
+        if not os.path.isdir(self.image_dir):
+            raise DataError(f"{self.image_dir}: image folder not found (for {self.json_path})")
+        data = load_coco_json(self.json_path)
+        self._coco: COCO | None = None
+        records, eval_anns = self._parse(data, warn=True)
+        if not train:  # evaluation needs it anyway: reuse the parsed JSON
+            self._coco = _make_coco(data, eval_anns)
+        del data
+        if train and (filter_empty or min_size > 0):
+            kept = []
+            for r in records:
+                if filter_empty and not r[4]:
+                    self.stats["filtered_empty"] += 1
+                elif min(r[2], r[3]) < min_size:
+                    self.stats["filtered_small"] += 1
+                else:
+                    kept.append(r)
+                    continue
+                self.stats["skipped_images"] += 1
+            records = kept
+        self._set_records(records)
+        if self._n_warned > MAX_WARNINGS:
+            warnings.warn(f"{self.json_path}: {self._n_warned - MAX_WARNINGS} more data warnings "
+                          f"were suppressed; counts: {self.stats}", DataWarning, stacklevel=2)
+
+    # ------------------------------------------------------------------------------------------
+
+    def _warn(self, msg: str) -> None:
+        self._n_warned += 1
+        if self._n_warned <= MAX_WARNINGS:
+            warnings.warn(msg, DataWarning, stacklevel=3)
+
+    def _parse(self, data: dict[str, Any], warn: bool) -> tuple[list[tuple], list[dict]]:
+        """Validate ``data``; return per-image records and the annotations kept for evaluation.
+
+        A record is ``(image_id, rel_path, height, width, [(ann_id, label, kind, seg), ...])``.
+        """
+        path, c = self.json_path, FieldChecker(self.json_path)
+        stats = self.stats if warn else dict.fromkeys(self.stats, 0)
+        note = self._warn if warn else (lambda msg: None)
+        cats: dict[int, str] = {}
+        for i, cat in enumerate(data["categories"]):
+            where = f"categories[{i}]"
+            cid = c.get_int(c.get_obj(cat, where), "id", where)
+            if cid in cats:
+                raise c.fail(where, f"duplicates category id {cid}")
+            cats[cid] = c.get_str(cat, "name", where)
+        if not cats:
+            raise DataError(f"{path}: 'categories' is empty")
+        self.cat_ids: list[int] = sorted(cats)
+        self.class_names: list[str] = [cats[k] for k in self.cat_ids]
+        label_of = {cid: i for i, cid in enumerate(self.cat_ids)}
+
+        images: dict[int, tuple] = {}
+        for i, img in enumerate(data["images"]):
+            where = f"images[{i}]"
+            iid = c.get_int(c.get_obj(img, where), "id", where)
+            if iid in images:
+                raise c.fail(where, f"duplicates image id {iid}")
+            fname = c.get_str(img, "file_name", where)
+            h, w = c.get_int(img, "height", where, True), c.get_int(img, "width", where, True)
+            images[iid] = (iid, fname, h, w, [])
+        if not images:
+            raise DataError(f"{path}: 'images' is empty")
+        stats["images_in_file"] = len(images)
+
+        eval_anns: list[dict] = []
+        for i, ann in enumerate(data["annotations"]):
+            where = f"annotations[{i}]"
+            aid = c.get_int(c.get_obj(ann, where), "id", where)
+            where = f"annotations[{i}] (id={aid})"
+            iid, cid = c.get_int(ann, "image_id", where), c.get_int(ann, "category_id", where)
+            if cid not in cats:
+                raise c.fail(where, f"has category_id {cid} not in categories")
+            if iid not in images:
+                raise c.fail(where, f"has image_id {iid} not in images")
+            crowd = ann.get("iscrowd", 0)
+            if crowd not in (0, 1) or isinstance(crowd, float):
+                raise c.fail(f"{where}.iscrowd", f"must be 0 or 1, got {short_repr(crowd)}")
+            bbox, area = ann.get("bbox"), ann.get("area")
+            if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4
+                                         and all(is_number(v) for v in bbox)):
+                raise c.fail(f"{where}.bbox", f"must be [x, y, width, height], got {short_repr(bbox)}")
+            if area is not None and not is_number(area):
+                raise c.fail(f"{where}.area", f"must be a number, got {short_repr(area)}")
+            _, _, h, w, anns = images[iid]
+            checked = _check_segmentation(c, ann.get("segmentation"), h, w, where, stats)
+            if not isinstance(checked, str):
+                ev = dict(ann, iscrowd=int(crowd))
+                if checked[0] == "poly":
+                    ev["segmentation"] = checked[1]
+                if area is None:
+                    ev["area"] = float(mask_utils.area(_to_rle(checked, h, w)))
+                eval_anns.append(ev)
+            if crowd:
+                stats["crowd_annotations"] += 1
+                continue
+            reason = checked if isinstance(checked, str) else None
+            if reason is None and bbox is not None and (bbox[2] < 1 or bbox[3] < 1):
+                reason = f"bbox width/height < 1 ({short_repr(bbox)})"
+            if reason is None and area is not None and area <= 0:
+                reason = f"area {area} <= 0"
+            if reason is not None:
+                stats["skipped_annotations"] += 1
+                note(f"{path}: image {iid} annotation {aid}: skipped, {reason}")
+                continue
+            assert not isinstance(checked, str)
+            anns.append((aid, label_of[cid], checked[0], checked[1]))
+
+        records = []
+        for iid, fname, h, w, anns in images.values():
+            rel = _safe_relpath(fname)
+            if rel is None:
+                stats["unsafe_paths"] += 1
+                stats["skipped_images"] += 1
+                note(f"{path}: image {iid}: skipped, file_name {short_repr(fname)} is absolute or "
+                     f"outside the image folder")
+                continue
+            records.append((iid, rel, h, w, anns))
+        return records, eval_anns
+
+    def _set_records(self, records: list[tuple]) -> None:
+        if not records:
+            raise DataError(f"{self.json_path}: no usable images (stats: {self.stats})")
+        self._records = _PackedList(records)
+        self.image_ids: list[int] = [r[0] for r in records]
+        self._ratios = np.array([r[3] / r[2] for r in records], dtype=np.float64)
+        self._bad = set()
+
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def coco(self) -> COCO:
+        """pycocotools ``COCO`` ground truth for evaluation: every image of the file, every
+        annotation whose segmentation pycocotools can use (crowd included; missing ``area`` is
+        filled from the mask, missing ``iscrowd`` with 0). Evaluate with
+        ``params.imgIds = dataset.image_ids``."""
+        if self._coco is None:
+            data = load_coco_json(self.json_path)
+            self._coco = _make_coco(data, self._parse(data, warn=False)[1])
+        return self._coco
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_coco"] = None  # rebuilt on demand; keeps worker start-up cheap with spawn
+        return state
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def aspect_ratios(self) -> list[float]:
+        """``width / height`` of every item, from the JSON sizes (no image is read)."""
+        return self._ratios.tolist()
+
+    def image_path(self, index: int) -> str:
+        """Full path of the image of item ``index``."""
+        return os.path.join(self.image_dir, self._records[index][1])
+
+    def verify_images(self) -> list[str]:
+        """Drop items whose image file does not exist (cheap ``stat``s); warn and return them."""
+        records = [self._records[i] for i in range(len(self))]
+        missing = [r for r in records if not os.path.isfile(os.path.join(self.image_dir, r[1]))]
+        for r in missing:
+            self.stats["missing_images"] += 1
+            self.stats["skipped_images"] += 1
+            self._warn(f"{self.json_path}: image {r[0]}: skipped, file "
+                       f"{os.path.join(self.image_dir, r[1])} not found")
+        if missing:
+            gone = {r[0] for r in missing}
+            self._set_records([r for r in records if r[0] not in gone])
+        return [os.path.join(self.image_dir, r[1]) for r in missing]
+
+    def __getitem__(self, index: int) -> Sample:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} items")
+        for k in range(n):
+            j = (index + k) % n
+            if j in self._bad:
+                continue
+            path = self.image_path(j)
+            try:
+                image = read_image(path)
+            except OSError as e:
+                self._bad.add(j)
+                self.stats["unreadable_images"] += 1
+                self._warn(f"{self.json_path}: image {self._records[j][0]}: {e}; "
+                           f"using the next readable item instead")
+                continue
+            return self._make_sample(j, image, path)
+        raise DataError(f"{self.json_path}: none of the {n} images in {self.image_dir} "
+                        f"could be read")
+
+    def _make_sample(self, index: int, image: Tensor, path: str) -> Sample:
+        iid, _, h, w, anns = self._records[index]
+        fh, fw = int(image.shape[1]), int(image.shape[2])
+        if (fh, fw) != (h, w) and ("size", iid) not in self._warned_ids:
+            self._warned_ids.add(("size", iid))
+            self.stats["size_mismatch"] += 1
+            self._warn(f"{self.json_path}: image {iid}: file {path} is {fh}x{fw} but the JSON "
+                       f"says {h}x{w}; using the file size (masks resized with nearest)")
+        masks, labels = [], []
+        for aid, label, kind, seg in anns:
+            m = _decode(kind, seg, h, w)
+            if not m.any():
+                if ("ann", aid) not in self._warned_ids:
+                    self._warned_ids.add(("ann", aid))
+                    self.stats["skipped_annotations"] += 1
+                    self._warn(f"{self.json_path}: image {iid} annotation {aid}: skipped, "
+                               f"mask has zero area")
+                continue
+            masks.append(m)
+            labels.append(label)
+        if masks:
+            mt = torch.from_numpy(np.stack(masks))
+            if (fh, fw) != (h, w):
+                mt = F.interpolate(mt[None], size=(fh, fw), mode="nearest")[0]
+            inst = Instances(mt, torch.tensor(labels, dtype=torch.int64), boxes_from_masks(mt))
+            keep = inst.masks.flatten(1).any(1)
+            if not bool(keep.all()):
+                inst = Instances(inst.masks[keep], inst.labels[keep], inst.boxes[keep])
+        else:
+            inst = Instances.empty(fh, fw)
+        if self.transform is not None:
+            image, inst = self.transform(image, inst)
+        return Sample(image=image, instances=inst, image_id=iid, orig_size=(fh, fw),
+                      file_name=path)
+
+
+def _to_rle(checked: tuple[str, Any], h: int, w: int) -> dict[str, Any]:
+    kind, data = checked
+    if kind == "poly":
+        return mask_utils.merge(mask_utils.frPyObjects(data, h, w))
+    if kind == "urle":
+        return mask_utils.frPyObjects(data, h, w)
+    return data
+
+
+def _make_coco(data: dict[str, Any], eval_anns: list[dict]) -> COCO:
+    coco = COCO()
+    coco.dataset = {k: v for k, v in data.items() if k != "annotations"}
+    coco.dataset["annotations"] = eval_anns
+    with contextlib.redirect_stdout(_io.StringIO()):  # createIndex prints progress
+        coco.createIndex()
+    return coco

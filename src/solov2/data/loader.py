@@ -1,0 +1,322 @@
+"""Batching: padding collate, aspect-ratio grouped batches, train/test DataLoaders.
+
+The train loader is *epoch based*: iterate it once per epoch and call ``set_epoch(epoch)`` first
+(it reseeds the shuffle, also for ``DistributedSampler``). Every rank sees the same number of
+batches per epoch, so DDP never waits on a missing step.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import random
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
+
+from ..errors import DataError, UserError
+from ..structures import Batch, Instances, Sample
+from .coco import CocoInstances
+from .transforms import build_transforms
+
+if TYPE_CHECKING:
+    from ..config import DataCfg
+
+__all__ = ["GroupedBatchSampler", "RankStridedSampler", "ShuffleSampler", "TrainLoader",
+           "build_test_loader", "build_train_loader", "collate", "dataset_from_config"]
+
+
+def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: bool = True) -> Batch:
+    """Zero-pad images (and masks) at the bottom/right to a common multiple of ``size_divisor``.
+
+    Returns:
+        :class:`Batch` with ``images`` uint8 ``[B, 3, Hp, Wp]``, ``image_sizes`` and
+        ``orig_sizes`` int64 ``[B, 2]`` ``(h, w)``, and ``targets`` (masks uint8 ``[N, Hp, Wp]``,
+        boxes unchanged) or ``None`` when ``with_targets`` is false.
+    """
+    if not samples:
+        raise ValueError("collate: empty batch")
+    sizes = torch.tensor([list(s.image.shape[-2:]) for s in samples], dtype=torch.int64)
+    d = max(1, int(size_divisor))
+    hp = int(math.ceil(int(sizes[:, 0].max()) / d) * d)
+    wp = int(math.ceil(int(sizes[:, 1].max()) / d) * d)
+    images = samples[0].image.new_zeros((len(samples), 3, hp, wp))
+    targets: list[Instances] | None = [] if with_targets else None
+    for i, s in enumerate(samples):
+        h, w = s.image.shape[-2:]
+        images[i, :, :h, :w] = s.image
+        if targets is not None:
+            inst = s.instances
+            masks = inst.masks.new_zeros((len(inst), hp, wp))
+            masks[:, :h, :w] = inst.masks
+            targets.append(Instances(masks, inst.labels, inst.boxes))
+    return Batch(
+        images=images,
+        image_sizes=sizes,
+        orig_sizes=torch.tensor([list(s.orig_size) for s in samples], dtype=torch.int64),
+        image_ids=[int(s.image_id) for s in samples],
+        targets=targets,
+        file_names=[s.file_name for s in samples],
+    )
+
+
+class ShuffleSampler(Sampler[int]):
+    """Single-process random permutation, reproducible from ``seed + epoch``."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class RankStridedSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...`` in order: every item exactly once over all ranks."""
+
+    def __init__(self, size: int, rank: int, world_size: int) -> None:
+        self.size, self.rank, self.world_size = size, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.size, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.world_size))
+
+
+class GroupedBatchSampler(BatchSampler):
+    """Batches whose items share a group id (aspect ratio ``w >= h`` vs ``w < h``).
+
+    Indices are taken in the order of ``sampler`` (any sampler, e.g. ``DistributedSampler``) and
+    buffered per group; a batch is emitted when a buffer is full. It yields
+    ``max(1, len(sampler) // batch_size)`` full batches, so all ranks of a ``DistributedSampler``
+    (equal ``len``) take the same number of steps: missing last batches are filled from the fullest
+    group's leftovers, topped up by repeating that group's indices of this epoch.
+    """
+
+    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.sampler, self.group_ids, self.batch_size = sampler, list(group_ids), batch_size
+        self.drop_last = True
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        buffers: dict[int, list[int]] = {}
+        seen: dict[int, list[int]] = {}
+        emitted = 0
+        for idx in self.sampler:
+            g = self.group_ids[idx]
+            seen.setdefault(g, []).append(idx)
+            buf = buffers.setdefault(g, [])
+            buf.append(idx)
+            if len(buf) == self.batch_size:
+                yield buf
+                buffers[g] = []
+                emitted += 1
+        while emitted < len(self) and any(buffers.values()):
+            g = max(buffers, key=lambda k: (len(buffers[k]), -k))
+            batch, pool = buffers[g], seen[g]
+            batch += [pool[i % len(pool)] for i in range(self.batch_size - len(batch))]
+            yield batch
+            buffers[g] = []
+            emitted += 1
+
+    def __len__(self) -> int:
+        return max(1, len(self.sampler) // self.batch_size)  # type: ignore[arg-type]
+
+
+class SeededItems(Dataset[Sample]):
+    """A dataset view indexed by ``(index, seed)`` pairs: the augmentation randomness of an item
+    (torch and Python RNGs) is drawn from ``seed`` alone, so a run repeats exactly whatever the
+    number of workers or ranks, and a resumed run continues with the same augmentations."""
+
+    def __init__(self, dataset: Dataset[Sample]) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
+        index, seed = key
+        torch_state, py_state = torch.get_rng_state(), random.getstate()
+        torch.manual_seed(seed)
+        random.seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            torch.set_rng_state(torch_state)
+            random.setstate(py_state)
+
+
+class ResumableBatches:
+    """Wraps an epoch batch sampler: yields ``(index, item_seed)`` batches, with ``item_seed``
+    a function of ``(seed, epoch, index)``, and can start an epoch at batch ``k`` without loading
+    the skipped batches (exact resume)."""
+
+    def __init__(self, batch_sampler: Any, seed: int) -> None:
+        self.batch_sampler, self.seed, self.epoch, self.start = batch_sampler, seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.start = epoch, 0
+        self.batch_sampler.set_epoch(epoch)
+
+    def skip(self, batches: int) -> None:
+        self.start = batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        base = (self.seed * 1_000_003 + self.epoch) * 1_000_003
+        for i, batch in enumerate(self.batch_sampler):
+            if i >= self.start:
+                yield [(idx, (base + idx) % (2**63)) for idx in batch]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+class TrainLoader:
+    """One epoch per iteration over a :class:`DataLoader`; ``set_epoch`` before each epoch and
+    optionally ``skip(k)`` to start it at batch ``k``. ``len`` is the full epoch length."""
+
+    def __init__(self, loader: DataLoader, batch_sampler: ResumableBatches) -> None:
+        self.loader, self.batch_sampler, self.epoch = loader, batch_sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.batch_sampler.set_epoch(epoch)
+
+    def skip(self, batches: int) -> None:
+        self.batch_sampler.skip(batches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+class _EpochBatchSampler(BatchSampler):
+    """``BatchSampler`` forwarding ``set_epoch`` to its sampler."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, *,
+                       aspect_grouping: bool, seed: int, distributed: bool = False,
+                       size_divisor: int = 32) -> TrainLoader:
+    """Training loader: shuffled from ``seed`` (``DistributedSampler`` when ``distributed``),
+    optionally aspect-ratio grouped, padded :class:`Batch` es.
+
+    ``pin_memory`` when CUDA is available, persistent workers when ``workers > 0``. Each item's
+    augmentation is seeded from ``(seed, epoch, index)`` (:class:`SeededItems`), so runs repeat
+    exactly and ``skip(k)`` resumes an epoch mid-way with the same augmentations.
+
+    Returns:
+        :class:`TrainLoader`, epoch based: ``loader.set_epoch(e); for batch in loader: ...``.
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    rank, world = _dist_info()
+    if distributed:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise UserError("build_train_loader: distributed=True but torch.distributed is not "
+                            "initialised (launch with torchrun)")
+        sampler: Sampler[int] = DistributedSampler(dataset, shuffle=True, seed=seed)
+    else:
+        rank = 0
+        sampler = ShuffleSampler(n, seed)
+    if aspect_grouping:
+        ratios = getattr(dataset, "aspect_ratios", None)
+        if ratios is None:
+            raise UserError("build_train_loader: aspect_grouping needs a dataset with "
+                            "aspect_ratios()")
+        groups = [0 if r >= 1.0 else 1 for r in ratios()]
+        batch_sampler: Any = GroupedBatchSampler(sampler, groups, batch_size)
+    else:
+        batch_sampler = _EpochBatchSampler(sampler, batch_size,
+                                           drop_last=len(sampler) >= batch_size)  # type: ignore
+    batches = ResumableBatches(batch_sampler, seed)
+    loader = DataLoader(
+        SeededItems(dataset), batch_sampler=batches, num_workers=workers,
+        collate_fn=functools.partial(collate, size_divisor=size_divisor),
+        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+    )
+    return TrainLoader(loader, batches)
+
+
+def build_test_loader(dataset: Dataset[Sample], batch_size: int, workers: int, *,
+                      size_divisor: int = 32, with_targets: bool = False) -> DataLoader:
+    """Sequential loader; with ``torch.distributed`` initialised, rank ``r`` of ``W`` gets items
+    ``r, r + W, ...`` (no padding duplicates, so ranks may differ by one batch).
+
+    Batches have ``targets=None`` unless ``with_targets`` (evaluation reads ``dataset.coco``).
+    """
+    rank, world = _dist_info()
+    n = len(dataset)  # type: ignore[arg-type]
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=RankStridedSampler(n, rank, world),
+        num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=False,
+        collate_fn=functools.partial(collate, size_divisor=size_divisor,
+                                     with_targets=with_targets),
+    )
+
+
+def _resolve(data_cfg: DataCfg, split: str) -> tuple[str, str]:
+    json_key, img_key = f"{split}_json", f"{split}_images"
+    name = getattr(data_cfg, f"{split}_split")
+    json_path, image_dir = getattr(data_cfg, json_key), getattr(data_cfg, img_key)
+    root = data_cfg.data_root
+    if json_path is None:
+        if root is None:
+            raise DataError(f"data.{json_key} is not set and data.data_root is not set")
+        json_path = os.path.join(root, "annotations", f"instances_{name}.json")
+    if image_dir is None:
+        if root is None:
+            raise DataError(f"data.{img_key} is not set and data.data_root is not set")
+        image_dir = os.path.join(root, name)
+    for path, key, isdir in ((json_path, json_key, False), (image_dir, img_key, True)):
+        if not (os.path.isdir(path) if isdir else os.path.isfile(path)):
+            what = "image folder" if isdir else "annotation file"
+            origin = f"data.{key}" if getattr(data_cfg, key) else "data.data_root"
+            raise DataError(f"{path}: {what} not found (from {origin})")
+    return os.fspath(json_path), os.fspath(image_dir)
+
+
+def dataset_from_config(data_cfg: DataCfg, split: Literal["train", "val"],
+                        train: bool) -> CocoInstances:
+    """Build the dataset of ``split`` from a ``DataCfg``.
+
+    Paths: ``data.{split}_json`` / ``data.{split}_images`` when set, else the COCO layout
+    ``data_root/annotations/instances_{name}.json`` and ``data_root/{name}/`` with ``name =
+    data.{split}_split`` (e.g. ``train2017``). ``train`` selects the training transforms
+    (random scale among ``train_scales``, flip) and filtering; else the single ``test_scale``.
+    """
+    if split not in ("train", "val"):
+        raise UserError(f"dataset_from_config: split must be 'train' or 'val', got {split!r}")
+    json_path, image_dir = _resolve(data_cfg, split)
+    if train:
+        tf = build_transforms(True, data_cfg.train_scales, data_cfg.flip_prob)
+    else:
+        tf = build_transforms(False, [data_cfg.test_scale], 0.0)
+    return CocoInstances(json_path, image_dir, tf, train=train,
+                         filter_empty=data_cfg.filter_empty, min_size=data_cfg.min_size)

@@ -1,0 +1,157 @@
+"""Train/test transforms on ``torchvision.transforms.v2`` and ``tv_tensors``.
+
+The pipeline follows the official SOLOv2 (mmdet v1 + mmcv) one: keep-ratio resize to a
+``(long, short)`` scale picked at random from a list ("value" mode), then a horizontal flip.
+Images are resized bilinearly *without* antialiasing, as ``cv2.resize(INTER_LINEAR)`` in mmcv does;
+masks with nearest (``floor`` source index, like ``cv2.INTER_NEAREST``) and stay uint8. Boxes are
+recomputed from the transformed masks, and instances whose mask became empty are dropped.
+Randomness comes from torch's global RNG, which the DataLoader seeds per worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from ..errors import UserError
+from ..structures import Instances
+
+__all__ = ["InstanceTransform", "KeepRatioResize", "boxes_from_masks", "build_transforms",
+           "rescale_size"]
+
+
+def rescale_size(height: int, width: int, scale: Sequence[int]) -> tuple[int, int]:
+    """Keep-ratio target size, mmcv ``rescale_size`` rule.
+
+    ``factor = min(long / max(h, w), short / min(h, w))`` with ``long, short = max(scale),
+    min(scale)``; each side becomes ``int(side * factor + 0.5)``.
+
+    Returns:
+        ``(new_height, new_width)``, each at least 1.
+    """
+    long_edge, short_edge = max(scale), min(scale)
+    factor = min(long_edge / max(height, width), short_edge / min(height, width))
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
+
+def boxes_from_masks(masks: Tensor) -> Tensor:
+    """Tight boxes of binary masks.
+
+    Args:
+        masks: ``[N, H, W]`` (any dtype, nonzero = foreground).
+
+    Returns:
+        float32 ``[N, 4]`` ``(x1, y1, x2, y2)`` with exclusive right/bottom edge
+        (``x2 = max_x + 1``); all zeros for an empty mask.
+    """
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
+    m = masks.bool()
+    rows, cols = m.any(dim=2), m.any(dim=1)  # [N, H], [N, W]
+    ys = torch.arange(h, device=masks.device)
+    xs = torch.arange(w, device=masks.device)
+    y1 = torch.where(rows, ys, h).amin(dim=1)
+    y2 = torch.where(rows, ys, -1).amax(dim=1) + 1
+    x1 = torch.where(cols, xs, w).amin(dim=1)
+    x2 = torch.where(cols, xs, -1).amax(dim=1) + 1
+    boxes = torch.stack([x1, y1, x2, y2], dim=1).to(torch.float32)
+    return boxes * rows.any(dim=1, keepdim=True)
+
+
+class KeepRatioResize(v2.Transform):
+    """Keep-ratio resize to one of ``scales`` chosen uniformly at random (mmdet "value" mode).
+
+    Images (``tv_tensors.Image``) are resized bilinearly without antialias, masks
+    (``tv_tensors.Mask``) with nearest, ``BoundingBoxes`` scaled; other inputs pass through.
+    """
+
+    def __init__(self, scales: Sequence[Sequence[int]]) -> None:
+        super().__init__()
+        self.scales = [tuple(int(v) for v in s) for s in scales]
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        sized = [x for x in flat_inputs if isinstance(x, (tv_tensors.Image, tv_tensors.Mask))]
+        h, w = TF.get_size(sized[0] if sized else flat_inputs[0])
+        i = int(torch.randint(len(self.scales), ())) if len(self.scales) > 1 else 0
+        return {"size": list(rescale_size(h, w, self.scales[i]))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        size = params["size"]
+        if isinstance(inpt, tv_tensors.Mask):
+            return TF.resize(inpt, size, interpolation=v2.InterpolationMode.NEAREST)
+        if isinstance(inpt, (tv_tensors.Image, tv_tensors.BoundingBoxes)):
+            return TF.resize(inpt, size, interpolation=v2.InterpolationMode.BILINEAR,
+                             antialias=False)
+        return inpt
+
+
+class InstanceTransform:
+    """Apply a v2 transform jointly to an image and its :class:`Instances`.
+
+    Call: ``(image uint8 [3, H, W], Instances in H x W) -> (image uint8 [3, h, w], Instances in
+    h x w)``; boxes are recomputed from the output masks and empty instances dropped.
+    """
+
+    def __init__(self, transform: v2.Transform) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Tensor, instances: Instances) -> tuple[Tensor, Instances]:
+        out = self.transform({"image": tv_tensors.Image(image),
+                              "masks": tv_tensors.Mask(instances.masks),
+                              "labels": instances.labels})
+        image = out["image"].as_subclass(Tensor)
+        masks = out["masks"].as_subclass(Tensor)
+        labels = out["labels"]
+        keep = masks.flatten(1).any(dim=1)
+        if not bool(keep.all()):
+            masks, labels = masks[keep], labels[keep]
+        return image, Instances(masks.contiguous(), labels, boxes_from_masks(masks))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transform})"
+
+
+def _check_scales(scales: Sequence[Sequence[int]]) -> list[list[int]]:
+    ok = isinstance(scales, Sequence) and len(scales) > 0
+    out = []
+    for s in scales if ok else []:
+        if not (isinstance(s, Sequence) and len(s) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in s)):
+            ok = False
+            break
+        out.append([int(s[0]), int(s[1])])
+    if not ok:
+        raise UserError(f"transforms: scales must be a non-empty list of [long, short] positive "
+                        f"integers, got {scales!r}")
+    return out
+
+
+def build_transforms(train: bool, scales: Sequence[Sequence[int]],
+                     flip_prob: float = 0.5) -> InstanceTransform:
+    """Build the SOLOv2 pipeline.
+
+    Args:
+        train: random scale among ``scales`` and horizontal flip with ``flip_prob``; otherwise
+            ``scales`` must hold exactly one (test) scale and nothing is random.
+        scales: ``[[long, short], ...]`` keep-ratio targets, e.g. ``[[1333, 800]]``.
+        flip_prob: horizontal flip probability (train only).
+
+    Returns:
+        ``(image uint8 [3, H, W], Instances) -> (image uint8 [3, h, w], Instances)``.
+    """
+    checked = _check_scales(scales)
+    if not train and len(checked) != 1:
+        raise UserError(f"transforms: the test pipeline takes exactly one scale, got {scales!r}")
+    if not 0.0 <= flip_prob <= 1.0:
+        raise UserError(f"transforms: flip_prob must be in [0, 1], got {flip_prob!r}")
+    steps: list[v2.Transform] = [KeepRatioResize(checked)]
+    if train and flip_prob > 0:
+        steps.append(v2.RandomHorizontalFlip(p=flip_prob))
+    return InstanceTransform(v2.Compose(steps))
