@@ -236,14 +236,12 @@ def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, 
         :class:`TrainLoader`, epoch based: ``loader.set_epoch(e); for batch in loader: ...``.
     """
     n = len(dataset)  # type: ignore[arg-type]
-    rank, world = _dist_info()
     if distributed:
         if not (dist.is_available() and dist.is_initialized()):
             raise UserError("build_train_loader: distributed=True but torch.distributed is not "
                             "initialised (launch with torchrun)")
         sampler: Sampler[int] = DistributedSampler(dataset, shuffle=True, seed=seed)
     else:
-        rank = 0
         sampler = ShuffleSampler(n, seed)
     if aspect_grouping:
         ratios = getattr(dataset, "aspect_ratios", None)
