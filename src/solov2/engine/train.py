@@ -1,0 +1,420 @@
+"""The training loop: a thin step (autocast forward, targets, losses, scaled backward, clip,
+SGD step) plus plain calls for schedule, logging, checkpoints and evaluation."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..config import Config, config_from_dict, config_to_dict, save_yaml
+from ..errors import UserError
+from ..losses import solov2_losses
+from ..model import SOLOv2, build_model
+from ..structures import Batch
+from ..targets import build_targets
+from .checkpoint import (
+    capture_rng_state,
+    find_resume,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    save_safetensors,
+    write_last_checkpoint,
+)
+from .dist import (
+    DistInfo,
+    all_gather_object,
+    all_reduce_mean,
+    any_across_ranks,
+    barrier,
+    broadcast_module_state,
+    is_main_process,
+    seed_everything,
+)
+from .evaluate import autocast_dtype, evaluate
+from .log import MetricsWriter, format_eta
+from .schedule import lr_at, scaled_lr
+
+logger = logging.getLogger("solov2")
+
+
+class TrainingError(UserError):
+    """Training cannot go on (e.g. repeated non-finite losses)."""
+
+
+FAULT_ENV = "SOLOV2_FAULT_RANK_ITER"
+_FAULT_KINDS = ("raise", "kill", "hang", "nan")
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the testing fault hook (``SOLOV2_FAULT_RANK_ITER``)."""
+
+
+def parse_faults(raw: str | None, rank: int) -> dict[int, str]:
+    """Testing aid: the faults ``SOLOV2_FAULT_RANK_ITER`` asks of ``rank``, ``{iteration: kind}``.
+
+    Format: comma-separated ``RANK:ITER[:KIND]`` with a 1-based iteration and ``KIND`` one of
+    ``raise`` (default: raise :class:`InjectedFault`), ``kill`` (SIGKILL this process), ``hang``
+    (stop responding until signalled) or ``nan`` (make this rank's loss NaN). Faults fire only on
+    the first attempt of a job: not after a ``torchrun --max-restarts`` restart
+    (``TORCHELASTIC_RESTART_COUNT`` > 0).
+    """
+    if not raw or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
+        return {}
+    out: dict[int, str] = {}
+    for item in raw.split(","):
+        parts = item.strip().split(":")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            r, i = int(parts[0]), int(parts[1])
+        except ValueError:
+            raise UserError(f"{FAULT_ENV}={raw!r}: expected RANK:ITER[:KIND] items") from None
+        kind = parts[2] if len(parts) == 3 else "raise"
+        if kind not in _FAULT_KINDS:
+            raise UserError(f"{FAULT_ENV}: fault kind {kind!r} is not one of {_FAULT_KINDS}")
+        if r == rank:
+            out[i] = kind
+    return out
+
+
+def _inject_fault(kind: str, rank: int, iteration: int, stop: _StopFlag) -> None:
+    where = f"rank {rank}, iteration {iteration}"
+    logger.error("%s: injecting fault %r (%s, a testing aid)", where, kind, FAULT_ENV)
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "hang":
+        while stop.signal is None:
+            time.sleep(0.05)
+        raise InjectedFault(f"{where}: hang ended by signal {stop.signal}")
+    raise InjectedFault(f"{where}: injected failure ({FAULT_ENV})")
+
+
+@dataclass
+class TrainOptions:
+    """Run options that are not part of the model/data/solver config."""
+
+    output_dir: str
+    init: str | None = None  # fine-tune from these weights
+    resume: str | None = None  # checkpoint file or output dir ("" = output_dir)
+    channels_last: bool = False
+    compile: bool = False
+    eval_at_end: bool = True
+    sync_bn: bool = False
+
+
+def unwrap(model: nn.Module) -> SOLOv2:
+    return model.module if isinstance(model, DistributedDataParallel) else model  # type: ignore
+
+
+def train_step(model: nn.Module, batch: Batch, cfg: Config, amp: str) -> dict[str, torch.Tensor]:
+    """Forward + targets + losses for one batch (no backward). Returns the loss dict."""
+    dtype = autocast_dtype(amp)
+    images = batch.images
+    with torch.autocast(images.device.type, dtype=dtype or torch.float32,
+                        enabled=dtype is not None):
+        out = model(images, batch.image_sizes)
+    h, lc = cfg.model.head, cfg.model.loss
+    assert batch.targets is not None
+    targets = build_targets(batch.targets, tuple(out.mask_feats.shape[-2:]), h.num_grids,
+                            h.scale_ranges, cfg.model.num_classes, h.sigma)
+    return solov2_losses(out.cate_logits, out.kernel_preds, out.mask_feats, targets,
+                         focal_alpha=lc.focal_alpha, focal_gamma=lc.focal_gamma,
+                         cate_weight=lc.cate_weight, dice_weight=lc.dice_weight)
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and exits cleanly."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.SGD:
+    """SGD over trainable parameters, weight decay on all of them (reference)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.solver.momentum,
+                           weight_decay=cfg.solver.weight_decay)
+
+
+def _save(path: Path, model: nn.Module, optimizer: Any, scaler: Any, cfg: Config,
+          iteration: int, epoch: int) -> None:
+    """Checkpoint ``path`` (+ ``last_checkpoint``), written by rank 0. Call it on *every* rank:
+    it gathers each rank's RNG state, and no rank goes on before the file is complete (so a
+    restarted job resumes every rank from the same ``last_checkpoint``)."""
+    rng_ranks = all_gather_object(capture_rng_state())
+    if is_main_process():
+        state = {
+            "model": unwrap(model).state_dict(),
+            "config": config_to_dict(cfg),
+            "iteration": iteration,
+            "epoch": epoch,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "rng": rng_ranks[0],
+            "rng_ranks": rng_ranks,
+        }
+        save_checkpoint(path, state)
+        write_last_checkpoint(path.parent, path.name)
+        logger.info("saved checkpoint %s", path)
+    barrier()
+
+
+def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
+          train_loader: Any, val_set: Any = None, val_loader: Any = None) -> dict[str, Any]:
+    """Train ``cfg`` on ``train_loader``; returns the final metrics (rank 0)."""
+    device = dist_info.device
+    s = cfg.solver
+    out_dir = Path(opts.output_dir)
+    main = is_main_process()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out_dir / "config.yaml")
+    seed_everything(s.seed, dist_info.rank)
+
+    model = build_model(cfg)
+    if cfg.model.backbone.weights and not opts.init:
+        from .weights import load_backbone_weights
+
+        load_backbone_weights(model, cfg.model.backbone.weights)
+        logger.info("backbone weights from %s", cfg.model.backbone.weights)
+    if opts.init:
+        from .weights import init_from_checkpoint
+
+        report = init_from_checkpoint(model, load_checkpoint(opts.init)["model"])
+        logger.info("initialised from %s: %s", opts.init, report)
+    model.to(device)
+    if opts.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    total_batch = s.batch_size * dist_info.world_size
+    lr = scaled_lr(s.base_lr, total_batch, s.reference_batch, s.autoscale_lr)
+    optimizer = build_optimizer(model, cfg, lr)
+    scaler = torch.amp.GradScaler(device.type) if s.amp == "fp16" else None
+
+    iters_per_epoch = len(train_loader)
+    max_iter = s.max_iters if s.max_iters > 0 else s.epochs * iters_per_epoch
+    start_iter = 0
+    if opts.resume is not None:
+        path = find_resume(opts.resume or out_dir)
+        if path is None:
+            logger.info("no checkpoint to resume in %s: starting from scratch",
+                        opts.resume or out_dir)
+        else:
+            ckpt = load_checkpoint(path, map_location="cpu")
+            unwrap(model).load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if scaler is not None and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            start_iter = int(ckpt["iteration"])
+            rngs = ckpt.get("rng_ranks") or []
+            if len(rngs) == dist_info.world_size:  # same world size: each rank its own stream
+                restore_rng_state(rngs[dist_info.rank])
+            elif dist_info.rank == 0:
+                restore_rng_state(ckpt["rng"])
+            logger.info("resumed from %s at iteration %d", path, start_iter)
+
+    net: nn.Module = model
+    if opts.sync_bn:
+        if not dist_info.distributed:
+            logger.info("--sync-bn: single process, nothing to synchronise")
+        elif device.type != "cuda":
+            raise UserError("--sync-bn needs CUDA devices (SyncBatchNorm does not run on CPU)")
+        else:
+            if cfg.model.backbone.norm_eval:
+                logger.info("--sync-bn: model.backbone.norm_eval is on, so BatchNorm statistics "
+                            "are frozen and SyncBatchNorm changes nothing")
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if dist_info.distributed:
+        net = DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=False)
+    fwd = torch.compile(net) if opts.compile else net
+
+    logger.info("training %s: world size %d, %d image(s)/process x %d process(es) = batch %d, "
+                "lr %.5g (base %.5g @ batch %d%s), %d iterations (%d per epoch), amp=%s, "
+                "device=%s%s", cfg.name, dist_info.world_size, s.batch_size,
+                dist_info.world_size, total_batch, lr, s.base_lr, s.reference_batch,
+                "" if s.autoscale_lr else ", no autoscale", max_iter, iters_per_epoch, s.amp,
+                device, ", SyncBatchNorm" if net is not model and opts.sync_bn else "")
+    writer = MetricsWriter(out_dir, enabled=main)
+    ckpt_period = s.checkpoint_period or iters_per_epoch
+    metrics: dict[str, Any] = {}
+    nonfinite = 0
+    it = start_iter
+    net.train()
+    t_start = time.perf_counter()
+    window: list[float] = []  # per-iteration wall times for img/s
+    data_time = 0.0
+    faults = parse_faults(os.environ.get(FAULT_ENV), dist_info.rank)
+    stopping = False
+    with _StopFlag() as stop:
+        while it < max_iter and not stopping:
+            epoch = it // iters_per_epoch
+            train_loader.set_epoch(epoch)
+            train_loader.skip(it - epoch * iters_per_epoch)
+            t0 = time.perf_counter()
+            for batch in train_loader:
+                data_time = time.perf_counter() - t0
+                cur_lr = lr_at(it, iters_per_epoch, lr, s.steps, s.gamma, s.warmup_iters,
+                               s.warmup_ratio)
+                for g in optimizer.param_groups:
+                    g["lr"] = cur_lr
+                batch = batch.to(device, non_blocking=True)
+                fault = faults.get(it + 1)
+                if fault is not None and fault != "nan":
+                    _inject_fault(fault, dist_info.rank, it + 1, stop)
+                losses = train_step(fwd, batch, cfg, s.amp)
+                if fault == "nan":
+                    logger.error("rank %d, iteration %d: injecting a NaN loss (%s, a testing "
+                                 "aid)", dist_info.rank, it + 1, FAULT_ENV)
+                    losses = {k: v * float("nan") for k, v in losses.items()}
+                loss = sum(losses.values())
+                optimizer.zero_grad(set_to_none=True)
+                # decided together: a rank skipping backward alone, or stopping alone, would
+                # leave the others waiting in DDP's gradient all-reduce
+                local_nonfinite = not bool(torch.isfinite(loss))
+                nonfinite_any, stopping = any_across_ranks(local_nonfinite,
+                                                           stop.signal is not None)
+                if nonfinite_any:
+                    nonfinite += 1
+                    terms = {k: float(v.detach()) for k, v in losses.items()}
+                    if local_nonfinite:
+                        logger.warning("iteration %d: non-finite loss %s, step skipped%s", it + 1,
+                                       terms, " on every rank" if dist_info.distributed else "")
+                    else:
+                        logger.warning("iteration %d: non-finite loss on another rank, step "
+                                       "skipped", it + 1)
+                    if nonfinite >= s.max_nonfinite:
+                        raise TrainingError(
+                            f"stopping at iteration {it + 1}: {nonfinite} consecutive non-finite "
+                            f"losses (last: {terms}); lower solver.base_lr or check the data")
+                else:
+                    nonfinite = 0
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.unscale_(optimizer)
+                    else:
+                        loss.backward()
+                    if s.clip_grad > 0:
+                        torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"],
+                                                       s.clip_grad)
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                it += 1
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                now = time.perf_counter()
+                window.append(now - t0)
+                if it % s.log_period == 0 or it == max_iter:
+                    _log(writer, losses, it, max_iter, epoch, cur_lr, window, total_batch,
+                         data_time, device, t_start, start_iter)
+                if it % ckpt_period == 0 and it < max_iter and not stopping:
+                    _save(out_dir / f"model_{it:07d}.pth", net, optimizer, scaler, cfg, it,
+                          epoch)
+                if (s.eval_period and it % s.eval_period == 0 and it < max_iter
+                        and val_loader is not None and not stopping):
+                    broadcast_module_state(unwrap(net))
+                    m = evaluate(unwrap(net), val_loader, val_set, cfg, device, amp=s.amp,
+                                 progress=False)
+                    if main:
+                        writer.write(_eval_row(m), it)
+                if it >= max_iter or stopping:
+                    break
+                t0 = time.perf_counter()
+        if stopping:
+            logger.warning("received %s: saving a checkpoint at iteration %d and exiting",
+                           f"signal {stop.signal}" if stop.signal is not None
+                           else "a stop signal on another rank", it)
+            _save(out_dir / f"model_{it:07d}.pth", net, optimizer, scaler, cfg, it,
+                  it // max(iters_per_epoch, 1))
+            writer.close()
+            return {"interrupted": True, "iteration": it}
+
+    final = out_dir / "model_final.pth"
+    _save(final, net, optimizer, scaler, cfg, it, it // max(iters_per_epoch, 1))
+    if main:
+        save_safetensors(out_dir / "model_final.safetensors", unwrap(net).state_dict(),
+                         config_to_dict(cfg))
+    if window and main:
+        steady = window[len(window) // 5:] or window
+        ips = total_batch / (sorted(steady)[len(steady) // 2])
+        metrics["img_per_s"] = ips
+    if opts.eval_at_end and val_loader is not None:
+        # every rank evaluates its shard with exactly the weights rank 0 just saved
+        broadcast_module_state(unwrap(net))
+        m = evaluate(unwrap(net), val_loader, val_set, cfg, device, amp=s.amp,
+                     output_dir=out_dir / "eval")
+        metrics.update(m)
+        if main:
+            writer.write(_eval_row(m), it)
+    writer.close()
+    barrier()
+    return metrics
+
+
+def _eval_row(m: dict[str, Any]) -> dict[str, float]:
+    row = {}
+    for kind in ("segm", "bbox"):
+        for k, v in m.get(kind, {}).items():
+            row[f"{kind}/{k}"] = v
+    return row
+
+
+def _log(writer: MetricsWriter, losses: dict[str, torch.Tensor], it: int, max_iter: int,
+         epoch: int, lr: float, window: list[float], total_batch: int, data_time: float,
+         device: torch.device, t_start: float, start_iter: int) -> None:
+    # mean over ranks, one all-reduce for all terms (what a single process with the whole batch
+    # would log, up to the per-rank loss normalisation)
+    keys = list(losses)
+    mean = all_reduce_mean(torch.stack([losses[k].detach().float() for k in keys]))
+    vals = dict(zip(keys, (float(v) for v in mean.tolist())))
+    vals["loss"] = sum(vals.values())
+    recent = window[-20:]
+    step_time = sorted(recent)[len(recent) // 2]
+    eta = (max_iter - it) * step_time
+    mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    row = {"epoch": epoch + 1, "lr": lr, **vals, "time": step_time, "data_time": data_time,
+           "img_per_s": total_batch / step_time, "max_mem_mb": round(mem)}
+    writer.write(row, it)
+    loss_txt = "  ".join(f"{k}: {v:.4f}" for k, v in vals.items())
+    logger.info("eta: %s  iter: %d/%d  epoch: %d  %s  lr: %.5g  time: %.3f  data_time: %.3f  "
+                "img/s: %.1f  max_mem: %dM", format_eta(eta), it, max_iter, epoch + 1, loss_txt,
+                lr, step_time, data_time, total_batch / step_time, mem)
+    if not all(math.isfinite(v) for v in vals.values()):
+        logger.warning("non-finite loss values at iteration %d", it)
+
+
+def config_from_checkpoint(ckpt: dict[str, Any]) -> Config:
+    """The config stored in one of our checkpoints."""
+    if "config" not in ckpt:
+        raise UserError("checkpoint has no config: pass --config")
+    return config_from_dict(ckpt["config"])
