@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import UserError
+from ..ops.masks import masks_to_boxes as boxes_from_masks
 from ..structures import Instances
 
 __all__ = ["InstanceTransform", "KeepRatioResize", "boxes_from_masks", "build_transforms",
@@ -40,29 +42,16 @@ def rescale_size(height: int, width: int, scale: Sequence[int]) -> tuple[int, in
     return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
-def boxes_from_masks(masks: Tensor) -> Tensor:
-    """Tight boxes of binary masks.
-
-    Args:
-        masks: ``[N, H, W]`` (any dtype, nonzero = foreground).
-
-    Returns:
-        float32 ``[N, 4]`` ``(x1, y1, x2, y2)`` with exclusive right/bottom edge
-        (``x2 = max_x + 1``); all zeros for an empty mask.
-    """
-    n, h, w = masks.shape
-    if n == 0:
-        return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
-    m = masks.bool()
-    rows, cols = m.any(dim=2), m.any(dim=1)  # [N, H], [N, W]
-    ys = torch.arange(h, device=masks.device)
-    xs = torch.arange(w, device=masks.device)
-    y1 = torch.where(rows, ys, h).amin(dim=1)
-    y2 = torch.where(rows, ys, -1).amax(dim=1) + 1
-    x1 = torch.where(cols, xs, w).amin(dim=1)
-    x2 = torch.where(cols, xs, -1).amax(dim=1) + 1
-    boxes = torch.stack([x1, y1, x2, y2], dim=1).to(torch.float32)
-    return boxes * rows.any(dim=1, keepdim=True)
+def resize_uint8(image: Tensor, h: int, w: int) -> Tensor:
+    """Bilinear resize (``align_corners=False``, no antialias) of a uint8 ``[..., 3, H, W]``
+    image computed in float32 and rounded, like cv2's fixed-point ``INTER_LINEAR``; the same
+    function serves training, evaluation and the Predictor, on any device. Returns uint8."""
+    x = image.float()
+    squeeze = x.dim() == 3
+    out = F.interpolate(x[None] if squeeze else x, size=(h, w), mode="bilinear",
+                        align_corners=False, antialias=False)
+    out = out.round_().clamp_(0, 255).to(torch.uint8)
+    return out[0] if squeeze else out
 
 
 class KeepRatioResize(v2.Transform):
@@ -86,9 +75,10 @@ class KeepRatioResize(v2.Transform):
         size = params["size"]
         if isinstance(inpt, tv_tensors.Mask):
             return TF.resize(inpt, size, interpolation=v2.InterpolationMode.NEAREST)
-        if isinstance(inpt, (tv_tensors.Image, tv_tensors.BoundingBoxes)):
-            return TF.resize(inpt, size, interpolation=v2.InterpolationMode.BILINEAR,
-                             antialias=False)
+        if isinstance(inpt, tv_tensors.Image):
+            return tv_tensors.wrap(resize_uint8(inpt.as_subclass(Tensor), *size), like=inpt)
+        if isinstance(inpt, tv_tensors.BoundingBoxes):
+            return TF.resize(inpt, size, antialias=False)
         return inpt
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..ops.masks import masks_to_boxes
 from ..structures import Predictions
 from .checkpoint import atomic_write_text
 
@@ -55,32 +56,6 @@ def masks_to_rle(masks: Tensor) -> list[dict[str, Any]]:
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return rles
-
-
-def masks_to_boxes(masks: Tensor) -> Tensor:
-    """Tight ``(x1, y1, x2, y2)`` boxes of ``[K, H, W]`` masks, float32, on the masks' device.
-
-    Like :func:`torchvision.ops.masks_to_boxes` but with exclusive right/bottom edges
-    (``x2 = last column + 1``, the COCO / pycocotools ``toBbox`` convention), and an all-zero
-    box for an empty mask instead of an error.
-    """
-    k = masks.shape[0]
-    boxes = torch.zeros((k, 4), dtype=torch.float32, device=masks.device)
-    if k == 0:
-        return boxes
-    m = masks != 0
-    cols = m.any(dim=1)  # [K, W]
-    rows = m.any(dim=2)  # [K, H]
-    nonempty = cols.any(dim=1)
-    w_idx = torch.arange(m.shape[2], device=m.device, dtype=torch.float32)
-    h_idx = torch.arange(m.shape[1], device=m.device, dtype=torch.float32)
-    big = float(max(m.shape[1], m.shape[2]) + 1)
-    x1 = torch.where(cols, w_idx, big).amin(dim=1)
-    x2 = torch.where(cols, w_idx, -1.0).amax(dim=1) + 1
-    y1 = torch.where(rows, h_idx, big).amin(dim=1)
-    y2 = torch.where(rows, h_idx, -1.0).amax(dim=1) + 1
-    out = torch.stack([x1, y1, x2, y2], dim=1)
-    return torch.where(nonempty[:, None], out, boxes)
 
 
 def _faster_available() -> bool:
