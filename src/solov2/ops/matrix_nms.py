@@ -25,7 +25,7 @@ def matrix_nms_sorted(
         areas: ``[..., N]`` mask areas; computed from ``masks`` when ``None``.
 
     Returns:
-        ``[..., N]`` float32 decay coefficients in ``(0, 1]``: ``min_i f(iou_ij) / f(comp_i)`` over
+        ``[..., N]`` float32 decay coefficients in ``[0, 1]``: ``min_i f(iou_ij) / f(comp_i)`` over
         higher-scored ``i`` of the same class, where ``comp_i`` is the largest IoU of ``i`` with
         any higher-scored same-class mask.
     """
@@ -46,6 +46,10 @@ def matrix_nms_sorted(
         ratio = (1 - decay_iou) / (1 - compensate)
     else:
         raise ValueError(f"unknown Matrix NMS kernel {kernel!r} (gaussian|linear)")
+    # f(comp_i) = 0 (linear kernel, i an exact same-class copy of a higher mask) gives 0/0 for
+    # another copy j; the reference then returns NaN. Ignore such terms: the uncompensated top
+    # copy already contributes the same decay for j.
+    ratio = ratio.masked_fill(ratio.isnan(), float("inf"))
     return ratio.amin(dim=-2)
 
 
