@@ -55,12 +55,6 @@ def downsample_masks(masks: Tensor) -> Tensor:
     return (s >= 2).to(torch.uint8)
 
 
-def _grid(x: Tensor, size: int, num_grid: int) -> Tensor:
-    # reference: int((x / size) // (1. / S)) in float32
-    return torch.div(x / size, torch.tensor(1.0 / num_grid, dtype=x.dtype, device=x.device),
-                     rounding_mode="floor").long()
-
-
 @torch.no_grad()
 def build_targets(
     instances: list[Instances],
@@ -94,9 +88,10 @@ def build_targets(
     b = len(instances)
     hf, wf = featmap_size
     hp, wp = hf * 4, wf * 4
-    counts = torch.tensor([len(t) for t in instances], device=device)
+    lens = [len(t) for t in instances]
+    counts = torch.tensor(lens, device=device)
     total_cells = sum(s * s for s in num_grids)
-    m = int(counts.sum())
+    m = sum(lens)
     if m == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return Targets(torch.full((b, total_cells), num_classes, dtype=torch.long, device=device),
@@ -106,7 +101,7 @@ def build_targets(
     masks = torch.cat([t.masks for t in instances if len(t)])
     labels = torch.cat([t.labels for t in instances]).to(device)
     boxes = torch.cat([t.boxes for t in instances]).to(device).float()
-    img_idx = torch.repeat_interleave(torch.arange(b, device=device), counts)
+    img_idx = torch.repeat_interleave(torch.arange(b, device=device), counts, output_size=m)
     if masks.shape[-2:] != (hp, wp):
         raise ValueError(f"masks are {tuple(masks.shape[-2:])}, expected the padded size {hp}x{wp}")
 
@@ -117,36 +112,39 @@ def build_targets(
     half_h = 0.5 * bh * sigma
     cx, cy = center_of_mass(masks)
     valid = masks.flatten(1).any(1)
+
+    # every level at once: [L, M] per instance, [L, M, 9] per candidate cell
+    grid = torch.tensor(num_grids, device=device).view(-1, 1)
+    inv = torch.tensor([1.0 / s for s in num_grids], dtype=torch.float32, device=device).view(-1, 1)
+    lo = torch.tensor([r[0] for r in scale_ranges], dtype=torch.float32, device=device).view(-1, 1)
+    hi = torch.tensor([r[1] for r in scale_ranges], dtype=torch.float32, device=device).view(-1, 1)
+    first_cell = torch.tensor([0] + [s * s for s in num_grids[:-1]], device=device).cumsum(0)
+
+    def cell(x: Tensor, size: int) -> Tensor:  # reference: int((x / size) // (1. / S)), float32
+        return torch.div(x / size, inv, rounding_mode="floor").long()
+
+    hit = valid & (scale >= lo) & (scale <= hi)  # [L, M]
+    ch, cw = cell(cy, hp), cell(cx, wp)
+    top = torch.maximum(cell(cy - half_h, hp).clamp(min=0), ch - 1)
+    down = torch.minimum(torch.minimum(cell(cy + half_h, hp), grid - 1), ch + 1)
+    left = torch.maximum(cell(cx - half_w, wp).clamp(min=0), cw - 1)
+    right = torch.minimum(torch.minimum(cell(cx + half_w, wp), grid - 1), cw + 1)
     offsets = torch.tensor([-1, 0, 1], device=device)
-    di = offsets.view(3, 1).expand(3, 3).reshape(1, 9)
-    dj = offsets.view(1, 3).expand(3, 3).reshape(1, 9)
-    inst = torch.arange(m, device=device)
+    ii = ch.unsqueeze(-1) + offsets.repeat_interleave(3)  # [L, M, 9], row-major 3x3
+    jj = cw.unsqueeze(-1) + offsets.repeat(3)
+    ok = (hit.unsqueeze(-1) & (ii >= top.unsqueeze(-1)) & (ii <= down.unsqueeze(-1))
+          & (jj >= left.unsqueeze(-1)) & (jj <= right.unsqueeze(-1)))
+    # level-major, then instance, then cells row-major: the reference's order
+    sel_l, sel_i, sel_k = ok.nonzero(as_tuple=True)
+    pos_inst = sel_i
+    pos_batch = img_idx[sel_i]
+    pos_cell = (first_cell[sel_l] + ii[sel_l, sel_i, sel_k] * grid[sel_l, 0]
+                + jj[sel_l, sel_i, sel_k])
 
-    pos_b, pos_c, pos_i = [], [], []
-    cell_offset = 0
-    for s, (lo, hi) in zip(num_grids, scale_ranges):
-        hit = valid & (scale >= lo) & (scale <= hi)
-        ch, cw = _grid(cy, hp, s), _grid(cx, wp, s)
-        top = torch.maximum(_grid(cy - half_h, hp, s).clamp(min=0), ch - 1)
-        down = torch.minimum(_grid(cy + half_h, hp, s).clamp(max=s - 1), ch + 1)
-        left = torch.maximum(_grid(cx - half_w, wp, s).clamp(min=0), cw - 1)
-        right = torch.minimum(_grid(cx + half_w, wp, s).clamp(max=s - 1), cw + 1)
-        ii = ch.view(-1, 1) + di
-        jj = cw.view(-1, 1) + dj
-        ok = (hit.view(-1, 1) & (ii >= top.view(-1, 1)) & (ii <= down.view(-1, 1))
-              & (jj >= left.view(-1, 1)) & (jj <= right.view(-1, 1)))
-        sel_i, sel_k = ok.nonzero(as_tuple=True)  # instance-major, cells row-major: reference order
-        pos_i.append(inst[sel_i])
-        pos_b.append(img_idx[sel_i])
-        pos_c.append(cell_offset + ii[sel_i, sel_k] * s + jj[sel_i, sel_k])
-        cell_offset += s * s
-
-    pos_batch, pos_cell, pos_inst = torch.cat(pos_b), torch.cat(pos_c), torch.cat(pos_i)
     # category map: the last instance (highest index) claiming a cell wins
     winner = torch.full((b * total_cells,), -1, dtype=torch.long, device=device)
     winner.scatter_reduce_(0, pos_batch * total_cells + pos_cell, pos_inst, reduce="amax")
-    cate = torch.full((b * total_cells,), num_classes, dtype=torch.long, device=device)
     claimed = winner >= 0
-    cate[claimed] = labels[winner[claimed]]
+    cate = torch.where(claimed, labels[winner.clamp(min=0)], num_classes)
     return Targets(cate.view(b, total_cells), pos_batch, pos_cell, pos_inst,
                    downsample_masks(masks), claimed.sum())
