@@ -1,0 +1,116 @@
+"""``solov2 bench`` on CPU at tiny sizes: both modes against the Mask R-CNN peer.
+
+No speed thresholds: only that the run succeeds and the JSON line is complete and consistent.
+To keep the CPU run short, the peer is shrunk (fewer RPN proposals, RoI samples and detections)
+and Matrix NMS is timed on fewer masks: less work, the same code paths.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from solov2 import bench
+from solov2.cli import build_parser
+
+SIDE_KEYS = {"img_per_s", "ms_per_iter_median", "ms_p10", "ms_p90", "peak_mem_mb", "iters"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread is faster, above all on a shared, busy CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def small_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    full = bench.peer_model
+
+    def small(device: torch.device) -> torch.nn.Module:
+        m = full(device)
+        m.rpn._pre_nms_top_n = {"training": 100, "testing": 100}
+        m.rpn._post_nms_top_n = {"training": 50, "testing": 50}
+        m.roi_heads.fg_bg_sampler.batch_size_per_image = 16
+        return m
+
+    monkeypatch.setattr(bench, "peer_model", small)
+    monkeypatch.setattr(bench, "PEER_DETECTIONS", 5)
+    monkeypatch.setattr(bench, "bench_matrix_nms",
+                        functools.partial(bench.bench_matrix_nms, n=50, h=40, w=60))
+
+
+def _run(mode: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    args = build_parser().parse_args([
+        "bench", "--config", "solov2_demo", "--mode", mode, "--device", "cpu", "--size", "64x96",
+        "--batch-size", "1", "--iters", "2", "--warmup", "1", "--compare", "maskrcnn", "--json"])
+    assert bench.run_bench(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("ours (SOLOv2)") for line in out)  # the table
+    r = json.loads(out[-1])
+    for side in ("ours", "peer"):
+        assert set(r[side]) == SIDE_KEYS
+        assert r[side]["img_per_s"] > 0 and r[side]["iters"] == 2
+        assert r[side]["ms_p10"] <= r[side]["ms_per_iter_median"] <= r[side]["ms_p90"]
+        assert r[side]["peak_mem_mb"] is None  # CPU
+    assert r["ratio"] == pytest.approx(r["ours"]["img_per_s"] / r["peer"]["img_per_s"])
+    assert (r["config"], r["mode"], r["device"], r["size"], r["amp"], r["batch_size"]) == (
+        "solov2_demo", mode, "cpu", "64x96", "none", 1)
+    assert r["torch"] == torch.__version__ and r["torchvision"]
+    return r
+
+
+def test_bench_infer_vs_maskrcnn(small_peer: None, capsys: pytest.CaptureFixture[str]) -> None:
+    r = _run("infer", capsys)
+    assert r["matrix_nms_ms"] > 0
+    # the head tweak makes post-processing do real work (~100 candidates per image)
+    assert 50 <= r["candidates_per_image"] <= 200
+    assert r["detections_per_image"] > 0
+
+
+def test_bench_train_vs_maskrcnn(small_peer: None, capsys: pytest.CaptureFixture[str]) -> None:
+    r = _run("train", capsys)
+    assert "matrix_nms_ms" not in r and r["real"] is None
+
+
+def test_synthetic_batch_and_parse_size() -> None:
+    g = torch.Generator().manual_seed(0)
+    b = bench.synthetic_batch(2, 50, 70, 80, torch.device("cpu"), g)
+    assert b.images.shape == (2, 3, 64, 96) and b.images.dtype == torch.uint8
+    assert b.images[:, :, 50:].sum() == 0 and b.images[:, :, :, 70:].sum() == 0
+    assert b.image_sizes.tolist() == [[50, 70], [50, 70]]
+    for t in b.targets or []:
+        assert 1 <= len(t) <= 8 and t.masks.shape[1:] == (64, 96) and t.masks.dtype == torch.uint8
+        assert t.masks.flatten(1).sum(1).min() > 0 and int(t.labels.max()) < 80
+        assert (t.boxes[:, 2:] > t.boxes[:, :2]).all() and (t.boxes[:, 2] <= 70).all()
+    assert bench.parse_size("800x1216") == (800, 1216)
+    with pytest.raises(Exception, match="HxW"):
+        bench.parse_size("800")
+
+
+def test_bench_train_real_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--real``: batches from the training loader (workers, augmentation), epochs cycled; a
+    YAML config (the demo preset at a 64x96 train scale) keeps the steps small."""
+    from solov2.config import save_yaml
+    from solov2.data.synthetic import make_synthetic_coco
+    from solov2.presets import get_config
+
+    make_synthetic_coco(tmp_path, num_train=2, num_val=1, image_size=(64, 96), empty_fraction=0)
+    cfg = get_config("solov2_demo")
+    cfg.data.train_scales = [[96, 64]]
+    save_yaml(cfg, tmp_path / "demo64.yaml")
+    args = build_parser().parse_args([
+        "bench", "--config", str(tmp_path / "demo64.yaml"), "--mode", "train", "--device", "cpu",
+        "--real", str(tmp_path), "--batch-size", "1", "--iters", "2", "--warmup", "1", "--json"])
+    assert bench.run_bench(args) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["ours"]["img_per_s"] > 0 and r["peer"] is None and r["ratio"] is None
+    assert r["real"] == str(tmp_path)
