@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"])
     b.add_argument("--compile", action="store_true")
     b.add_argument("--channels-last", action="store_true")
+    b.add_argument("--fast", action="store_true", help="infer: weights in the --amp dtype, "
+                   "channels-last and CUDA graphs (solov2.infer.fast.FastModel)")
     b.add_argument("--compare", choices=["maskrcnn"], help="also time the peer")
     b.add_argument("--json", action="store_true", help="last line: JSON result")
 

@@ -1,0 +1,88 @@
+"""Fast inference wrapper: low-precision weights, channels-last and CUDA graphs per input shape.
+
+``FastModel(model)`` computes the same function as ``model`` (the network only; post-processing
+stays as it is). Each option is independent:
+
+- ``dtype``: weights and activations in bf16/fp16 instead of fp32 weights under autocast (no
+  per-op casts). Models with deformable convolutions keep fp32 weights (torchvision's
+  ``deform_conv2d`` has no bf16 kernel) and use autocast instead.
+- ``channels_last``: NHWC convolutions without layout transposes around cuDNN.
+- ``cuda_graphs``: the forward pass of each distinct ``(B, H, W)`` input is captured once in a
+  CUDA graph and replayed, removing the CPU launch cost of a few hundred small kernels. The
+  returned tensors are the graph's static outputs: valid until the next call with that shape.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..model.solov2 import HeadOutputs, SOLOv2
+from ..ops.dcn import DeformConv2d
+
+
+class FastModel(nn.Module):
+    """Inference-only wrapper of :class:`~solov2.model.SOLOv2` (see the module docstring).
+
+    Args:
+        model: the network (put in eval mode; its weights are converted in place when ``dtype``
+            is given).
+        dtype: ``torch.bfloat16``/``torch.float16`` or ``None`` (fp32).
+        channels_last: use NHWC memory format.
+        cuda_graphs: capture/replay CUDA graphs (CUDA only).
+    """
+
+    def __init__(self, model: SOLOv2, dtype: torch.dtype | None = None,
+                 channels_last: bool = False, cuda_graphs: bool = False) -> None:
+        super().__init__()
+        self.model = model.eval()
+        has_dcn = any(isinstance(m, DeformConv2d) for m in model.modules())
+        self.autocast_dtype = dtype if has_dcn else None
+        self.dtype = None if has_dcn else dtype
+        if self.dtype is not None:
+            self.model.to(self.dtype)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor,
+                                                    HeadOutputs]] = {}
+
+    def _run(self, images: Tensor, image_sizes: Tensor) -> HeadOutputs:
+        x = images.contiguous(memory_format=self.memory_format)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            if self.dtype is not None:
+                x = self.model.normalize(x, image_sizes).to(self.dtype)
+                feats = self.model.neck(self.model.backbone(
+                    x.contiguous(memory_format=self.memory_format)))
+                cate, kern = self.model.head(feats)
+                return HeadOutputs(cate, kern, self.model.mask_feat_head(feats))
+            return self.model(x, image_sizes)
+
+    @torch.inference_mode()
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> HeadOutputs:
+        """``images`` uint8/float ``[B, 3, Hp, Wp]`` (0-255), ``image_sizes`` ``[B, 2]``."""
+        if image_sizes is None:
+            image_sizes = torch.tensor([list(images.shape[-2:])] * images.shape[0])
+        if not (self.cuda_graphs and images.is_cuda):
+            return self._run(images, image_sizes)
+        key = (*images.shape, images.dtype.itemsize)
+        if key not in self._graphs:
+            static_in = images.clone()
+            static_sizes = image_sizes.to(images.device).clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm up (cuDNN autotuning, allocations) off the graph
+                    self._run(static_in, static_sizes)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self._run(static_in, static_sizes)
+            self._graphs[key] = (graph, static_in, static_sizes, out)
+        graph, static_in, static_sizes, out = self._graphs[key]
+        static_in.copy_(images)
+        static_sizes.copy_(image_sizes)
+        graph.replay()
+        return out
