@@ -24,8 +24,11 @@ __all__ = [
     "DistInfo",
     "all_gather_object",
     "all_reduce_mean",
+    "any_across_ranks",
     "barrier",
+    "broadcast_module_state",
     "cleanup",
+    "collective_timeout",
     "get_rank",
     "get_world_size",
     "init_distributed",
@@ -57,11 +60,36 @@ def _env_int(name: str, default: int) -> int:
         raise UserError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
-def _timeout() -> datetime.timedelta:
+def collective_timeout() -> datetime.timedelta:
+    """Timeout of every collective: ``SOLOV2_DIST_TIMEOUT`` seconds, default 30 minutes.
+
+    A rank that waits longer than this for its peers (one of them crashed, hangs or is stuck in
+    I/O) raises instead of hanging, and ``torchrun`` then ends the job.
+    """
     seconds = _env_int("SOLOV2_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)
     if seconds <= 0:
         raise UserError(f"SOLOV2_DIST_TIMEOUT={seconds} must be a positive number of seconds")
     return datetime.timedelta(seconds=seconds)
+
+
+def _elastic_store(world_size: int, timeout: datetime.timedelta) -> Any:
+    """Under ``torchrun``, the agent's TCPStore at ``MASTER_ADDR:MASTER_PORT`` with a key prefix
+    unique to this attempt of the job; ``None`` outside torchrun (plain ``env://``).
+
+    The agent's store outlives the workers, so after a ``--max-restarts`` restart a plain
+    ``env://`` process group would find the previous attempt's keys (e.g. the dead rank 0's
+    gloo address) and could connect to a dead peer and time out. The prefix
+    (``TORCHELASTIC_RUN_ID``/``TORCHELASTIC_RESTART_COUNT``) keeps attempts apart.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    addr, port = os.environ.get("MASTER_ADDR"), _env_int("MASTER_PORT", 0)
+    if not addr or port <= 0:
+        return None
+    store = dist.TCPStore(addr, port, world_size, is_master=False, timeout=timeout)
+    prefix = (f"solov2/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/"
+              f"attempt{_env_int('TORCHELASTIC_RESTART_COUNT', 0)}")
+    return dist.PrefixStore(prefix, store)
 
 
 def init_distributed(device_type: str = "cuda") -> DistInfo:
@@ -97,10 +125,15 @@ def init_distributed(device_type: str = "cuda") -> DistInfo:
 
     distributed = world_size > 1
     if distributed and not dist.is_initialized():
-        if device_type == "cuda":
-            dist.init_process_group("nccl", timeout=_timeout(), device_id=device)
+        timeout = collective_timeout()
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        extra: dict[str, Any] = {"device_id": device} if device_type == "cuda" else {}
+        store = _elastic_store(world_size, timeout)
+        if store is not None:
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                                    timeout=timeout, **extra)
         else:
-            dist.init_process_group("gloo", timeout=_timeout())
+            dist.init_process_group(backend, timeout=timeout, **extra)
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
         distributed = world_size > 1
@@ -145,6 +178,38 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
         out = out.float()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / get_world_size()
+
+
+def _flag_device() -> torch.device:
+    return (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
+            else torch.device("cpu"))
+
+
+def any_across_ranks(*flags: bool) -> tuple[bool, ...]:
+    """For each flag, whether it is true on *any* process (one small all-reduce for all of them).
+
+    Used for decisions every rank must take together (skip a non-finite step, stop on a signal):
+    a rank that decided alone would leave the others waiting in the next collective.
+    """
+    if not _active() or get_world_size() == 1:
+        return tuple(bool(f) for f in flags)
+    t = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int32, device=_flag_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in t.tolist())
+
+
+def broadcast_module_state(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy ``src``'s parameters and buffers into every other process's ``module`` (in place).
+
+    DDP keeps parameters equal, but trainable BatchNorm running statistics drift per rank after
+    the last forward (DDP broadcasts rank 0's buffers only at the start of each forward); call this
+    before a sharded evaluation so every rank evaluates exactly the weights rank 0 saves.
+    """
+    if not _active() or get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src=src)
 
 
 def all_gather_object(obj: Any) -> list[Any]:

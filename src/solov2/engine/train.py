@@ -221,7 +221,12 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     max_iter = s.max_iters if s.max_iters > 0 else s.epochs * iters_per_epoch
     start_iter = 0
     if opts.resume is not None:
-        path = find_resume(opts.resume or out_dir)
+        target = Path(opts.resume or out_dir)
+        if not target.exists() and target.resolve() != out_dir.resolve():
+            hint = (" (--resume takes an optional value: put it last or before another flag, "
+                    "not before a.b=value overrides)" if "=" in opts.resume else "")
+            raise UserError(f"--resume {opts.resume}: no such checkpoint or directory{hint}")
+        path = find_resume(target)
         if path is None:
             logger.info("no checkpoint to resume in %s: starting from scratch",
                         opts.resume or out_dir)
@@ -240,6 +245,7 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
             logger.info("resumed from %s at iteration %d", path, start_iter)
 
     net: nn.Module = model
+    sync_bn = False
     if opts.sync_bn:
         if not dist_info.distributed:
             logger.info("--sync-bn: single process, nothing to synchronise")
@@ -250,6 +256,7 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                 logger.info("--sync-bn: model.backbone.norm_eval is on, so BatchNorm statistics "
                             "are frozen and SyncBatchNorm changes nothing")
             net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            sync_bn = True
     if dist_info.distributed:
         net = DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None,
@@ -261,7 +268,7 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                 "device=%s%s", cfg.name, dist_info.world_size, s.batch_size,
                 dist_info.world_size, total_batch, lr, s.base_lr, s.reference_batch,
                 "" if s.autoscale_lr else ", no autoscale", max_iter, iters_per_epoch, s.amp,
-                device, ", SyncBatchNorm" if net is not model and opts.sync_bn else "")
+                device, ", SyncBatchNorm" if sync_bn else "")
     writer = MetricsWriter(out_dir, enabled=main)
     ckpt_period = s.checkpoint_period or iters_per_epoch
     metrics: dict[str, Any] = {}
