@@ -169,6 +169,7 @@ class ResumableBatches:
 
     def __init__(self, batch_sampler: Any, seed: int) -> None:
         self.batch_sampler, self.seed, self.epoch, self.start = batch_sampler, seed, 0, 0
+        self.continuous = False
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.start = epoch, 0
@@ -178,10 +179,16 @@ class ResumableBatches:
         self.start = batches
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        base = (self.seed * 1_000_003 + self.epoch) * 1_000_003
-        for i, batch in enumerate(self.batch_sampler):
-            if i >= self.start:
-                yield [(idx, (base + idx) % (2**63)) for idx in batch]
+        epoch, start = self.epoch, self.start
+        while True:
+            self.batch_sampler.set_epoch(epoch)
+            base = (self.seed * 1_000_003 + epoch) * 1_000_003
+            for i, batch in enumerate(self.batch_sampler):
+                if i >= start:
+                    yield [(idx, (base + idx) % (2**63)) for idx in batch]
+            if not self.continuous:
+                return
+            epoch, start = epoch + 1, 0
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
@@ -203,6 +210,19 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         return iter(self.loader)
+
+    def stream(self, iteration: int = 0) -> Iterator[Batch]:
+        """An endless iterator starting at global ``iteration``, running from epoch to epoch
+        without restarting the workers (no pipeline drain at epoch boundaries). Batch ``k`` of
+        the stream is exactly batch ``k % len`` of epoch ``k // len``."""
+        n = len(self)
+        self.set_epoch(iteration // n)
+        self.skip(iteration % n)
+        self.batch_sampler.continuous = True
+        try:
+            yield from self.loader
+        finally:
+            self.batch_sampler.continuous = False
 
     def __len__(self) -> int:
         return len(self.batch_sampler)

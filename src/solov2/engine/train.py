@@ -275,88 +275,73 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     nonfinite = 0
     it = start_iter
     net.train()
-    t_start = time.perf_counter()
-    window: list[float] = []  # per-iteration wall times for img/s
+    window: list[float] = []  # mean step time of each logging interval
     data_time = 0.0
     faults = parse_faults(os.environ.get(FAULT_ENV), dist_info.rank)
     stopping = False
+    batches = train_loader.stream(it)  # continuous across epochs, resumes mid-epoch exactly
+    last_log = (it, time.perf_counter())
     with _StopFlag() as stop:
         while it < max_iter and not stopping:
             epoch = it // iters_per_epoch
-            train_loader.set_epoch(epoch)
-            train_loader.skip(it - epoch * iters_per_epoch)
             t0 = time.perf_counter()
-            for batch in train_loader:
-                data_time = time.perf_counter() - t0
-                cur_lr = lr_at(it, iters_per_epoch, lr, s.steps, s.gamma, s.warmup_iters,
-                               s.warmup_ratio)
-                for g in optimizer.param_groups:
-                    g["lr"] = cur_lr
-                batch = batch.to(device, non_blocking=True)
-                fault = faults.get(it + 1)
-                if fault is not None and fault != "nan":
-                    _inject_fault(fault, dist_info.rank, it + 1, stop)
-                losses = train_step(fwd, batch, cfg, s.amp)
-                if fault == "nan":
-                    logger.error("rank %d, iteration %d: injecting a NaN loss (%s, a testing "
-                                 "aid)", dist_info.rank, it + 1, FAULT_ENV)
-                    losses = {k: v * float("nan") for k, v in losses.items()}
-                loss = sum(losses.values())
-                optimizer.zero_grad(set_to_none=True)
-                # decided together: a rank skipping backward alone, or stopping alone, would
-                # leave the others waiting in DDP's gradient all-reduce
-                local_nonfinite = not bool(torch.isfinite(loss))
-                nonfinite_any, stopping = any_across_ranks(local_nonfinite,
-                                                           stop.signal is not None)
-                if nonfinite_any:
-                    nonfinite += 1
-                    terms = {k: float(v.detach()) for k, v in losses.items()}
-                    if local_nonfinite:
-                        logger.warning("iteration %d: non-finite loss %s, step skipped%s", it + 1,
-                                       terms, " on every rank" if dist_info.distributed else "")
-                    else:
-                        logger.warning("iteration %d: non-finite loss on another rank, step "
-                                       "skipped", it + 1)
-                    if nonfinite >= s.max_nonfinite:
-                        raise TrainingError(
-                            f"stopping at iteration {it + 1}: {nonfinite} consecutive non-finite "
-                            f"losses (last: {terms}); lower solver.base_lr or check the data")
+            batch = next(batches)
+            data_time = time.perf_counter() - t0
+            cur_lr = lr_at(it, iters_per_epoch, lr, s.steps, s.gamma, s.warmup_iters,
+                           s.warmup_ratio)
+            for g in optimizer.param_groups:
+                g["lr"] = cur_lr
+            batch = batch.to(device, non_blocking=True)
+            fault = faults.get(it + 1)
+            if fault is not None and fault != "nan":
+                _inject_fault(fault, dist_info.rank, it + 1, stop)
+            losses = train_step(fwd, batch, cfg, s.amp)
+            if fault == "nan":
+                logger.error("rank %d, iteration %d: injecting a NaN loss (%s, a testing "
+                             "aid)", dist_info.rank, it + 1, FAULT_ENV)
+                losses = {k: v * float("nan") for k, v in losses.items()}
+            loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            # decided together: a rank skipping backward alone, or stopping alone, would
+            # leave the others waiting in DDP's gradient all-reduce
+            local_nonfinite = not bool(torch.isfinite(loss))
+            nonfinite_any, stopping = any_across_ranks(local_nonfinite, stop.signal is not None)
+            if nonfinite_any:
+                nonfinite += 1
+                terms = {k: float(v.detach()) for k, v in losses.items()}
+                if local_nonfinite:
+                    logger.warning("iteration %d: non-finite loss %s, step skipped%s", it + 1,
+                                   terms, " on every rank" if dist_info.distributed else "")
                 else:
-                    nonfinite = 0
-                    if scaler is not None:
-                        scaler.scale(loss).backward()
-                        scaler.unscale_(optimizer)
-                    else:
-                        loss.backward()
-                    if s.clip_grad > 0:
-                        torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"],
-                                                       s.clip_grad)
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                it += 1
+                    logger.warning("iteration %d: non-finite loss on another rank, step "
+                                   "skipped", it + 1)
+                if nonfinite >= s.max_nonfinite:
+                    raise TrainingError(
+                        f"stopping at iteration {it + 1}: {nonfinite} consecutive non-finite "
+                        f"losses (last: {terms}); lower solver.base_lr or check the data")
+            else:
+                nonfinite = 0
+                _backward_and_step(loss, optimizer, scaler, s.clip_grad)
+            it += 1
+            if it % s.log_period == 0 or it == max_iter:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 now = time.perf_counter()
-                window.append(now - t0)
-                if it % s.log_period == 0 or it == max_iter:
-                    _log(writer, losses, it, max_iter, epoch, cur_lr, window, total_batch,
-                         data_time, device, t_start, start_iter)
-                if it % ckpt_period == 0 and it < max_iter and not stopping:
-                    _save(out_dir / f"model_{it:07d}.pth", net, optimizer, scaler, cfg, it,
-                          epoch)
-                if (s.eval_period and it % s.eval_period == 0 and it < max_iter
-                        and val_loader is not None and not stopping):
-                    broadcast_module_state(unwrap(net))
-                    m = evaluate(unwrap(net), val_loader, val_set, cfg, device, amp=s.amp,
-                                 progress=False)
-                    if main:
-                        writer.write(_eval_row(m), it)
-                if it >= max_iter or stopping:
-                    break
-                t0 = time.perf_counter()
+                window.append((now - last_log[1]) / max(it - last_log[0], 1))
+                last_log = (it, now)
+                _log(writer, losses, it, max_iter, epoch, cur_lr, window[-1], total_batch,
+                     data_time, device)
+            if it % iters_per_epoch == 0 and main:
+                _log_data_stats(train_set, epoch)
+            if it % ckpt_period == 0 and it < max_iter and not stopping:
+                _save(out_dir / f"model_{it:07d}.pth", net, optimizer, scaler, cfg, it, epoch)
+            if (s.eval_period and it % s.eval_period == 0 and it < max_iter
+                    and val_loader is not None and not stopping):
+                broadcast_module_state(unwrap(net))
+                m = evaluate(unwrap(net), val_loader, val_set, cfg, device, amp=s.amp,
+                             progress=False)
+                if main:
+                    writer.write(_eval_row(m), it)
         if stopping:
             logger.warning("received %s: saving a checkpoint at iteration %d and exiting",
                            f"signal {stop.signal}" if stop.signal is not None
@@ -371,10 +356,9 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     if main:
         save_safetensors(out_dir / "model_final.safetensors", unwrap(net).state_dict(),
                          config_to_dict(cfg))
-    if window and main:
-        steady = window[len(window) // 5:] or window
-        ips = total_batch / (sorted(steady)[len(steady) // 2])
-        metrics["img_per_s"] = ips
+    if window and main:  # steady state: median interval, the first (warm-up) one left out
+        steady = sorted(window[1:] or window)
+        metrics["img_per_s"] = total_batch / steady[len(steady) // 2]
     if opts.eval_at_end and val_loader is not None:
         # every rank evaluates its shard with exactly the weights rank 0 just saved
         broadcast_module_state(unwrap(net))
@@ -396,17 +380,40 @@ def _eval_row(m: dict[str, Any]) -> dict[str, float]:
     return row
 
 
+def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: Any,
+                       clip_grad: float) -> None:
+    """Backward (scaled for fp16), gradient clipping, optimizer step."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def _log_data_stats(dataset: Any, epoch: int) -> None:
+    """One summary line per epoch of what the dataset skipped (main process view)."""
+    stats = {k: v for k, v in getattr(dataset, "stats", {}).items() if v}
+    if stats:
+        logger.info("data after epoch %d: %s", epoch + 1,
+                    ", ".join(f"{k} {v}" for k, v in sorted(stats.items())))
+
+
 def _log(writer: MetricsWriter, losses: dict[str, torch.Tensor], it: int, max_iter: int,
-         epoch: int, lr: float, window: list[float], total_batch: int, data_time: float,
-         device: torch.device, t_start: float, start_iter: int) -> None:
+         epoch: int, lr: float, step_time: float, total_batch: int, data_time: float,
+         device: torch.device) -> None:
     # mean over ranks, one all-reduce for all terms (what a single process with the whole batch
     # would log, up to the per-rank loss normalisation)
     keys = list(losses)
     mean = all_reduce_mean(torch.stack([losses[k].detach().float() for k in keys]))
     vals = dict(zip(keys, (float(v) for v in mean.tolist())))
     vals["loss"] = sum(vals.values())
-    recent = window[-20:]
-    step_time = sorted(recent)[len(recent) // 2]
     eta = (max_iter - it) * step_time
     mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     row = {"epoch": epoch + 1, "lr": lr, **vals, "time": step_time, "data_time": data_time,
