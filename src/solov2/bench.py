@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -121,8 +121,9 @@ def synthetic_batch(b: int, h: int, w: int, num_classes: int, device: torch.devi
 def _batch_source(args: argparse.Namespace, cfg: Config, device: torch.device,
                   size: tuple[int, int]) -> Callable[[], Step]:
     """A factory of ``get(i) -> Batch on the device``, each starting from the same batches:
-    ``--real``: the training loader over ``DIR``'s train split (preset train scales, min(8, cpus)
-    workers, pinned memory, epochs cycled; loading is timed); else prebuilt synthetic batches."""
+    ``--real``: the training loader over ``DIR``'s train split (preset train scales, one worker
+    per CPU core up to 16, pinned memory, one continuous stream across epochs as in training;
+    loading is timed); else prebuilt synthetic batches."""
     fmt_ = torch.channels_last if args.channels_last else torch.contiguous_format
 
     def fmt(b: Batch) -> Batch:
@@ -135,17 +136,12 @@ def _batch_source(args: argparse.Namespace, cfg: Config, device: torch.device,
                        train_scales=[list(s) for s in cfg.data.train_scales],
                        size_divisor=cfg.data.size_divisor)
         loader = build_train_loader(dataset_from_config(dcfg, "train", train=True),
-                                    args.batch_size, min(8, os.cpu_count() or 1),
+                                    args.batch_size, min(16, os.cpu_count() or 1),
                                     aspect_grouping=dcfg.aspect_grouping, seed=cfg.solver.seed,
                                     size_divisor=dcfg.size_divisor)
 
-        def cycle() -> Iterator[Batch]:
-            for epoch in range(1 << 30):
-                loader.set_epoch(epoch)
-                yield from loader
-
         def real() -> Step:
-            it = cycle()
+            it = loader.stream()
             return lambda i: fmt(next(it).to(device, non_blocking=True))
         return real
     g = torch.Generator().manual_seed(cfg.solver.seed)

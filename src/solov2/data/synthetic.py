@@ -161,13 +161,30 @@ def _make_object(
     return name, _poly_mask(poly, h, w), poly, inside, nominal
 
 
-def _pick_color(rng: np.random.Generator, canvas: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """A random colour far (in RGB) from what currently lies under mask ``m``."""
+# each class has a colour family (base RGB +- jitter), as real categories have typical
+# appearances: shape and colour both tell the class, so a tiny model learns it in minutes
+_CLASS_COLORS = {
+    "circle": (215.0, 60.0, 50.0),
+    "square": (50.0, 90.0, 215.0),
+    "triangle": (40.0, 175.0, 70.0),
+    "star": (230.0, 200.0, 40.0),
+}
+_COLOR_JITTER = 45.0
+
+
+def _class_color(rng: np.random.Generator, name: str) -> np.ndarray:
+    base = np.asarray(_CLASS_COLORS[name])
+    return np.clip(base + rng.uniform(-_COLOR_JITTER, _COLOR_JITTER, size=3), 0.0, 255.0)
+
+
+def _pick_color(rng: np.random.Generator, canvas: np.ndarray, m: np.ndarray,
+                name: str) -> np.ndarray:
+    """A colour of class ``name``'s family, far (in RGB) from what lies under mask ``m``."""
     under = canvas[m]
     ref = under.mean(axis=0)
-    best, best_d = _rand_color(rng), -1.0
+    best, best_d = _class_color(rng, name), -1.0
     for _ in range(24):
-        c = _rand_color(rng)
+        c = _class_color(rng, name)
         # distance to the mean and to the darkest/brightest parts of the region below
         d = min(
             float(np.linalg.norm(c - ref)),
@@ -215,7 +232,7 @@ def _render_image(
                 for v, o in zip(new_vis, objs)
             ):
                 continue
-            color = _pick_color(rng, canvas, full)
+            color = _pick_color(rng, canvas, full, name)
             _paint(rng, canvas, full, color)
             for o, v in zip(objs, new_vis):
                 o.visible = v
