@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -224,13 +225,28 @@ def _one_line_warnings(message: Any, category: Any, filename: str, lineno: int,
     return f"warning: {message}\n"
 
 
+def _one_line(e: BaseException) -> str:
+    """The message of a :class:`UserError` on one line.
+
+    An error raised in a DataLoader worker reaches the main process re-raised with the message
+    ``"Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...\n
+    solov2.errors.DataError: <message>"``: only ``<message>`` is kept.
+    """
+    text = str(e).strip()
+    if "\nOriginal Traceback" in text:
+        last = text.splitlines()[-1]
+        m = re.match(rf"^(?:[\w.]+\.)?{re.escape(type(e).__name__)}: (.*)$", last)
+        text = m.group(1) if m else last
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _one_line_warnings  # type: ignore[assignment]
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"solov2 {args.command}: error: {e}", file=sys.stderr)
+        print(f"solov2 {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"solov2 {args.command}: interrupted", file=sys.stderr)

@@ -11,7 +11,8 @@ import functools
 import math
 import os
 import random
-from collections.abc import Iterator, Sequence
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -242,6 +243,53 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+_MAIN_EXITING: Any = None  # multiprocessing Event, set when the main process exits
+
+
+def _main_exiting() -> Any:
+    """The event set by an ``atexit`` hook of this (main) process, created once."""
+    global _MAIN_EXITING
+    if _MAIN_EXITING is None:
+        import atexit
+        import multiprocessing
+
+        _MAIN_EXITING = multiprocessing.Event()
+        # runs before multiprocessing's own exit hook (atexit is LIFO), which terminates
+        # daemonic children (the workers) with SIGTERM and then joins them
+        atexit.register(_MAIN_EXITING.set)
+    return _MAIN_EXITING
+
+
+def _worker_sigterm(signum: int, frame: Any) -> None:
+    if _MAIN_EXITING is not None and not _MAIN_EXITING.is_set():
+        return  # the main process decides when the workers end
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _init_worker(main_exiting: Any, worker_id: int) -> None:
+    global _MAIN_EXITING
+    _MAIN_EXITING = main_exiting
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+
+
+def stop_signal_guard() -> Callable[[int], None]:
+    """A DataLoader ``worker_init_fn``: workers ignore SIGINT, and SIGTERM unless their main
+    process is exiting.
+
+    Ctrl-C, and job schedulers (SLURM, systemd, ``kill -- -PGID``), signal the whole process
+    group. A worker killed by such a signal makes PyTorch's SIGCHLD handler raise in the main
+    process at an arbitrary point (even in the middle of a checkpoint write), so the training
+    loop could neither save its checkpoint nor exit cleanly. Here the main process alone
+    decides: it finishes the step, saves, and the DataLoader shuts its workers down. SIGTERM
+    still ends a worker once the main process runs its exit hooks (multiprocessing terminates
+    leftover workers that way), and a worker whose main process died exits by itself within
+    seconds (PyTorch's parent watchdog).
+    """
+    return functools.partial(_init_worker, _main_exiting())
+
+
 def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, *,
                        aspect_grouping: bool, seed: int, distributed: bool = False,
                        size_divisor: int = 32) -> TrainLoader:
@@ -278,6 +326,7 @@ def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, 
         SeededItems(dataset), batch_sampler=batches, num_workers=workers,
         collate_fn=functools.partial(collate, size_divisor=size_divisor),
         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+        worker_init_fn=stop_signal_guard() if workers > 0 else None,
     )
     return TrainLoader(loader, batches)
 
@@ -296,6 +345,7 @@ def build_test_loader(dataset: Dataset[Sample], batch_size: int, workers: int, *
         num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=False,
         collate_fn=functools.partial(collate, size_divisor=size_divisor,
                                      with_targets=with_targets),
+        worker_init_fn=stop_signal_guard() if workers > 0 else None,
     )
 
 

@@ -38,7 +38,7 @@ CATEGORY_IDS: dict[str, int] = {"circle": 1, "square": 3, "triangle": 7, "star":
 """COCO category ids: deliberately non-contiguous to exercise id mapping."""
 
 _MIN_VISIBLE_PX = 40
-_MIN_VISIBLE_FRAC = 0.3
+_MIN_VISIBLE_FRAC = 0.5
 _MIN_INSIDE_FRAC = 0.6
 _POLYGON_PROB = 0.43  # of unoccluded, fully inside non-circles: ~20% of all unoccluded
 _MIN_COLOR_DIST = 90.0
@@ -146,7 +146,7 @@ def _make_object(
 ) -> tuple[str, np.ndarray, list[float] | None, bool, float]:
     """Sample one shape; return (name, full mask, polygon or None, inside image, nominal area)."""
     name = SHAPE_CLASSES[int(rng.integers(0, len(SHAPE_CLASSES)))]
-    diam = math.exp(rng.uniform(math.log(16.0), math.log(140.0))) * scale
+    diam = math.exp(rng.uniform(math.log(24.0), math.log(140.0))) * scale
     cx, cy = float(rng.uniform(0, w)), float(rng.uniform(0, h))
     nominal = math.pi * (diam / 2.0) ** 2
     if name == "circle":

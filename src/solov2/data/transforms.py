@@ -42,15 +42,30 @@ def rescale_size(height: int, width: int, scale: Sequence[int]) -> tuple[int, in
     return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
 
 
+def _resize_float(x: Tensor, h: int, w: int) -> Tensor:
+    out = F.interpolate(x.float(), size=(h, w), mode="bilinear", align_corners=False,
+                        antialias=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
 def resize_uint8(image: Tensor, h: int, w: int) -> Tensor:
     """Bilinear resize (``align_corners=False``, no antialias) of a uint8 ``[..., 3, H, W]``
     image computed in float32 and rounded, like cv2's fixed-point ``INTER_LINEAR``; the same
-    function serves training, evaluation and the Predictor, on any device. Returns uint8."""
-    x = image.float()
-    squeeze = x.dim() == 3
-    out = F.interpolate(x[None] if squeeze else x, size=(h, w), mode="bilinear",
-                        align_corners=False, antialias=False)
-    out = out.round_().clamp_(0, 255).to(torch.uint8)
+    function serves training, evaluation and the Predictor, on any device. Returns uint8.
+
+    Computed one channel plane at a time: the pixels do not depend on the number of threads
+    (PyTorch's single-threaded CPU kernel for a whole multi-channel image takes another path
+    that rounds a few pixels of large images differently, so DataLoader workers, which run
+    single-threaded, disagreed with ``workers=0``), and the float32 working copy holds one
+    plane (an 8000x6000 photo: ~190 MB instead of ~1.1 GB on one thread).
+    """
+    squeeze = image.dim() == 3
+    x = image[None] if squeeze else image
+    planes = x.reshape(-1, 1, *x.shape[-2:])
+    out = torch.empty((planes.shape[0], 1, h, w), dtype=torch.uint8, device=x.device)
+    for i in range(planes.shape[0]):
+        out[i] = _resize_float(planes[i: i + 1], h, w)[0]
+    out = out.reshape(*x.shape[:-2], h, w)
     return out[0] if squeeze else out
 
 
