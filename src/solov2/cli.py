@@ -183,6 +183,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .infer.export import export_onnx
 
+    for flag, v in (("--height", args.height), ("--width", args.width)):
+        if v < 0 or v % 32:  # 0: the default size
+            raise UserError(f"export {flag} {v}: must be a positive multiple of 32 (or 0)")
     path = export_onnx(args.checkpoint, args.output, args.height, args.width)
     print(f"exported {path}")
     return 0

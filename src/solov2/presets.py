@@ -124,8 +124,9 @@ def solov2_light_mnv2_448() -> Config:
 def solov2_demo() -> Config:
     """Ours: a tiny model that trains in minutes on a CPU (the ``solov2 demo`` job).
 
-    ResNet-18 from random initialisation with trainable BatchNorm, 64-channel FPN and head, inputs
-    with a short side of 256 px. Only for the synthetic demo data and tests.
+    ResNet-18 from random initialisation with trainable BatchNorm, 64-channel FPN and head,
+    192x240 inputs, 30 epochs at batch 4 (schedule chosen by a GPU sweep of the demo data:
+    ``scripts/demo_sweep.sh``). Only for the synthetic demo data and tests.
     """
     return Config(
         name="solov2_demo",
@@ -138,10 +139,10 @@ def solov2_demo() -> Config:
                          scale_ranges=[list(r) for r in _LIGHT_RANGES]),
             mask_feat=MaskFeatCfg(mid_channels=64),
         ),
-        data=DataCfg(train_scales=[[320, 256]], test_scale=[320, 256], filter_empty=False,
+        data=DataCfg(train_scales=[[240, 192]], test_scale=[240, 192], filter_empty=False,
                      min_size=8, workers=0, train_split="train", val_split="val"),
-        solver=SolverCfg(batch_size=8, base_lr=0.01, reference_batch=8, warmup_iters=50,
-                         epochs=12, steps=[9, 11], log_period=10),
+        solver=SolverCfg(batch_size=4, base_lr=0.01, reference_batch=8, warmup_iters=200,
+                         epochs=30, steps=[23, 28], log_period=25),
     )
 
 

@@ -162,7 +162,9 @@ def run_demo(output_dir: str, *, device: str = "auto", num_train: int = 300, num
     out = Path(output_dir)
     data = out / "data"
     if not (data / "annotations" / "instances_val.json").is_file():
-        make_synthetic_coco(data, num_train=num_train, num_val=num_val, seed=0)
+        h, w = get_config("solov2_demo").data.test_scale[::-1]
+        make_synthetic_coco(data, num_train=num_train, num_val=num_val, image_size=(h, w),
+                            seed=0)
     cfg = apply_overrides(get_config("solov2_demo"), overrides or [])
     cfg.data.data_root = str(data)
     metrics = run_training(cfg, str(out / "train"), device=device)
