@@ -25,7 +25,7 @@ class ConfigError(UserError):
 
 @dataclass
 class BackboneCfg:
-    name: str = "resnet50"  # resnet18|resnet34|resnet50|resnet101|resnext101_64x4d|mobilenet_v2
+    name: str = "resnet50"  # resnet10|18|34|50|101, resnext101_64x4d, mobilenet_v2
     frozen_stages: int = 1  # 0: nothing; 1: stem + layer1 (reference); up to 4
     norm_eval: bool = True  # BatchNorm in eval mode: statistics frozen, affine trains (reference)
     dcn: str = "none"  # none|v1|v2: deformable conv2 in stages C3-C5

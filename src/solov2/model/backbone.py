@@ -14,7 +14,14 @@ from torchvision import models
 
 from ..ops.dcn import DeformConv2d
 
+
+def resnet10(weights: None = None) -> models.ResNet:
+    """ResNet-10 (one BasicBlock per stage): ours, for fast CPU demos; no ImageNet weights."""
+    return models.ResNet(models.resnet.BasicBlock, [1, 1, 1, 1])
+
+
 _RESNETS: dict[str, Callable[..., models.ResNet]] = {
+    "resnet10": resnet10,
     "resnet18": models.resnet18,
     "resnet34": models.resnet34,
     "resnet50": models.resnet50,
@@ -47,7 +54,7 @@ class ResNetBackbone(_NormEvalMixin):
     """torchvision ResNet/ResNeXt trunk returning ``[C2, C3, C4, C5]``.
 
     Args:
-        name: one of ``resnet18|resnet34|resnet50|resnet101|resnext101_64x4d``.
+        name: one of ``resnet10|resnet18|resnet34|resnet50|resnet101|resnext101_64x4d``.
         frozen_stages: 0 = train everything; 1 = freeze stem + layer1 (reference); k freezes
             layer1..layerk too.
         norm_eval: keep BatchNorm statistics frozen (eval mode) during training.
@@ -64,7 +71,7 @@ class ResNetBackbone(_NormEvalMixin):
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1, net.layer2, net.layer3, net.layer4)
         self.norm_eval = norm_eval
-        expansion = 4 if name not in ("resnet18", "resnet34") else 1
+        expansion = 4 if name not in ("resnet10", "resnet18", "resnet34") else 1
         self.out_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
         if dcn != "none":
             if expansion == 1:
