@@ -17,6 +17,8 @@ from .ops.masks import masks_to_boxes, points_nms
 from .ops.matrix_nms import matrix_nms_sorted
 from .structures import Predictions
 
+_RESIZE_BUDGET = 1 << 27  # float elements resized at once to the original size (512 MB)
+
 
 @dataclass
 class PostprocessCfg:
@@ -134,10 +136,14 @@ def postprocess(
                 torch.zeros((0,), dtype=torch.float32, device=device),
                 torch.zeros((0, 4), dtype=torch.float32, device=device)))
             continue
-        masks = F.interpolate(k_soft[i, :n].unsqueeze(0), size=(hf * 4, wf * 4),
-                              mode="bilinear", align_corners=False)[:, :, :h, :w]
-        masks = F.interpolate(masks, size=(oh, ow), mode="bilinear",
-                              align_corners=False)[0] > cfg.mask_thr
+        masks = torch.empty((n, oh, ow), dtype=torch.bool, device=device)
+        step = max(1, _RESIZE_BUDGET // (oh * ow))  # bounded float memory for huge images
+        for j in range(0, n, step):
+            k = min(j + step, n)
+            up = F.interpolate(k_soft[i, j:k].unsqueeze(0), size=(hf * 4, wf * 4),
+                               mode="bilinear", align_corners=False)[:, :, :h, :w]
+            masks[j:k] = F.interpolate(up, size=(oh, ow), mode="bilinear",
+                                              align_corners=False)[0] > cfg.mask_thr
         results.append(Predictions(masks, k_labels[i, :n], k_scores[i, :n].float(),
                                    masks_to_boxes(masks)))
     return results

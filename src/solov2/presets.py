@@ -124,7 +124,7 @@ def solov2_light_mnv2_448() -> Config:
 def solov2_demo() -> Config:
     """Ours: a tiny model that trains in minutes on a CPU (the ``solov2 demo`` job).
 
-    ResNet-18 from random initialisation with trainable BatchNorm, 64-channel FPN and head,
+    ResNet-10 from random initialisation with trainable BatchNorm, 64-channel FPN and head,
     192x240 inputs, 30 epochs at batch 4 (schedule chosen by a GPU sweep of the demo data:
     ``scripts/demo_sweep.sh``). Only for the synthetic demo data and tests.
     """
@@ -132,7 +132,7 @@ def solov2_demo() -> Config:
         name="solov2_demo",
         model=ModelCfg(
             num_classes=4,
-            backbone=BackboneCfg(name="resnet18", frozen_stages=0, norm_eval=False),
+            backbone=BackboneCfg(name="resnet10", frozen_stages=0, norm_eval=False),
             fpn_channels=64,
             head=HeadCfg(in_channels=64, seg_feat_channels=64, stacked_convs=2, kernel_channels=64,
                          num_grids=[24, 20, 16, 12, 8],
