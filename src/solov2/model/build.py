@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import Config, ModelCfg
+from ..config import Config, ConfigError, ModelCfg
 from ..presets import get_config
 from .backbone import build_backbone
 from .fpn import FPN
@@ -20,6 +20,7 @@ def build_model(cfg: str | Config | ModelCfg) -> SOLOv2:
         cfg = get_config(cfg)
     m = cfg.model if isinstance(cfg, Config) else cfg
     h = m.head
+    _check(m)
     backbone = build_backbone(m.backbone.name, m.backbone.frozen_stages, m.backbone.norm_eval,
                               m.backbone.dcn)
     neck = FPN(backbone.out_channels, m.fpn_channels)
@@ -28,3 +29,21 @@ def build_model(cfg: str | Config | ModelCfg) -> SOLOv2:
     mask_feat = MaskFeatHead(m.fpn_channels, m.mask_feat.mid_channels, h.kernel_channels,
                              m.mask_feat.dcn)
     return SOLOv2(backbone, neck, head, mask_feat, m.pixel_mean, m.pixel_std)
+
+
+def _check(m: ModelCfg) -> None:
+    """One-line config errors for values the modules cannot be built with."""
+    groups = 32  # GroupNorm(32) in the head and the mask branch, as the reference
+    for key, value in (("model.fpn_channels", m.fpn_channels),
+                       ("model.head.seg_feat_channels", m.head.seg_feat_channels),
+                       ("model.head.kernel_channels", m.head.kernel_channels),
+                       ("model.mask_feat.mid_channels", m.mask_feat.mid_channels)):
+        if value <= 0 or value % groups:
+            raise ConfigError(f"{key}={value}: must be a positive multiple of {groups} "
+                              "(GroupNorm with 32 groups)")
+    n = len(m.head.num_grids)
+    if n != 5 or len(m.head.strides) != n or len(m.head.scale_ranges) != n:
+        raise ConfigError("model.head.num_grids, strides and scale_ranges must have one entry "
+                          "per level (5)")
+    if m.num_classes < 1:
+        raise ConfigError(f"model.num_classes={m.num_classes}: must be >= 1")
