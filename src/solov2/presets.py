@@ -125,7 +125,7 @@ def solov2_demo() -> Config:
     """Ours: a tiny model that trains in minutes on a CPU (the ``solov2 demo`` job).
 
     ResNet-10 from random initialisation with trainable BatchNorm, 64-channel FPN and head,
-    192x240 inputs, 30 epochs at batch 4 (schedule chosen by a GPU sweep of the demo data:
+    192x240 inputs, 36 epochs at batch 4 (schedule chosen by a GPU sweep of the demo data:
     ``scripts/demo_sweep.sh``). Only for the synthetic demo data and tests.
     """
     return Config(
@@ -142,7 +142,7 @@ def solov2_demo() -> Config:
         data=DataCfg(train_scales=[[240, 192]], test_scale=[240, 192], filter_empty=False,
                      min_size=8, workers=0, train_split="train", val_split="val"),
         solver=SolverCfg(batch_size=4, base_lr=0.01, reference_batch=8, warmup_iters=200,
-                         epochs=30, steps=[23, 28], log_period=25),
+                         epochs=36, steps=[27, 33], log_period=25),
     )
 
 
