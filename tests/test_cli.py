@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _paths import SHARED
 
 from solov2.cli import main
 from solov2.data.synthetic import make_synthetic_coco
@@ -18,11 +19,7 @@ TINY = ["model.head.num_grids=[12,10,8,6,4]", "data.train_scales=[[96,64]]",
 
 
 def _shared() -> Path | None:
-    here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "shared", here.parents[1] / "shared", Path("/work/shared")):
-        if (cand / "datasets" / "coco128_seg").is_dir():
-            return cand
-    return None
+    return SHARED if (SHARED / "datasets" / "coco128_seg").is_dir() else None
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _paths import SHARED
 from PIL import Image
 from pycocotools import mask as mask_utils
 from torch.utils.data import DistributedSampler
@@ -39,7 +40,7 @@ from solov2.structures import Instances, Sample
 torch.set_num_threads(1)
 # pycocotools 2.0.11 + numpy 2 warn inside mask.decode; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-COCO128 = Path("/work/shared/datasets/coco128_seg")
+COCO128 = SHARED / "datasets" / "coco128_seg"
 
 
 def rect(x1: float, y1: float, x2: float, y2: float) -> list[float]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from _paths import SHARED
 
 from solov2.engine.checkpoint import save_checkpoint
 from solov2.engine.weights import init_from_checkpoint, load_backbone_weights
@@ -16,7 +17,7 @@ from solov2.errors import CheckpointError
 from solov2.model import build_model
 from solov2.presets import get_config
 
-MNV2 = Path("/work/shared/weights/mobilenet_v2-b0353104.pth")
+MNV2 = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
 
 
 @pytest.mark.skipif(not MNV2.is_file(), reason="torchvision MobileNetV2 weights not present")
