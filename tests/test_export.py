@@ -23,6 +23,7 @@ def make_model(cate_bias: float) -> tuple[torch.nn.Module, Config]:
     """Random demo model whose category logits are raised so real instances come out, with
     kernels scaled so the masks are far from the 0.5 threshold."""
     cfg = get_config("solov2_demo")
+    cfg.model.backbone.name = "resnet18"  # the logit scalings below were chosen on ResNet-18
     cfg.data.test_scale = [W, H]  # the Predictor then runs at exactly H x W (no resize)
     torch.manual_seed(0)
     model = build_model(cfg).eval()

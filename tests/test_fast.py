@@ -12,6 +12,7 @@ from solov2.presets import get_config
 def test_fast_model_matches_plain_model_on_cpu() -> None:
     torch.manual_seed(0)
     cfg = get_config("solov2_demo")
+    cfg.model.backbone.name = "resnet18"
     model = build_model(cfg).eval()
     with torch.no_grad():  # make post-processing produce instances
         model.head.solo_cate.bias.fill_(1.0)

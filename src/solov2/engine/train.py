@@ -399,9 +399,8 @@ def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, sca
 
 def _log_data_stats(dataset: Any, epoch: int) -> None:
     """One summary line per epoch of what the dataset skipped (main process view)."""
-    info = ("images_in_file", "crowd_annotations")  # counts, not skips
-    stats = {k: v for k, v in getattr(dataset, "stats", {}).items() if v and k not in info}
-    if stats:
+    stats = {k: v for k, v in getattr(dataset, "stats", {}).items() if v}
+    if any(k != "images_in_file" for k in stats):  # only when something was skipped/converted
         logger.info("data after epoch %d: %s", epoch + 1,
                     ", ".join(f"{k} {v}" for k, v in sorted(stats.items())))
 
