@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from .dist import (
     seed_everything,
 )
 from .evaluate import autocast_dtype, evaluate
+from .faults import FAULT_ENV, StopFlag, inject_fault, parse_faults
 from .log import MetricsWriter, format_eta
 from .schedule import lr_at, scaled_lr
 
@@ -50,54 +50,6 @@ logger = logging.getLogger("solov2")
 
 class TrainingError(UserError):
     """Training cannot go on (e.g. repeated non-finite losses)."""
-
-
-FAULT_ENV = "SOLOV2_FAULT_RANK_ITER"
-_FAULT_KINDS = ("raise", "kill", "hang", "nan")
-
-
-class InjectedFault(RuntimeError):
-    """Raised by the testing fault hook (``SOLOV2_FAULT_RANK_ITER``)."""
-
-
-def parse_faults(raw: str | None, rank: int) -> dict[int, str]:
-    """Testing aid: the faults ``SOLOV2_FAULT_RANK_ITER`` asks of ``rank``, ``{iteration: kind}``.
-
-    Format: comma-separated ``RANK:ITER[:KIND]`` with a 1-based iteration and ``KIND`` one of
-    ``raise`` (default: raise :class:`InjectedFault`), ``kill`` (SIGKILL this process), ``hang``
-    (stop responding until signalled) or ``nan`` (make this rank's loss NaN). Faults fire only on
-    the first attempt of a job: not after a ``torchrun --max-restarts`` restart
-    (``TORCHELASTIC_RESTART_COUNT`` > 0).
-    """
-    if not raw or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
-        return {}
-    out: dict[int, str] = {}
-    for item in raw.split(","):
-        parts = item.strip().split(":")
-        try:
-            if len(parts) not in (2, 3):
-                raise ValueError
-            r, i = int(parts[0]), int(parts[1])
-        except ValueError:
-            raise UserError(f"{FAULT_ENV}={raw!r}: expected RANK:ITER[:KIND] items") from None
-        kind = parts[2] if len(parts) == 3 else "raise"
-        if kind not in _FAULT_KINDS:
-            raise UserError(f"{FAULT_ENV}: fault kind {kind!r} is not one of {_FAULT_KINDS}")
-        if r == rank:
-            out[i] = kind
-    return out
-
-
-def _inject_fault(kind: str, rank: int, iteration: int, stop: _StopFlag) -> None:
-    where = f"rank {rank}, iteration {iteration}"
-    logger.error("%s: injecting fault %r (%s, a testing aid)", where, kind, FAULT_ENV)
-    if kind == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if kind == "hang":
-        while stop.signal is None:
-            time.sleep(0.05)
-        raise InjectedFault(f"{where}: hang ended by signal {stop.signal}")
-    raise InjectedFault(f"{where}: injected failure ({FAULT_ENV})")
 
 
 @dataclass
@@ -131,29 +83,6 @@ def train_step(model: nn.Module, batch: Batch, cfg: Config, amp: str) -> dict[st
     return solov2_losses(out.cate_logits, out.kernel_preds, out.mask_feats, targets,
                          focal_alpha=lc.focal_alpha, focal_gamma=lc.focal_gamma,
                          cate_weight=lc.cate_weight, dice_weight=lc.dice_weight)
-
-
-class _StopFlag:
-    """SIGTERM/SIGINT set a flag; the loop saves a checkpoint and exits cleanly."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        for s in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.SGD:
@@ -281,7 +210,7 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     stopping = False
     batches = train_loader.stream(it)  # continuous across epochs, resumes mid-epoch exactly
     last_log = (it, time.perf_counter())
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while it < max_iter and not stopping:
             epoch = it // iters_per_epoch
             t0 = time.perf_counter()
@@ -294,7 +223,7 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
             batch = batch.to(device, non_blocking=True)
             fault = faults.get(it + 1)
             if fault is not None and fault != "nan":
-                _inject_fault(fault, dist_info.rank, it + 1, stop)
+                inject_fault(fault, dist_info.rank, it + 1, stop)
             losses = train_step(fwd, batch, cfg, s.amp)
             if fault == "nan":
                 logger.error("rank %d, iteration %d: injecting a NaN loss (%s, a testing "
