@@ -260,3 +260,15 @@ def test_atomic_write_text(tmp_path: Path) -> None:
     ckpt.atomic_write_text(p, "world\n")
     assert p.read_text() == "world\n"
     assert [x.name for x in p.parent.iterdir()] == ["f.txt"]
+
+
+def test_remove_stale_temp_files(tmp_path: Path) -> None:
+    from solov2.engine.checkpoint import remove_stale_temp_files
+
+    (tmp_path / ".model_0000004.pth.k2j3h4.tmp").write_bytes(b"partial")
+    (tmp_path / ".last_checkpoint.abc.tmp").write_text("x")
+    (tmp_path / "model_0000004.pth").write_bytes(b"keep")
+    (tmp_path / ".hidden").write_text("keep")
+    removed = remove_stale_temp_files(tmp_path)
+    assert sorted(removed) == [".last_checkpoint.abc.tmp", ".model_0000004.pth.k2j3h4.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "model_0000004.pth"]

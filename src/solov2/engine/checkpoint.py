@@ -86,6 +86,27 @@ def _umask() -> int:
     return mask
 
 
+def remove_stale_temp_files(directory: PathLike) -> list[str]:
+    """Delete temporary files that :func:`atomic_write` left in ``directory`` when its process was
+    killed mid-write (``.<name>.<random>.tmp``). Call it before this process writes there.
+
+    Returns:
+        The names removed.
+    """
+    removed = []
+    d = Path(directory)
+    if not d.is_dir():
+        return removed
+    for f in d.glob(".*.tmp"):
+        if f.is_file() and f.name.count(".") >= 3:
+            try:
+                f.unlink()
+                removed.append(f.name)
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write(path: PathLike, writer: Callable[[IO[bytes]], None]) -> None:
     """Call ``writer(file)`` on a temporary file next to ``path`` and rename it over ``path``.
 

@@ -25,6 +25,7 @@ from .checkpoint import (
     capture_rng_state,
     find_resume,
     load_checkpoint,
+    remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
     save_safetensors,
@@ -124,6 +125,10 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     main = is_main_process()
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_temp_files(out_dir)
+        if stale:
+            logger.info("removed %d temporary file(s) of an interrupted write: %s", len(stale),
+                        ", ".join(stale))
         save_yaml(cfg, out_dir / "config.yaml")
     seed_everything(s.seed, dist_info.rank)
 
