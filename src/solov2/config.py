@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .postprocess import PostprocessCfg as TestCfg  # one definition: post-processing's own
 
 
 class ConfigError(UserError):
@@ -61,17 +62,6 @@ class LossCfg:
     focal_gamma: float = 2.0
     cate_weight: float = 1.0
     dice_weight: float = 3.0
-
-
-@dataclass
-class TestCfg:
-    score_thr: float = 0.1
-    mask_thr: float = 0.5
-    nms_pre: int = 500
-    update_thr: float = 0.05
-    max_per_img: int = 100
-    kernel: str = "gaussian"  # gaussian|linear
-    sigma: float = 2.0
 
 
 @dataclass

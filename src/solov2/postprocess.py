@@ -22,14 +22,14 @@ _RESIZE_BUDGET = 1 << 27  # float elements resized at once to the original size 
 
 @dataclass
 class PostprocessCfg:
-    """Test-time settings (the reference's ``test_cfg``)."""
+    """Test-time settings (the reference's ``test_cfg``); also ``Config.model.test``."""
 
     score_thr: float = 0.1
     mask_thr: float = 0.5
     nms_pre: int = 500
     update_thr: float = 0.05
     max_per_img: int = 100
-    kernel: str = "gaussian"
+    kernel: str = "gaussian"  # gaussian|linear
     sigma: float = 2.0
 
 
