@@ -508,14 +508,17 @@ def test_resize_independent_of_thread_count(size: tuple[int, int, int, int]) -> 
 # the recoverable faults through a real training run
 
 
-@pytest.fixture(scope="module")
-def zoo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, dict]:
+@pytest.fixture(scope="module", params=[0, 2], ids=["workers0", "workers2"])
+def zoo_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> tuple[subprocess.CompletedProcess, dict]:
     root = tmp_path_factory.mktemp("zoo")
     _, _, ids = make_zoo(root)
     out = root / "out"
-    # one batch holding every usable image (the demo preset keeps empty images: 13 usable)
+    # one batch holding every usable image (the demo preset keeps empty images: 13 usable);
+    # with 2 workers the problems met in the workers are counted and warned by the main process
     argv = train_argv(root, out)
     argv[argv.index("--batch-size") + 1] = "13"
+    argv[argv.index("--workers") + 1] = str(request.param)
     env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
     p = subprocess.run([PY, "-m", "solov2", *argv], capture_output=True, text=True, env=env,
                        timeout=300, cwd=root)
@@ -538,7 +541,7 @@ def test_recoverable_faults_training_cli(zoo_run: tuple[subprocess.CompletedProc
 
 
 def test_epoch_summary_counts_skips(zoo_run: tuple[subprocess.CompletedProcess, dict]) -> None:
-    """The end-of-epoch summary line counts every skip (single process, workers=0)."""
+    """The end-of-epoch summary line counts every skip, with or without loader workers."""
     p, _ = zoo_run
     summary = [ln for ln in p.stdout.splitlines() if "data after epoch 1:" in ln]
     assert len(summary) == 1, p.stdout[-3000:]

@@ -51,6 +51,9 @@ class Sample:
         image_id: the COCO image id.
         orig_size: ``(H, W)`` of the image as stored on disk (after EXIF rotation).
         file_name: path of the image file (for messages and outputs).
+        events: data problems met while loading this item in a DataLoader worker, as
+            ``(key, counter, message)``; the main process counts and warns them once
+            (:meth:`solov2.data.coco.CocoInstances.record_events`).
     """
 
     image: Tensor
@@ -58,6 +61,7 @@ class Sample:
     image_id: int
     orig_size: tuple[int, int]
     file_name: str = ""
+    events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class Batch:
     image_ids: list[int]
     targets: list[Instances] | None = None
     file_names: list[str] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         targets = None
@@ -91,6 +96,7 @@ class Batch:
             self.image_ids,
             targets,
             self.file_names,
+            self.events,
         )
 
     def pin_memory(self) -> Batch:
@@ -99,7 +105,7 @@ class Batch:
             targets = [Instances(t.masks.pin_memory(), t.labels.pin_memory(), t.boxes.pin_memory())
                        for t in self.targets]
         return Batch(self.images.pin_memory(), self.image_sizes, self.orig_sizes, self.image_ids,
-                     targets, self.file_names)
+                     targets, self.file_names, self.events)
 
 
 @dataclass

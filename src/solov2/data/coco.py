@@ -37,7 +37,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.nn import functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from ..errors import DataError
 from ..structures import Instances, Sample
@@ -166,7 +166,7 @@ class CocoInstances(Dataset[Sample]):
              "skipped_annotations", "dropped_polygon_parts", "crowd_annotations"), 0)
         self._n_warned = 0
         self._bad: set[int] = set()  # indices found unreadable (per process)
-        self._warned_ids: set[tuple[str, int]] = set()
+        self._warned_ids: set[str] = set()  # keys of item-time problems already reported
         if not os.path.isdir(self.image_dir):
             raise DataError(f"{self.image_dir}: image folder not found (for {self.json_path})")
         data = load_coco_json(self.json_path)
@@ -343,6 +343,7 @@ class CocoInstances(Dataset[Sample]):
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {n} items")
+        events: list[tuple[str, str, str]] = []
         for k in range(n):
             j = (index + k) % n
             if j in self._bad:
@@ -352,31 +353,49 @@ class CocoInstances(Dataset[Sample]):
                 image = read_image(path)
             except OSError as e:
                 self._bad.add(j)
-                self.stats["unreadable_images"] += 1
-                self._warn(f"{self.json_path}: image {self._records[j][0]}: {e}; "
-                           f"using the next readable item instead")
+                self._event(events, f"bad{self._records[j][0]}", "unreadable_images",
+                            f"{self.json_path}: image {self._records[j][0]}: {e}; "
+                            f"using the next readable item instead")
                 continue
-            return self._make_sample(j, image, path)
+            sample = self._make_sample(j, image, path, events)
+            sample.events = events
+            return sample
         raise DataError(f"{self.json_path}: none of the {n} images in {self.image_dir} "
                         f"could be read")
 
-    def _make_sample(self, index: int, image: Tensor, path: str) -> Sample:
+    def _event(self, events: list[tuple[str, str, str]], key: str, counter: str,
+               msg: str) -> None:
+        """A problem met while loading an item: counted and warned here, once per ``key``; in a
+        DataLoader worker it travels with the sample instead, to be recorded by the main
+        process (:meth:`record_events`), so counts and warnings are not split per worker."""
+        if get_worker_info() is not None:
+            events.append((key, counter, msg))
+        else:
+            self.record_events([(key, counter, msg)])
+
+    def record_events(self, events: list[tuple[str, str, str]]) -> None:
+        """Count and warn, once per key, the problems that workers met (``Batch.events``)."""
+        for key, counter, msg in events:
+            if key not in self._warned_ids:
+                self._warned_ids.add(key)
+                self.stats[counter] += 1
+                self._warn(msg)
+
+    def _make_sample(self, index: int, image: Tensor, path: str,
+                     events: list[tuple[str, str, str]]) -> Sample:
         iid, _, h, w, anns = self._records[index]
         fh, fw = int(image.shape[1]), int(image.shape[2])
-        if (fh, fw) != (h, w) and ("size", iid) not in self._warned_ids:
-            self._warned_ids.add(("size", iid))
-            self.stats["size_mismatch"] += 1
-            self._warn(f"{self.json_path}: image {iid}: file {path} is {fh}x{fw} but the JSON "
-                       f"says {h}x{w}; using the file size (masks resized with nearest)")
+        if (fh, fw) != (h, w):
+            self._event(events, f"size{iid}", "size_mismatch",
+                        f"{self.json_path}: image {iid}: file {path} is {fh}x{fw} but the JSON "
+                        f"says {h}x{w}; using the file size (masks resized with nearest)")
         masks, labels = [], []
         for aid, label, kind, seg in anns:
             m = _decode(kind, seg, h, w)
             if not m.any():
-                if ("ann", aid) not in self._warned_ids:
-                    self._warned_ids.add(("ann", aid))
-                    self.stats["skipped_annotations"] += 1
-                    self._warn(f"{self.json_path}: image {iid} annotation {aid}: skipped, "
-                               f"mask has zero area")
+                self._event(events, f"ann{aid}", "skipped_annotations",
+                            f"{self.json_path}: image {iid} annotation {aid}: skipped, "
+                            f"mask has zero area")
                 continue
             masks.append(m)
             labels.append(label)

@@ -62,6 +62,7 @@ def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: boo
         image_ids=[int(s.image_id) for s in samples],
         targets=targets,
         file_names=[s.file_name for s in samples],
+        events=[e for s in samples for e in s.events],
     )
 
 

@@ -70,6 +70,8 @@ def evaluate(
     n_images = 0
     bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()), leave=False)
     for batch in bar:
+        if batch.events and hasattr(dataset, "record_events"):
+            dataset.record_events(batch.events)
         preds = predict_batch(model, batch, cfg, device, amp)
         evaluator.process(batch.image_ids, [p.to("cpu") for p in preds])
         n_images += len(batch.image_ids)

@@ -221,6 +221,8 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
             t0 = time.perf_counter()
             batch = next(batches)
             data_time = time.perf_counter() - t0
+            if batch.events:  # data problems met in loader workers: count and warn here, once
+                train_set.record_events(batch.events)
             cur_lr = lr_at(it, iters_per_epoch, lr, s.steps, s.gamma, s.warmup_iters,
                            s.warmup_ratio)
             for g in optimizer.param_groups:
