@@ -10,7 +10,6 @@ interpreter start-up). Recoverable faults are skipped with one warning each and 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -38,16 +37,6 @@ TINY = ["model.head.num_grids=[12,10,8,6,4]", "model.fpn_channels=32",
         "model.mask_feat.mid_channels=32", "data.train_scales=[[96,64]]",
         "data.test_scale=[96,64]", "solver.log_period=1"]
 
-
-@pytest.fixture(autouse=True)
-def _drop_log_handlers():
-    """In-process CLI calls attach console handlers to the captured stdout: detach them."""
-    yield
-    lg = logging.getLogger("solov2")
-    for h in list(lg.handlers):
-        if getattr(h, "_solov2_handler", False):
-            lg.removeHandler(h)
-            h.close()
 
 
 def rect(x1: float, y1: float, x2: float, y2: float) -> list[float]:

@@ -3,7 +3,6 @@ after SIGKILL, non-finite losses and the fp16 GradScaler. See docs/RELIABILITY.m
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import re
@@ -39,15 +38,6 @@ TINY = ["model.head.num_grids=[12,10,8,6,4]", "model.fpn_channels=32",
         "solver.warmup_iters=2", "solver.base_lr=0.05"]
 N_ITERS = 6  # 6 training images, batch 2: 3 iterations per epoch, checkpoints at 2 and 4
 
-
-@pytest.fixture(autouse=True)
-def _drop_log_handlers():
-    yield
-    lg = logging.getLogger("solov2")
-    for h in list(lg.handlers):
-        if getattr(h, "_solov2_handler", False):
-            lg.removeHandler(h)
-            h.close()
 
 
 @pytest.fixture(scope="module")

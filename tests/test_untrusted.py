@@ -9,7 +9,6 @@ docs/RELIABILITY.md.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pickle
 import re
@@ -34,15 +33,6 @@ TINY = ["model.head.num_grids=[12,10,8,6,4]", "model.fpn_channels=32",
         "model.mask_feat.mid_channels=32", "data.train_scales=[[96,64]]",
         "data.test_scale=[96,64]"]
 
-
-@pytest.fixture(autouse=True)
-def _drop_log_handlers():
-    yield
-    lg = logging.getLogger("solov2")
-    for h in list(lg.handlers):
-        if getattr(h, "_solov2_handler", False):
-            lg.removeHandler(h)
-            h.close()
 
 
 class Payload:
