@@ -56,6 +56,11 @@ def test_train_resume_eval_infer(data: Path, tmp_path: Path,
     metrics = json.loads((ev / "metrics.json").read_text())
     assert set(metrics["segm"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert (ev / "coco_instances_results.json").is_file()
+    # the fast path (channels-last FastModel; fp32 on CPU) scores the same
+    assert main(["eval", "--checkpoint", str(out), "--data-root", str(data), "--split", "val",
+                 "--device", "cpu", "--output-dir", str(tmp_path / "eval_fast"), "--fast"]) == 0
+    fast = json.loads((tmp_path / "eval_fast" / "metrics.json").read_text())
+    assert fast["segm"] == pytest.approx(metrics["segm"], abs=0.05)
 
     vis = tmp_path / "vis"
     assert main(["infer", "--checkpoint", str(out / "model_final.safetensors"),

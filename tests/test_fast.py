@@ -34,3 +34,4 @@ def test_fast_model_matches_plain_model_on_cpu() -> None:
         assert torch.equal(a.labels, b.labels)
         torch.testing.assert_close(a.scores, b.scores, rtol=1e-4, atol=1e-4)
         assert (a.masks != b.masks).float().mean() < 1e-3
+

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from solov2.ops import matrix_nms, matrix_nms_sorted
+from solov2.ops.matrix_nms import binary_intersections
 
 
 def _f(x: float, kernel: str, sigma: float) -> float:
@@ -162,3 +163,19 @@ def test_linear_kernel_identical_masks_is_finite() -> None:
     got = matrix_nms(m, torch.tensor([0, 0, 0]), torch.tensor([0.9, 0.8, 0.7]), kernel="linear")
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, torch.tensor([0.9, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("method", ["fp16", "int8"])
+@pytest.mark.parametrize("shape", [(7, 5000), (2, 9, 4104), (3, 2048), (4, 8), (0, 304),
+                                   (2, 0, 16)])
+def test_tensor_core_intersections_are_exact(shape: tuple[int, ...], method: str) -> None:
+    # The GPU paths (int8 -> int32 product; fp16 products in chunks of 2048 pixels) must give
+    # the exact integer counts, also when one pair overlaps in more than 2048 pixels.
+    gen = torch.Generator().manual_seed(3)
+    m = torch.rand(shape, generator=gen) > 0.3
+    exact = m.double() @ m.double().transpose(-1, -2)
+    got = binary_intersections(m, method=method)
+    assert got.dtype == torch.float32 and got.shape == exact.shape
+    assert torch.equal(got.double(), exact)
+    full = torch.ones(2, 70000, dtype=torch.bool)  # 70000 > fp16's max finite value 65504
+    assert torch.equal(binary_intersections(full, method=method), torch.full((2, 2), 70000.0))

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output-dir")
     e.add_argument("--batch-size", type=int, default=2)
     e.add_argument("--backend", default="auto", choices=["auto", "pycocotools", "faster"])
+    e.add_argument("--fast", action="store_true", help="weights in the --amp dtype, channels-"
+                   "last, CUDA graphs for repeated input sizes (solov2.infer.fast.FastModel)")
     _add_data_args(e, train=False)
     _add_common(e)
 

@@ -33,7 +33,8 @@ def dice_loss(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
     return 1 - 2 * a / (b + c)
 
 
-def dynamic_masks(kernels: Tensor, batch_idx: Tensor, mask_feats: Tensor) -> Tensor:
+def dynamic_masks(kernels: Tensor, batch_idx: Tensor, mask_feats: Tensor,
+                  pmax: int | None = None) -> Tensor:
     """Mask logits of each kernel applied (1x1 conv) to its image's mask features.
 
     One ``bmm`` for the whole batch: kernels are grouped per image into a zero-padded
@@ -43,6 +44,8 @@ def dynamic_masks(kernels: Tensor, batch_idx: Tensor, mask_feats: Tensor) -> Ten
         kernels: ``[P, E]``.
         batch_idx: int64 ``[P]`` image of each kernel.
         mask_feats: ``[B, E, H, W]``.
+        pmax: the largest number of kernels of one image, when the caller knows it (saves a
+            host-device sync); computed otherwise.
 
     Returns:
         ``[P, H, W]`` logits, aligned with ``kernels``.
@@ -51,12 +54,14 @@ def dynamic_masks(kernels: Tensor, batch_idx: Tensor, mask_feats: Tensor) -> Ten
     p = kernels.shape[0]
     if p == 0:
         return mask_feats.new_zeros((0, h, w))
+    if b == 1:  # one image: a plain matrix product, nothing to group
+        return (kernels @ mask_feats[0].flatten(1).to(kernels.dtype)).view(p, h, w)
     counts = torch.bincount(batch_idx, minlength=b)
     order = torch.argsort(batch_idx, stable=True)
     starts = torch.cumsum(counts, 0) - counts
     sorted_b = batch_idx[order]
     rank = torch.arange(p, device=kernels.device) - starts[sorted_b]
-    pmax = int(counts.max())
+    pmax = int(counts.max()) if pmax is None else pmax
     padded = kernels.new_zeros((b, pmax, e))
     padded[sorted_b, rank] = kernels[order]
     out = torch.bmm(padded, mask_feats.flatten(2).to(padded.dtype))  # [B, Pmax, H*W]

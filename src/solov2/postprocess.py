@@ -39,11 +39,27 @@ def level_strides(num_grids: list[int], strides: list[int], device: torch.device
                       for s, st in zip(num_grids, strides)])
 
 
-def _pad_by_image(values: list[tuple[Tensor, float]], batch_idx: Tensor, b: int) -> list[Tensor]:
-    """Scatter per-candidate tensors ``[N, ...]`` into padded ``[B, Kmax, ...]`` tensors, each
-    padded with its fill value."""
+def candidate_inputs(cate_logits: list[Tensor], kernel_preds: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Post-processing's static-shape first stage (CUDA-graph friendly).
+
+    Args:
+        cate_logits: per level ``[B, C, S, S]``.
+        kernel_preds: per level ``[B, E, S, S]``.
+
+    Returns:
+        ``(scores, kernels)``: float32 ``[B, T, C]`` sigmoid scores after the 2x2 points NMS and
+        ``[B, T, E]`` kernels, over all ``T = sum S^2`` cells (level-major).
+    """
+    scores = torch.cat([points_nms(x.float().sigmoid()).flatten(2).transpose(1, 2)
+                        for x in cate_logits], 1)
+    return scores, flatten_levels(kernel_preds)
+
+
+def _pad_by_image(values: list[tuple[Tensor, float]], batch_idx: Tensor, b: int,
+                  kmax: int) -> list[Tensor]:
+    """Scatter per-candidate tensors ``[N, ...]`` into padded ``[B, kmax, ...]`` tensors, each
+    padded with its fill value (``kmax`` >= the largest count of one image, >= 1)."""
     counts = torch.bincount(batch_idx, minlength=b)
-    kmax = max(int(counts.max()), 1) if batch_idx.numel() else 1
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(batch_idx.numel(), device=batch_idx.device) - starts[batch_idx]
     outs = []
@@ -63,6 +79,7 @@ def postprocess(
     num_grids: list[int],
     strides: list[int],
     cfg: PostprocessCfg,
+    candidates: tuple[Tensor, Tensor] | None = None,
 ) -> list[Predictions]:
     """Turn raw head outputs into instances at each image's original resolution.
 
@@ -80,6 +97,8 @@ def postprocess(
         orig_sizes: int ``[B, 2]`` original ``(H, W)``.
         num_grids, strides: per level.
         cfg: thresholds.
+        candidates: :func:`candidate_inputs` of these outputs when already computed (e.g.
+            ``HeadOutputs.candidates`` from ``FastModel``).
 
     Returns:
         One :class:`~solov2.structures.Predictions` per image (scores descending).
@@ -87,13 +106,14 @@ def postprocess(
     b = mask_feats.shape[0]
     hf, wf = mask_feats.shape[-2:]
     device = mask_feats.device
-    scores = torch.cat([points_nms(x.float().sigmoid()).flatten(2).transpose(1, 2)
-                        for x in cate_logits], 1)  # [B, T, C]
-    kernels = flatten_levels(kernel_preds)  # [B, T, E]
+    scores, kernels = candidates or candidate_inputs(cate_logits, kernel_preds)
     cell_stride = level_strides(num_grids, strides, device)
-    bi, cell, label = (scores > cfg.score_thr).nonzero(as_tuple=True)
+    passed = scores > cfg.score_thr
+    # per-image counts first (one sync); nonzero's own sync then finds the GPU idle
+    kmax = max(max(passed.flatten(1).sum(1).tolist()), 1)
+    bi, cell, label = passed.nonzero(as_tuple=True)
     cand_scores = scores[bi, cell, label]
-    soft = dynamic_masks(kernels[bi, cell], bi, mask_feats).float().sigmoid()  # [N, Hf, Wf]
+    soft = dynamic_masks(kernels[bi, cell], bi, mask_feats, kmax).float().sigmoid()  # [N, Hf, Wf]
     binary = soft > cfg.mask_thr
     area = binary.flatten(1).sum(1).float()
     keep = area > cell_stride[cell]
@@ -103,7 +123,7 @@ def postprocess(
     # pad per image to [B, K, ...]; dropped and padded entries carry score -1 and sort last
     k_scores, k_labels, k_soft, k_area = _pad_by_image(
         [(cand_scores.masked_fill(~keep, -1.0), -1.0), (label, 0), (soft, 0.0), (area, 0.0)],
-        bi, b)
+        bi, b, kmax)
     order = torch.sort(k_scores, dim=1, descending=True, stable=True).indices[:, : cfg.nms_pre]
     k_scores = k_scores.gather(1, order)
     k_labels = k_labels.gather(1, order)

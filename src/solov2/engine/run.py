@@ -18,7 +18,7 @@ from ..model import build_model
 from ..presets import get_config
 from .checkpoint import load_checkpoint
 from .dist import DistInfo, barrier, cleanup, collective_timeout, init_distributed, is_main_process
-from .evaluate import evaluate
+from .evaluate import autocast_dtype, evaluate
 from .log import setup_logger
 from .train import TrainOptions, config_from_checkpoint, train
 
@@ -141,7 +141,16 @@ def run_evaluation(checkpoint: str, config: str | None, args: argparse.Namespace
                             f"checkpoint predicts {cfg.model.num_classes}")
         loader = build_test_loader(dataset, args.batch_size, cfg.data.workers,
                                    size_divisor=cfg.data.size_divisor)
-        metrics = evaluate(model, loader, dataset, cfg, info.device, amp=cfg.solver.amp,
+        amp = cfg.solver.amp
+        if getattr(args, "fast", False):
+            from ..infer.fast import FastModel
+
+            model = FastModel(model, dtype=autocast_dtype(amp), channels_last=True,
+                              cuda_graphs=info.device.type == "cuda")
+            amp = "none"  # FastModel runs in its own dtype
+            logger.info("fast path: weights in %s, channels-last, CUDA graphs: %s",
+                        model.dtype or model.autocast_dtype or "float32", model.cuda_graphs)
+        metrics = evaluate(model, loader, dataset, cfg, info.device, amp=amp,
                            output_dir=out if is_main_process() else None, backend=args.backend)
         barrier()  # every rank returns once rank 0 has written metrics.json
         return metrics

@@ -1,24 +1,52 @@
 """Fast inference wrapper: low-precision weights, channels-last and CUDA graphs per input shape.
 
-``FastModel(model)`` computes the same function as ``model`` (the network only; post-processing
-stays as it is). Each option is independent:
+``FastModel(model)`` computes the same function as ``model``, plus post-processing's static first
+stage (``HeadOutputs.candidates``, inside the graph); the rest of post-processing stays as it is.
+Each option is independent:
 
 - ``dtype``: weights and activations in bf16/fp16 instead of fp32 weights under autocast (no
   per-op casts). Models with deformable convolutions keep fp32 weights (torchvision's
   ``deform_conv2d`` has no bf16 kernel) and use autocast instead.
 - ``channels_last``: NHWC convolutions without layout transposes around cuDNN.
-- ``cuda_graphs``: the forward pass of each distinct ``(B, H, W)`` input is captured once in a
-  CUDA graph and replayed, removing the CPU launch cost of a few hundred small kernels. The
-  returned tensors are the graph's static outputs: valid until the next call with that shape.
+- ``cuda_graphs``: the forward pass of each ``(B, H, W)`` input seen a second time is captured
+  in a CUDA graph and replayed from then on, removing the CPU launch cost of a few hundred small
+  kernels (shapes seen once, common in evaluation over images of many sizes, run eagerly and
+  cost no capture; at most ``max_graphs`` graphs are kept). The returned tensors are the
+  graph's static outputs: valid until the next call with that shape.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..model.solov2 import HeadOutputs, SOLOv2
 from ..ops.dcn import DeformConv2d
+from ..postprocess import candidate_inputs
+
+
+class _Network(nn.Module):
+    """The network plus :func:`candidate_inputs`, returning plain tensors (what
+    ``torch.compile`` and CUDA graphs see)."""
+
+    def __init__(self, model: SOLOv2, dtype: torch.dtype | None,
+                 memory_format: torch.memory_format) -> None:
+        super().__init__()
+        self.model, self.dtype, self.memory_format = model, dtype, memory_format
+
+    def forward(self, x: Tensor, image_sizes: Tensor) -> tuple[Any, ...]:
+        m = self.model
+        if self.dtype is not None:
+            x = m.normalize(x, image_sizes).to(self.dtype)
+            feats = m.neck(m.backbone(x.contiguous(memory_format=self.memory_format)))
+            cate, kern = m.head(feats)
+            mask_feats = m.mask_feat_head(feats)
+        else:
+            out = m(x, image_sizes)
+            cate, kern, mask_feats = out.cate_logits, out.kernel_preds, out.mask_feats
+        return cate, kern, mask_feats, candidate_inputs(cate, kern)
 
 
 class FastModel(nn.Module):
@@ -30,10 +58,14 @@ class FastModel(nn.Module):
         dtype: ``torch.bfloat16``/``torch.float16`` or ``None`` (fp32).
         channels_last: use NHWC memory format.
         cuda_graphs: capture/replay CUDA graphs (CUDA only).
+        max_graphs: the most input shapes given a graph (each holds its own memory).
+        compile: ``torch.compile`` the network (static shapes; compiled once per input shape,
+            before any graph capture of that shape).
     """
 
     def __init__(self, model: SOLOv2, dtype: torch.dtype | None = None,
-                 channels_last: bool = False, cuda_graphs: bool = False) -> None:
+                 channels_last: bool = False, cuda_graphs: bool = False,
+                 max_graphs: int = 16, compile: bool = False) -> None:
         super().__init__()
         self.model = model.eval()
         has_dcn = any(isinstance(m, DeformConv2d) for m in model.modules())
@@ -44,7 +76,12 @@ class FastModel(nn.Module):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        net = _Network(self.model, self.dtype, self.memory_format)
+        # not a registered submodule: it shares ``self.model``'s parameters
+        self.__dict__["_net"] = torch.compile(net, dynamic=False) if compile else net
         self.cuda_graphs = cuda_graphs
+        self.max_graphs = max_graphs
+        self._seen: set[tuple[int, ...]] = set()
         self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor,
                                                     HeadOutputs]] = {}
 
@@ -52,13 +89,8 @@ class FastModel(nn.Module):
         x = images.contiguous(memory_format=self.memory_format)
         with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
-            if self.dtype is not None:
-                x = self.model.normalize(x, image_sizes).to(self.dtype)
-                feats = self.model.neck(self.model.backbone(
-                    x.contiguous(memory_format=self.memory_format)))
-                cate, kern = self.model.head(feats)
-                return HeadOutputs(cate, kern, self.model.mask_feat_head(feats))
-            return self.model(x, image_sizes)
+            cate, kern, mask_feats, candidates = self._net(x, image_sizes)
+        return HeadOutputs(list(cate), list(kern), mask_feats, tuple(candidates))
 
     @torch.inference_mode()
     def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> HeadOutputs:
@@ -68,6 +100,10 @@ class FastModel(nn.Module):
         if not (self.cuda_graphs and images.is_cuda):
             return self._run(images, image_sizes)
         key = (*images.shape, images.dtype.itemsize)
+        if key not in self._graphs and (key not in self._seen
+                                        or len(self._graphs) >= self.max_graphs):
+            self._seen.add(key)
+            return self._run(images, image_sizes)
         if key not in self._graphs:
             static_in = images.clone()
             static_sizes = image_sizes.to(images.device).clone()

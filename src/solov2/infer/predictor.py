@@ -260,7 +260,8 @@ class Predictor:
         out = self.model(batch, sizes.to(self.device))
         head = self.cfg.model.head
         preds = postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
-                            list(head.num_grids), list(head.strides), self.postprocess_cfg())
+                            list(head.num_grids), list(head.strides), self.postprocess_cfg(),
+                            out.candidates)
         results = []
         for p in preds:
             if thr is not None:  # before the copy: full-size masks are the bulk of the transfer

@@ -24,11 +24,15 @@ class HeadOutputs:
         cate_logits: per level ``[B, C, S, S]`` category logits (sigmoid -> scores).
         kernel_preds: per level ``[B, E, S, S]`` dynamic 1x1 kernels.
         mask_feats: ``[B, E, Hp/4, Wp/4]`` unified mask features.
+        candidates: optionally, post-processing's first, static-shape stage already computed
+            (:func:`solov2.postprocess.candidate_inputs`: float32 ``[B, T, C]`` scores after
+            points NMS and ``[B, T, E]`` kernels); set by ``FastModel`` inside its CUDA graph.
     """
 
     cate_logits: list[Tensor]
     kernel_preds: list[Tensor]
     mask_feats: Tensor
+    candidates: tuple[Tensor, Tensor] | None = None
 
 
 class SOLOv2(nn.Module):

