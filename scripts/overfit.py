@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "under $SOLOV2_WEIGHTS_DIR, shared/weights, /work/shared/weights)")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--output-dir", default="runs/overfit")
+    p.add_argument("--min-area", type=float, default=0.0,
+                   help="only images whose objects all have COCO area >= this (e.g. 1024 = 32^2: "
+                        "no COCO 'small' objects)")
     p.add_argument("--goal", type=float, default=90.0, help="segm AP to reach (reported)")
     p.add_argument("--fail-below", action="store_true", help="exit 1 when segm AP < --goal")
     args = p.parse_args(argv)
@@ -80,13 +83,16 @@ def _find_weights(given: str | None) -> str | None:
     return None
 
 
-def write_subset(json_path: str, n: int, out_path: Path) -> list[int]:
-    """The first ``n`` images (JSON order) with a non-crowd annotation of positive area, and all
-    their annotations (crowd ones included, for evaluation), to ``out_path``; returns their ids."""
+def write_subset(json_path: str, n: int, out_path: Path, min_area: float = 0.0) -> list[int]:
+    """The first ``n`` images (JSON order) with a non-crowd annotation of positive area (and,
+    with ``min_area``, none smaller than that many pixels), and all their annotations (crowd ones
+    included, for evaluation), to ``out_path``; returns their ids."""
     data = load_coco_json(json_path)
     usable = {a["image_id"] for a in data["annotations"]
               if not a.get("iscrowd", 0) and a.get("segmentation") and a.get("area", 1) > 0}
-    images = [im for im in data["images"] if im["id"] in usable][:n]
+    too_small = {a["image_id"] for a in data["annotations"]
+                 if not a.get("iscrowd", 0) and a.get("area", 0) < min_area}
+    images = [im for im in data["images"] if im["id"] in usable - too_small][:n]
     if not images:
         raise SystemExit(f"{json_path}: no image with a usable annotation")
     ids = {im["id"] for im in images}
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     src_json = os.path.join(args.data_root, "annotations", f"instances_{args.split}.json")
     image_dir = os.path.join(args.data_root, args.split)
     subset_json = out / f"instances_{args.split}_first{args.num_images}.json"
-    ids = write_subset(src_json, args.num_images, subset_json)
+    ids = write_subset(src_json, args.num_images, subset_json, args.min_area)
     d.data_root = None
     d.train_json = d.val_json = str(subset_json)
     d.train_images = d.val_images = image_dir

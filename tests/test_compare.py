@@ -178,3 +178,24 @@ def test_overfit_tiny(data: Path, tmp_path: Path) -> None:
     subset = json.loads(next(out.glob("instances_train_first4.json")).read_text())
     assert [im["id"] for im in subset["images"]] == s["image_ids"]
     assert json.loads((out / "overfit.json").read_text())["iters"] == 2
+
+
+def test_overfit_subset_min_area(tmp_path: Path) -> None:
+    of = _load("overfit")
+    poly = [[0, 0, 10, 0, 10, 10]]
+    coco = {"images": [{"id": i, "file_name": f"{i}.jpg", "height": 100, "width": 100}
+                       for i in (1, 2, 3, 4)],
+            "categories": [{"id": 1, "name": "a"}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "area": 2000, "segmentation": poly},
+                {"id": 2, "image_id": 1, "category_id": 1, "area": 50, "segmentation": poly},
+                {"id": 3, "image_id": 2, "category_id": 1, "area": 1500, "segmentation": poly},
+                {"id": 4, "image_id": 3, "category_id": 1, "area": 40, "segmentation": poly,
+                 "iscrowd": 1},  # a small crowd region does not exclude image 3
+                {"id": 5, "image_id": 3, "category_id": 1, "area": 1100, "segmentation": poly}]}
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps(coco))
+    assert of.write_subset(str(src), 10, tmp_path / "a.json") == [1, 2, 3]
+    assert of.write_subset(str(src), 10, tmp_path / "b.json", min_area=1024) == [2, 3]
+    kept = json.loads((tmp_path / "b.json").read_text())["annotations"]
+    assert [a["id"] for a in kept] == [3, 4, 5]

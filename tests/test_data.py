@@ -24,6 +24,7 @@ from solov2.data import (
     GroupedBatchSampler,
     ImageReadError,
     RankStridedSampler,
+    ShuffleSampler,
     boxes_from_masks,
     build_test_loader,
     build_train_loader,
@@ -383,6 +384,28 @@ def test_grouped_batch_sampler() -> None:
             assert len(b) == 2 and len({groups[i] for i in b}) == 1
     assert counts[0] == counts[1]
     assert list(RankStridedSampler(7, 1, 3)) == [1, 4]
+
+
+def test_grouped_batch_sampler_no_group_starves() -> None:
+    # 10 items, 6 landscape (group 0) and 4 portrait (group 1), batch 8: one batch per epoch.
+    # Dropping leftovers at each epoch end would never train the portrait group; carried over,
+    # both groups get batches, and every item is seen.
+    groups = [0, 1, 0, 0, 1, 1, 0, 1, 0, 0]
+    bs = GroupedBatchSampler(ShuffleSampler(len(groups), 0), groups, batch_size=8)
+    seen: list[list[int]] = []
+    for epoch in range(8):
+        bs.set_epoch(epoch)
+        batches = list(bs)
+        assert len(batches) == 1 and len(batches[0]) == 8
+        assert len({groups[i] for i in batches[0]}) == 1
+        seen.append(batches[0])
+    assert {groups[b[0]] for b in seen} == {0, 1}
+    assert set().union(*seen) == set(range(len(groups)))
+    # epochs entered out of order (resume) replay the carry: the same batches
+    fresh = GroupedBatchSampler(ShuffleSampler(len(groups), 0), groups, batch_size=8)
+    for epoch in (5, 2, 7):
+        fresh.set_epoch(epoch)
+        assert list(fresh) == [seen[epoch]]
 
 
 def test_loaders_deterministic(tmp_path: Path) -> None:

@@ -224,3 +224,33 @@ def test_no_candidates_gives_empty_predictions() -> None:
     cate, kernels, feats = craft([(0, 0, 0, 0, 0, 0.95, 0)], [R3])
     (pred,) = run(cate, kernels, feats)
     assert len(pred) == 0 and pred.masks.shape == (0, 64, 64)
+
+
+def test_eval_batch_result_does_not_depend_on_batch_mates() -> None:
+    # A portrait and a landscape image in one eval batch: collate pads both to the union size,
+    # but SOLOv2's grid spans the padded input, so predict_batch must run each at its own padded
+    # size (as the reference does with one image per GPU): same results as alone.
+    from solov2.data.loader import collate
+    from solov2.engine.evaluate import predict_batch
+    from solov2.model import build_model
+    from solov2.presets import get_config
+    from solov2.structures import Instances, Sample
+
+    torch.manual_seed(0)
+    cfg = get_config("solov2_demo")
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # make post-processing produce instances
+        model.head.solo_cate.bias.fill_(1.0)
+        model.head.solo_kernel.weight.mul_(50)
+    empty = Instances(torch.zeros((0, 1, 1), dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
+                      torch.zeros((0, 4)))
+    g = torch.Generator().manual_seed(1)
+    samples = [Sample(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g), empty, i,
+                      (h, w)) for i, (h, w) in enumerate([(96, 64), (64, 96)])]
+    both = predict_batch(model, collate(samples, with_targets=False), cfg, torch.device("cpu"))
+    alone = [predict_batch(model, collate([s], with_targets=False), cfg, torch.device("cpu"))[0]
+             for s in samples]
+    assert sum(len(p) for p in both) > 0
+    for a, b in zip(both, alone):
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.masks, b.masks)
+        torch.testing.assert_close(a.scores, b.scores)

@@ -5,6 +5,7 @@ from .io import ImageReadError, image_size, read_image
 from .loader import (
     GroupedBatchSampler,
     RankStridedSampler,
+    ShuffleSampler,
     TrainLoader,
     build_test_loader,
     build_train_loader,
@@ -19,6 +20,7 @@ __all__ = [
     "GroupedBatchSampler",
     "ImageReadError",
     "RankStridedSampler",
+    "ShuffleSampler",
     "TrainLoader",
     "boxes_from_masks",
     "build_test_loader",

@@ -1,4 +1,4 @@
-"""Batching: padding collate, aspect-ratio grouped batches, train/test DataLoaders.
+"""Batching: padding collate and the train/test DataLoaders (samplers in :mod:`.samplers`).
 
 The train loader is *epoch based*: iterate it once per epoch and call ``set_epoch(epoch)`` first
 (it reseeds the shuffle, also for ``DistributedSampler``). Every rank sees the same number of
@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import DataError, UserError
 from ..structures import Batch, Instances, Sample
 from .coco import CocoInstances
+from .samplers import EpochBatchSampler, GroupedBatchSampler, RankStridedSampler, ShuffleSampler
 from .transforms import build_transforms
 
 if TYPE_CHECKING:
@@ -64,81 +65,6 @@ def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: boo
         file_names=[s.file_name for s in samples],
         events=[e for s in samples for e in s.events],
     )
-
-
-class ShuffleSampler(Sampler[int]):
-    """Single-process random permutation, reproducible from ``seed + epoch``."""
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.size, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.size
-
-
-class RankStridedSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...`` in order: every item exactly once over all ranks."""
-
-    def __init__(self, size: int, rank: int, world_size: int) -> None:
-        self.size, self.rank, self.world_size = size, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.size, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.size, self.world_size))
-
-
-class GroupedBatchSampler(BatchSampler):
-    """Batches whose items share a group id (aspect ratio ``w >= h`` vs ``w < h``).
-
-    Indices are taken in the order of ``sampler`` (any sampler, e.g. ``DistributedSampler``) and
-    buffered per group; a batch is emitted when a buffer is full. It yields
-    ``max(1, len(sampler) // batch_size)`` full batches, so all ranks of a ``DistributedSampler``
-    (equal ``len``) take the same number of steps: missing last batches are filled from the fullest
-    group's leftovers, topped up by repeating that group's indices of this epoch.
-    """
-
-    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.sampler, self.group_ids, self.batch_size = sampler, list(group_ids), batch_size
-        self.drop_last = True
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        buffers: dict[int, list[int]] = {}
-        seen: dict[int, list[int]] = {}
-        emitted = 0
-        for idx in self.sampler:
-            g = self.group_ids[idx]
-            seen.setdefault(g, []).append(idx)
-            buf = buffers.setdefault(g, [])
-            buf.append(idx)
-            if len(buf) == self.batch_size:
-                yield buf
-                buffers[g] = []
-                emitted += 1
-        while emitted < len(self) and any(buffers.values()):
-            g = max(buffers, key=lambda k: (len(buffers[k]), -k))
-            batch, pool = buffers[g], seen[g]
-            batch += [pool[i % len(pool)] for i in range(self.batch_size - len(batch))]
-            yield batch
-            buffers[g] = []
-            emitted += 1
-
-    def __len__(self) -> int:
-        return max(1, len(self.sampler) // self.batch_size)  # type: ignore[arg-type]
 
 
 class SeededItems(Dataset[Sample]):
@@ -230,14 +156,6 @@ class TrainLoader:
         return len(self.batch_sampler)
 
 
-class _EpochBatchSampler(BatchSampler):
-    """``BatchSampler`` forwarding ``set_epoch`` to its sampler."""
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
-
-
 def _dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -320,7 +238,7 @@ def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, 
         groups = [0 if r >= 1.0 else 1 for r in ratios()]
         batch_sampler: Any = GroupedBatchSampler(sampler, groups, batch_size)
     else:
-        batch_sampler = _EpochBatchSampler(sampler, batch_size,
+        batch_sampler = EpochBatchSampler(sampler, batch_size,
                                            drop_last=len(sampler) >= batch_size)  # type: ignore
     batches = ResumableBatches(batch_sampler, seed)
     loader = DataLoader(

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import Config
+from ..infer.preprocess import padded_size
 from ..postprocess import PostprocessCfg, postprocess
 from ..structures import Batch, Predictions
 from .coco_eval import CocoEvaluator, format_table, write_results
@@ -34,14 +35,32 @@ def autocast_dtype(amp: str) -> torch.dtype | None:
 @torch.inference_mode()
 def predict_batch(model: nn.Module, batch: Batch, cfg: Config, device: torch.device,
                   amp: str = "none") -> list[Predictions]:
-    """Network + post-processing for one padded batch; predictions in the original frame."""
+    """Network + post-processing for one padded batch; predictions in the original frame.
+
+    SOLOv2's grid cells and coordinate features span the padded input, so an image padded to a
+    larger batch-mate (say a portrait image next to a landscape one) would get other results
+    than alone. Images are therefore run in groups of the same own padded size (a multiple of
+    ``cfg.data.size_divisor``), each cropped from the batch: an image's result never depends on
+    its batch-mates, as in the reference (one image per GPU at test time).
+    """
     images = batch.images.to(device, non_blocking=True)
     dtype = autocast_dtype(amp)
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        out = model(images, batch.image_sizes)
     h = cfg.model.head
-    return postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, batch.image_sizes,
-                       batch.orig_sizes, h.num_grids, h.strides, postprocess_cfg(cfg))
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (ih, iw) in enumerate(batch.image_sizes.tolist()):
+        groups.setdefault(padded_size(ih, iw, cfg.data.size_divisor), []).append(i)
+    preds: list[Predictions | None] = [None] * len(batch.image_ids)
+    for (hp, wp), idx in groups.items():
+        x = images if len(idx) == images.shape[0] and (hp, wp) == tuple(images.shape[-2:]) \
+            else images[idx, :, :hp, :wp]
+        sizes, orig = batch.image_sizes[idx], batch.orig_sizes[idx]
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(x, sizes)
+        group_preds = postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
+                                  h.num_grids, h.strides, postprocess_cfg(cfg), out.candidates)
+        for i, p in zip(idx, group_preds):
+            preds[i] = p
+    return [p for p in preds if p is not None]
 
 
 def evaluate(
