@@ -675,7 +675,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                                 size_divisor=cfg.data.size_divisor)
     val_set = dataset_from_config(cfg.data, "val", train=False)
     val_loader = build_test_loader(val_set, batch_size, cfg.data.workers,
-                                   size_divisor=cfg.data.size_divisor)
+                                   size_divisor=cfg.data.size_divisor,
+                                   test_scale=cfg.data.test_scale)
 
     torch.manual_seed(s.seed)
     ours_model = build_ours(cfg).to(device)
@@ -753,7 +754,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         print("evaluating on train ...", flush=True)
         tr_set = dataset_from_config(cfg.data, "train", train=False)
         tr_loader = build_test_loader(tr_set, batch_size, cfg.data.workers,
-                                      size_divisor=cfg.data.size_divisor)
+                                      size_divisor=cfg.data.size_divisor,
+                                      test_scale=cfg.data.test_scale)
         results["ours"]["train_eval"] = evaluate(
             ours_model, tr_loader, tr_set, cfg, device, amp=args.amp,
             output_dir=out / "eval" / "ours_train", progress=False)

@@ -384,6 +384,10 @@ def test_grouped_batch_sampler() -> None:
             assert len(b) == 2 and len({groups[i] for i in b}) == 1
     assert counts[0] == counts[1]
     assert list(RankStridedSampler(7, 1, 3)) == [1, 4]
+    keys = ["b", "a", "b", "a", "c", "a", "b"]  # e.g. padded input sizes
+    shards = [list(RankStridedSampler(7, r, 2, keys)) for r in (0, 1)]
+    assert shards == [[0, 2, 6, 4], [1, 3, 5]]  # stable, by key
+    assert sorted(shards[0] + shards[1]) == list(range(7))
 
 
 def test_grouped_batch_sampler_no_group_starves() -> None:
@@ -432,6 +436,12 @@ def test_loaders_deterministic(tmp_path: Path) -> None:
     test = build_test_loader(ds, 3, 0)
     ids = [i for b in test for i in b.image_ids]
     assert ids == list(range(1, 9))
+    # with the test scale, items come ordered by padded input size: one size per batch
+    ds_test = load(tmp_path, transform=build_transforms(False, [[64, 32]], 0.0))
+    test = build_test_loader(ds_test, 4, 0, test_scale=[64, 32])
+    batches = list(test)
+    assert [b.image_ids for b in batches] == [[1, 3, 5, 7], [2, 4, 6, 8]]
+    assert [tuple(b.images.shape[-2:]) for b in batches] == [(32, 64), (64, 32)]
 
 
 def test_dataset_from_config(tmp_path: Path) -> None:

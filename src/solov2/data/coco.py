@@ -294,6 +294,7 @@ class CocoInstances(Dataset[Sample]):
         self._records = _PackedList(records)
         self.image_ids: list[int] = [r[0] for r in records]
         self._ratios = np.array([r[3] / r[2] for r in records], dtype=np.float64)
+        self._sizes = np.array([(r[2], r[3]) for r in records], dtype=np.int64).reshape(-1, 2)
         self._bad = set()
 
     # ------------------------------------------------------------------------------------------
@@ -316,6 +317,10 @@ class CocoInstances(Dataset[Sample]):
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """``(height, width)`` of every item, from the JSON sizes (no image is read)."""
+        return [(int(h), int(w)) for h, w in self._sizes]
 
     def aspect_ratios(self) -> list[float]:
         """``width / height`` of every item, from the JSON sizes (no image is read)."""

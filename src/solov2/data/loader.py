@@ -23,7 +23,7 @@ from ..errors import DataError, UserError
 from ..structures import Batch, Instances, Sample
 from .coco import CocoInstances
 from .samplers import EpochBatchSampler, GroupedBatchSampler, RankStridedSampler, ShuffleSampler
-from .transforms import build_transforms
+from .transforms import build_transforms, rescale_size
 
 if TYPE_CHECKING:
     from ..config import DataCfg
@@ -251,16 +251,26 @@ def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, 
 
 
 def build_test_loader(dataset: Dataset[Sample], batch_size: int, workers: int, *,
-                      size_divisor: int = 32, with_targets: bool = False) -> DataLoader:
+                      size_divisor: int = 32, with_targets: bool = False,
+                      test_scale: Sequence[int] | None = None) -> DataLoader:
     """Sequential loader; with ``torch.distributed`` initialised, rank ``r`` of ``W`` gets items
     ``r, r + W, ...`` (no padding duplicates, so ranks may differ by one batch).
+
+    With ``test_scale`` and a dataset that knows its image sizes (``image_sizes()``, from the
+    JSON), each rank's items are ordered by padded network input size, so batches hold images
+    of one size and run as one forward pass (see ``engine.evaluate.predict_batch``).
 
     Batches have ``targets=None`` unless ``with_targets`` (evaluation reads ``dataset.coco``).
     """
     rank, world = _dist_info()
     n = len(dataset)  # type: ignore[arg-type]
+    keys = None
+    if test_scale is not None and hasattr(dataset, "image_sizes"):
+        d = max(1, int(size_divisor))
+        keys = [tuple(-(-v // d) * d for v in rescale_size(h, w, test_scale))
+                for h, w in dataset.image_sizes()]
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=RankStridedSampler(n, rank, world),
+        dataset, batch_size=batch_size, sampler=RankStridedSampler(n, rank, world, keys),
         num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=False,
         collate_fn=functools.partial(collate, size_divisor=size_divisor,
                                      with_targets=with_targets),

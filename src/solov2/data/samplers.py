@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import BatchSampler, Sampler
@@ -28,13 +29,22 @@ class ShuffleSampler(Sampler[int]):
 
 
 class RankStridedSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...`` in order: every item exactly once over all ranks."""
+    """Indices ``rank, rank + world, ...``: every item exactly once over all ranks.
 
-    def __init__(self, size: int, rank: int, world_size: int) -> None:
-        self.size, self.rank, self.world_size = size, rank, world_size
+    With ``keys`` (one sortable key per item, e.g. its padded input size), this rank's indices
+    come sorted by key (stable), so equal keys are batched together; otherwise in order.
+    """
+
+    def __init__(self, size: int, rank: int, world_size: int,
+                 keys: Sequence[Any] | None = None) -> None:
+        if keys is not None and len(keys) != size:
+            raise ValueError(f"keys: {len(keys)} for {size} items")
+        self.size, self.rank, self.world_size, self.keys = size, rank, world_size, keys
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.size, self.world_size))
+        idx = range(self.rank, self.size, self.world_size)
+        keys = self.keys
+        return iter(idx if keys is None else sorted(idx, key=lambda i: keys[i]))
 
     def __len__(self) -> int:
         return len(range(self.rank, self.size, self.world_size))

@@ -86,7 +86,8 @@ def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: st
                 val_set = dataset_from_config(cfg.data, "val", train=False)
                 val_loader = build_test_loader(val_set, max(1, cfg.solver.batch_size),
                                                cfg.data.workers,
-                                               size_divisor=cfg.data.size_divisor)
+                                               size_divisor=cfg.data.size_divisor,
+                                               test_scale=cfg.data.test_scale)
             else:
                 logger.info("no validation split found: skipping evaluation")
         opts = TrainOptions(output_dir, init=init, resume=resume, channels_last=channels_last,
@@ -140,7 +141,8 @@ def run_evaluation(checkpoint: str, config: str | None, args: argparse.Namespace
             raise UserError(f"{dataset.json_path}: {len(dataset.class_names)} categories but the "
                             f"checkpoint predicts {cfg.model.num_classes}")
         loader = build_test_loader(dataset, args.batch_size, cfg.data.workers,
-                                   size_divisor=cfg.data.size_divisor)
+                                   size_divisor=cfg.data.size_divisor,
+                                   test_scale=cfg.data.test_scale)
         amp = cfg.solver.amp
         if getattr(args, "fast", False):
             from ..infer.fast import FastModel
