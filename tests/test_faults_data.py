@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _errors import one_line_error
 from PIL import Image
 
 from solov2.cli import main
@@ -80,16 +81,6 @@ def make_split(root: Path, data: Any, split: str = "train", n_images: int = 2) -
     for i in range(1, n_images + 1):
         jpeg(root / split / f"{i:03d}.jpg")
     return write_json(root / "annotations" / f"instances_{split}.json", data), root / split
-
-
-def one_line_error(err: str, cmd: str, *needles: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert "Traceback" not in err, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"solov2 {cmd}: error: "), lines[0]
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def train_argv(root: Path, out: Path, *extra: str) -> list[str]:

@@ -34,16 +34,6 @@ SMALL_GRIDS = {name: SMALL for name in ("solov2_r50_fpn_3x", "solov2_r101_fpn_3x
 INPUT_SIZE = {"solov2_r101_dcn_fpn_3x": 32, "solov2_x101_dcn_fpn_3x": 32}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny per-group matmuls (deform_conv2d) and small convs: with the CPU shared, two OpenMP
-    threads spend most of their time synchronising (measured 10x slower under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _frozen_prefixes(cfg) -> tuple[str, ...]:
     bb = cfg.model.backbone
     if bb.frozen_stages < 1:

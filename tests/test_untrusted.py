@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _errors import one_line_error
 from PIL import Image
 
 from solov2.cli import main
@@ -43,16 +44,6 @@ class Payload:
 
     def __reduce__(self):  # noqa: ANN204
         return (open, (self.marker, "w"))
-
-
-def one_line_error(err: str, cmd: str, *needles: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert "Traceback" not in err, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"solov2 {cmd}: error: "), lines[0]
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

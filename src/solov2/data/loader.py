@@ -8,7 +8,6 @@ batches per epoch, so DDP never waits on a missing step.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import random
 import signal
@@ -23,7 +22,7 @@ from ..errors import DataError, UserError
 from ..structures import Batch, Instances, Sample
 from .coco import CocoInstances
 from .samplers import EpochBatchSampler, GroupedBatchSampler, RankStridedSampler, ShuffleSampler
-from .transforms import build_transforms, rescale_size
+from .transforms import build_transforms, padded_size, rescale_size
 
 if TYPE_CHECKING:
     from ..config import DataCfg
@@ -43,9 +42,7 @@ def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: boo
     if not samples:
         raise ValueError("collate: empty batch")
     sizes = torch.tensor([list(s.image.shape[-2:]) for s in samples], dtype=torch.int64)
-    d = max(1, int(size_divisor))
-    hp = int(math.ceil(int(sizes[:, 0].max()) / d) * d)
-    wp = int(math.ceil(int(sizes[:, 1].max()) / d) * d)
+    hp, wp = padded_size(int(sizes[:, 0].max()), int(sizes[:, 1].max()), size_divisor)
     images = samples[0].image.new_zeros((len(samples), 3, hp, wp))
     targets: list[Instances] | None = [] if with_targets else None
     for i, s in enumerate(samples):
@@ -266,8 +263,7 @@ def build_test_loader(dataset: Dataset[Sample], batch_size: int, workers: int, *
     n = len(dataset)  # type: ignore[arg-type]
     keys = None
     if test_scale is not None and hasattr(dataset, "image_sizes"):
-        d = max(1, int(size_divisor))
-        keys = [tuple(-(-v // d) * d for v in rescale_size(h, w, test_scale))
+        keys = [padded_size(*rescale_size(h, w, test_scale), size_divisor)
                 for h, w in dataset.image_sizes()]
     return DataLoader(
         dataset, batch_size=batch_size, sampler=RankStridedSampler(n, rank, world, keys),

@@ -25,7 +25,13 @@ from ..ops.masks import masks_to_boxes as boxes_from_masks
 from ..structures import Instances
 
 __all__ = ["InstanceTransform", "KeepRatioResize", "boxes_from_masks", "build_transforms",
-           "rescale_size"]
+           "padded_size", "rescale_size"]
+
+
+def padded_size(h: int, w: int, size_divisor: int = 32) -> tuple[int, int]:
+    """``(h, w)`` rounded up to multiples of ``size_divisor``."""
+    d = max(1, int(size_divisor))
+    return -(-int(h) // d) * d, -(-int(w) // d) * d
 
 
 def rescale_size(height: int, width: int, scale: Sequence[int]) -> tuple[int, int]:

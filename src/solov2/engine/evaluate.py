@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import Config
-from ..infer.preprocess import padded_size
+from ..data.transforms import padded_size
 from ..postprocess import PostprocessCfg, postprocess
 from ..structures import Batch, Predictions
 from .coco_eval import CocoEvaluator, format_table, write_results

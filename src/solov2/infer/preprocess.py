@@ -9,13 +9,12 @@ pixels and so differs between devices.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from ..data.transforms import rescale_size, resize_uint8
+from ..data.transforms import padded_size, rescale_size, resize_uint8
 
 __all__ = ["padded_size", "preprocess_images", "resize_keep_ratio_size", "resize_uint8"]
 
@@ -28,12 +27,6 @@ def resize_keep_ratio_size(h: int, w: int, scale: Sequence[int]) -> tuple[int, i
     if h <= 0 or w <= 0:
         raise ValueError(f"image size must be positive, got {h}x{w}")
     return rescale_size(h, w, scale)
-
-
-def padded_size(h: int, w: int, size_divisor: int = 32) -> tuple[int, int]:
-    """``(h, w)`` rounded up to multiples of ``size_divisor``."""
-    d = max(1, int(size_divisor))
-    return int(math.ceil(h / d) * d), int(math.ceil(w / d) * d)
 
 
 def preprocess_images(

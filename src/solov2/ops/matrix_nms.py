@@ -82,8 +82,7 @@ def matrix_nms_sorted(
     if areas is None:
         areas = masks.sum(-1, dtype=torch.float32)
     areas = areas.float()
-    inter = binary_intersections(masks) if masks.dtype == torch.bool else \
-        masks.float() @ masks.float().transpose(-1, -2)
+    inter = binary_intersections(masks)
     union = areas.unsqueeze(-1) + areas.unsqueeze(-2) - inter
     # empty masks (only ever padding) would give 0/0; any real pair has union > 0
     iou = (inter / union.clamp(min=1e-6)).triu(diagonal=1)
