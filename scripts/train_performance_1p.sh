@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Training throughput on one device: a short run (--max-iters, throughput mode, no evaluation),
-# printing the steady-state img/s (median step time after the first 20% of iterations).
+# printing the steady-state img/s (median step time after the first 20% of iterations);
+# no checkpoint before the last iteration.
 #
 # usage: bash scripts/train_performance_1p.sh --data_path=COCO_ROOT [--max_iters=200]
 #            [--batch_size=IMAGES_PER_DEVICE] [--device_id=N] [--amp=none|fp16|bf16]
@@ -31,8 +32,10 @@ if [[ -z $data_path ]]; then
     exit 2
 fi
 if [[ -n $device_id ]]; then export CUDA_VISIBLE_DEVICES=$device_id; fi
+# one checkpoint, at the end: per-epoch checkpoints of a small dataset would be timed too
 args=(train --config "$config" --data-root "$data_path" --batch-size "$batch_size"
-      --max-iters "$max_iters" --no-eval --output-dir "$output_dir")
+      --max-iters "$max_iters" --no-eval --output-dir "$output_dir"
+      "solver.checkpoint_period=$max_iters")
 if [[ -n $amp ]]; then args+=(--amp "$amp"); fi
 if (( NPROC > 1 )); then
     launch=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m solov2)

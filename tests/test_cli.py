@@ -98,3 +98,15 @@ def test_a_few_iterations_on_coco128(tmp_path: Path) -> None:
     ckpt = torch.load(out / "model_final.pth", weights_only=True)
     assert ckpt["config"]["model"]["num_classes"] == 80
     assert len(ckpt["config"]["data"]["class_names"]) == 80
+
+
+def test_overrides_may_come_between_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from solov2.cli import parse_args
+
+    args = parse_args(["train", "--config", "solov2_demo", "solver.base_lr=0.1", "--no-eval",
+                       "solver.max_iters=3", "--profile", "1:2", "model.head.sigma=0.3"])
+    assert args.opts == ["solver.base_lr=0.1", "solver.max_iters=3", "model.head.sigma=0.3"]
+    assert args.no_eval and args.profile == "1:2"
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--config", "solov2_demo", "a=1", "--no-eval", "stray"])
+    assert "unrecognized arguments: stray" in capsys.readouterr().err

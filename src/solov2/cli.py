@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channels-last", action="store_true")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm for trainable BN")
+    t.add_argument("--profile", metavar="A:B", help="torch.profiler over iterations A+1..B: "
+                   "trace and summary in OUTPUT_DIR/profile/")
     _add_data_args(t, train=True)
     _add_common(t)
 
@@ -154,13 +156,18 @@ def _resolve_config(args: argparse.Namespace, cfg: Config) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .engine.profile import parse_span
     from .engine.run import run_training
 
     cfg = _resolve_config(args, get_config(args.config))
     out = args.output_dir or os.path.join("output", cfg.name)
+    try:
+        span = parse_span(args.profile) if args.profile else None
+    except ValueError as e:
+        raise UserError(str(e)) from None
     metrics = run_training(cfg, out, device=args.device, init=args.init, resume=args.resume,
                            eval_at_end=not args.no_eval, channels_last=args.channels_last,
-                           compile=args.compile, sync_bn=args.sync_bn)
+                           compile=args.compile, sync_bn=args.sync_bn, profile=span)
     if metrics.get("img_per_s") and cfg.solver.max_iters > 0:
         print(f"steady-state throughput: {metrics['img_per_s']:.2f} img/s")
     return 0
@@ -245,8 +252,24 @@ def _one_line(e: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)*=")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; ``a.b=value`` overrides may come anywhere, also between options (plain
+    argparse takes positionals in one run only, e.g. not in ``--no-eval a=1 --profile 1:2 b=2``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        stray = [a for a in extra if not _OVERRIDE.match(a)]
+        if stray or not hasattr(args, "opts"):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        args.opts = [*(args.opts or []), *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     warnings.formatwarning = _one_line_warnings  # type: ignore[assignment]
     try:
         return COMMANDS[args.command](args)

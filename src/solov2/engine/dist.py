@@ -185,16 +185,24 @@ def _flag_device() -> torch.device:
             else torch.device("cpu"))
 
 
-def any_across_ranks(*flags: bool) -> tuple[bool, ...]:
-    """For each flag, whether it is true on *any* process (one small all-reduce for all of them).
+def any_across_ranks(*flags: bool | torch.Tensor) -> tuple[bool, ...]:
+    """For each flag (a bool or a one-element tensor), whether it is true on *any* process: one
+    small all-reduce and one host sync for all of them.
 
     Used for decisions every rank must take together (skip a non-finite step, stop on a signal):
     a rank that decided alone would leave the others waiting in the next collective.
     """
-    if not _active() or get_world_size() == 1:
+    multi = _active() and get_world_size() > 1
+    tensors = [f for f in flags if isinstance(f, torch.Tensor)]
+    if not multi and not tensors:
         return tuple(bool(f) for f in flags)
-    t = torch.tensor([int(bool(f)) for f in flags], dtype=torch.int32, device=_flag_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    device = _flag_device() if multi else tensors[0].device
+    t = torch.stack([f.detach().reshape(()).to(device=device, dtype=torch.int32)
+                     if isinstance(f, torch.Tensor)
+                     else torch.tensor(int(bool(f)), dtype=torch.int32, device=device)
+                     for f in flags])
+    if multi:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return tuple(bool(v) for v in t.tolist())
 
 

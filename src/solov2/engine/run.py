@@ -68,7 +68,8 @@ def _log_world(info: DistInfo, what: str) -> None:
 def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: str | None = None,
                  resume: str | None = None, eval_at_end: bool = True,
                  channels_last: bool = False, compile: bool = False,
-                 sync_bn: bool = False) -> dict[str, Any]:
+                 sync_bn: bool = False,
+                 profile: tuple[int, int] | None = None) -> dict[str, Any]:
     """Train from a resolved config (single process, or one rank of a torchrun job)."""
     info = init_distributed(device)
     setup_logger(output_dir, info.rank)
@@ -91,7 +92,8 @@ def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: st
             else:
                 logger.info("no validation split found: skipping evaluation")
         opts = TrainOptions(output_dir, init=init, resume=resume, channels_last=channels_last,
-                            compile=compile, eval_at_end=eval_at_end, sync_bn=sync_bn)
+                            compile=compile, eval_at_end=eval_at_end, sync_bn=sync_bn,
+                            profile=profile)
         return train(cfg, opts, info, train_set, loader, val_set, val_loader)
     except BaseException as e:
         _log_failure(info, "training", e)

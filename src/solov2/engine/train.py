@@ -44,6 +44,7 @@ from .dist import (
 from .evaluate import autocast_dtype, evaluate
 from .faults import FAULT_ENV, StopFlag, inject_fault, parse_faults
 from .log import MetricsWriter, format_eta
+from .profile import CheckpointCost, StepProfiler
 from .schedule import lr_at, scaled_lr
 
 logger = logging.getLogger("solov2")
@@ -64,6 +65,7 @@ class TrainOptions:
     compile: bool = False
     eval_at_end: bool = True
     sync_bn: bool = False
+    profile: tuple[int, int] | None = None  # torch.profiler over iterations A+1..B
 
 
 def unwrap(model: nn.Module) -> SOLOv2:
@@ -194,7 +196,7 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     if dist_info.distributed:
         net = DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=False)
+            find_unused_parameters=False, gradient_as_bucket_view=True)
     fwd = torch.compile(net) if opts.compile else net
 
     logger.info("training %s: world size %d, %d image(s)/process x %d process(es) = batch %d, "
@@ -215,12 +217,16 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     stopping = False
     batches = train_loader.stream(it)  # continuous across epochs, resumes mid-epoch exactly
     last_log = (it, time.perf_counter())
+    profiler = StepProfiler(opts.profile, out_dir, dist_info.rank, device)
+    ckpt_cost = CheckpointCost(enabled=main)
+    t_start = time.perf_counter()
     with StopFlag() as stop:
         while it < max_iter and not stopping:
+            profiler.update(it)
             epoch = it // iters_per_epoch
             t0 = time.perf_counter()
             batch = next(batches)
-            data_time = time.perf_counter() - t0
+            data_time += time.perf_counter() - t0  # waiting for the loader, summed per interval
             if batch.events:  # data problems met in loader workers: count and warn here, once
                 train_set.record_events(batch.events)
             cur_lr = lr_at(it, iters_per_epoch, lr, s.steps, s.gamma, s.warmup_iters,
@@ -238,39 +244,48 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                 losses = {k: v * float("nan") for k, v in losses.items()}
             loss = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
-            # decided together: a rank skipping backward alone, or stopping alone, would
-            # leave the others waiting in DDP's gradient all-reduce
-            local_nonfinite = not bool(torch.isfinite(loss))
-            nonfinite_any, stopping = any_across_ranks(local_nonfinite, stop.signal is not None)
+            _backward(loss, scaler)
+            # decided together, after the backward that every rank always runs (DDP's gradient
+            # all-reduce then never waits for a rank that skipped it): skip the optimizer step
+            # if the loss is non-finite on any rank, stop if any rank got a signal. One
+            # all-reduce and one host sync per step, where the ranks meet anyway.
+            nonfinite_any, stopping = any_across_ranks(~torch.isfinite(loss.detach()),
+                                                       stop.signal is not None)
             if nonfinite_any:
                 nonfinite += 1
                 terms = {k: float(v.detach()) for k, v in losses.items()}
-                if local_nonfinite:
+                if not all(math.isfinite(v) for v in terms.values()):
                     logger.warning("iteration %d: non-finite loss %s, step skipped%s", it + 1,
                                    terms, " on every rank" if dist_info.distributed else "")
                 else:
                     logger.warning("iteration %d: non-finite loss on another rank, step "
                                    "skipped", it + 1)
+                optimizer.zero_grad(set_to_none=True)
                 if nonfinite >= s.max_nonfinite:
                     raise TrainingError(
                         f"stopping at iteration {it + 1}: {nonfinite} consecutive non-finite "
                         f"losses (last: {terms}); lower solver.base_lr or check the data")
             else:
                 nonfinite = 0
-                _backward_and_step(loss, optimizer, scaler, s.clip_grad)
+                _step(optimizer, scaler, s.clip_grad)
             it += 1
+            profiler.update(it)
             if it % s.log_period == 0 or it == max_iter:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 now = time.perf_counter()
-                window.append((now - last_log[1]) / max(it - last_log[0], 1))
+                steps = max(it - last_log[0], 1)
+                window.append((now - last_log[1]) / steps)
                 last_log = (it, now)
                 _log(writer, losses, it, max_iter, epoch, cur_lr, window[-1], total_batch,
-                     data_time, device)
+                     data_time / steps, device)
+                data_time = 0.0
             if it % iters_per_epoch == 0 and main:
                 _log_data_stats(train_set, epoch)
             if it % ckpt_period == 0 and it < max_iter and not stopping:
+                t_save = time.perf_counter()
                 _save(out_dir / f"model_{it:07d}.pth", net, optimizer, scaler, cfg, it, epoch)
+                ckpt_cost.add(time.perf_counter() - t_save, t_save - t_start, ckpt_period)
             if (s.eval_period and it % s.eval_period == 0 and it < max_iter
                     and val_loader is not None and not stopping):
                 broadcast_module_state(unwrap(net))
@@ -278,6 +293,7 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                              progress=False)
                 if main:
                     writer.write(_eval_row(m), it)
+        profiler.close()
         if stopping:
             logger.warning("received %s: saving a checkpoint at iteration %d and exiting",
                            f"signal {stop.signal}" if stop.signal is not None
@@ -316,14 +332,19 @@ def _eval_row(m: dict[str, Any]) -> dict[str, float]:
     return row
 
 
-def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: Any,
-                       clip_grad: float) -> None:
-    """Backward (scaled for fp16), gradient clipping, optimizer step."""
+def _backward(loss: torch.Tensor, scaler: Any) -> None:
+    """Backward, scaled for fp16. Runs for a non-finite loss too: its NaN gradients are dropped
+    (the step is skipped), and every rank takes part in DDP's gradient all-reduce."""
     if scaler is not None:
         scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
     else:
         loss.backward()
+
+
+def _step(optimizer: torch.optim.Optimizer, scaler: Any, clip_grad: float) -> None:
+    """Gradient clipping (after unscaling for fp16) and the optimizer step."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     if clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], clip_grad)
     if scaler is not None:
