@@ -4,18 +4,25 @@
 #     per-GPU batch and loader workers per GPU, real coco128_seg data;
 #  2. evaluation of a model that has detections (the demo model, trained here) on 1 rank and
 #     on 2 ranks: metrics.json and the detections must be the same.
-# Usage: [EXTRA="a.b=v ..."] [SKIP_EVAL=1] bash scripts/gpu_ddp_scaling.sh DATA [WORKERS_PER_GPU]
-#        [ITERS]; writes under $OUT. EXTRA: config overrides of both training runs.
+# Usage: [EXTRA="a.b=v ..."] [PROFILE=A:B] [SKIP_EVAL=1] bash scripts/gpu_ddp_scaling.sh DATA
+#        [WORKERS_PER_GPU] [ITERS]; writes under $OUT. EXTRA: config overrides of both training
+#        runs; PROFILE: torch.profiler over iterations A+1..B of every rank (summaries to $OUT).
 set -u
 OUT=${OUT:-./ddp_out}; DATA=${1:-.data/coco128_seg}; W=${2:-14}; ITERS=${3:-80}
 mkdir -p "$OUT"; set -f  # EXTRA holds brackets, not globs
 T=(--config solov2_r50_fpn_1x --data-root "$DATA" --train-split train --val-split val
    --max-iters "$ITERS" --amp bf16 --batch-size 8 --workers "$W" --no-eval solver.log_period=10
-   ${EXTRA:-})
+   ${PROFILE:+--profile $PROFILE} ${EXTRA:-})
+set +f
 timeout 240 python3 -m solov2 train "${T[@]}" --output-dir /tmp/ddp1 > "$OUT/train_1gpu.log" 2>&1
 timeout 240 torchrun --nproc_per_node 2 -m solov2 train "${T[@]}" --output-dir /tmp/ddp2 \
   > "$OUT/train_2gpu.log" 2>&1
 grep -H "steady-state" "$OUT"/train_*gpu.log
+if [ -n "${PROFILE:-}" ]; then
+  cp /tmp/ddp1/profile/rank0.txt "$OUT/profile_1gpu.txt"
+  for r in 0 1; do cp /tmp/ddp2/profile/rank$r.txt "$OUT/profile_2gpu_rank$r.txt"; done
+  head -n 3 "$OUT"/profile_*.txt
+fi
 [ -n "${SKIP_EVAL:-}" ] && exit 0
 timeout 300 python3 -m solov2 demo --output-dir /tmp/demo --device cuda > "$OUT/demo.log" 2>&1
 E=(--checkpoint /tmp/demo/train/model_final.pth --data-root /tmp/demo/data --split val)
