@@ -6,9 +6,8 @@ usable annotation, writes a COCO json with only those images to the output direc
 preset on them with the real training entry point (``solov2.engine.run.run_training``: loader,
 targets, losses, SGD, schedule, checkpoint, evaluation) without flip augmentation, at one fixed
 scale, and evaluates on the same images. A correct loop reaches a high segm AP (goal on a GPU with
-``solov2_light_mnv2_448``: > 90; reached at ``--batch-size 1``, 92.0 on an H100). At a larger
-batch each image trains inside a batch padded to its batch-mates' size but is evaluated alone,
-and SOLOv2's grid spans the padded input, so a few images fit less well (80.6 at batch 8).
+``solov2_light_mnv2_448``: > 90; reached at ``--batch-size 1 --iters 4000 --lr 0.0025``, 92.0
+on an H100; batch 8, 1000 iterations, lr 0.01 gave 80.6: see docs/RESULTS.md).
 
 Usage::
 
