@@ -35,7 +35,8 @@ Fairness (also written to ``compare.json``):
   max_size are set to the scale for the record), so it trains on exactly our (multi-scale,
   flipped) images. Targets: boxes xyxy, labels + 1 (0 is background), masks unpadded.
 * Same optimiser: SGD momentum 0.9, weight decay 1e-4 on all trainable parameters, gradient clip
-  35 (L2), linear warmup 0.001 -> 1 over min(500, iters / 10) iterations, x0.1 at 75 % and 90 %
+  35 (L2), linear warmup 0.001 -> 1 over ``--warmup`` iterations (default min(500, iters / 10);
+  SOLOv2's reference warms up over 500, torchvision's Mask R-CNN over 1000), x0.1 at 75 % and 90 %
   of the iterations (of the time budget with ``--time-budget``). Each model's reference LR scaled
   linearly to the batch (ours 0.01 * B / 16, Mask R-CNN 0.02 * B / 16) unless ``--lr`` /
   ``--peer-lr``.
@@ -136,6 +137,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "reference LR scaled to the batch (ours 0.01*B/16, peer 0.02*B/16)")
     p.add_argument("--peer-lr", type=float, default=None, help="LR of Mask R-CNN")
     p.add_argument("--amp", choices=["none", "bf16"], default="none")
+    p.add_argument("--warmup", type=int, default=None, metavar="N",
+                   help="linear warmup iterations (default min(500, iters / 10); 500 with "
+                        "--time-budget alone). A short warmup makes SOLOv2's loss spike as the "
+                        "LR peaks: docs/RESULTS.md")
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="stop each model when its own training time reaches S seconds")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
@@ -155,6 +160,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.pairing not in PAIRINGS:
         p.error(f"--pairing: {args.pairing!r} is not one of mnv2, r50")
+    if args.warmup is not None and args.warmup < 1:
+        p.error("--warmup must be >= 1")
     if args.iters is not None and args.iters < 1:
         p.error("--iters must be >= 1")
     if args.time_budget is not None and args.time_budget <= 0:
@@ -459,9 +466,9 @@ def run_step(t: Trainee, batch: Batch, it: int, progress: float, warmup: int, cl
 
 def train_both(ours: Trainee, peer: Trainee, loader: Any, max_iters: int | None,
                budget: float | None, device: torch.device, log_period: int,
-               clip: float = 35.0) -> dict[str, Any]:
+               clip: float = 35.0, warmup: int | None = None) -> dict[str, Any]:
     cap = max_iters if max_iters is not None else 10**12
-    warmup = max(1, min(500, cap // 10))
+    warmup = max(1, min(500, cap // 10) if warmup is None else warmup)
     trainees = (ours, peer)
     it, epoch, data_s = 0, 0, 0.0
     t_start = time.perf_counter()
@@ -729,7 +736,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
           f"{peer.name} {p_peer[0] / 1e6:.2f}M ({p_peer[1] / 1e6:.2f}M trainable)", flush=True)
 
     loop = train_both(ours, peer, loader, max_iters, args.time_budget, device,
-                      max(1, args.log_period))
+                      max(1, args.log_period), warmup=args.warmup)
 
     labels = (ours.name, peer.name)
     results: dict[str, dict[str, Any]] = {}

@@ -6,8 +6,10 @@ usable annotation, writes a COCO json with only those images to the output direc
 preset on them with the real training entry point (``solov2.engine.run.run_training``: loader,
 targets, losses, SGD, schedule, checkpoint, evaluation) without flip augmentation, at one fixed
 scale, and evaluates on the same images. A correct loop reaches a high segm AP (goal on a GPU with
-``solov2_light_mnv2_448``: > 90; reached at ``--batch-size 1 --iters 4000 --lr 0.0025``, 92.0
-on an H100; batch 8, 1000 iterations, lr 0.01 gave 80.6: see docs/RESULTS.md).
+``solov2_light_mnv2_448``: > 90; reached at ``--batch-size 8 --iters 1000`` with the default LR
+0.005, 98.3 on an H100, and at ``--batch-size 1 --iters 4000 --lr 0.0025``, 92.0; twice the
+reference LR, 0.01 at batch 8, made runs spike at the end of the warmup and land anywhere from
+61.5 to 96.2: see docs/RESULTS.md).
 
 Usage::
 
@@ -15,7 +17,8 @@ Usage::
         --preset solov2_light_mnv2_448 --iters 1000 --amp bf16 --output-dir runs/overfit
 
 Settings: ``data.flip_prob=0``; train scale = the preset's test scale (or ``--image-scale``);
-``--lr`` is the actual LR (no batch scaling); warmup min(500, iters / 10) iterations; x0.1 at 75 %
+``--lr`` is the actual LR (default: the preset's reference LR scaled linearly to the batch,
+0.01 x B / 16 for the SOLOv2 presets); warmup min(500, iters / 10) iterations; x0.1 at 75 %
 and 90 % of the iterations; one checkpoint at the end. A ResNet preset without
 ``--backbone-weights`` trains from random initialisation with every stage and BatchNorm trainable.
 """
@@ -50,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="solov2_light_mnv2_448", choices=sorted(PRESETS))
     p.add_argument("--iters", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=0.01, help="actual LR (not batch-scaled)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="actual LR (default: the preset's base LR x batch / reference batch)")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     p.add_argument("--image-scale", type=int, nargs=2, metavar=("LONG", "SHORT"), default=None,
@@ -141,7 +145,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n = len(ids)
     iters_per_epoch = max(1, n // args.batch_size)
     s.batch_size = args.batch_size
-    s.base_lr, s.autoscale_lr = args.lr, False
+    lr = args.lr if args.lr is not None else s.base_lr * args.batch_size / s.reference_batch
+    s.base_lr, s.autoscale_lr = lr, False
     s.max_iters = args.iters
     s.warmup_iters = max(1, min(500, args.iters // 10))
     s.steps = [math.ceil(0.75 * args.iters / iters_per_epoch),
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     s.amp = args.amp
 
     print(f"overfit {args.preset} on {n} image(s) of {src_json} (ids {ids}): {args.iters} "
-          f"iterations, batch {args.batch_size}, lr {args.lr:g}, scale {scale}, no flip, "
+          f"iterations, batch {args.batch_size}, lr {lr:g}, scale {scale}, no flip, "
           f"amp {args.amp}", flush=True)
     metrics = run_training(cfg, str(out), device=args.device)
     segm = float(metrics.get("segm", {}).get("AP", float("nan")))
@@ -163,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"image(s) after {args.iters} iterations (goal > {args.goal:g}: "
           f"{'met' if ok else 'NOT met'})", flush=True)
     summary = {"preset": args.preset, "image_ids": ids, "iters": args.iters,
-               "batch_size": args.batch_size, "lr": args.lr, "scale": scale, "amp": args.amp,
+               "batch_size": args.batch_size, "lr": lr, "scale": scale, "amp": args.amp,
                "segm_AP": segm, "bbox_AP": bbox, "goal": args.goal, "goal_met": ok,
                "img_per_s": metrics.get("img_per_s")}
     (out / "overfit.json").write_text(json.dumps(

@@ -85,7 +85,8 @@ def test_compare_time_budget_stops_both(data: Path, tmp_path: Path) -> None:
     cmp = _load("compare_maskrcnn")
     summary = cmp.main(["--pairing", "tiny", "--data-root", str(data), "--output-dir",
                         str(tmp_path), "--workers", "0", "--iters", "50", "--time-budget", "1e-6",
-                        "--lr", "0.001", "--overlays", "1"])
+                        "--lr", "0.001", "--overlays", "1", "--warmup", "7"])
+    assert summary["loop"]["warmup_iters"] == 7  # --warmup overrides min(500, iters / 10)
     for who in ("ours", "peer"):
         r = summary["results"][who]
         assert r["iters"] == 1, r  # one step, then over budget
@@ -96,6 +97,8 @@ def test_compare_time_budget_stops_both(data: Path, tmp_path: Path) -> None:
 
 def test_lr_schedule() -> None:
     cmp = _load("compare_maskrcnn")
+    with pytest.raises(SystemExit):
+        cmp.parse_args(["--pairing", "mnv2", "--data-root", "x", "--warmup", "0"])
     assert cmp.lr_factor(0, 0.0, 10) == pytest.approx(0.001)
     assert cmp.lr_factor(5, 0.0, 10) == pytest.approx(0.001 + 0.999 * 0.5)
     assert cmp.lr_factor(10, 0.5, 10) == 1.0
@@ -168,6 +171,18 @@ def test_overfit_tiny(data: Path, tmp_path: Path) -> None:
     subset = json.loads(next(out.glob("instances_train_first4.json")).read_text())
     assert [im["id"] for im in subset["images"]] == s["image_ids"]
     assert json.loads((out / "overfit.json").read_text())["iters"] == 2
+    assert s["lr"] == pytest.approx(0.01 * 2 / 8)  # the demo preset's 0.01 @ 8, scaled to batch 2
+
+    # per-image diagnosis of the run: every image once; where an image's own padded frame is the
+    # canvas of its orientation group, its losses alone and in the canvas are the same numbers
+    rows = _load("overfit_diagnose").main([str(out), "--device", "cpu"])
+    assert sorted(r["image_id"] for r in rows) == sorted(s["image_ids"])
+    same = [r for r in rows if r["canvas"] == tuple(-(-x // 32) * 32 for x in r["size"])]
+    assert same
+    for r in same:
+        for k in ("loss_cate", "loss_mask"):
+            assert r["alone"][k] == pytest.approx(r["canvas_losses"][k], rel=1e-5, abs=1e-6)
+    assert all(0.0 <= r["ap"] <= 100.0 for r in rows)
 
 
 def test_overfit_subset_min_area(tmp_path: Path) -> None:
