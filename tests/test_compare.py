@@ -204,3 +204,28 @@ def test_overfit_subset_min_area(tmp_path: Path) -> None:
     assert of.write_subset(str(src), 10, tmp_path / "b.json", min_area=1024) == [2, 3]
     kept = json.loads((tmp_path / "b.json").read_text())["annotations"]
     assert [a["id"] for a in kept] == [3, 4, 5]
+
+
+def test_oracle_ceiling_reproduces_targets() -> None:
+    """A perfect network (scripts/oracle_ceiling.py) recovers a large instance almost exactly,
+    and loses one whose mask at stride 4 is not above its level's stride (the reference's area
+    filter), though that instance owns grid cells."""
+    oracle = _load("oracle_ceiling")
+    cfg = get_config("solov2_demo")  # 4 classes, strides 8/8/16/32/32
+    masks = torch.zeros((2, 128, 128), dtype=torch.uint8)
+    masks[0, 16:80, 24:88] = 1  # 64x64 square, class 2
+    masks[1, 100:106, 100:106] = 1  # 6x6: 4 px at stride 4 <= stride 8, class 1
+    inst = Instances(masks, torch.tensor([2, 1]),
+                     torch.tensor([[24.0, 16.0, 88.0, 80.0], [100.0, 100.0, 106.0, 106.0]]))
+    batch = Batch(images=torch.zeros((1, 3, 128, 128), dtype=torch.uint8),
+                  image_sizes=torch.tensor([[128, 128]]), orig_sizes=torch.tensor([[128, 128]]),
+                  image_ids=[1], targets=[inst])
+    preds, owning = oracle.oracle_predictions(batch, cfg)
+    assert owning == 2
+    p = preds[0]
+    assert set(p.labels.tolist()) == {2}  # the small one is filtered out
+    top = p.masks[0]
+    assert p.labels[0] == 2 and p.scores[0] > 0.9
+    iou = (top & masks[0].bool()).sum() / (top | masks[0].bool()).sum()
+    assert iou > 0.95
+    assert (p.scores[1:] < 0.5 * p.scores[0]).all()  # duplicates of its other cells are decayed
