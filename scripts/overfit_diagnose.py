@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from solov2.config import Config  # noqa: E402
 from solov2.data.loader import collate, dataset_from_config  # noqa: E402
 from solov2.engine.checkpoint import find_resume  # noqa: E402
 from solov2.engine.run import load_model_for_eval  # noqa: E402
@@ -56,11 +57,10 @@ def per_image_ap(gt_json: Path, results_json: Path) -> dict[int, tuple[float, in
     return out
 
 
-def losses(model: torch.nn.Module, batch: Batch, cfg, device: torch.device) -> list[dict]:
+def losses(model: torch.nn.Module, batch: Batch, cfg: Config,
+           device: torch.device) -> list[dict]:
     """Loss components of each image of ``batch``, in the batch's padded frame."""
-    batch = Batch(images=batch.images.to(device), image_sizes=batch.image_sizes,
-                  orig_sizes=batch.orig_sizes, image_ids=batch.image_ids,
-                  targets=[t.to(device) for t in batch.targets or []])
+    batch = batch.to(device)
     rows = []
     with torch.no_grad():
         for i in range(len(batch.image_ids)):

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from solov2.data.synthetic import make_synthetic_coco
+from solov2.data.transforms import padded_size
 from solov2.presets import get_config
 from solov2.structures import Batch, Instances
 
@@ -177,7 +178,7 @@ def test_overfit_tiny(data: Path, tmp_path: Path) -> None:
     # canvas of its orientation group, its losses alone and in the canvas are the same numbers
     rows = _load("overfit_diagnose").main([str(out), "--device", "cpu"])
     assert sorted(r["image_id"] for r in rows) == sorted(s["image_ids"])
-    same = [r for r in rows if r["canvas"] == tuple(-(-x // 32) * 32 for x in r["size"])]
+    same = [r for r in rows if r["canvas"] == padded_size(*r["size"])]
     assert same
     for r in same:
         for k in ("loss_cate", "loss_mask"):
