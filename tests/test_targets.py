@@ -2,7 +2,8 @@
 
 Reference facts (solov2_reference.md 1.4): scale = sqrt(box_w * box_h) (inclusive level bounds);
 centre = mask centre of mass; centre region = +-0.5 * sigma * box size, intersected with the centre
-cell +-1 and clipped; ``cell = int((coord / padded_size) // (1 / S))``; later instances overwrite the
+cell +-1 and clipped; ``cell = int((coord / padded_size) // (1 / S))`` (float32, truncating the
+rounded quotient as PyTorch <= 1.4 did); later instances overwrite the
 category map; one mask target per (cell, instance); mask target = cv2 bilinear 1/4 shrink.
 """
 
@@ -333,12 +334,12 @@ def reference_target_single(masks: torch.Tensor, labels: torch.Tensor, boxes: to
             half_h = 0.5 * (boxes[k, 3] - boxes[k, 1]) * sigma
             center_w = (m * xs).sum(-1).sum(-1) / m00
             center_h = (m * ys[:, None]).sum(-1).sum(-1) / m00
-            coord_w = int((center_w / up_w) // (1.0 / s))
-            coord_h = int((center_h / up_h) // (1.0 / s))
-            top_box = max(0, int(((center_h - half_h) / up_h) // (1.0 / s)))
-            down_box = min(s - 1, int(((center_h + half_h) / up_h) // (1.0 / s)))
-            left_box = max(0, int(((center_w - half_w) / up_w) // (1.0 / s)))
-            right_box = min(s - 1, int(((center_w + half_w) / up_w) // (1.0 / s)))
+            coord_w = int((center_w / up_w) / (1.0 / s))
+            coord_h = int((center_h / up_h) / (1.0 / s))
+            top_box = max(0, int(((center_h - half_h) / up_h) / (1.0 / s)))
+            down_box = min(s - 1, int(((center_h + half_h) / up_h) / (1.0 / s)))
+            left_box = max(0, int(((center_w - half_w) / up_w) / (1.0 / s)))
+            right_box = min(s - 1, int(((center_w + half_w) / up_w) / (1.0 / s)))
             top = max(top_box, coord_h - 1)
             down = min(down_box, coord_h + 1)
             left = max(coord_w - 1, left_box)
@@ -415,3 +416,22 @@ def test_vectorised_matches_loop_reference_on_random_batches() -> None:
             assert torch.equal(t.mask_targets, downsample_masks(masks))
             n_pairs += len(pairs)
     assert n_pairs > 100  # the comparison is not vacuous
+
+
+def test_grid_line_tie_truncates_like_the_reference() -> None:
+    """A centre exactly on a grid line: the reference's float32 ``//`` (PyTorch <= 1.4) truncated
+    the *rounded* quotient, as mmdet's ``rounding_mode="trunc"``. In float32, 1/40 is slightly
+    above 0.025, so the exact quotient 160 / 320 / (1/40) is just below 20 (a floor division gives
+    column 19) while the rounded one is 20.0 (column 20)."""
+    hp, wp = 256, 320
+    inv = torch.tensor([1.0 / 40], dtype=torch.float32)
+    q = torch.tensor([160.0]) / wp
+    assert torch.div(q, inv, rounding_mode="floor").item() == 19  # the tie is real
+    assert torch.div(q, inv, rounding_mode="trunc").item() == 20
+    masks = torch.zeros((1, hp, wp), dtype=torch.uint8)
+    masks[0, 50:141, 115:206] = 1  # 91 x 91: centre of mass x = 160, level 0 only (scale 91)
+    t = build_targets([Instances(masks, torch.tensor([0]), tight_boxes(masks))],
+                      (hp // 4, wp // 4), R50_GRIDS, R50_RANGES, num_classes=80)
+    lvl0 = t.pos_cell[t.pos_cell < 40 * 40]
+    # centre column 20, region 150.9..169.1 px = columns 18..21, window 20 +- 1 -> 19..21
+    assert sorted(set((lvl0 % 40).tolist())) == [19, 20, 21]

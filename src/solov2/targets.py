@@ -120,8 +120,11 @@ def build_targets(
     hi = torch.tensor([r[1] for r in scale_ranges], dtype=torch.float32, device=device).view(-1, 1)
     first_cell = torch.tensor([0] + [s * s for s in num_grids[:-1]], device=device).cumsum(0)
 
-    def cell(x: Tensor, size: int) -> Tensor:  # reference: int((x / size) // (1. / S)), float32
-        return torch.div(x / size, inv, rounding_mode="floor").long()
+    def cell(x: Tensor, size: int) -> Tensor:
+        # reference: int((x / size) // (1. / S)) in float32 on PyTorch <= 1.4, whose `//`
+        # truncated the rounded quotient (as mmdet's rounding_mode="trunc"); a floor division
+        # (exact quotient) gives the cell below where x falls exactly on a grid line
+        return torch.div(x / size, inv, rounding_mode="trunc").long()
 
     hit = valid & (scale >= lo) & (scale <= hi)  # [L, M]
     ch, cw = cell(cy, hp), cell(cx, wp)
