@@ -262,3 +262,53 @@ def test_gather_two_processes(tmp_path: Path) -> None:
     torch.multiprocessing.spawn(_gather_worker, args=(2, port, str(out)), nprocs=2)
     got = json.loads(out.read_text())
     assert got == {"AP": pytest.approx(100.0), "n": 7, "imgs": [10, 20, 30]}
+
+
+def _dense_gt(n: int) -> COCO:
+    """One 120x160 image holding ``n`` disjoint 4x4 squares of label 0."""
+    anns = []
+    for k in range(n):
+        y, x = divmod(k, 30)
+        seg = _rle(_rect(x * 5, y * 5, x * 5 + 4, y * 5 + 4))
+        anns.append({"id": k + 1, "image_id": 1, "category_id": CAT_IDS[0], "iscrowd": 0,
+                     "segmentation": seg, "area": 16.0, "bbox": [x * 5, y * 5, 4, 4]})
+    coco = COCO()
+    coco.dataset = {"images": [{"id": 1, "height": H, "width": W, "file_name": "1.jpg"}],
+                    "categories": [{"id": c, "name": nm} for c, nm in zip(CAT_IDS, NAMES)],
+                    "annotations": anns}
+    coco.createIndex()
+    return coco
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_dets_caps_dense_images(backend: str) -> None:
+    """150 objects in one image, all predicted exactly: COCO's 100 detections can recall at most
+    100 of them (AP ~ 100/150 of the PR area), a cap of 150 scores 100."""
+    coco = _dense_gt(150)
+    objs = [(coco.annToMask(a), 0) for a in coco.loadAnns(coco.getAnnIds())]
+    out = {}
+    for cap in (100, 150):
+        ev = CocoEvaluator(coco, CAT_IDS, NAMES, backend=backend, max_dets=cap)
+        ev.process([1], [_preds(objs)])
+        out[cap] = ev.evaluate()
+        assert out[cap]["max_dets"] == cap
+        assert f"max {cap} dets" in format_table(out[cap])
+    assert out[150]["segm"]["AP"] == pytest.approx(100.0)
+    # recall stops at 100/150: 67 of the 101 recall points reach precision 1, the rest 0
+    assert out[100]["segm"]["AP"] == pytest.approx(100.0 * 67 / 101, abs=0.01)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_summary_matches_cocoeval_summarize_at_100(gt, backend: str) -> None:
+    """Our AP-at-cap summary equals COCOeval.summarize()'s stats at the default 100."""
+    coco, objects, _ = gt
+    noisy = {img: [(np.roll(m, 2, axis=1), lb) for m, lb in objs] for img, objs in objects.items()}
+    ev = CocoEvaluator(coco, CAT_IDS, NAMES, backend=backend)
+    for img, objs in noisy.items():
+        ev.process([img], [_preds(objs)])
+    m = ev.evaluate()
+    dts = [{k: v for k, v in r.items() if k != "bbox"} for r in ev.results()]
+    stats = ev._run("segm", dts, ev.image_ids).stats
+    for i, name in enumerate(("AP", "AP50", "AP75", "APs", "APm", "APl")):
+        want = stats[i] * 100 if stats[i] >= 0 else float("nan")
+        assert m["segm"][name] == pytest.approx(want, abs=1e-9, nan_ok=True), name

@@ -79,6 +79,9 @@ class CocoEvaluator:
         class_names: name of each contiguous label (for the per-category table).
         backend: ``"auto"`` (faster-coco-eval when installed, else pycocotools),
             ``"pycocotools"`` or ``"faster"``.
+        max_dets: detections per image that count (COCOeval ``maxDets = [1, 10, max_dets]``;
+            COCO's 100). Dense datasets with more objects per image need more; the metrics are
+            AP at this cap (``metrics["max_dets"]``).
     """
 
     def __init__(
@@ -87,7 +90,11 @@ class CocoEvaluator:
         cat_ids: Sequence[int],
         class_names: Sequence[str],
         backend: Backend = "auto",
+        max_dets: int = 100,
     ) -> None:
+        if max_dets < 1:
+            raise UserError(f"max detections per image: {max_dets} (must be >= 1)")
+        self.max_dets = int(max_dets)
         if len(cat_ids) != len(class_names):
             raise ValueError(f"{len(cat_ids)} category ids but {len(class_names)} class names")
         if backend not in ("auto", "pycocotools", "faster"):
@@ -196,13 +203,10 @@ class CocoEvaluator:
             else:
                 dts = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
             coco_eval = self._run(iou_type, dts, img_ids)
-            stats = coco_eval.stats
-            metrics[iou_type] = {
-                name: float(stats[i] * 100) if stats[i] >= 0 else float("nan")
-                for i, name in enumerate(METRIC_NAMES)
-            }
+            metrics[iou_type] = _summary_at_cap(coco_eval)
             per_cat[iou_type] = self._per_category(coco_eval)
         metrics["per_category"] = per_cat
+        metrics["max_dets"] = self.max_dets
         metrics["num_images"] = len(img_ids)
         metrics["num_detections"] = len(results)
         return metrics
@@ -226,6 +230,7 @@ class CocoEvaluator:
                 coco_dt = self.coco_gt.loadRes(dts)
                 coco_eval = COCOeval(self.coco_gt, coco_dt, iouType=iou_type)
             coco_eval.params.imgIds = img_ids
+            coco_eval.params.maxDets = [1, 10, self.max_dets]
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
@@ -248,6 +253,27 @@ class CocoEvaluator:
         return out
 
 
+def _summary_at_cap(coco_eval: Any) -> dict[str, float]:
+    """The six COCO AP numbers (percent) at the last ``maxDets`` entry, from the accumulated
+    precision ``[T IoU thresholds, R recall points, K categories, A areas, M caps]``.
+
+    Same definition as ``COCOeval.summarize``, whose first number is hard-wired to 100
+    detections (it reads -1 when 100 is not among ``maxDets``).
+    """
+    precision = np.asarray(coco_eval.eval["precision"])
+    iou_thrs = np.asarray(coco_eval.params.iouThrs)
+
+    def ap(area: int, iou: float | None = None) -> float:
+        p = precision[:, :, :, area, -1]
+        if iou is not None:
+            p = p[np.where(np.isclose(iou_thrs, iou))[0]]
+        p = p[p > -1]
+        return float(np.mean(p) * 100) if p.size else float("nan")
+
+    return {"AP": ap(0), "AP50": ap(0, 0.5), "AP75": ap(0, 0.75), "APs": ap(1), "APm": ap(2),
+            "APl": ap(3)}
+
+
 # ----------------------------------------------------------------------------------------------
 # reporting
 
@@ -264,7 +290,8 @@ def format_table(metrics: dict[str, Any], per_category_columns: int = 3) -> str:
     """Plain-text tables: one row per task (segm, bbox) with the six COCO AP columns, then
     per-category segm AP (``per_category_columns`` name/AP pairs per row)."""
     lines: list[str] = []
-    header = ["task"] + list(METRIC_NAMES)
+    cap = metrics.get("max_dets")
+    header = [f"task (max {cap} dets)" if cap else "task"] + list(METRIC_NAMES)
     rows = [header]
     for task in IOU_TYPES:
         if task in metrics:

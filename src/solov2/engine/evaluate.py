@@ -74,8 +74,12 @@ def evaluate(
     output_dir: str | Path | None = None,
     backend: str = "auto",
     progress: bool = True,
+    max_dets: int | None = None,
 ) -> dict[str, Any]:
     """Run the model over ``loader`` (this rank's shard) and evaluate COCO segm/bbox AP.
+
+    ``max_dets``: detections per image that COCOeval counts (default: the model's own cap,
+    ``cfg.model.test.max_per_img``, so dense datasets are not scored at COCO's 100).
 
     Results (RLE, never dense masks) are gathered to rank 0, which computes the metrics, writes
     ``coco_instances_results.json`` and ``metrics.json`` into ``output_dir`` and logs the tables.
@@ -84,7 +88,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     evaluator = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names,
-                              backend=backend)  # type: ignore[arg-type]
+                              backend=backend,  # type: ignore[arg-type]
+                              max_dets=max_dets or cfg.model.test.max_per_img)
     start = time.perf_counter()
     n_images = 0
     bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()), leave=False)
