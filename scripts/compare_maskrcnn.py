@@ -68,6 +68,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -467,9 +468,15 @@ def run_step(t: Trainee, batch: Batch, it: int, progress: float, warmup: int, cl
 def train_both(ours: Trainee, peer: Trainee, loader: Any, max_iters: int | None,
                budget: float | None, device: torch.device, log_period: int,
                clip: float = 35.0, warmup: int | None = None) -> dict[str, Any]:
+    return train_all((ours, peer), loader, max_iters, budget, device, log_period, clip, warmup)
+
+
+def train_all(trainees: Sequence[Trainee], loader: Any, max_iters: int | None,
+              budget: float | None, device: torch.device, log_period: int,
+              clip: float = 35.0, warmup: int | None = None) -> dict[str, Any]:
+    """Every trainee steps on each batch of one data stream (``train_both`` for two)."""
     cap = max_iters if max_iters is not None else 10**12
     warmup = max(1, min(500, cap // 10) if warmup is None else warmup)
-    trainees = (ours, peer)
     it, epoch, data_s = 0, 0, 0.0
     t_start = time.perf_counter()
     done = False

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# GPU experiment driver for issue 16 (dense data): one call, several variants on one data stream.
+# Usage on the device machine (carry .whl with the COCO wheels and .data with bbbc039 + weights):
+#   bash scripts/gpu_dense_sweep.sh ITERS OUTNAME [--peer] [--variant NAME:k=v,...]...
+set -euo pipefail
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 SOLOV2_WEIGHTS_DIR=$PWD/.data/weights
+iters=$1; name=$2; shift 2
+out=${OUT:-runs}/$name
+mkdir -p "$out"
+python3 scripts/dense_sweep.py --data-root .data/bbbc039 --image-scale 1333 800 --batch-size 8 \
+    --amp bf16 --iters "$iters" --workers 15 --caps 100 300 --output-dir "$out" "$@" 2>&1 \
+    | grep -v "UserWarning\|masks, labels = masks" | tee "$out/log.txt"
