@@ -8,6 +8,7 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 SOLOV2_WEIGHTS_DIR=$PWD/
 iters=$1; name=$2; shift 2
 out=${OUT:-runs}/$name
 mkdir -p "$out"
-python3 scripts/dense_sweep.py --data-root .data/bbbc039 --image-scale 1333 800 --batch-size 8 \
-    --amp bf16 --iters "$iters" --workers 15 --caps 100 300 --output-dir "$out" "$@" 2>&1 \
-    | grep -v "UserWarning\|masks, labels = masks" | tee "$out/log.txt"
+# no grep in the pipe: it would hold the output back until the end
+timeout "${SWEEP_TIMEOUT:-540}" python3 -u -W ignore::UserWarning scripts/dense_sweep.py \
+    --data-root .data/bbbc039 --image-scale 1333 800 --batch-size 8 --amp bf16 \
+    --iters "$iters" --workers 15 --output-dir "$out" "$@" 2>&1 | tee "$out/log.txt"

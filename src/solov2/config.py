@@ -52,6 +52,10 @@ class HeadCfg:
     # on the mask features) initialised so every mask pixel starts at this probability (ours;
     # the reference has no bias: 0)
     mask_prior: float = 0.0
+    # > 0: each cell's mask lives in a square window around the cell, of half side
+    # mask_window x the level's upper scale bound (training Dice and inference; ours, 0 = the
+    # reference's whole-image masks)
+    mask_window: float = 0.0
 
 
 @dataclass

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
+from .ops.masks import cell_windows
 from .targets import Targets
 
 
@@ -80,6 +81,8 @@ def solov2_losses(
     focal_gamma: float = 2.0,
     cate_weight: float = 1.0,
     dice_weight: float = 3.0,
+    num_grids: list[int] | None = None,
+    window: list[float] | None = None,
 ) -> dict[str, Tensor]:
     """SOLOv2 training losses (reference Sec. 1.5), computed in float32.
 
@@ -88,6 +91,9 @@ def solov2_losses(
         kernel_preds: per level ``[B, E, S, S]``.
         mask_feats: ``[B, E, Hf, Wf]``.
         targets: from :func:`solov2.targets.build_targets`.
+        num_grids, window: with ``window`` (half side per level, input pixels; see
+            ``model.head.mask_window``), each pair's Dice counts only the pixels of the square
+            window around its cell (:func:`solov2.ops.masks.cell_windows`).
 
     Returns:
         ``{"loss_cate": focal sum / (positive cells + 1) * cate_weight,
@@ -106,5 +112,10 @@ def solov2_losses(
         kernels = flatten_levels(kernel_preds)[targets.pos_batch, targets.pos_cell]  # [P, E]
         pred = dynamic_masks(kernels, targets.pos_batch, mask_feats)
         target = targets.mask_targets[targets.pos_inst]
-        loss_mask = dice_loss(pred.float().sigmoid(), target).mean()
+        prob = pred.float().sigmoid()
+        if window is not None:
+            assert num_grids is not None, "window needs num_grids"
+            inside = cell_windows(targets.pos_cell, num_grids, window, tuple(pred.shape[-2:]))
+            prob, target = prob * inside, target * inside
+        loss_mask = dice_loss(prob, target).mean()
     return {"loss_cate": loss_cate * cate_weight, "loss_mask": loss_mask * dice_weight}

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .losses import dynamic_masks, flatten_levels
-from .ops.masks import masks_to_boxes, points_nms
+from .ops.masks import cell_windows, masks_to_boxes, points_nms
 from .ops.matrix_nms import matrix_nms_sorted
 from .structures import Predictions
 
@@ -80,6 +80,7 @@ def postprocess(
     strides: list[int],
     cfg: PostprocessCfg,
     candidates: tuple[Tensor, Tensor] | None = None,
+    window: list[float] | None = None,
 ) -> list[Predictions]:
     """Turn raw head outputs into instances at each image's original resolution.
 
@@ -99,6 +100,9 @@ def postprocess(
         cfg: thresholds.
         candidates: :func:`candidate_inputs` of these outputs when already computed (e.g.
             ``HeadOutputs.candidates`` from ``FastModel``).
+        window: half side per level (input pixels) of the square window each cell's mask is
+            confined to (``model.head.mask_window``; :func:`solov2.model.build.mask_windows`);
+            None = whole-image masks (reference).
 
     Returns:
         One :class:`~solov2.structures.Predictions` per image (scores descending).
@@ -114,6 +118,8 @@ def postprocess(
     bi, cell, label = passed.nonzero(as_tuple=True)
     cand_scores = scores[bi, cell, label]
     soft = dynamic_masks(kernels[bi, cell], bi, mask_feats, kmax).float().sigmoid()  # [N, Hf, Wf]
+    if window is not None:
+        soft = soft * cell_windows(cell, num_grids, window, (hf, wf))
     binary = soft > cfg.mask_thr
     area = binary.flatten(1).sum(1).float()
     keep = area > cell_stride[cell]

@@ -19,6 +19,7 @@ from ..config import Config, config_from_dict, config_to_dict, save_yaml
 from ..errors import UserError
 from ..losses import solov2_losses
 from ..model import SOLOv2, build_model
+from ..model.build import mask_windows
 from ..structures import Batch
 from ..targets import build_targets
 from .checkpoint import (
@@ -85,7 +86,8 @@ def train_step(model: nn.Module, batch: Batch, cfg: Config, amp: str) -> dict[st
                             h.scale_ranges, cfg.model.num_classes, h.sigma)
     return solov2_losses(out.cate_logits, out.kernel_preds, out.mask_feats, targets,
                          focal_alpha=lc.focal_alpha, focal_gamma=lc.focal_gamma,
-                         cate_weight=lc.cate_weight, dice_weight=lc.dice_weight)
+                         cate_weight=lc.cate_weight, dice_weight=lc.dice_weight,
+                         num_grids=h.num_grids, window=mask_windows(cfg.model))
 
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.SGD:

@@ -32,6 +32,14 @@ def build_model(cfg: str | Config | ModelCfg) -> SOLOv2:
     return SOLOv2(backbone, neck, head, mask_feat, m.pixel_mean, m.pixel_std)
 
 
+def mask_windows(m: ModelCfg) -> list[float] | None:
+    """Half sides (input pixels) of each level's mask window, or None (reference, no window)."""
+    h = m.head
+    if h.mask_window <= 0:
+        return None
+    return [h.mask_window * float(r[1]) for r in h.scale_ranges]
+
+
 def _check(m: ModelCfg) -> None:
     """One-line config errors for values the modules cannot be built with."""
     groups = 32  # GroupNorm(32) in the head and the mask branch, as the reference
@@ -46,6 +54,8 @@ def _check(m: ModelCfg) -> None:
     if n != 5 or len(m.head.strides) != n or len(m.head.scale_ranges) != n:
         raise ConfigError("model.head.num_grids, strides and scale_ranges must have one entry "
                           "per level (5)")
+    if m.head.mask_window < 0:
+        raise ConfigError(f"model.head.mask_window={m.head.mask_window}: must be >= 0 (0 = off)")
     if not 0.0 <= m.head.mask_prior < 1.0:
         raise ConfigError(f"model.head.mask_prior={m.head.mask_prior}: must be in [0, 1)")
     if m.num_classes < 1:

@@ -63,3 +63,34 @@ def points_nms(heat: Tensor) -> Tensor:
     hmax = F.max_pool2d(heat, (2, 2), stride=1, padding=1)
     keep = (hmax[:, :, :-1, :-1] == heat).to(heat.dtype)
     return heat * keep
+
+
+def cell_windows(cells: Tensor, num_grids: list[int], half_sizes: list[float],
+                 feat_size: tuple[int, int]) -> Tensor:
+    """Square windows around grid cells, on the stride-4 mask-feature grid.
+
+    Args:
+        cells: int64 ``[P]`` flat cell indices over all levels (level-major, row-major).
+        num_grids: S per level.
+        half_sizes: half side of each level's window in input pixels.
+        feat_size: ``(Hf, Wf)``; the padded input is ``4 Hf x 4 Wf``.
+
+    Returns:
+        bool ``[P, Hf, Wf]``: True where a feature pixel's centre lies within the half size of
+        the cell's centre (both axes).
+    """
+    hf, wf = feat_size
+    dev = cells.device
+    grids = torch.tensor(num_grids, device=dev)
+    ends = torch.cumsum(grids * grids, 0)
+    level = torch.bucketize(cells, ends, right=True)
+    local = cells - (ends - grids * grids)[level]
+    s = grids[level].float()
+    cy = ((local // grids[level]).float() + 0.5) / s * (hf * 4)
+    cx = ((local % grids[level]).float() + 0.5) / s * (wf * 4)
+    half = torch.tensor(half_sizes, dtype=torch.float32, device=dev)[level]
+    ys = (torch.arange(hf, device=dev, dtype=torch.float32) + 0.5) * 4
+    xs = (torch.arange(wf, device=dev, dtype=torch.float32) + 0.5) * 4
+    rows = (ys.view(1, -1) - cy.view(-1, 1)).abs() <= half.view(-1, 1)
+    cols = (xs.view(1, -1) - cx.view(-1, 1)).abs() <= half.view(-1, 1)
+    return rows.unsqueeze(2) & cols.unsqueeze(1)
