@@ -24,6 +24,7 @@ import torchvision
 from torch import Tensor, nn
 
 from .config import Config, DataCfg
+from .engine.complexity import bench_input_size, format_complexity, model_complexity
 from .errors import UserError
 from .presets import get_config
 from .structures import Batch, Instances
@@ -357,6 +358,8 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"matrix_nms, 500 masks 200x304: {r['matrix_nms_ms']:.2f} ms; ours: "
                      f"{r['candidates_per_image']:.0f} candidates, "
                      f"{r['detections_per_image']:.0f} detections per image")
+    if r.get("complexity"):
+        lines.append(format_complexity(r["complexity"]))
     return "\n".join(lines + [f"note: {n}" for n in r["notes"]])
 
 
@@ -377,6 +380,8 @@ def run_bench(args: argparse.Namespace) -> int:
         "compile": bool(args.compile), "fast": bool(getattr(args, "fast", False)),
         "channels_last": bool(args.channels_last),
         "real": args.real, "notes": _notes(args)}
+    hw = bench_input_size(cfg, args.mode, size, bool(args.real))  # counted before any timing
+    r["complexity"] = model_complexity(cfg, hw, args.batch_size) if hw else None
     if args.mode == "infer":
         g, b, (h, w) = torch.Generator().manual_seed(cfg.solver.seed), args.batch_size, size
         sets = []  # N_SETS lists of uint8 [3, h, w] images: smooth colour fields plus noise

@@ -1,4 +1,4 @@
-"""``solov2`` command line: train, eval, infer, export, convert, bench, demo.
+"""``solov2`` command line: train, eval, infer, export, convert, bench, demo, data.
 
 Each subcommand parses its flags and calls the library. User mistakes (``UserError``) are printed
 as one line on stderr with exit code 2, without a traceback.
@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-train", type=int, default=300)
     d.add_argument("--num-val", type=int, default=60)
     d.add_argument("opts", nargs="*", metavar="a.b=value")
+
+    from .data.inspect_cmd import add_data_parser  # light: torch is imported by the command
+
+    add_data_parser(sub)
     return parser
 
 
@@ -226,9 +230,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data.inspect_cmd import run_data
+
+    return run_data(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train, "eval": cmd_eval, "infer": cmd_infer, "export": cmd_export,
-    "convert": cmd_convert, "bench": cmd_bench, "demo": cmd_demo,
+    "convert": cmd_convert, "bench": cmd_bench, "demo": cmd_demo, "data": cmd_data,
 }
 
 

@@ -105,13 +105,74 @@ def build_targets(
     if masks.shape[-2:] != (hp, wp):
         raise ValueError(f"masks are {tuple(masks.shape[-2:])}, expected the padded size {hp}x{wp}")
 
+    cx, cy = center_of_mass(masks)
+    valid = masks.flatten(1).any(1)
+    a = assign_cells(boxes, cx, cy, valid, img_idx, b, (hp, wp), num_grids, scale_ranges, sigma)
+    claimed = a.winner >= 0
+    cate = torch.where(claimed, labels[a.winner.clamp(min=0)], num_classes)
+    return Targets(cate.view(b, total_cells), a.pos_batch, a.pos_cell, a.pos_inst,
+                   downsample_masks(masks), claimed.sum())
+
+
+@dataclass
+class CellAssignment:
+    """Positive (cell, instance) pairs of a batch and the instance that owns each cell.
+
+    Attributes:
+        pos_level: int64 ``[P]`` level of each pair.
+        pos_batch: int64 ``[P]`` image index of each pair.
+        pos_cell: int64 ``[P]`` flat cell index in ``[0, T)`` (level-major, row-major).
+        pos_inst: int64 ``[P]`` instance index (row of the concatenated ground truth).
+        winner: int64 ``[B * T]`` the instance owning each cell of each image in the category
+            map (the highest index among its claimants), -1 for background.
+        hit: bool ``[L, M]`` whether instance ``m`` is assigned to level ``l``.
+    """
+
+    pos_level: Tensor
+    pos_batch: Tensor
+    pos_cell: Tensor
+    pos_inst: Tensor
+    winner: Tensor
+    hit: Tensor
+
+
+@torch.no_grad()
+def assign_cells(
+    boxes: Tensor,
+    cx: Tensor,
+    cy: Tensor,
+    valid: Tensor,
+    img_idx: Tensor,
+    num_images: int,
+    padded_size: tuple[int, int],
+    num_grids: list[int],
+    scale_ranges: list[list[int]],
+    sigma: float = 0.2,
+) -> CellAssignment:
+    """The geometric core of :func:`build_targets`: the cells every instance claims.
+
+    Args:
+        boxes: float ``[M, 4]`` xyxy boxes in the padded input frame.
+        cx, cy: float32 ``[M]`` mask centres of mass in that frame.
+        valid: bool ``[M]``, false for empty masks (never assigned).
+        img_idx: int64 ``[M]`` image of each instance in ``[0, num_images)``; within an image,
+            instances in dataset order (the later one wins a shared cell).
+        num_images: B.
+        padded_size: ``(Hp, Wp)``, the padded input frame of all images.
+        num_grids, scale_ranges, sigma: as in :func:`build_targets`.
+
+    Returns:
+        :class:`CellAssignment` on the boxes' device.
+    """
+    device = boxes.device
+    hp, wp = padded_size
+    total_cells = sum(s * s for s in num_grids)
+    boxes = boxes.float()
     bw = boxes[:, 2] - boxes[:, 0]
     bh = boxes[:, 3] - boxes[:, 1]
     scale = torch.sqrt(bw * bh)
     half_w = 0.5 * bw * sigma
     half_h = 0.5 * bh * sigma
-    cx, cy = center_of_mass(masks)
-    valid = masks.flatten(1).any(1)
 
     # every level at once: [L, M] per instance, [L, M, 9] per candidate cell
     grid = torch.tensor(num_grids, device=device).view(-1, 1)
@@ -145,9 +206,6 @@ def build_targets(
                 + jj[sel_l, sel_i, sel_k])
 
     # category map: the last instance (highest index) claiming a cell wins
-    winner = torch.full((b * total_cells,), -1, dtype=torch.long, device=device)
+    winner = torch.full((num_images * total_cells,), -1, dtype=torch.long, device=device)
     winner.scatter_reduce_(0, pos_batch * total_cells + pos_cell, pos_inst, reduce="amax")
-    claimed = winner >= 0
-    cate = torch.where(claimed, labels[winner.clamp(min=0)], num_classes)
-    return Targets(cate.view(b, total_cells), pos_batch, pos_cell, pos_inst,
-                   downsample_masks(masks), claimed.sum())
+    return CellAssignment(sel_l, pos_batch, pos_cell, pos_inst, winner, hit)

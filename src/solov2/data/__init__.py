@@ -12,12 +12,15 @@ from .loader import (
     collate,
     dataset_from_config,
 )
+from .stats import DatasetStats, LevelStats, dataset_stats
 from .transforms import boxes_from_masks, build_transforms, rescale_size
 
 __all__ = [
     "CocoInstances",
     "DataWarning",
+    "DatasetStats",
     "GroupedBatchSampler",
+    "LevelStats",
     "ImageReadError",
     "RankStridedSampler",
     "ShuffleSampler",
@@ -28,6 +31,7 @@ __all__ = [
     "build_transforms",
     "collate",
     "dataset_from_config",
+    "dataset_stats",
     "image_size",
     "load_coco_json",
     "read_image",

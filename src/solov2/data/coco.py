@@ -330,6 +330,21 @@ class CocoInstances(Dataset[Sample]):
         """Full path of the image of item ``index``."""
         return os.path.join(self.image_dir, self._records[index][1])
 
+    def annotation_rles(self, index: int) -> tuple[list[dict[str, Any]], Tensor, tuple[int, int]]:
+        """Ground truth of item ``index`` as RLE, without reading its image (dataset statistics).
+
+        Returns:
+            ``(rles, labels, (h, w))``: pycocotools RLE dicts (compressed ``counts``) at the JSON
+            image size ``h x w``, zero-area masks dropped as :meth:`__getitem__` drops them, in
+            annotation order; int64 ``[N]`` labels.
+        """
+        _, _, h, w, anns = self._records[index]
+        rles = [_to_rle((kind, seg), h, w) for _, _, kind, seg in anns]
+        areas = mask_utils.area(rles) if rles else []
+        keep = [i for i, a in enumerate(areas) if a > 0]
+        return ([rles[i] for i in keep], torch.tensor([anns[i][1] for i in keep],
+                                                      dtype=torch.int64), (h, w))
+
     def verify_images(self) -> list[str]:
         """Drop items whose image file does not exist (cheap ``stat``s); warn and return them."""
         records = [self._records[i] for i in range(len(self))]

@@ -4,7 +4,8 @@ Output directory layout::
 
     output_dir/
         <input stem>.png          one overlay per image (names sanitised and made unique)
-        <video stem>_000012.png   one per video frame (videos need torchcodec + FFmpeg)
+        <video stem>_000012.png   one per video frame (videos: the ``video`` extra, torchcodec,
+                                  and FFmpeg's libraries; without them infer stops at once)
         predictions.json          every instance scoring >= score_thr
 
 ``predictions.json`` is a list of COCO-style result dicts: ``file_name`` (the input path as
@@ -103,12 +104,25 @@ class _Item:
     frame: int | None = None
 
 
-def _read_video(path: Path) -> Iterator[_Item]:
+VIDEO_HINT = ("reading videos needs torchcodec and FFmpeg's libraries: pip install "
+              "'solov2[video]' and e.g. apt-get install ffmpeg")
+
+
+def video_decoder_class(path: Path | str) -> Any:
+    """torchcodec's ``VideoDecoder``, or a :class:`UserError` naming ``path`` with the install
+    hint when torchcodec or FFmpeg is missing (torchcodec's import loads FFmpeg)."""
     try:
         from torchcodec.decoders import VideoDecoder
     except ImportError:
-        logger.warning("%s: reading videos needs torchcodec (and FFmpeg); skipped", path)
-        return
+        raise UserError(f"{path}: {VIDEO_HINT} (torchcodec is not installed)") from None
+    except (OSError, RuntimeError) as e:  # torchcodec present, FFmpeg's libraries not found
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: {VIDEO_HINT} ({reason[:200]})") from None
+    return VideoDecoder
+
+
+def _read_video(path: Path) -> Iterator[_Item]:
+    VideoDecoder = video_decoder_class(path)
     try:
         decoder = VideoDecoder(str(path))
         for i in range(len(decoder)):
@@ -181,6 +195,9 @@ def run_infer(
     from ..engine.checkpoint import atomic_write_text
 
     files = collect_inputs(inputs)
+    videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
+    if videos:
+        video_decoder_class(videos[0])  # before loading the model; nothing written
     predictor = Predictor.from_checkpoint(checkpoint, device=device, config=config,
                                           score_thr=score_thr, batch_size=batch_size)
     out_dir = Path(output_dir)
