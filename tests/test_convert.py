@@ -129,12 +129,24 @@ class _Payload:
         return (os.mkdir, (str(self.marker),))
 
 
-def test_pickle_payload_refused(tmp_path: Path) -> None:
+def test_pickle_payload_in_metadata_never_runs(tmp_path: Path) -> None:
+    """Metadata objects are read as inert placeholders (the file converts); a payload in the
+    weights is refused. Neither is ever executed."""
     marker = tmp_path / "pwned"
+    ours = random_state()
     src = tmp_path / "evil.pth"
-    torch.save({"state_dict": to_layout(random_state(), "official"),
+    torch.save({"state_dict": to_layout(ours, "official"),
                 "meta": {"x": _Payload(marker)}}, src)
-    with pytest.raises(CheckpointError, match="refused"):
-        convert_checkpoint(src, tmp_path / "dst.pth", PRESET)
+    report = convert_checkpoint(src, tmp_path / "dst.pth", PRESET)
+    assert any(n.endswith(".mkdir") for n in report.ignored) and "mkdir" in str(report)
     assert not marker.exists()
-    assert not (tmp_path / "dst.pth").exists()
+    model, _ = load_model(tmp_path / "dst.pth")
+    assert all(torch.equal(v, ours[k]) for k, v in model.state_dict().items())
+
+    weights = to_layout(ours, "official")
+    weights["bbox_head.solo_cate.bias"] = _Payload(marker)  # type: ignore[assignment]
+    torch.save({"state_dict": weights}, src)
+    with pytest.raises(CheckpointError, match="refused.*GLOBAL .*mkdir"):
+        convert_checkpoint(src, tmp_path / "dst2.pth", PRESET)
+    assert not marker.exists()
+    assert not (tmp_path / "dst2.pth").exists()

@@ -1,4 +1,4 @@
-"""``solov2`` command line: train, eval, infer, export, convert, bench, demo, data.
+"""``solov2`` command line: train, eval, infer, export, convert, bench, demo, data, weights.
 
 Each subcommand parses its flags and calls the library. User mistakes (``UserError``) are printed
 as one line on stderr with exit code 2, without a traceback.
@@ -14,11 +14,13 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .config import Config, apply_overrides
 from .errors import UserError
 from .presets import PRESETS, get_config
+from .weights_cmd import add_weights_parser, cmd_weights, weights_arg
 
 logger = logging.getLogger("solov2")
 
@@ -61,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--autoscale-lr", action=argparse.BooleanOptionalAction, default=None,
                    help="scale lr linearly with the total batch (default on)")
     t.add_argument("--seed", type=int)
-    t.add_argument("--init", help="fine-tune from these weights (other class counts allowed)")
+    t.add_argument("--init", help="fine-tune from these weights (other class counts allowed): "
+                   "a checkpoint, a pretrained name (solov2 weights list) or URL")
     t.add_argument("--backbone-weights", help="torchvision ImageNet state dict for the backbone")
     t.add_argument("--resume", nargs="?", const="", default=None,
                    help="resume from CKPT, or from the output dir's last_checkpoint")
@@ -76,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(t)
 
     e = sub.add_parser("eval", help="COCO mask AP of a checkpoint")
-    e.add_argument("--checkpoint", required=True, help="checkpoint file or training output dir")
+    e.add_argument("--checkpoint", "--weights", dest="checkpoint", required=True,
+                   help="checkpoint file, training output dir, pretrained name or URL")
     e.add_argument("--config", help="preset or YAML (default: the checkpoint's)")
     e.add_argument("--output-dir")
     e.add_argument("--batch-size", type=int, default=2)
@@ -87,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(e)
 
     i = sub.add_parser("infer", help="predict on images: overlays + predictions.json")
-    i.add_argument("--checkpoint", required=True)
+    i.add_argument("--checkpoint", "--weights", dest="checkpoint", required=True,
+                   help="checkpoint file, pretrained name (solov2 weights list) or URL")
     i.add_argument("--config")
     i.add_argument("inputs", nargs="+", help="image files, folders or globs")
     i.add_argument("--output-dir", required=True)
@@ -96,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
     x = sub.add_parser("export", help="ONNX export (pre/post-processing inside the graph)")
-    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--checkpoint", "--weights", dest="checkpoint", required=True,
+                   help="checkpoint file, pretrained name (solov2 weights list) or URL")
     x.add_argument("--output", required=True)
     x.add_argument("--height", type=int, default=0, help="input height (default: test scale)")
     x.add_argument("--width", type=int, default=0)
@@ -134,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.inspect_cmd import add_data_parser  # light: torch is imported by the command
 
     add_data_parser(sub)
+    add_weights_parser(sub)
     return parser
 
 
@@ -169,7 +176,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         span = parse_span(args.profile) if args.profile else None
     except ValueError as e:
         raise UserError(str(e)) from None
-    metrics = run_training(cfg, out, device=args.device, init=args.init, resume=args.resume,
+    metrics = run_training(cfg, out, device=args.device, init=weights_arg(args.init),
+                           resume=args.resume,
                            eval_at_end=not args.no_eval, channels_last=args.channels_last,
                            compile=args.compile, sync_bn=args.sync_bn, profile=span)
     if metrics.get("img_per_s") and cfg.solver.max_iters > 0:
@@ -180,14 +188,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .engine.run import run_evaluation
 
-    run_evaluation(args.checkpoint, args.config, args, _resolve_config)
+    checkpoint = weights_arg(args.checkpoint)
+    if checkpoint != args.checkpoint and not args.output_dir:  # not into the download cache
+        name = Path(args.checkpoint.rsplit("/", 1)[-1]).stem
+        args.output_dir = os.path.join("output", name, "eval")
+    run_evaluation(checkpoint, args.config, args, _resolve_config)
     return 0
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from .infer.infer_cmd import run_infer
 
-    out = run_infer(args.checkpoint, args.inputs, args.output_dir, config=args.config,
+    out = run_infer(weights_arg(args.checkpoint), args.inputs, args.output_dir, config=args.config,
                     score_thr=args.score_thr, device=args.device, batch_size=args.batch_size)
     print(f"wrote overlays and predictions.json to {out}")
     return 0
@@ -199,7 +211,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     for flag, v in (("--height", args.height), ("--width", args.width)):
         if v < 0 or v % 32:  # 0: the default size
             raise UserError(f"export {flag} {v}: must be a positive multiple of 32 (or 0)")
-    path = export_onnx(args.checkpoint, args.output, args.height, args.width)
+    path = export_onnx(weights_arg(args.checkpoint), args.output, args.height, args.width)
     print(f"exported {path}")
     return 0
 
@@ -239,6 +251,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train, "eval": cmd_eval, "infer": cmd_infer, "export": cmd_export,
     "convert": cmd_convert, "bench": cmd_bench, "demo": cmd_demo, "data": cmd_data,
+    "weights": cmd_weights,
 }
 
 

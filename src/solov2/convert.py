@@ -1,8 +1,9 @@
 """Convert official SOLOv2 (WXinlong/SOLO, mmdet v1) and mmdetection 3.x checkpoints to ours.
 
-The source is read with ``torch.load(weights_only=True)`` only (through
-:func:`solov2.engine.checkpoint.load_checkpoint`): a file holding pickled Python objects is
-refused, never unpickled. Keys are renamed with an explicit table, then checked against
+The source is read without running code: ``.safetensors`` directly, torch files with
+:func:`solov2.engine.safe_unpickle.load_untrusted` (a restricted unpickler: tensors and plain data
+are kept, objects of any other class in the metadata, e.g. mmengine's pickled ``message_hub``,
+become inert placeholders that are never imported; weights holding such objects are refused). Keys are renamed with an explicit table, then checked against
 ``build_model(config).state_dict()``: any source key without a destination, any model key left
 unset, or any shape mismatch raises :class:`~solov2.errors.CheckpointError` naming every one.
 
@@ -49,10 +50,6 @@ RENAMES: dict[str, list[tuple[str, str]]] = {
     ],
 }
 _DROP_PREFIXES = ("data_preprocessor.",)
-_UNSAFE_HINT = (
-    "if you trust the file, re-save its weights as plain tensors in a separate Python session: "
-    "c = torch.load(SRC, weights_only=False); torch.save({'state_dict': c['state_dict']}, DST)"
-)
 
 
 @dataclass
@@ -67,6 +64,7 @@ class ConvertReport:
     filled: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     class_names_from: str = ""
+    ignored: list[str] = field(default_factory=list)  # metadata objects left as placeholders
 
     def __str__(self) -> str:
         lines = [f"converted {self.num_tensors} tensors ({self.renamed} renamed) from the "
@@ -76,6 +74,10 @@ class ConvertReport:
             lines.append(f"filled {len(self.filled)} missing num_batches_tracked counter(s)")
         if self.dropped:
             lines.append(f"dropped {len(self.dropped)} key(s): {', '.join(self.dropped[:5])}")
+        if self.ignored:
+            more = f" (+{len(self.ignored) - 4} more)" if len(self.ignored) > 4 else ""
+            lines.append(f"metadata objects not loaded (never imported): "
+                         f"{', '.join(self.ignored[:4])}{more}")
         return "\n".join(lines)
 
 
@@ -174,19 +176,24 @@ def convert_checkpoint(
         configs.
 
     Raises:
-        CheckpointError: unsafe/unreadable file or keys that do not map (see module docstring).
+        CheckpointError: unreadable file, weights holding pickled objects, or keys that do not
+            map (see module docstring).
     """
-    from .engine.checkpoint import load_checkpoint, save_checkpoint, save_safetensors
+    from .engine.checkpoint import (
+        _is_safetensors,
+        load_checkpoint,
+        save_checkpoint,
+        save_safetensors,
+    )
+    from .engine.safe_unpickle import load_untrusted, placeholders_in
     from .infer.coco_names import COCO_CLASSES
     from .model import build_model
 
     src, dst = Path(src), Path(dst)
-    try:
+    if src.is_file() and not _is_safetensors(src):
+        ckpt = load_untrusted(src)
+    else:
         ckpt = load_checkpoint(src, map_location="cpu")
-    except CheckpointError as e:
-        if "refused" in str(e):
-            raise CheckpointError(f"{e}; {_UNSAFE_HINT}") from None
-        raise
     state = ckpt.get("state_dict", ckpt.get("model"))
     if not isinstance(state, dict):
         if ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
@@ -211,4 +218,4 @@ def convert_checkpoint(
         meta = {"converted_from": src.name, "source": source}
         save_checkpoint(dst, {"model": converted, "config": config, "meta": meta})
     return ConvertReport(dst, cfg.name, source, len(converted), int(info["renamed"]),
-                         info["filled"], info["dropped"], origin)
+                         info["filled"], info["dropped"], origin, placeholders_in(ckpt))

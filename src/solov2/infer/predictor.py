@@ -242,6 +242,27 @@ class Predictor:
         model, cfg = load_model(path, config)
         return cls(model, cfg, device=device, score_thr=score_thr, batch_size=batch_size)
 
+    @classmethod
+    def from_pretrained(cls, name: str, device: str | torch.device = "auto",
+                        score_thr: float | None = None, batch_size: int = 4,
+                        progress: bool = True) -> Predictor:
+        """A predictor for a published COCO checkpoint, e.g. ``"solov2_r50_fpn_3x"``.
+
+        The first call downloads the file into torch hub's cache (``TORCH_HOME`` respected),
+        checks its published SHA-256 prefix and converts it; later calls use the cached
+        conversion without network. ``name`` may also be ``NAME@official``, a URL or a local
+        path (see :func:`solov2.pretrained.resolve_weights`; ``solov2 weights list`` shows the
+        names).
+
+        Raises:
+            CheckpointError: download, checksum or conversion failure (one line: what to fetch
+                from where and where to put it when offline).
+        """
+        from ..pretrained import resolve_weights
+
+        return cls.from_checkpoint(resolve_weights(name, progress=progress), device=device,
+                                   score_thr=score_thr, batch_size=batch_size)
+
     def postprocess_cfg(self) -> PostprocessCfg:
         """``cfg.model.test`` as a :class:`PostprocessCfg` (its ``score_thr`` is the candidate
         threshold; change ``cfg.model.test`` to change it)."""
