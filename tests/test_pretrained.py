@@ -212,7 +212,7 @@ def test_truncated_cached_file_is_downloaded_again(hub: dict[str, Any],
 
 def test_checksum_mismatch_keeps_nothing(hub: dict[str, Any],
                                          capfd: pytest.CaptureFixture[str]) -> None:
-    hub["server"].files[hub["path"]] = hub["data"][:-1] + b"\0"  # a replaced file
+    hub["server"].files[hub["path"]] = hub["data"][:-1] + bytes([hub["data"][-1] ^ 0xFF])  # a replaced file
     assert main(["weights", "download", "solov2_demo", "--quiet"]) == 2
     line = one_line_error(capfd.readouterr().err, "weights", "checksum mismatch",
                           hub["sha"][:8], "deleted")
