@@ -11,7 +11,10 @@ import torch
 from _paths import SHARED
 
 from solov2.cli import main
+from solov2.config import apply_overrides, load_yaml, save_yaml
+from solov2.data.coco import CocoInstances, DataWarning
 from solov2.data.synthetic import make_synthetic_coco
+from solov2.engine.score_results import read_results, to_coco_results
 
 TINY = ["model.head.num_grids=[12,10,8,6,4]", "data.train_scales=[[96,64]]",
         "data.test_scale=[96,64]", "solver.batch_size=2", "solver.log_period=1",
@@ -56,6 +59,34 @@ def test_train_resume_eval_infer(data: Path, tmp_path: Path,
     metrics = json.loads((ev / "metrics.json").read_text())
     assert set(metrics["segm"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert (ev / "coco_instances_results.json").is_file()
+    # the cap follows model.test.max_per_img (demo preset: 100), here and in training's eval
+    assert metrics["max_dets"] == 100
+    assert json.loads((out / "eval" / "metrics.json").read_text())["max_dets"] == 100
+
+    # the barely trained model detects nothing at the preset thresholds: a config without
+    # thresholds, capped at 20 per image, for the detection caps and predictions files below
+    loose = tmp_path / "loose.yaml"
+    save_yaml(apply_overrides(load_yaml(out / "config.yaml"), [
+        "model.test.score_thr=0.0", "model.test.update_thr=0.0", "model.test.max_per_img=20"]),
+        loose)
+    got = {}
+    for cap in ("default", "3"):
+        assert main(["eval", "--checkpoint", str(out), "--config", str(loose), "--data-root",
+                     str(data), "--split", "val", "--device", "cpu", "--output-dir",
+                     str(tmp_path / f"eval_{cap}"),
+                     *(["--max-dets", cap] if cap != "default" else [])]) == 0
+        got[cap] = json.loads((tmp_path / f"eval_{cap}" / "metrics.json").read_text())
+    assert got["default"]["max_dets"] == 20 and got["3"]["max_dets"] == 3
+    assert got["default"]["num_detections"] == 4 * 20
+    assert got["3"]["segm"]["AP"] <= got["default"]["segm"]["AP"] + 1e-9  # AP grows with cap
+    # scoring the written results file again gives the same numbers, without the model
+    assert main(["eval", "--results", str(tmp_path / "eval_default" /
+                                          "coco_instances_results.json"),
+                 "--data-root", str(data), "--split", "val", "--max-dets", "20",
+                 "--output-dir", str(tmp_path / "rescored")]) == 0
+    rescored = json.loads((tmp_path / "rescored" / "metrics.json").read_text())
+    for key in ("segm", "bbox", "per_category", "num_detections", "images", "max_dets"):
+        assert rescored[key] == got["default"][key], key
     # the fast path (channels-last FastModel; fp32 on CPU) scores the same
     assert main(["eval", "--checkpoint", str(out), "--data-root", str(data), "--split", "val",
                  "--device", "cpu", "--output-dir", str(tmp_path / "eval_fast"), "--fast"]) == 0
@@ -70,6 +101,28 @@ def test_train_resume_eval_infer(data: Path, tmp_path: Path,
     preds = json.loads((vis / "predictions.json").read_text())
     assert all({"file_name", "category_id", "score", "bbox", "segmentation"} <= set(p)
                for p in preds)
+    # infer's predictions.json (file names as given, scores rounded) scores as eval did
+    assert main(["infer", "--checkpoint", str(out), "--config", str(loose), str(data / "val"),
+                 "--output-dir", str(tmp_path / "vis_loose"), "--device", "cpu",
+                 "--score-thr", "0.0"]) == 0
+    # the synthetic ids are 1, 3, 7, 9; infer writes label + 1 (the checkpoint does not store
+    # the dataset's ids): matched by category_name, with a warning
+    conflict = "entries have a category_id whose dataset name is not their category_name"
+    with pytest.warns(DataWarning, match=conflict):
+        assert main(["eval", "--results", str(tmp_path / "vis_loose" / "predictions.json"),
+                     "--data-root", str(data), "--split", "val", "--max-dets", "20",
+                     "--output-dir", str(tmp_path / "scored")]) == 0
+    scored = json.loads((tmp_path / "scored" / "metrics.json").read_text())
+    assert scored["skipped_entries"] == 0 and scored["num_detections"] == 80
+    assert scored["segm"] == pytest.approx(got["default"]["segm"], abs=1e-6, nan_ok=True)
+    # every prediction matched to its image and category: the same masks as eval's
+    ds = CocoInstances(data / "annotations" / "instances_val.json", data / "val", train=False)
+    preds_file = str(tmp_path / "vis_loose" / "predictions.json")
+    with pytest.warns(DataWarning, match=conflict):
+        mine, _ = to_coco_results(read_results(preds_file), ds, preds_file)
+    theirs = json.loads((tmp_path / "eval_default" / "coco_instances_results.json").read_text())
+    key = lambda r: (r["image_id"], r["category_id"], r["segmentation"]["counts"])  # noqa: E731
+    assert sorted(map(key, mine)) == sorted(map(key, theirs))
 
 
 def test_bad_config_key_is_one_line(data: Path, tmp_path: Path,

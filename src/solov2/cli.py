@@ -78,10 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(t, train=True)
     _add_common(t)
 
-    e = sub.add_parser("eval", help="COCO mask AP of a checkpoint")
-    e.add_argument("--checkpoint", "--weights", dest="checkpoint", required=True,
+    e = sub.add_parser("eval", help="COCO mask AP of a checkpoint, or of a predictions file")
+    e.add_argument("--checkpoint", "--weights", dest="checkpoint",
                    help="checkpoint file, training output dir, pretrained name or URL")
-    e.add_argument("--config", help="preset or YAML (default: the checkpoint's)")
+    e.add_argument("--results", metavar="FILE.json", help="score this predictions file instead "
+                   "(COCO results, or solov2 infer's predictions.json); no checkpoint")
+    e.add_argument("--max-dets", type=int, metavar="N", help="detections per image that count "
+                   "(COCOeval maxDets; default: model.test.max_per_img)")
+    e.add_argument("--config", help="preset or YAML (default: the checkpoint's; with --results "
+                   "the built-in defaults)")
     e.add_argument("--output-dir")
     e.add_argument("--batch-size", type=int, default=2)
     e.add_argument("--backend", default="auto", choices=["auto", "pycocotools", "faster"])
@@ -186,6 +191,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if (args.checkpoint is None) == (args.results is None):
+        raise UserError("give exactly one of --checkpoint (run a model) and --results "
+                        "(score a predictions file)")
+    if args.max_dets is not None and args.max_dets < 1:
+        raise UserError(f"--max-dets {args.max_dets}: must be >= 1")
+    if args.results is not None:
+        from .engine.score_results import run_results_evaluation
+
+        run_results_evaluation(args.results, args, _resolve_config)
+        return 0
     from .engine.run import run_evaluation
 
     checkpoint = weights_arg(args.checkpoint)

@@ -258,8 +258,12 @@ class CocoInstances(Dataset[Sample]):
                 ev = dict(ann, iscrowd=int(crowd))
                 if checked[0] == "poly":
                     ev["segmentation"] = checked[1]
-                if area is None:
-                    ev["area"] = float(mask_utils.area(_to_rle(checked, h, w)))
+                if area is None or bbox is None:  # COCOeval needs both (bbox: for bbox AP)
+                    rle = _to_rle(checked, h, w)
+                    if area is None:
+                        ev["area"] = float(mask_utils.area(rle))
+                    if bbox is None:
+                        ev["bbox"] = mask_utils.toBbox(rle).tolist()
                 eval_anns.append(ev)
             if crowd:
                 stats["crowd_annotations"] += 1

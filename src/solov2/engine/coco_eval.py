@@ -33,6 +33,7 @@ __all__ = [
     "format_table",
     "masks_to_boxes",
     "masks_to_rle",
+    "write_metrics",
     "write_results",
 ]
 
@@ -146,6 +147,18 @@ class CocoEvaluator:
                 }
             )
         return out
+
+    def add_results(self, image_ids: Sequence[int], results: Sequence[dict[str, Any]]) -> None:
+        """Add ready COCO result dicts (``image_id``, ``category_id``, ``segmentation`` RLE,
+        ``bbox``, ``score``; e.g. read from a file) for the images ``image_ids``. Each of these
+        images counts in :meth:`evaluate`; those without results are all misses."""
+        for image_id in image_ids:
+            self._per_image.setdefault(int(image_id), [])
+        for r in results:
+            dets = self._per_image.get(int(r["image_id"]))
+            if dets is None:
+                raise ValueError(f"result for image {r['image_id']}, not one of image_ids")
+            dets.append(r)
 
     def results(self) -> list[dict[str, Any]]:
         """All COCO result dicts held by this process, ordered by image id."""
@@ -331,7 +344,12 @@ def write_results(
     output_dir: str | Path, results: list[dict[str, Any]], metrics: dict[str, Any] | None
 ) -> None:
     """Atomically write ``coco_instances_results.json`` and (if given) ``metrics.json``."""
-    out = Path(output_dir)
-    atomic_write_text(out / "coco_instances_results.json", json.dumps(results))
+    atomic_write_text(Path(output_dir) / "coco_instances_results.json", json.dumps(results))
     if metrics is not None:
-        atomic_write_text(out / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")
+        write_metrics(output_dir, metrics)
+
+
+def write_metrics(output_dir: str | Path, metrics: dict[str, Any]) -> None:
+    """Atomically write ``metrics.json`` (strict JSON: NaN as null)."""
+    atomic_write_text(Path(output_dir) / "metrics.json",
+                      json.dumps(_json_safe(metrics), indent=2) + "\n")

@@ -89,9 +89,9 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
+    cap = cfg.model.test.max_per_img if max_dets is None else max_dets
     evaluator = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names,
-                              backend=backend,  # type: ignore[arg-type]
-                              max_dets=max_dets or cfg.model.test.max_per_img)
+                              backend=backend, max_dets=cap)  # type: ignore[arg-type]
     start = time.perf_counter()
     n_images = 0
     bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()), leave=False)

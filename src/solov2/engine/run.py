@@ -155,7 +155,8 @@ def run_evaluation(checkpoint: str, config: str | None, args: argparse.Namespace
             logger.info("fast path: weights in %s, channels-last, CUDA graphs: %s",
                         model.dtype or model.autocast_dtype or "float32", model.cuda_graphs)
         metrics = evaluate(model, loader, dataset, cfg, info.device, amp=amp,
-                           output_dir=out if is_main_process() else None, backend=args.backend)
+                           output_dir=out if is_main_process() else None, backend=args.backend,
+                           max_dets=getattr(args, "max_dets", None))
         barrier()  # every rank returns once rank 0 has written metrics.json
         return metrics
     except BaseException as e:
