@@ -7,7 +7,7 @@ import torch
 
 from solov2.config import Config
 from solov2.losses import solov2_losses
-from solov2.model.build import build_model, mask_windows
+from solov2.model.build import mask_windows
 from solov2.ops.masks import cell_windows
 from solov2.postprocess import PostprocessCfg, postprocess
 from solov2.targets import Targets
@@ -80,24 +80,3 @@ def test_mask_windows_from_config_and_reference_default() -> None:
     assert mask_windows(cfg.model) is None  # reference: whole-image masks
     cfg.model.head.mask_window = 1.5
     assert mask_windows(cfg.model) == [1.5 * r[1] for r in cfg.model.head.scale_ranges]
-
-
-def test_mask_prior_initialises_kernel_bias_channel() -> None:
-    cfg = Config()
-    cfg.model.num_classes = 3
-    cfg.model.backbone.name = "resnet10"
-    cfg.model.fpn_channels = 64
-    cfg.model.head.in_channels = 64
-    cfg.model.head.seg_feat_channels = 64
-    cfg.model.head.stacked_convs = 1
-    cfg.model.head.kernel_channels = 32
-    cfg.model.mask_feat.mid_channels = 32
-    cfg.model.head.mask_prior = 0.05
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    with torch.no_grad():
-        out = model(torch.rand(1, 3, 64, 96) * 255)
-    assert out.mask_feats.shape[1] == 33 and out.kernel_preds[0].shape[1] == 33
-    assert torch.all(out.mask_feats[:, -1] == 1)  # the bias input
-    logits = torch.einsum("be,behw->bhw", out.kernel_preds[0][:, :, 2, 3], out.mask_feats)
-    assert abs(float(logits.sigmoid().mean()) - 0.05) < 0.01  # every pixel starts at the prior

@@ -48,10 +48,6 @@ class HeadCfg:
     dcn: str = "none"  # none|all|last
     dcn_type: str = "v2"  # v1|v2
     prior_prob: float = 0.01
-    # > 0: each predicted kernel gets a bias term (one more kernel channel, a constant-1 channel
-    # on the mask features) initialised so every mask pixel starts at this probability (ours;
-    # the reference has no bias: 0)
-    mask_prior: float = 0.0
     # > 0: each cell's mask lives in a square window around the cell, of half side
     # mask_window x the level's upper scale bound (training Dice and inference; ours, 0 = the
     # reference's whole-image masks)

@@ -25,10 +25,9 @@ def build_model(cfg: str | Config | ModelCfg) -> SOLOv2:
                               m.backbone.dcn)
     neck = FPN(backbone.out_channels, m.fpn_channels)
     head = SOLOv2Head(m.num_classes, m.fpn_channels, h.seg_feat_channels, h.stacked_convs,
-                      h.kernel_channels, tuple(h.num_grids), h.dcn, h.dcn_type, h.prior_prob,
-                      h.mask_prior)
+                      h.kernel_channels, tuple(h.num_grids), h.dcn, h.dcn_type, h.prior_prob)
     mask_feat = MaskFeatHead(m.fpn_channels, m.mask_feat.mid_channels, h.kernel_channels,
-                             m.mask_feat.dcn, bias_channel=h.mask_prior > 0)
+                             m.mask_feat.dcn)
     return SOLOv2(backbone, neck, head, mask_feat, m.pixel_mean, m.pixel_std)
 
 
@@ -56,7 +55,5 @@ def _check(m: ModelCfg) -> None:
                           "per level (5)")
     if m.head.mask_window < 0:
         raise ConfigError(f"model.head.mask_window={m.head.mask_window}: must be >= 0 (0 = off)")
-    if not 0.0 <= m.head.mask_prior < 1.0:
-        raise ConfigError(f"model.head.mask_prior={m.head.mask_prior}: must be in [0, 1)")
     if m.num_classes < 1:
         raise ConfigError(f"model.num_classes={m.num_classes}: must be >= 1")

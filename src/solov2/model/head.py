@@ -24,11 +24,6 @@ class SOLOv2Head(nn.Module):
         dcn: ``"none"``, ``"all"`` (every tower conv) or ``"last"`` (last tower conv only).
         dcn_type: ``"v1"`` or ``"v2"``.
         prior_prob: initial foreground probability of the category predictor (0.01).
-        mask_prior: 0 (reference): kernels of length E. ``> 0``: one more kernel channel, a bias
-            applied to a constant-1 mask-feature channel (see :class:`MaskFeatHead`), initialised
-            to ``log(mask_prior / (1 - mask_prior))``, and the kernel predictor's weights start at
-            std 0.001 instead of 0.01, so every mask pixel starts near that probability instead
-            of ~0.5 (docs/RESULTS.md: why this speeds up Dice on small objects).
 
     Forward input: ``[P2..P6]``. Output: ``(cate_logits, kernel_preds)``, lists over levels of
     ``[B, C, S, S]`` and ``[B, E, S, S]``.
@@ -37,7 +32,7 @@ class SOLOv2Head(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 256, seg_feat_channels: int = 512,
                  stacked_convs: int = 4, kernel_channels: int = 256,
                  num_grids: tuple[int, ...] = (40, 36, 24, 16, 12), dcn: str = "none",
-                 dcn_type: str = "v2", prior_prob: float = 0.01, mask_prior: float = 0.0) -> None:
+                 dcn_type: str = "v2", prior_prob: float = 0.01) -> None:
         super().__init__()
         self.num_grids = list(num_grids)
 
@@ -52,14 +47,9 @@ class SOLOv2Head(nn.Module):
             ConvGNReLU(in_channels if i == 0 else seg_feat_channels, seg_feat_channels,
                        dcn=dcn_at(i)) for i in range(stacked_convs))
         self.solo_cate = nn.Conv2d(seg_feat_channels, num_classes, 3, padding=1)
-        self.solo_kernel = nn.Conv2d(seg_feat_channels, kernel_channels + (mask_prior > 0), 3,
-                                     padding=1)
+        self.solo_kernel = nn.Conv2d(seg_feat_channels, kernel_channels, 3, padding=1)
         init_normal(self, 0.01)
         nn.init.constant_(self.solo_cate.bias, -math.log((1 - prior_prob) / prior_prob))
-        if mask_prior > 0:  # the kernels' random part must not swamp the prior: 10x smaller
-            nn.init.normal_(self.solo_kernel.weight, std=0.001)
-            with torch.no_grad():
-                self.solo_kernel.bias[-1] = -math.log((1 - mask_prior) / mask_prior)
 
     @staticmethod
     def split_feats(feats: list[Tensor]) -> list[Tensor]:
@@ -99,17 +89,13 @@ class MaskFeatHead(nn.Module):
         mid_channels: hidden width (128).
         out_channels: E (256; light 128).
         dcn: DCNv2 in every conv (R101/X101-DCN presets).
-        bias_channel: append a constant-1 channel (the input of the kernels' bias term when the
-            head has ``mask_prior > 0``).
 
-    Forward input ``[P2..P6]`` (P6 unused); output ``[B, E, H/4, W/4]`` (``E + 1`` channels with
-    ``bias_channel``).
+    Forward input ``[P2..P6]`` (P6 unused); output ``[B, E, H/4, W/4]``.
     """
 
     def __init__(self, in_channels: int = 256, mid_channels: int = 128, out_channels: int = 256,
-                 dcn: bool = False, bias_channel: bool = False) -> None:
+                 dcn: bool = False) -> None:
         super().__init__()
-        self.bias_channel = bias_channel
         d = "v2" if dcn else "none"
         self.convs_all_levels = nn.ModuleList()
         for level in range(4):
@@ -131,7 +117,4 @@ class MaskFeatHead(nn.Module):
             if level == 3:
                 x = torch.cat([x, coord_features(x)], 1)
             out = out + self.convs_all_levels[level](x)
-        out = self.conv_pred(out)
-        if self.bias_channel:
-            out = torch.cat([out, out.new_ones((out.shape[0], 1, *out.shape[2:]))], 1)
-        return out
+        return self.conv_pred(out)
