@@ -17,11 +17,28 @@ from typing import Any
 import yaml
 
 from .errors import UserError
-from .postprocess import PostprocessCfg as TestCfg  # one definition: post-processing's own
 
 
 class ConfigError(UserError):
     """A user-facing configuration mistake (bad key, bad value, unreadable file)."""
+
+
+@dataclass
+class PostprocessCfg:
+    """Test-time settings (the reference's ``test_cfg``): ``Config.model.test``, and the
+    argument of :func:`solov2.postprocess.postprocess` (defined here, torch-free, so that the
+    command line can build configs without importing torch)."""
+
+    score_thr: float = 0.1
+    mask_thr: float = 0.5
+    nms_pre: int = 500
+    update_thr: float = 0.05
+    max_per_img: int = 100
+    kernel: str = "gaussian"  # gaussian|linear
+    sigma: float = 2.0
+
+
+TestCfg = PostprocessCfg
 
 
 @dataclass
