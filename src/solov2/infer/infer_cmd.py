@@ -161,6 +161,7 @@ def run_infer(
     score_thr: float = 0.3,
     device: str = "auto",
     batch_size: int = 4,
+    overrides: Sequence[str] = (),
 ) -> Path:
     """Predict every input image and write overlays and ``predictions.json`` (module docstring).
 
@@ -172,6 +173,7 @@ def run_infer(
         score_thr: minimum final score of the instances drawn and written.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         batch_size: images per forward pass.
+        overrides: ``a.b=value`` overrides of the checkpoint's (or ``config``'s) config.
 
     Returns:
         ``output_dir``. Unreadable images are skipped with a warning.
@@ -182,7 +184,13 @@ def run_infer(
 
     files = collect_inputs(inputs)
     predictor = Predictor.from_checkpoint(checkpoint, device=device, config=config,
-                                          score_thr=score_thr, batch_size=batch_size)
+                                          score_thr=score_thr, batch_size=batch_size,
+                                          overrides=overrides)
+    test = predictor.cfg.model.test
+    if score_thr < max(test.score_thr, test.update_thr):
+        logger.info("score_thr %g is below model.test.score_thr %g / update_thr %g: the "
+                    "post-processing keeps candidates from %g", score_thr, test.score_thr,
+                    test.update_thr, score_thr)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     root = out_dir.resolve()
