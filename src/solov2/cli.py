@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train (1 process, or under torchrun for many GPUs)")
-    t.add_argument("--config", required=True, help=f"preset ({', '.join(PRESETS)}) or YAML")
-    t.add_argument("--output-dir", help="default: output/<config name>")
+    t.add_argument("--config", help=f"preset ({', '.join(PRESETS)}) or YAML (default with "
+                   "--resume: the checkpoint's)")
+    t.add_argument("--output-dir", help="default: the --resume dir, else output/<config name>")
     t.add_argument("--epochs", type=POS_INT)
     t.add_argument("--max-iters", type=NONNEG_INT, help="stop after N iterations (throughput mode: "
                    "the last line is the steady-state img/s)")
@@ -79,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=NONNEG_INT)
     t.add_argument("--init", help="fine-tune from these weights (other class counts allowed)")
     t.add_argument("--backbone-weights", help="torchvision ImageNet state dict for the backbone")
-    t.add_argument("--resume", nargs="?", const="", default=None,
-                   help="resume from CKPT, or from the output dir's last_checkpoint")
+    t.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT|DIR",
+                   help="resume from CKPT or DIR's last_checkpoint (default: --output-dir's)")
     t.add_argument("--eval-period", type=NONNEG_INT, help="evaluate every N iterations")
     t.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     t.add_argument("--channels-last", action="store_true")
@@ -199,13 +200,37 @@ def _checkpoint_config(checkpoint: str, config: str | None) -> Config:
     return cfg
 
 
+def _resume_dir(args: argparse.Namespace) -> str | None:
+    """The folder ``--resume`` points at (a checkpoint's folder), if any."""
+    if args.resume and os.path.isfile(args.resume):
+        return os.path.dirname(args.resume) or "."
+    return args.resume if args.resume and os.path.isdir(args.resume) else None
+
+
+def _train_config(args: argparse.Namespace) -> Config:
+    """``--config``, or without it the config of the checkpoint ``--resume`` continues."""
+    if args.config:
+        return get_config(args.config)
+    if args.resume is None:
+        raise UserError("--config is required (a preset or YAML), unless --resume continues a "
+                        "run from its checkpoint")
+    from .engine.checkpoint import find_resume
+
+    target = args.resume or args.output_dir
+    path = find_resume(target) if target else None
+    if path is None:
+        raise UserError(f"--resume {target or '(no value, no --output-dir)'}: no checkpoint "
+                        "to take the config from; pass --config")
+    return _checkpoint_config(str(path), None)
+
+
 def resolved_config(args: argparse.Namespace) -> Config:
     """The config a command runs with, flags and ``a.b=value`` overrides applied (what
     ``--print-config`` prints; for ``train`` the class count still comes from the dataset)."""
     opts = list(getattr(args, "opts", None) or [])
     cmd = args.command
     if cmd == "train":
-        return _resolve_config(args, get_config(args.config))
+        return _resolve_config(args, _train_config(args))
     if cmd in ("eval", "infer", "export"):
         cfg = _checkpoint_config(args.checkpoint, args.config)
         return _resolve_config(args, cfg) if cmd == "eval" else apply_overrides(cfg, opts)
@@ -227,7 +252,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine.run import run_training
 
     cfg = resolved_config(args)
-    out = args.output_dir or os.path.join("output", cfg.name)
+    out = args.output_dir or _resume_dir(args) or os.path.join("output", cfg.name)
     try:
         span = parse_span(args.profile) if args.profile else None
     except ValueError as e:

@@ -46,6 +46,7 @@ from .faults import FAULT_ENV, StopFlag, inject_fault, parse_faults
 from .log import MetricsWriter, format_eta
 from .profile import CheckpointCost, StepProfiler
 from .schedule import lr_at, scaled_lr
+from .weights import check_resume_fits
 
 logger = logging.getLogger("solov2")
 
@@ -131,7 +132,6 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
         if stale:
             logger.info("removed %d temporary file(s) of an interrupted write: %s", len(stale),
                         ", ".join(stale))
-        save_yaml(cfg, out_dir / "config.yaml")
     seed_everything(s.seed, dist_info.rank)
 
     model = build_model(cfg)
@@ -168,6 +168,9 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                         opts.resume or out_dir)
         else:
             ckpt = load_checkpoint(path, map_location="cpu")
+            changed = check_resume_fits(unwrap(model), ckpt, config_to_dict(cfg), str(path))
+            if changed:
+                logger.info("resuming with changed model settings: %s", "; ".join(changed))
             unwrap(model).load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             if scaler is not None and ckpt.get("scaler"):
@@ -205,6 +208,8 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                 dist_info.world_size, total_batch, lr, s.base_lr, s.reference_batch,
                 "" if s.autoscale_lr else ", no autoscale", max_iter, iters_per_epoch, s.amp,
                 device, ", SyncBatchNorm" if sync_bn else "")
+    if main:  # once the weights loaded: a refused --init/--resume leaves the dir as it was
+        save_yaml(cfg, out_dir / "config.yaml")
     writer = MetricsWriter(out_dir, enabled=main)
     ckpt_period = s.checkpoint_period or iters_per_epoch
     metrics: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError
 
-__all__ = ["InitReport", "init_from_checkpoint", "load_backbone_weights"]
+__all__ = ["InitReport", "check_resume_fits", "init_from_checkpoint", "load_backbone_weights"]
 
 _WRAPPERS = ("state_dict", "model")
 
@@ -157,3 +157,55 @@ def init_from_checkpoint(
         level = logging.WARNING if (report.skipped or report.missing) else logging.INFO
         logger.log(level, "%s: %s", where, report.summary())
     return report
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def model_config_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``"model.backbone.name resnet50 vs resnet10"`` for each ``model.*`` field (test-time
+    settings and the backbone weights path left out) that differs between two config dicts."""
+    a, b = _flat(stored.get("model", {}), "model."), _flat(current.get("model", {}), "model.")
+    skip = ("model.test.", "model.backbone.weights")
+    return [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if not k.startswith(skip) and a.get(k) != b.get(k)]
+
+
+def check_resume_fits(model: nn.Module, ckpt: Mapping[str, Any], config: Mapping[str, Any],
+                      path: str) -> list[str]:
+    """Check that a resume checkpoint's weights fit ``model`` before loading them.
+
+    Returns:
+        The model settings that differ from the checkpoint's but leave the weights' shapes
+        alone (e.g. ``model.loss.dice_weight``), to be logged.
+
+    Raises:
+        CheckpointError: one line saying which preset the checkpoint holds and which settings
+            differ (instead of ``load_state_dict``'s list of every mismatching tensor).
+    """
+    state = _unwrap(ckpt, path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    stored = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else None
+    diff = model_config_diff(stored, config) if stored else []
+    if not (missing or unexpected or wrong):
+        return diff
+    what = f"the checkpoint holds a {stored.get('name', '?')!r} model" if stored else \
+        "the checkpoint stores no config"
+    detail = (f"{len(diff)} model setting(s) differ: {'; '.join(diff[:4])}"
+              f"{' ...' if len(diff) > 4 else ''}" if diff else
+              f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} mis-shaped "
+              f"tensor(s), e.g. {(missing + unexpected + wrong)[0]}")
+    raise CheckpointError(
+        f"--resume {path}: {what}, this run is {config.get('name', '?')!r} and its weights do "
+        f"not fit ({detail}); resume without --config (the checkpoint carries its own), or "
+        "fine-tune from it with --init")

@@ -1,0 +1,85 @@
+"""Training as a new user meets it: resuming without --config, a resume or fine-tune from the
+wrong checkpoint, a second run into a used output dir, checkpoints kept, early feedback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from _errors import one_line_error
+
+from solov2.cli import main
+from solov2.data.synthetic import make_synthetic_coco
+
+TINY = ["model.head.num_grids=[12,10,8,6,4]", "data.train_scales=[[96,64]]",
+        "data.test_scale=[96,64]", "solver.batch_size=2", "solver.warmup_iters=2"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train_ux") / "data"
+    make_synthetic_coco(root, num_train=8, num_val=4, image_size=(64, 96), seed=1)
+    return root
+
+
+def _train(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--data-root", str(data), "--device", "cpu", "--output-dir", str(out),
+            "--no-eval", *extra]
+
+
+@pytest.fixture(scope="module")
+def run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-iteration run of the tiny demo model."""
+    out = tmp_path_factory.mktemp("train_ux") / "run"
+    assert main(_train(data, out, "--config", "solov2_demo", "--max-iters", "2", *TINY)) == 0
+    return out
+
+
+def test_resume_without_config_takes_the_checkpoints(data: Path, run: Path,
+                                                     tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    # no --config, no --output-dir: the run continues in the --resume folder with its config
+    assert main(["train", "--data-root", str(data), "--device", "cpu",
+                 "--no-eval", "--resume", str(out), "--max-iters", "3"]) == 0
+    ckpt = torch.load(out / "model_final.pth", weights_only=True)
+    assert ckpt["iteration"] == 3
+    assert ckpt["config"]["model"]["head"]["num_grids"] == [12, 10, 8, 6, 4]
+    assert "resumed from" in (out / "log.txt").read_text()
+
+
+def test_train_without_config_or_resume_is_one_line(data: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_train(data, tmp_path / "x")) == 2
+    one_line_error(capsys.readouterr().err, "train", "--config is required", "--resume")
+
+
+def test_resume_from_another_presets_checkpoint_is_one_line(
+        data: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    code = main(["train", "--config", "solov2_light_mnv2_448", "--data-root", str(data),
+                 "--train-split", "train", "--device", "cpu", "--resume", str(out),
+                 "--max-iters", "3", "data.train_scales=[[96,64]]"])
+    assert code == 2
+    line = one_line_error(capsys.readouterr().err, "train", "'solov2_demo' model",
+                          "'solov2_light_mnv2_448'", "model.backbone.name", "--init")
+    assert len(line) < 700
+    # the refused run left the folder as it was
+    assert (out / "config.yaml").read_text() == (run / "config.yaml").read_text()
+
+
+def test_missing_split_suggests_the_split_flag(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # the synthetic layout has instances_train.json / instances_val.json; a preset expecting
+    # train2017 must say which flag picks them
+    root = tmp_path / "d"
+    make_synthetic_coco(root, num_train=2, num_val=1, image_size=(32, 32), seed=0)
+    code = main(_train(root, tmp_path / "o", "--config", "solov2_r50_fpn_1x"))
+    assert code == 2
+    one_line_error(capsys.readouterr().err, "train", "instances_train2017.json",
+                   "instances_train.json", "--train-split train")
