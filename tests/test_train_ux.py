@@ -3,7 +3,6 @@ wrong checkpoint, a second run into a used output dir, checkpoints kept, early f
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
