@@ -82,3 +82,45 @@ def test_missing_split_suggests_the_split_flag(tmp_path: Path,
     assert code == 2
     one_line_error(capsys.readouterr().err, "train", "instances_train2017.json",
                    "instances_train.json", "--train-split train")
+
+
+@pytest.fixture(scope="module")
+def unrelated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of another model (light MobileNetV2 preset, 80 classes)."""
+    import torch
+
+    from solov2.config import config_to_dict
+    from solov2.engine.checkpoint import save_checkpoint
+    from solov2.model import build_model
+    from solov2.presets import get_config
+
+    cfg = get_config("solov2_light_mnv2_448")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("unrelated") / "mnv2.pth"
+    save_checkpoint(path, {"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg)})
+    return path
+
+
+def test_init_that_loads_almost_nothing_stops(data: Path, unrelated: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    base = _train(data, tmp_path / "ft", "--config", "solov2_demo", "--max-iters", "1",
+                  "--init", str(unrelated), *TINY)
+    assert main(base) == 2
+    one_line_error(capsys.readouterr().err, "train", "--init", "mnv2.pth", "% of the weights",
+                   "'solov2_light_mnv2_448' model", "--init-allow-partial")
+    assert not (tmp_path / "ft" / "model_final.pth").exists()
+    assert main([*base, "--init-allow-partial", "--output-dir", str(tmp_path / "ft2")]) == 0
+
+
+def test_init_report_is_a_short_table(data: Path, run: Path, tmp_path: Path) -> None:
+    """Fine-tuning from the same model loads everything; the log shows counts per module and
+    a few names, not every key on one line."""
+    out = tmp_path / "ft"
+    assert main(_train(data, out, "--config", "solov2_demo", "--max-iters", "1", "--init",
+                       str(run), *TINY)) == 0
+    lines = [ln for ln in (out / "log.txt").read_text().splitlines()
+             if "initialised" in ln or "module" in ln or ln.split("] ")[-1].startswith("  ")]
+    text = "\n".join(lines)
+    assert "initialised from" in text and "128/128 tensors loaded (100.0 % of the weights)" in text
+    assert any(ln.split("] ")[-1].split() == ["backbone", "72", "0", "0", "0"] for ln in lines)
+    assert max(len(ln) for ln in (out / "log.txt").read_text().splitlines()) < 300

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale lr linearly with the total batch (default on)")
     t.add_argument("--seed", type=NONNEG_INT)
     t.add_argument("--init", help="fine-tune from these weights (other class counts allowed)")
+    t.add_argument("--init-allow-partial", action="store_true", help="go on when --init fits "
+                   "less than half of the model's weights (by default an error)")
     t.add_argument("--backbone-weights", help="torchvision ImageNet state dict for the backbone")
     t.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT|DIR",
                    help="resume from CKPT or DIR's last_checkpoint (default: --output-dir's)")
@@ -258,6 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     metrics = run_training(cfg, out, device=args.device, init=args.init, resume=args.resume,
+                           init_allow_partial=args.init_allow_partial,
                            eval_at_end=not args.no_eval, channels_last=args.channels_last,
                            compile=args.compile, sync_bn=args.sync_bn, profile=span)
     if metrics.get("img_per_s") and cfg.solver.max_iters > 0:

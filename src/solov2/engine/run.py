@@ -66,7 +66,8 @@ def _log_world(info: DistInfo, what: str) -> None:
 
 
 def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: str | None = None,
-                 resume: str | None = None, eval_at_end: bool = True,
+                 resume: str | None = None, init_allow_partial: bool = False,
+                 eval_at_end: bool = True,
                  channels_last: bool = False, compile: bool = False,
                  sync_bn: bool = False,
                  profile: tuple[int, int] | None = None) -> dict[str, Any]:
@@ -91,7 +92,8 @@ def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: st
                                                test_scale=cfg.data.test_scale)
             else:
                 logger.info("no validation split found: skipping evaluation")
-        opts = TrainOptions(output_dir, init=init, resume=resume, channels_last=channels_last,
+        opts = TrainOptions(output_dir, init=init, init_allow_partial=init_allow_partial,
+                            resume=resume, channels_last=channels_last,
                             compile=compile, eval_at_end=eval_at_end, sync_bn=sync_bn,
                             profile=profile)
         return train(cfg, opts, info, train_set, loader, val_set, val_loader)

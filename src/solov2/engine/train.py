@@ -61,6 +61,7 @@ class TrainOptions:
 
     output_dir: str
     init: str | None = None  # fine-tune from these weights
+    init_allow_partial: bool = False  # go on when --init fits less than half of the weights
     resume: str | None = None  # checkpoint file or output dir ("" = output_dir)
     channels_last: bool = False
     compile: bool = False
@@ -141,10 +142,16 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
         load_backbone_weights(model, cfg.model.backbone.weights)
         logger.info("backbone weights from %s", cfg.model.backbone.weights)
     if opts.init:
-        from .weights import init_from_checkpoint
+        from .weights import check_init_fits, init_from_checkpoint
 
-        report = init_from_checkpoint(model, load_checkpoint(opts.init)["model"])
-        logger.info("initialised from %s: %s", opts.init, report)
+        init_ckpt = load_checkpoint(opts.init)
+        report = init_from_checkpoint(model, init_ckpt)
+        logger.info("initialised from %s: %s", opts.init, report.summary())
+        for line in report.lines()[1:]:
+            logger.info("%s", line)
+        if not opts.init_allow_partial:
+            check_init_fits(report, init_ckpt, config_to_dict(cfg), opts.init)
+        del init_ckpt
     model.to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
