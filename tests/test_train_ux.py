@@ -3,6 +3,7 @@ wrong checkpoint, a second run into a used output dir, checkpoints kept, early f
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -124,3 +125,30 @@ def test_init_report_is_a_short_table(data: Path, run: Path, tmp_path: Path) -> 
     assert "initialised from" in text and "128/128 tensors loaded (100.0 % of the weights)" in text
     assert any(ln.split("] ")[-1].split() == ["backbone", "72", "0", "0", "0"] for ln in lines)
     assert max(len(ln) for ln in (out / "log.txt").read_text().splitlines()) < 300
+
+
+def test_second_run_into_a_used_dir_is_refused(data: Path, run: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    before = sorted(p.name for p in out.iterdir())
+    argv = _train(data, out, "--config", "solov2_demo", "--max-iters", "1", *TINY)
+    assert main(argv) == 2
+    one_line_error(capsys.readouterr().err, "train", str(out), "--resume", "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing touched
+    (out / "notes.txt").write_text("mine")
+    assert main([*argv, "--overwrite", "solver.log_period=1"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in rows] == [1]  # the earlier run's rows are gone, not mixed in
+    assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are removed
+
+
+def test_only_the_newest_checkpoints_are_kept(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "keep"
+    assert main(_train(data, out, "--config", "solov2_demo", "--max-iters", "5", *TINY,
+                       "solver.checkpoint_period=1", "solver.keep_checkpoints=2")) == 0
+    assert sorted(p.name for p in out.glob("model_*")) == [
+        "model_0000003.pth", "model_0000004.pth", "model_final.pth", "model_final.safetensors"]
+    from solov2.presets import PRESETS
+
+    assert {f().solver.keep_checkpoints for f in PRESETS.values()} == {3}

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backbone-weights", help="torchvision ImageNet state dict for the backbone")
     t.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT|DIR",
                    help="resume from CKPT or DIR's last_checkpoint (default: --output-dir's)")
+    t.add_argument("--overwrite", action="store_true", help="start over in an --output-dir "
+                   "that holds another run (its checkpoints, metrics and logs are deleted)")
     t.add_argument("--eval-period", type=NONNEG_INT, help="evaluate every N iterations")
     t.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     t.add_argument("--channels-last", action="store_true")
@@ -261,6 +263,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     metrics = run_training(cfg, out, device=args.device, init=args.init, resume=args.resume,
                            init_allow_partial=args.init_allow_partial,
+                           overwrite=args.overwrite,
                            eval_at_end=not args.no_eval, channels_last=args.channels_last,
                            compile=args.compile, sync_bn=args.sync_bn, profile=span)
     if metrics.get("img_per_s") and cfg.solver.max_iters > 0:

@@ -132,6 +132,7 @@ class SolverCfg:
     max_iters: int = 0  # >0: stop after this many iterations (throughput mode / short runs)
     amp: str = "none"  # none|fp16|bf16
     checkpoint_period: int = 0  # iterations; 0 = once per epoch
+    keep_checkpoints: int = 3  # newest model_NNNNNNN.pth kept (model_final always); 0 = all
     eval_period: int = 0  # iterations; 0 = no evaluation during training
     log_period: int = 20
     seed: int = 42
@@ -331,6 +332,7 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "solver.max_iters": (">= 0 (0: use solver.epochs)", _nonneg),
     "solver.amp": ("none, fp16 or bf16", lambda v: v in ("none", "fp16", "bf16")),
     "solver.checkpoint_period": (">= 0 (0: once per epoch)", _nonneg),
+    "solver.keep_checkpoints": (">= 0 (0: keep all)", _nonneg),
     "solver.eval_period": (">= 0 (0: no evaluation during training)", _nonneg),
     "solver.log_period": (">= 1", _pos),
     "solver.seed": (">= 0", _nonneg),

@@ -20,6 +20,7 @@ from .checkpoint import load_checkpoint
 from .dist import DistInfo, barrier, cleanup, collective_timeout, init_distributed, is_main_process
 from .evaluate import autocast_dtype, evaluate
 from .log import setup_logger
+from .outdir import prepare_output_dir
 from .train import TrainOptions, config_from_checkpoint, train
 
 logger = logging.getLogger("solov2")
@@ -67,12 +68,21 @@ def _log_world(info: DistInfo, what: str) -> None:
 
 def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: str | None = None,
                  resume: str | None = None, init_allow_partial: bool = False,
-                 eval_at_end: bool = True,
+                 overwrite: bool = False, eval_at_end: bool = True,
                  channels_last: bool = False, compile: bool = False,
                  sync_bn: bool = False,
                  profile: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Train from a resolved config (single process, or one rank of a torchrun job)."""
+    """Train from a resolved config (single process, or one rank of a torchrun job).
+
+    A folder holding another run is refused unless ``resume`` or ``overwrite``
+    (:func:`~solov2.engine.outdir.prepare_output_dir`)."""
     info = init_distributed(device)
+    try:
+        prepare_output_dir(output_dir, resume=resume is not None, overwrite=overwrite,
+                           main=info.rank == 0)
+    except BaseException:
+        cleanup()
+        raise
     setup_logger(output_dir, info.rank)
     try:
         _log_world(info, "training")
@@ -182,7 +192,7 @@ def run_demo(output_dir: str, *, device: str = "auto", num_train: int = 300, num
                             seed=0)
     cfg = apply_overrides(get_config("solov2_demo"), overrides or [])
     cfg.data.data_root = str(data)
-    metrics = run_training(cfg, str(out / "train"), device=device)
+    metrics = run_training(cfg, str(out / "train"), device=device, overwrite=True)
     if is_main_process():
         val_images = sorted((data / "val").iterdir())[:8]
         run_infer(str(out / "train" / "model_final.pth"), [str(p) for p in val_images],

@@ -44,6 +44,7 @@ from .dist import (
 from .evaluate import autocast_dtype, evaluate
 from .faults import FAULT_ENV, StopFlag, inject_fault, parse_faults
 from .log import MetricsWriter, format_eta
+from .outdir import prune_checkpoints
 from .profile import CheckpointCost, StepProfiler
 from .schedule import lr_at, scaled_lr
 from .weights import check_resume_fits
@@ -117,6 +118,7 @@ def _save(path: Path, model: nn.Module, optimizer: Any, scaler: Any, cfg: Config
         save_checkpoint(path, state)
         write_last_checkpoint(path.parent, path.name)
         logger.info("saved checkpoint %s", path)
+        prune_checkpoints(path.parent, cfg.solver.keep_checkpoints)
     barrier()
 
 
