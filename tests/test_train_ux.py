@@ -3,8 +3,10 @@ wrong checkpoint, a second run into a used output dir, checkpoints kept, early f
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,50 @@ def test_only_the_newest_checkpoints_are_kept(data: Path, tmp_path: Path) -> Non
     from solov2.presets import PRESETS
 
     assert {f().solver.keep_checkpoints for f in PRESETS.values()} == {3}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_feedback_from_the_first_iteration(data: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """log_period 25 but 3 iterations: the log has a line at iteration 1 (with its ETA), and a
+    terminal gets a progress bar; a pipe does not."""
+    out = tmp_path / "fb"
+    argv = _train(data, out, "--config", "solov2_demo", "--max-iters", "3", *TINY)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert main(argv) == 0
+    log = (out / "log.txt").read_text()
+    assert "iter: 1/3" in log and "eta: " in log and "iter: 2/3" not in log
+    assert "train:" not in capsys.readouterr().err  # stderr is not a terminal here
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert main([*argv, "--overwrite"]) == 0
+    bar = term.getvalue()
+    assert "train: 100%" in bar and "3/3 [" in bar and "<" in bar and "loss=" in bar, bar
+
+
+def test_missing_tensorboard_is_said_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from solov2.engine.log import MetricsWriter
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: seen.append(r.getMessage())  # type: ignore[method-assign]
+    lg = logging.getLogger("solov2")
+    lg.addHandler(handler)
+    old = lg.level
+    lg.setLevel(logging.INFO)
+    try:
+        with MetricsWriter(tmp_path) as w:
+            w.write({"loss": 1.0}, 1)
+    finally:
+        lg.removeHandler(handler)
+        lg.setLevel(old)
+    assert len(seen) == 1 and "TensorBoard not installed" in seen[0] and "metrics.jsonl" in seen[0]
+    assert (tmp_path / "metrics.jsonl").read_text().strip() == '{"iter": 1, "loss": 1.0}'
