@@ -311,7 +311,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
+    from .engine.threads import configure_threads
 
+    note = configure_threads()
+    if note:
+        print(f"CPU threads: {note} (OMP_NUM_THREADS=N sets them)")
     return run_bench(args)
 
 

@@ -21,6 +21,7 @@ from .dist import DistInfo, barrier, cleanup, collective_timeout, init_distribut
 from .evaluate import autocast_dtype, evaluate
 from .log import setup_logger
 from .outdir import prepare_output_dir
+from .threads import configure_threads, loader_workers
 from .train import TrainOptions, config_from_checkpoint, train
 
 logger = logging.getLogger("solov2")
@@ -86,9 +87,11 @@ def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: st
     setup_logger(output_dir, info.rank)
     try:
         _log_world(info, "training")
+        _threads()
+        workers = loader_workers(cfg.data.workers)
         train_set = dataset_from_config(cfg.data, "train", train=True)
         _sync_classes(cfg, train_set)
-        loader = build_train_loader(train_set, cfg.solver.batch_size, cfg.data.workers,
+        loader = build_train_loader(train_set, cfg.solver.batch_size, workers,
                                     aspect_grouping=cfg.data.aspect_grouping,
                                     seed=cfg.solver.seed, distributed=info.distributed,
                                     size_divisor=cfg.data.size_divisor)
@@ -97,7 +100,7 @@ def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: st
             if _has_val(cfg):
                 val_set = dataset_from_config(cfg.data, "val", train=False)
                 val_loader = build_test_loader(val_set, max(1, cfg.solver.batch_size),
-                                               cfg.data.workers,
+                                               workers,
                                                size_divisor=cfg.data.size_divisor,
                                                test_scale=cfg.data.test_scale)
             else:
@@ -112,6 +115,12 @@ def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: st
         raise
     finally:
         cleanup()
+
+
+def _threads() -> None:
+    note = configure_threads()
+    if note:
+        logger.info("CPU threads: %s (OMP_NUM_THREADS=N sets them)", note)
 
 
 def _device(name: str) -> torch.device:
@@ -148,13 +157,14 @@ def run_evaluation(checkpoint: str, config: str | None, args: argparse.Namespace
     setup_logger(out, info.rank)
     try:
         _log_world(info, "evaluation")
+        _threads()
         model, cfg = load_model_for_eval(checkpoint, config, info.device)
         cfg = resolve(args, cfg)
         dataset = dataset_from_config(cfg.data, "val", train=False)
         if len(dataset.class_names) != cfg.model.num_classes:
             raise UserError(f"{dataset.json_path}: {len(dataset.class_names)} categories but the "
                             f"checkpoint predicts {cfg.model.num_classes}")
-        loader = build_test_loader(dataset, args.batch_size, cfg.data.workers,
+        loader = build_test_loader(dataset, args.batch_size, loader_workers(cfg.data.workers),
                                    size_divisor=cfg.data.size_divisor,
                                    test_scale=cfg.data.test_scale)
         amp = cfg.solver.amp

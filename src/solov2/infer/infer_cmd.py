@@ -181,8 +181,12 @@ def run_infer(
     from tqdm import tqdm
 
     from ..engine.checkpoint import atomic_write_text
+    from ..engine.threads import configure_threads
 
     files = collect_inputs(inputs)
+    note = configure_threads()
+    if note:
+        logger.info("CPU threads: %s (OMP_NUM_THREADS=N sets them)", note)
     predictor = Predictor.from_checkpoint(checkpoint, device=device, config=config,
                                           score_thr=score_thr, batch_size=batch_size,
                                           overrides=overrides)
