@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--score-thr", type=FRACTION, default=0.3,
                    help="final score threshold (below model.test.score_thr it lowers that too)")
     i.add_argument("--batch-size", type=POS_INT, default=4)
+    i.add_argument("--max-pixels", type=POS_INT, default=1 << 24, help="larger images are "
+                   "decoded reduced to this many pixels (default 16777216; predictions.json "
+                   "stays at full size, overlays at the reduced size)")
     i.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_overrides(i)
 
@@ -279,11 +282,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    from .engine.log import setup_logger
     from .infer.infer_cmd import run_infer
+
+    setup_logger(None)  # console: the thread count, reduced huge images, what was written
 
     out = run_infer(args.checkpoint, args.inputs, args.output_dir, config=args.config,
                     score_thr=args.score_thr, device=args.device, batch_size=args.batch_size,
-                    overrides=args.opts)
+                    overrides=args.opts, max_pixels=args.max_pixels)
     print(f"wrote overlays and predictions.json to {out}")
     return 0
 
