@@ -232,3 +232,15 @@ def test_bad_override_values_are_one_line(override: str, needle: str,
 
     assert main(["train", "--config", "solov2_demo", "--print-config", override]) == 2
     one_line_error(capsys.readouterr().err, "train", needle)
+
+
+def test_missing_arguments_do_not_list_the_optional_overrides(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from _errors import one_line_error
+
+    from solov2.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["infer", "--checkpoint", "c"])
+    line = one_line_error(capsys.readouterr().err, "infer", "inputs", "--output-dir")
+    assert "a.b=value" not in line

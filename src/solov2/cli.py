@@ -49,7 +49,7 @@ def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     """``a.b=value`` tokens (taken out of the command line by :func:`parse_args`, so they may
     come anywhere) and ``--print-config``."""
-    p.add_argument("opts", nargs="*", metavar="a.b=value",
+    p.add_argument("opts", nargs="*", default=[], metavar="a.b=value",
                    help="config overrides, anywhere on the line (solver.base_lr=0.02)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config as YAML and exit")
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("config", help="print a resolved config (preset, YAML or checkpoint)")
     g.add_argument("source", help=f"preset ({', '.join(PRESETS)}), YAML file, checkpoint "
                    "or training output dir")
-    g.add_argument("opts", nargs="*", metavar="a.b=value", help="config overrides")
+    g.add_argument("opts", nargs="*", default=[], metavar="a.b=value", help="config overrides")
     return parser
 
 
