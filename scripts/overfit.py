@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"overfit {args.preset} on {n} image(s) of {src_json} (ids {ids}): {args.iters} "
           f"iterations, batch {args.batch_size}, lr {lr:g}, scale {scale}, no flip, "
           f"amp {args.amp}", flush=True)
-    metrics = run_training(cfg, str(out), device=args.device)
+    metrics = run_training(cfg, str(out), device=args.device, overwrite=True)  # a re-run starts over
     segm = float(metrics.get("segm", {}).get("AP", float("nan")))
     bbox = float(metrics.get("bbox", {}).get("AP", float("nan")))
     ok = segm > args.goal

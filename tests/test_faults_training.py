@@ -302,6 +302,7 @@ def test_nonfinite_loss_skips_step_then_stops(data_root: Path, tmp_path: Path,
     monkeypatch.setattr(train_mod, "solov2_losses", losses)
     out = tmp_path / "nan"
     rc = main(train_argv(data_root, out, "solver.max_nonfinite=3", "solver.checkpoint_period=1",
+                         "solver.keep_checkpoints=0",
                          iters=10))
     stdout, err = capfd.readouterr()
     assert rc == 2

@@ -23,7 +23,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from .config import Config, DataCfg
+from .config import Config, DataCfg, apply_overrides
 from .engine.complexity import bench_input_size, format_complexity, model_complexity
 from .errors import UserError
 from .presets import get_config
@@ -370,7 +370,8 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UserError("--iters and --batch-size must be >= 1, --warmup >= 0")
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
-    cfg, size = get_config(args.config), parse_size(args.size)
+    cfg = apply_overrides(get_config(args.config), list(getattr(args, "opts", None) or []))
+    size = parse_size(args.size)
     r: dict[str, Any] = {
         "ours": None, "peer": None, "ratio": None, "config": cfg.name, "mode": args.mode,
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",

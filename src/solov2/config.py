@@ -17,11 +17,28 @@ from typing import Any
 import yaml
 
 from .errors import UserError
-from .postprocess import PostprocessCfg as TestCfg  # one definition: post-processing's own
 
 
 class ConfigError(UserError):
     """A user-facing configuration mistake (bad key, bad value, unreadable file)."""
+
+
+@dataclass
+class PostprocessCfg:
+    """Test-time settings (the reference's ``test_cfg``): ``Config.model.test``, and the
+    argument of :func:`solov2.postprocess.postprocess` (defined here, torch-free, so that the
+    command line can build configs without importing torch)."""
+
+    score_thr: float = 0.1
+    mask_thr: float = 0.5
+    nms_pre: int = 500
+    update_thr: float = 0.05
+    max_per_img: int = 100
+    kernel: str = "gaussian"  # gaussian|linear
+    sigma: float = 2.0
+
+
+TestCfg = PostprocessCfg
 
 
 @dataclass
@@ -119,6 +136,7 @@ class SolverCfg:
     max_iters: int = 0  # >0: stop after this many iterations (throughput mode / short runs)
     amp: str = "none"  # none|fp16|bf16
     checkpoint_period: int = 0  # iterations; 0 = once per epoch
+    keep_checkpoints: int = 3  # newest model_NNNNNNN.pth kept (model_final always); 0 = all
     eval_period: int = 0  # iterations; 0 = no evaluation during training
     log_period: int = 20
     seed: int = 42
@@ -204,8 +222,13 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return _from_dict(Config, data, "")
 
 
+def config_to_yaml(cfg: Config) -> str:
+    """The config as YAML text (what ``config.yaml`` and ``solov2 config`` hold)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
 def save_yaml(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    Path(path).write_text(config_to_yaml(cfg))
 
 
 def load_yaml(path: str | Path) -> Config:
@@ -258,4 +281,76 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         if not isinstance(node, dict) or parts[-1] not in node:
             raise ConfigError(f"override {item!r}: unknown key {key!r}")
         node[parts[-1]] = _parse_value(text.strip())
-    return config_from_dict(data)
+    cfg = config_from_dict(data)
+    check_config(cfg)
+    return cfg
+
+
+def _pos(v: Any) -> bool:
+    return v > 0
+
+
+def _nonneg(v: Any) -> bool:
+    return v >= 0
+
+
+def _frac(v: Any) -> bool:
+    return 0 <= v <= 1
+
+
+def _sizes(v: Any) -> bool:
+    return len(v) == 2 and min(v) > 0
+
+
+# field -> (what it must be, test): the obviously invalid values, caught before they surface
+# as a traceback deep inside torch (an SGD with lr < 0, a sampler of batch 0)
+_CHECKS: dict[str, tuple[str, Any]] = {
+    "model.num_classes": (">= 1", _pos),
+    "model.backbone.frozen_stages": ("0..4", lambda v: 0 <= v <= 4),
+    "model.backbone.dcn": ("none, v1 or v2", lambda v: v in ("none", "v1", "v2")),
+    "model.test.score_thr": ("in [0, 1]", _frac),
+    "model.test.mask_thr": ("in [0, 1]", _frac),
+    "model.test.update_thr": ("in [0, 1]", _frac),
+    "model.test.nms_pre": (">= 1", _pos),
+    "model.test.max_per_img": (">= 1", _pos),
+    "model.test.kernel": ("gaussian or linear", lambda v: v in ("gaussian", "linear")),
+    "model.test.sigma": ("> 0", _pos),
+    "data.train_scales": ("a non-empty list of [long, short] sizes > 0",
+                          lambda v: len(v) > 0 and all(_sizes(x) for x in v)),
+    "data.test_scale": ("[long, short] sizes > 0", _sizes),
+    "data.flip_prob": ("in [0, 1]", _frac),
+    "data.size_divisor": (">= 1", _pos),
+    "data.min_size": (">= 0", _nonneg),
+    "data.workers": (">= 0", _nonneg),
+    "solver.batch_size": (">= 1", _pos),
+    "solver.base_lr": ("> 0", _pos),
+    "solver.reference_batch": (">= 1", _pos),
+    "solver.momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "solver.weight_decay": (">= 0", _nonneg),
+    "solver.warmup_iters": (">= 0", _nonneg),
+    "solver.warmup_ratio": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "solver.epochs": (">= 1", _pos),
+    "solver.steps": ("epochs >= 0", lambda v: all(x >= 0 for x in v)),
+    "solver.gamma": ("> 0", _pos),
+    "solver.clip_grad": (">= 0 (0 disables)", _nonneg),
+    "solver.max_iters": (">= 0 (0: use solver.epochs)", _nonneg),
+    "solver.amp": ("none, fp16 or bf16", lambda v: v in ("none", "fp16", "bf16")),
+    "solver.checkpoint_period": (">= 0 (0: once per epoch)", _nonneg),
+    "solver.keep_checkpoints": (">= 0 (0: keep all)", _nonneg),
+    "solver.eval_period": (">= 0 (0: no evaluation during training)", _nonneg),
+    "solver.log_period": (">= 1", _pos),
+    "solver.seed": (">= 0", _nonneg),
+    "solver.max_nonfinite": (">= 1", _pos),
+}
+
+
+def check_config(cfg: Config) -> None:
+    """Raise :class:`ConfigError` naming the first field with an obviously invalid value
+    (``solver.batch_size=0: must be >= 1``); types are checked by :func:`config_from_dict`."""
+    data = config_to_dict(cfg)
+    for key, (what, ok) in _CHECKS.items():
+        value: Any = data
+        for part in key.split("."):
+            value = value[part]
+        if isinstance(value, float) and value != value or not ok(value):
+            raise ConfigError(f"{key}={value!r}: must be {what}")

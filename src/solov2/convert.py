@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .config import config_to_dict
+from .config import Config, config_to_dict
 from .errors import CheckpointError, UserError
 from .presets import get_config
 
@@ -158,7 +158,7 @@ def _class_names(ckpt: dict[str, Any], num_classes: int) -> tuple[list[str] | No
 def convert_checkpoint(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
-    config_name: str,
+    config_name: str | Config,
     source: Source = "official",
 ) -> ConvertReport:
     """Convert ``src`` into our checkpoint format at ``dst``.
@@ -167,7 +167,8 @@ def convert_checkpoint(
         src: official (``{"state_dict", "meta"}``) or mmdetection checkpoint ``.pth``.
         dst: ``.safetensors`` (weights + config JSON) or any other name for a ``torch.save``
             file ``{"model": state_dict, "config": dict, "meta": {...}}``; written atomically.
-        config_name: preset name (e.g. ``solov2_r50_fpn_3x``) or YAML file describing the model.
+        config_name: preset name (e.g. ``solov2_r50_fpn_3x``), YAML file or :class:`Config`
+            describing the model.
         source: ``"official"`` (WXinlong/SOLO) or ``"mmdet"`` (mmdetection 3.x naming).
 
     Returns:
@@ -201,7 +202,7 @@ def convert_checkpoint(
         else:
             raise CheckpointError(f"{src}: no 'state_dict' entry (keys: "
                                   f"{', '.join(sorted(map(str, ckpt))[:8])})")
-    cfg = get_config(config_name)
+    cfg = config_name if isinstance(config_name, Config) else get_config(config_name)
     own = build_model(cfg).state_dict()
     converted, info = convert_state_dict(state, own, source, where=str(src))
     names, origin = _class_names(ckpt, cfg.model.num_classes)

@@ -6,31 +6,19 @@ validity mask; only the final resize to each original size runs per image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import PostprocessCfg
 from .losses import dynamic_masks, flatten_levels
 from .ops.masks import cell_windows, masks_to_boxes, points_nms
 from .ops.matrix_nms import matrix_nms_sorted
 from .structures import Predictions
 
+__all__ = ["PostprocessCfg", "candidate_inputs", "level_strides", "postprocess"]
+
 _RESIZE_BUDGET = 1 << 27  # float elements resized at once to the original size (512 MB)
-
-
-@dataclass
-class PostprocessCfg:
-    """Test-time settings (the reference's ``test_cfg``); also ``Config.model.test``."""
-
-    score_thr: float = 0.1
-    mask_thr: float = 0.5
-    nms_pre: int = 500
-    update_thr: float = 0.05
-    max_per_img: int = 100
-    kernel: str = "gaussian"  # gaussian|linear
-    sigma: float = 2.0
 
 
 def level_strides(num_grids: list[int], strides: list[int], device: torch.device) -> Tensor:

@@ -291,8 +291,26 @@ def _resolve(data_cfg: DataCfg, split: str) -> tuple[str, str]:
         if not (os.path.isdir(path) if isdir else os.path.isfile(path)):
             what = "image folder" if isdir else "annotation file"
             origin = f"data.{key}" if getattr(data_cfg, key) else "data.data_root"
-            raise DataError(f"{path}: {what} not found (from {origin})")
+            hint = "" if isdir or getattr(data_cfg, key) else _split_hint(root, split)
+            raise DataError(f"{path}: {what} not found (from {origin}){hint}")
     return os.fspath(json_path), os.fspath(image_dir)
+
+
+def _split_hint(root: str | None, split: str) -> str:
+    """``"; ROOT/annotations has instances_train.json: pass --train-split train"`` when the
+    layout is there under other split names, else ``""``."""
+    ann = os.path.join(root or "", "annotations")
+    try:
+        names = sorted(n[len("instances_"):-len(".json")] for n in os.listdir(ann)
+                       if n.startswith("instances_") and n.endswith(".json"))
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    best = next((n for n in names if split in n), names[0])
+    shown = ", ".join(f"instances_{n}.json" for n in names[:4])
+    return (f"; {ann} has {shown}{' ...' if len(names) > 4 else ''}: pass --{split}-split "
+            f"{best} (data.{split}_split={best})")
 
 
 def dataset_from_config(data_cfg: DataCfg, split: Literal["train", "val"],

@@ -11,11 +11,13 @@ import datetime
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["MetricsWriter", "format_eta", "setup_logger"]
+__all__ = ["MetricsWriter", "eval_row", "format_eta", "log_data_stats", "progress_bar",
+           "setup_logger"]
 
 _FMT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 _DATEFMT = "%m/%d %H:%M:%S"
@@ -80,7 +82,7 @@ class MetricsWriter:
             ``enabled=False`` makes every call a no-op (use it on ranks other than 0).
         enabled: write anything at all.
         tensorboard: also write TensorBoard scalars if ``torch.utils.tensorboard`` imports
-            (it needs the ``tensorboard`` package); silently skipped otherwise.
+            (it needs the ``tensorboard`` package); otherwise one INFO line says so.
     """
 
     def __init__(
@@ -99,8 +101,12 @@ class MetricsWriter:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(log_dir=str(out))
-            except Exception:  # tensorboard missing or broken: JSON lines are enough
+            except Exception as e:  # tensorboard missing or broken: JSON lines are enough
                 self._tb = None
+                why = "not installed" if isinstance(e, ImportError) else f"failed ({e})"
+                logging.getLogger("solov2").info(
+                    "TensorBoard %s (pip install 'solov2[tb]' or tensorboard): metrics go to "
+                    "%s only", why, self.path)
 
     @property
     def has_tensorboard(self) -> bool:
@@ -143,3 +149,35 @@ def format_eta(seconds: float) -> str:
     if not math.isfinite(s) or s < 0:
         return "?"
     return str(datetime.timedelta(seconds=int(round(s))))
+
+
+def progress_bar(total: int, initial: int, stream: Any = None) -> Any:
+    """A tqdm bar (iterations, rate, ETA) on ``stream`` (stderr) when it is a terminal, else
+    ``None``: logs and ``metrics.jsonl`` carry the numbers for files and pipes. ``TQDM_DISABLE=1``
+    turns it off."""
+    stream = sys.stderr if stream is None else stream
+    if not getattr(stream, "isatty", lambda: False)() or os.environ.get("TQDM_DISABLE"):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="it", file=stream,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+def eval_row(m: dict[str, Any]) -> dict[str, float]:
+    """``segm/AP``-style keys of an evaluation result, for ``metrics.jsonl``."""
+    row = {}
+    for kind in ("segm", "bbox"):
+        for k, v in m.get(kind, {}).items():
+            row[f"{kind}/{k}"] = v
+    return row
+
+
+def log_data_stats(dataset: Any, epoch: int) -> None:
+    """One summary line per epoch of what the dataset skipped (main process view)."""
+    stats = {k: v for k, v in getattr(dataset, "stats", {}).items() if v}
+    if any(k != "images_in_file" for k in stats):  # only when something was skipped/converted
+        logging.getLogger("solov2").info(
+            "data after epoch %d: %s", epoch + 1,
+            ", ".join(f"{k} {v}" for k, v in sorted(stats.items())))
+

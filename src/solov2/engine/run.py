@@ -20,6 +20,8 @@ from .checkpoint import load_checkpoint
 from .dist import DistInfo, barrier, cleanup, collective_timeout, init_distributed, is_main_process
 from .evaluate import autocast_dtype, evaluate
 from .log import setup_logger
+from .outdir import prepare_output_dir
+from .threads import configure_threads, loader_workers
 from .train import TrainOptions, config_from_checkpoint, train
 
 logger = logging.getLogger("solov2")
@@ -66,18 +68,30 @@ def _log_world(info: DistInfo, what: str) -> None:
 
 
 def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: str | None = None,
-                 resume: str | None = None, eval_at_end: bool = True,
+                 resume: str | None = None, init_allow_partial: bool = False,
+                 overwrite: bool = False, eval_at_end: bool = True,
                  channels_last: bool = False, compile: bool = False,
                  sync_bn: bool = False,
                  profile: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Train from a resolved config (single process, or one rank of a torchrun job)."""
+    """Train from a resolved config (single process, or one rank of a torchrun job).
+
+    A folder holding another run is refused unless ``resume`` or ``overwrite``
+    (:func:`~solov2.engine.outdir.prepare_output_dir`)."""
     info = init_distributed(device)
+    try:
+        prepare_output_dir(output_dir, resume=resume is not None, overwrite=overwrite,
+                           main=info.rank == 0)
+    except BaseException:
+        cleanup()
+        raise
     setup_logger(output_dir, info.rank)
     try:
         _log_world(info, "training")
+        _threads()
+        workers = loader_workers(cfg.data.workers)
         train_set = dataset_from_config(cfg.data, "train", train=True)
         _sync_classes(cfg, train_set)
-        loader = build_train_loader(train_set, cfg.solver.batch_size, cfg.data.workers,
+        loader = build_train_loader(train_set, cfg.solver.batch_size, workers,
                                     aspect_grouping=cfg.data.aspect_grouping,
                                     seed=cfg.solver.seed, distributed=info.distributed,
                                     size_divisor=cfg.data.size_divisor)
@@ -86,12 +100,13 @@ def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: st
             if _has_val(cfg):
                 val_set = dataset_from_config(cfg.data, "val", train=False)
                 val_loader = build_test_loader(val_set, max(1, cfg.solver.batch_size),
-                                               cfg.data.workers,
+                                               workers,
                                                size_divisor=cfg.data.size_divisor,
                                                test_scale=cfg.data.test_scale)
             else:
                 logger.info("no validation split found: skipping evaluation")
-        opts = TrainOptions(output_dir, init=init, resume=resume, channels_last=channels_last,
+        opts = TrainOptions(output_dir, init=init, init_allow_partial=init_allow_partial,
+                            resume=resume, channels_last=channels_last,
                             compile=compile, eval_at_end=eval_at_end, sync_bn=sync_bn,
                             profile=profile)
         return train(cfg, opts, info, train_set, loader, val_set, val_loader)
@@ -100,6 +115,12 @@ def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: st
         raise
     finally:
         cleanup()
+
+
+def _threads() -> None:
+    note = configure_threads()
+    if note:
+        logger.info("CPU threads: %s (OMP_NUM_THREADS=N sets them)", note)
 
 
 def _device(name: str) -> torch.device:
@@ -136,13 +157,14 @@ def run_evaluation(checkpoint: str, config: str | None, args: argparse.Namespace
     setup_logger(out, info.rank)
     try:
         _log_world(info, "evaluation")
+        _threads()
         model, cfg = load_model_for_eval(checkpoint, config, info.device)
         cfg = resolve(args, cfg)
         dataset = dataset_from_config(cfg.data, "val", train=False)
         if len(dataset.class_names) != cfg.model.num_classes:
             raise UserError(f"{dataset.json_path}: {len(dataset.class_names)} categories but the "
                             f"checkpoint predicts {cfg.model.num_classes}")
-        loader = build_test_loader(dataset, args.batch_size, cfg.data.workers,
+        loader = build_test_loader(dataset, args.batch_size, loader_workers(cfg.data.workers),
                                    size_divisor=cfg.data.size_divisor,
                                    test_scale=cfg.data.test_scale)
         amp = cfg.solver.amp
@@ -181,7 +203,7 @@ def run_demo(output_dir: str, *, device: str = "auto", num_train: int = 300, num
                             seed=0)
     cfg = apply_overrides(get_config("solov2_demo"), overrides or [])
     cfg.data.data_root = str(data)
-    metrics = run_training(cfg, str(out / "train"), device=device)
+    metrics = run_training(cfg, str(out / "train"), device=device, overwrite=True)
     if is_main_process():
         val_images = sorted((data / "val").iterdir())[:8]
         run_infer(str(out / "train" / "model_final.pth"), [str(p) for p in val_images],

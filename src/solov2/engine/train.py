@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..config import Config, config_from_dict, config_to_dict, save_yaml
 from ..errors import UserError
@@ -44,9 +46,11 @@ from .dist import (
 )
 from .evaluate import autocast_dtype, evaluate
 from .faults import FAULT_ENV, StopFlag, inject_fault, parse_faults
-from .log import MetricsWriter, format_eta
+from .log import MetricsWriter, eval_row, format_eta, log_data_stats, progress_bar
+from .outdir import prune_checkpoints
 from .profile import CheckpointCost, StepProfiler
 from .schedule import lr_at, scaled_lr
+from .weights import check_resume_fits
 
 logger = logging.getLogger("solov2")
 
@@ -61,6 +65,7 @@ class TrainOptions:
 
     output_dir: str
     init: str | None = None  # fine-tune from these weights
+    init_allow_partial: bool = False  # go on when --init fits less than half of the weights
     resume: str | None = None  # checkpoint file or output dir ("" = output_dir)
     channels_last: bool = False
     compile: bool = False
@@ -117,6 +122,7 @@ def _save(path: Path, model: nn.Module, optimizer: Any, scaler: Any, cfg: Config
         save_checkpoint(path, state)
         write_last_checkpoint(path.parent, path.name)
         logger.info("saved checkpoint %s", path)
+        prune_checkpoints(path.parent, cfg.solver.keep_checkpoints)
     barrier()
 
 
@@ -133,7 +139,6 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
         if stale:
             logger.info("removed %d temporary file(s) of an interrupted write: %s", len(stale),
                         ", ".join(stale))
-        save_yaml(cfg, out_dir / "config.yaml")
     seed_everything(s.seed, dist_info.rank)
 
     model = build_model(cfg)
@@ -143,10 +148,16 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
         load_backbone_weights(model, cfg.model.backbone.weights)
         logger.info("backbone weights from %s", cfg.model.backbone.weights)
     if opts.init:
-        from .weights import init_from_checkpoint
+        from .weights import check_init_fits, init_from_checkpoint
 
-        report = init_from_checkpoint(model, load_checkpoint(opts.init)["model"])
-        logger.info("initialised from %s: %s", opts.init, report)
+        init_ckpt = load_checkpoint(opts.init)
+        report = init_from_checkpoint(model, init_ckpt)
+        logger.info("initialised from %s: %s", opts.init, report.summary())
+        for line in report.lines()[1:]:
+            logger.info("%s", line)
+        if not opts.init_allow_partial:
+            check_init_fits(report, init_ckpt, config_to_dict(cfg), opts.init)
+        del init_ckpt
     model.to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -170,6 +181,9 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                         opts.resume or out_dir)
         else:
             ckpt = load_checkpoint(path, map_location="cpu")
+            changed = check_resume_fits(unwrap(model), ckpt, config_to_dict(cfg), str(path))
+            if changed:
+                logger.info("resuming with changed model settings: %s", "; ".join(changed))
             unwrap(model).load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             if scaler is not None and ckpt.get("scaler"):
@@ -207,6 +221,8 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                 dist_info.world_size, total_batch, lr, s.base_lr, s.reference_batch,
                 "" if s.autoscale_lr else ", no autoscale", max_iter, iters_per_epoch, s.amp,
                 device, ", SyncBatchNorm" if sync_bn else "")
+    if main:  # once the weights loaded: a refused --init/--resume leaves the dir as it was
+        save_yaml(cfg, out_dir / "config.yaml")
     writer = MetricsWriter(out_dir, enabled=main)
     ckpt_period = s.checkpoint_period or iters_per_epoch
     metrics: dict[str, Any] = {}
@@ -222,7 +238,8 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     profiler = StepProfiler(opts.profile, out_dir, dist_info.rank, device)
     ckpt_cost = CheckpointCost(enabled=main)
     t_start = time.perf_counter()
-    with StopFlag() as stop:
+    bar = progress_bar(max_iter, it) if main else None
+    with StopFlag() as stop, logging_redirect_tqdm([logger]) if bar else nullcontext():
         while it < max_iter and not stopping:
             profiler.update(it)
             epoch = it // iters_per_epoch
@@ -272,18 +289,22 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                 _step(optimizer, scaler, s.clip_grad)
             it += 1
             profiler.update(it)
-            if it % s.log_period == 0 or it == max_iter:
+            if bar is not None:
+                bar.update(1)
+            if it % s.log_period == 0 or it == max_iter or it == start_iter + 1:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 now = time.perf_counter()
                 steps = max(it - last_log[0], 1)
                 window.append((now - last_log[1]) / steps)
                 last_log = (it, now)
-                _log(writer, losses, it, max_iter, epoch, cur_lr, window[-1], total_batch,
-                     data_time / steps, device)
+                loss_now = _log(writer, losses, it, max_iter, epoch, cur_lr, window[-1],
+                                total_batch, data_time / steps, device)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss_now:.4f}", lr=f"{cur_lr:.4g}", refresh=False)
                 data_time = 0.0
             if it % iters_per_epoch == 0 and main:
-                _log_data_stats(train_set, epoch)
+                log_data_stats(train_set, epoch)
             if it % ckpt_period == 0 and it < max_iter and not stopping:
                 t_save = time.perf_counter()
                 _save(out_dir / f"model_{it:07d}.pth", net, optimizer, scaler, cfg, it, epoch)
@@ -294,8 +315,10 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                 m = evaluate(unwrap(net), val_loader, val_set, cfg, device, amp=s.amp,
                              progress=False)
                 if main:
-                    writer.write(_eval_row(m), it)
+                    writer.write(eval_row(m), it)
         profiler.close()
+        if bar is not None:
+            bar.close()
         if stopping:
             logger.warning("received %s: saving a checkpoint at iteration %d and exiting",
                            f"signal {stop.signal}" if stop.signal is not None
@@ -320,18 +343,10 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                      output_dir=out_dir / "eval")
         metrics.update(m)
         if main:
-            writer.write(_eval_row(m), it)
+            writer.write(eval_row(m), it)
     writer.close()
     barrier()
     return metrics
-
-
-def _eval_row(m: dict[str, Any]) -> dict[str, float]:
-    row = {}
-    for kind in ("segm", "bbox"):
-        for k, v in m.get(kind, {}).items():
-            row[f"{kind}/{k}"] = v
-    return row
 
 
 def _backward(loss: torch.Tensor, scaler: Any) -> None:
@@ -356,17 +371,10 @@ def _step(optimizer: torch.optim.Optimizer, scaler: Any, clip_grad: float) -> No
         optimizer.step()
 
 
-def _log_data_stats(dataset: Any, epoch: int) -> None:
-    """One summary line per epoch of what the dataset skipped (main process view)."""
-    stats = {k: v for k, v in getattr(dataset, "stats", {}).items() if v}
-    if any(k != "images_in_file" for k in stats):  # only when something was skipped/converted
-        logger.info("data after epoch %d: %s", epoch + 1,
-                    ", ".join(f"{k} {v}" for k, v in sorted(stats.items())))
-
-
 def _log(writer: MetricsWriter, losses: dict[str, torch.Tensor], it: int, max_iter: int,
          epoch: int, lr: float, step_time: float, total_batch: int, data_time: float,
-         device: torch.device) -> None:
+         device: torch.device) -> float:
+    """Log (and write to ``metrics.jsonl``) the losses of iteration ``it``; returns the total."""
     # mean over ranks, one all-reduce for all terms (what a single process with the whole batch
     # would log, up to the per-rank loss normalisation)
     keys = list(losses)
@@ -384,6 +392,7 @@ def _log(writer: MetricsWriter, losses: dict[str, torch.Tensor], it: int, max_it
                 lr, step_time, data_time, total_batch / step_time, mem)
     if not all(math.isfinite(v) for v in vals.values()):
         logger.warning("non-finite loss values at iteration %d", it)
+    return vals["loss"]
 
 
 def config_from_checkpoint(ckpt: dict[str, Any]) -> Config:

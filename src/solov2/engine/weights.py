@@ -19,7 +19,12 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError
 
-__all__ = ["InitReport", "init_from_checkpoint", "load_backbone_weights"]
+__all__ = ["MIN_INIT_FRACTION", "InitReport", "check_init_fits", "check_resume_fits",
+           "init_from_checkpoint", "load_backbone_weights"]
+
+# --init stops when less than this share of the model's weights came from the checkpoint
+# (a COCO model fine-tuned to other classes loads > 99 %: all but the category predictor)
+MIN_INIT_FRACTION = 0.5
 
 _WRAPPERS = ("state_dict", "model")
 
@@ -79,17 +84,40 @@ class InitReport:
     missing: list[str] = field(default_factory=list)  # in the model, not in the checkpoint
     unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the model
     reinitialized: list[str] = field(default_factory=list)
+    loaded_numel: int = 0  # weights (tensor elements) copied
+    total_numel: int = 0  # weights of the model
+
+    @property
+    def fraction(self) -> float:
+        """Share of the model's weights (elements) that came from the checkpoint."""
+        return self.loaded_numel / max(self.total_numel, 1)
 
     def summary(self) -> str:
+        """One short line: counts only."""
         total = len(self.loaded) + len(self.skipped) + len(self.missing)
-        parts = [f"initialised {len(self.loaded)}/{total} tensors from the checkpoint"]
-        for what, keys in (("skipped (shape)", self.skipped), ("missing", self.missing),
-                           ("unexpected", self.unexpected),
-                           ("re-initialised", self.reinitialized)):
+        return (f"{len(self.loaded)}/{total} tensors loaded ({100 * self.fraction:.1f} % of "
+                f"the weights); {len(self.skipped)} of another shape, {len(self.missing)} not "
+                f"in the checkpoint, {len(self.unexpected)} only in the checkpoint")
+
+    def lines(self, examples: int = 3) -> list[str]:
+        """A short table: per top-level module the tensors loaded / of another shape / not in
+        the checkpoint / only in the checkpoint, then a few example names of each kind."""
+        cols = {"loaded": self.loaded, "other shape": self.skipped,
+                "not in ckpt": self.missing, "only in ckpt": self.unexpected}
+        groups: dict[str, list[int]] = {}
+        for i, keys in enumerate(cols.values()):
+            for k in keys:
+                groups.setdefault(k.split(".", 1)[0], [0] * len(cols))[i] += 1
+        width = max([6, *map(len, groups)])
+        out = [self.summary(), f"  {'module':<{width}}  " + "  ".join(cols)]
+        for g, counts in groups.items():
+            out.append(f"  {g:<{width}}  " + "  ".join(f"{c:>{len(h)}}"
+                                                         for c, h in zip(counts, cols)))
+        for what, keys in (*list(cols.items())[1:], ("re-initialised", self.reinitialized)):
             if keys:
-                more = f" (+{len(keys) - 6} more)" if len(keys) > 6 else ""
-                parts.append(f"{what}: {', '.join(keys[:6])}{more}")
-        return "; ".join(parts)
+                more = f" (+{len(keys) - examples} more)" if len(keys) > examples else ""
+                out.append(f"  {what}: {', '.join(keys[:examples])}{more}")
+        return out
 
 
 def _reinit_cate(model: nn.Module, prior_prob: float) -> list[str]:
@@ -125,7 +153,7 @@ def init_from_checkpoint(
         prior_prob: category prior for the re-initialised bias.
 
     Returns:
-        An :class:`InitReport` (``summary()`` for one line).
+        An :class:`InitReport` (``summary()`` for one line, ``lines()`` for a short table).
     """
     from .checkpoint import load_checkpoint
 
@@ -149,6 +177,8 @@ def init_from_checkpoint(
             else:
                 target.copy_(state[key])
                 report.loaded.append(key)
+                report.loaded_numel += target.numel()
+            report.total_numel += target.numel()
     report.unexpected = [k for k in state if k not in own]
     cate_keys = {"head.solo_cate.weight", "head.solo_cate.bias"}
     if not cate_keys <= set(report.loaded):
@@ -156,4 +186,85 @@ def init_from_checkpoint(
     if logger is not None:
         level = logging.WARNING if (report.skipped or report.missing) else logging.INFO
         logger.log(level, "%s: %s", where, report.summary())
+        for line in report.lines()[1:]:
+            logger.log(level, "%s", line)
     return report
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def model_config_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``"model.backbone.name resnet50 vs resnet10"`` for each ``model.*`` field (test-time
+    settings and the backbone weights path left out) that differs between two config dicts."""
+    a, b = _flat(stored.get("model", {}), "model."), _flat(current.get("model", {}), "model.")
+    skip = ("model.test.", "model.backbone.weights")
+    return [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if not k.startswith(skip) and a.get(k) != b.get(k)]
+
+
+def check_resume_fits(model: nn.Module, ckpt: Mapping[str, Any], config: Mapping[str, Any],
+                      path: str) -> list[str]:
+    """Check that a resume checkpoint's weights fit ``model`` before loading them.
+
+    Returns:
+        The model settings that differ from the checkpoint's but leave the weights' shapes
+        alone (e.g. ``model.loss.dice_weight``), to be logged.
+
+    Raises:
+        CheckpointError: one line saying which preset the checkpoint holds and which settings
+            differ (instead of ``load_state_dict``'s list of every mismatching tensor).
+    """
+    state = _unwrap(ckpt, path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    stored = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else None
+    diff = model_config_diff(stored, config) if stored else []
+    if not (missing or unexpected or wrong):
+        return diff
+    what = f"the checkpoint holds a {stored.get('name', '?')!r} model" if stored else \
+        "the checkpoint stores no config"
+    detail = (f"{len(diff)} model setting(s) differ: {'; '.join(diff[:4])}"
+              f"{' ...' if len(diff) > 4 else ''}" if diff else
+              f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} mis-shaped "
+              f"tensor(s), e.g. {(missing + unexpected + wrong)[0]}")
+    raise CheckpointError(
+        f"--resume {path}: {what}, this run is {config.get('name', '?')!r} and its weights do "
+        f"not fit ({detail}); resume without --config (the checkpoint carries its own), or "
+        "fine-tune from it with --init")
+
+
+def check_init_fits(report: InitReport, ckpt: Mapping[str, Any], config: Mapping[str, Any],
+                    path: str) -> None:
+    """Refuse a fine-tune that loaded less than :data:`MIN_INIT_FRACTION` of the weights.
+
+    Raises:
+        CheckpointError: one line with the counts, what the checkpoint holds and the ways out.
+    """
+    if report.fraction >= MIN_INIT_FRACTION:
+        return
+    stored = ckpt.get("config") if isinstance(ckpt.get("config"), Mapping) else None
+    keys = list(_unwrap(ckpt, path))
+    if stored:
+        diff = model_config_diff(stored, config)
+        what = (f"; the checkpoint holds a {stored.get('name', '?')!r} model "
+                f"({'; '.join(diff[:3])}{' ...' if len(diff) > 3 else ''})")
+    elif any(k.startswith(("conv1.", "layer1.", "features.")) for k in keys):
+        what = "; it looks like an ImageNet backbone file: pass it as --backbone-weights"
+    else:
+        what = f"; its tensors are named like {', '.join(keys[:2])}"
+    total = len(report.loaded) + len(report.skipped) + len(report.missing)
+    raise CheckpointError(
+        f"--init {path}: only {len(report.loaded)}/{total} tensors "
+        f"({100 * report.fraction:.1f} % of the weights) fit this {config.get('name', '?')!r} "
+        f"model{what}; use a checkpoint of the same model, or --init-allow-partial to "
+        "fine-tune from what fits")

@@ -33,7 +33,8 @@ from torch import Tensor
 from ..config import Config
 from ..errors import UserError
 from ..structures import Predictions
-from .predictor import Predictor, to_image_tensor
+from .large import MAX_PIXELS, read_image_bounded, upsample_rle
+from .predictor import Predictor
 from .visualize import draw_predictions, save_png
 
 __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "collect_inputs", "run_infer", "safe_name"]
@@ -102,6 +103,7 @@ class _Item:
     source: Path
     image: Tensor
     frame: int | None = None
+    orig_size: tuple[int, int] | None = None  # set when decoded reduced (read_image_bounded)
 
 
 VIDEO_HINT = ("reading videos needs torchcodec and FFmpeg's libraries: pip install "
@@ -131,16 +133,23 @@ def _read_video(path: Path) -> Iterator[_Item]:
         logger.warning("%s: cannot decode video (%s); skipped", path, str(e).splitlines()[0])
 
 
-def _iter_items(files: Sequence[Path]) -> Iterator[_Item | Path]:
+def _iter_items(files: Sequence[Path], max_pixels: int) -> Iterator[_Item | Path]:
     """Decoded images/frames; a bare ``Path`` marks a finished input (for progress)."""
     for f in files:
         if f.suffix.lower() in VIDEO_EXTENSIONS:
             yield from _read_video(f)
         else:
             try:
-                yield _Item(f, to_image_tensor(f))
+                image, size = read_image_bounded(f, max_pixels)
             except (OSError, ValueError) as e:
                 logger.warning("%s; skipped", str(e).splitlines()[0] if str(e) else f)
+            else:
+                reduced = tuple(image.shape[-2:]) != size
+                if reduced:
+                    logger.info("%s: %dx%d is above --max-pixels %d: processed and drawn at "
+                                "%dx%d, predictions.json at full size", f, size[1], size[0],
+                                max_pixels, image.shape[-1], image.shape[-2])
+                yield _Item(f, image, orig_size=size if reduced else None)
         yield f
 
 
@@ -148,10 +157,15 @@ def _results(item: _Item, pred: Predictions, predictor: Predictor) -> list[dict[
     from ..engine.coco_eval import masks_to_rle
 
     out = []
-    rles = masks_to_rle(pred.masks)
-    for rle, label, score, box in zip(rles, pred.labels.tolist(), pred.scores.tolist(),
-                                      pred.boxes.tolist()):
-        x1, y1, x2, y2 = box
+    if item.orig_size is None:
+        rles = masks_to_rle(pred.masks)
+        boxes = [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in pred.boxes.tolist()]
+    else:  # computed on a reduced image: masks and boxes at the original size
+        from pycocotools import mask as mask_util
+
+        rles = [upsample_rle(m.numpy(), item.orig_size) for m in pred.masks]
+        boxes = [mask_util.toBbox({**r, "counts": r["counts"].encode()}).tolist() for r in rles]
+    for rle, label, score, box in zip(rles, pred.labels.tolist(), pred.scores.tolist(), boxes):
         r: dict[str, Any] = {"file_name": str(item.source)}
         if item.frame is not None:
             r["frame"] = item.frame
@@ -160,7 +174,7 @@ def _results(item: _Item, pred: Predictions, predictor: Predictor) -> list[dict[
             "category_id": ids[label] if 0 <= label < len(ids) else label + 1,
             "category_name": names[label] if 0 <= label < len(names) else f"class_{label}",
             "score": round(float(score), 5),
-            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+            "bbox": [float(v) for v in box],
             "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]},
         })
         out.append(r)
@@ -175,6 +189,8 @@ def run_infer(
     score_thr: float = 0.3,
     device: str = "auto",
     batch_size: int = 4,
+    overrides: Sequence[str] = (),
+    max_pixels: int = MAX_PIXELS,
 ) -> Path:
     """Predict every input image and write overlays and ``predictions.json`` (module docstring).
 
@@ -186,6 +202,9 @@ def run_infer(
         score_thr: minimum final score of the instances drawn and written.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         batch_size: images per forward pass.
+        overrides: ``a.b=value`` overrides of the checkpoint's (or ``config``'s) config.
+        max_pixels: larger images are decoded reduced to this many pixels and drawn at that
+            size; ``predictions.json`` stays at the original size (:mod:`solov2.infer.large`).
 
     Returns:
         ``output_dir``. Unreadable images are skipped with a warning.
@@ -193,13 +212,23 @@ def run_infer(
     from tqdm import tqdm
 
     from ..engine.checkpoint import atomic_write_text
+    from ..engine.threads import configure_threads
 
     files = collect_inputs(inputs)
+    note = configure_threads()
+    if note:
+        logger.info("CPU threads: %s (OMP_NUM_THREADS=N sets them)", note)
     videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
     if videos:
         video_decoder_class(videos[0])  # before loading the model; nothing written
     predictor = Predictor.from_checkpoint(checkpoint, device=device, config=config,
-                                          score_thr=score_thr, batch_size=batch_size)
+                                          score_thr=score_thr, batch_size=batch_size,
+                                          overrides=overrides)
+    test = predictor.cfg.model.test
+    if score_thr < max(test.score_thr, test.update_thr):
+        logger.info("score_thr %g is below model.test.score_thr %g / update_thr %g: the "
+                    "post-processing keeps candidates from %g", score_thr, test.score_thr,
+                    test.update_thr, score_thr)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     root = out_dir.resolve()
@@ -228,7 +257,7 @@ def run_infer(
 
     with tqdm(total=len(files), unit="file", desc="infer", dynamic_ncols=True) as bar:
         done = 0
-        for x in _iter_items(files):
+        for x in _iter_items(files, max_pixels):
             if isinstance(x, Path):
                 done += 1
                 continue

@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from ..config import Config, ConfigError, config_from_dict
+from ..config import Config, ConfigError, apply_overrides, config_from_dict
 from ..data.io import read_image
 from ..errors import CheckpointError
 from ..model import SOLOv2, build_model
@@ -154,7 +154,8 @@ def load_model_state(model: SOLOv2, state: dict[str, Tensor], source: str) -> No
 
 
 def load_model(path: str | os.PathLike[str],
-               config: Config | str | dict[str, Any] | None = None) -> tuple[SOLOv2, Config]:
+               config: Config | str | dict[str, Any] | None = None,
+               overrides: Sequence[str] = ()) -> tuple[SOLOv2, Config]:
     """Build the model of a checkpoint and load its weights (CPU, train mode).
 
     Args:
@@ -162,10 +163,12 @@ def load_model(path: str | os.PathLike[str],
             output directory (``last_checkpoint``), or a bare state dict (needs ``config``).
         config: overrides the stored config: a :class:`Config`, a preset name, a YAML file or a
             dict. Needed when the checkpoint stores none.
+        overrides: ``a.b=value`` overrides applied to that config.
 
     Raises:
         CheckpointError: unreadable/unsafe file, official layout (convert it first), no config,
             or weights that do not fit the model.
+        ConfigError: a bad override.
     """
     from ..engine.checkpoint import load_checkpoint
 
@@ -190,6 +193,7 @@ def load_model(path: str | os.PathLike[str],
     if cfg is None:
         raise CheckpointError(f"{path}: the checkpoint stores no config; pass one "
                               "(a preset name or config.yaml)")
+    cfg = apply_overrides(cfg, list(overrides))
     model = build_model(cfg)
     load_model_state(model, state, str(path))
     return model, cfg
@@ -226,7 +230,8 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "auto",
                         config: Config | str | dict[str, Any] | None = None,
-                        score_thr: float | None = None, batch_size: int = 4) -> Predictor:
+                        score_thr: float | None = None, batch_size: int = 4,
+                        overrides: Sequence[str] = ()) -> Predictor:
         """Build a predictor from a checkpoint file (``.pth`` / ``.safetensors``) or output dir.
 
         Args:
@@ -234,12 +239,13 @@ class Predictor:
                 output directory (``last_checkpoint``), or a bare state dict (needs ``config``).
             config: overrides the stored config: a :class:`Config`, a preset name, a YAML file or
                 a dict. Needed when the checkpoint stores none.
+            overrides: ``a.b=value`` overrides applied to that config.
 
         Raises:
             CheckpointError: unreadable/unsafe file, official layout (convert it first), no
                 config, or weights that do not fit the model.
         """
-        model, cfg = load_model(path, config)
+        model, cfg = load_model(path, config, overrides)
         return cls(model, cfg, device=device, score_thr=score_thr, batch_size=batch_size)
 
     @classmethod
@@ -263,10 +269,19 @@ class Predictor:
         return cls.from_checkpoint(resolve_weights(name, progress=progress), device=device,
                                    score_thr=score_thr, batch_size=batch_size)
 
-    def postprocess_cfg(self) -> PostprocessCfg:
-        """``cfg.model.test`` as a :class:`PostprocessCfg` (its ``score_thr`` is the candidate
-        threshold; change ``cfg.model.test`` to change it)."""
-        return PostprocessCfg(**dataclasses.asdict(self.cfg.model.test))
+    def postprocess_cfg(self, score_thr: float | None = None) -> PostprocessCfg:
+        """``cfg.model.test`` as a :class:`PostprocessCfg`.
+
+        A final threshold ``score_thr`` below its candidate threshold (``score_thr``) or its
+        post-NMS threshold (``update_thr``) lowers them to ``score_thr``: a final score never
+        exceeds the candidate's category score, so otherwise instances between the two would
+        be dropped before the final threshold could keep them.
+        """
+        cfg = PostprocessCfg(**dataclasses.asdict(self.cfg.model.test))
+        if score_thr is not None:
+            cfg.score_thr = min(cfg.score_thr, score_thr)
+            cfg.update_thr = min(cfg.update_thr, score_thr)
+        return cfg
 
     @torch.inference_mode()
     def predict_tensors(self, images: Sequence[Tensor],
@@ -282,7 +297,7 @@ class Predictor:
         out = self.model(batch, sizes.to(self.device))
         head = self.cfg.model.head
         preds = postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
-                            list(head.num_grids), list(head.strides), self.postprocess_cfg(),
+                            list(head.num_grids), list(head.strides), self.postprocess_cfg(thr),
                             out.candidates, window=mask_windows(self.cfg.model))
         results = []
         for p in preds:
@@ -300,8 +315,8 @@ class Predictor:
             images: one input or a list/tuple of inputs (see :func:`to_image_tensor`); a uint8
                 ``[B, 3, H, W]`` tensor counts as a list.
             score_thr: keep instances whose final score (after maskness and Matrix NMS) is
-                ``>= score_thr``; overrides the constructor's. The post-processing's candidate
-                threshold stays ``cfg.model.test.score_thr``.
+                ``>= score_thr``; overrides the constructor's. Below ``cfg.model.test.score_thr``
+                it lowers the post-processing's thresholds too (:meth:`postprocess_cfg`).
 
         Returns:
             A :class:`Predictions` for a single input, else a list in input order.

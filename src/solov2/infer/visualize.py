@@ -1,7 +1,14 @@
-"""Overlays with torchvision's drawing utilities (no matplotlib): masks, boxes, "name score"."""
+"""Overlays drawn with Pillow (no matplotlib): masks, boxes and ``"name score"`` captions.
+
+Memory stays a few bytes per pixel whatever the image size: masks are blended one at a time
+in uint8 (``Image.paste`` with the mask as alpha), never as full-size float tensors. Captions
+scale with the image (a FreeType font of ``sqrt(H * W) / 70`` px, at least 12) and sit on a
+box of the instance's colour in black or white text, whichever reads better.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -9,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ..structures import Predictions
 
-__all__ = ["draw_predictions", "label_color", "save_png"]
+__all__ = ["caption_font_size", "draw_predictions", "label_color", "save_png"]
 
 
 def label_color(label: int) -> tuple[int, int, int]:
@@ -25,6 +31,35 @@ def label_color(label: int) -> tuple[int, int, int]:
     hue = (label * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
     return int(r * 255), int(g * 255), int(b * 255)
+
+
+def caption_font_size(height: int, width: int) -> int:
+    """Caption size in pixels for an ``height x width`` image: 12 on small images, ~49 on a
+    12 Mpx photo, growing with the square root of the area."""
+    return max(12, round(math.sqrt(height * width) / 70))
+
+
+def _text_color(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    r, g, b = rgb
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
+
+
+def _draw_boxes(canvas: Image.Image, boxes: list[list[float]], captions: list[str],
+                colors: list[tuple[int, int, int]]) -> None:
+    w, h = canvas.size
+    size = caption_font_size(h, w)
+    font = ImageFont.load_default(size=size)
+    line = max(2, round(size / 8))
+    draw = ImageDraw.Draw(canvas)
+    for (x1, y1, x2, y2), text, color in zip(boxes, captions, colors):
+        draw.rectangle((x1, y1, x2, y2), outline=color, width=line)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th, pad = right - left, bottom - top, max(1, size // 6)
+        # above the box when there is room, else inside its top edge; kept inside the image
+        ty = y1 - th - 2 * pad if y1 - th - 2 * pad >= 0 else y1
+        tx = min(max(0, x1), max(0, w - tw - 2 * pad))
+        draw.rectangle((tx, ty, tx + tw + 2 * pad, ty + th + 2 * pad), fill=color)
+        draw.text((tx + pad - left, ty + pad - top), text, fill=_text_color(color), font=font)
 
 
 def draw_predictions(
@@ -51,31 +86,31 @@ def draw_predictions(
     if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
         raise ValueError(f"expected a uint8 [3, H, W] image, got {image.dtype} "
                          f"{tuple(image.shape)}")
-    out = image.detach().to("cpu").clone()
     keep = pred.scores.detach().to("cpu") >= score_thr
     if not bool(keep.any()):
-        return out
-    masks = pred.masks.detach().to("cpu")[keep].bool()
-    if masks.shape[-2:] != out.shape[-2:]:
+        return image.detach().to("cpu").clone()
+    masks = pred.masks.detach().to("cpu")[keep]
+    if masks.shape[-2:] != image.shape[-2:]:
         raise ValueError(f"masks are {tuple(masks.shape[-2:])} but the image is "
-                         f"{tuple(out.shape[-2:])}: predictions must be in the image's frame")
-    labels = pred.labels.detach().to("cpu")[keep].tolist()
+                         f"{tuple(image.shape[-2:])}: predictions must be in the image's frame")
+    labels = [int(v) for v in pred.labels.detach().to("cpu")[keep].tolist()]
     scores = pred.scores.detach().to("cpu")[keep].tolist()
-    colors = [label_color(int(lb)) for lb in labels]
-    # lowest score first, so the best instances end up on top
-    order = list(range(len(labels)))[::-1]
-    out = draw_segmentation_masks(out, masks[order], alpha=alpha, colors=[colors[i] for i in order])
+    colors = [label_color(lb) for lb in labels]
+    canvas = Image.fromarray(np.ascontiguousarray(image.detach().to("cpu").numpy()
+                                                  .transpose(1, 2, 0)))
+    opacity = round(255 * alpha)
+    for i in reversed(range(len(labels))):  # lowest score first: the best ends up on top
+        m = masks[i].numpy().astype(bool)
+        canvas.paste(colors[i], mask=Image.fromarray(m.astype(np.uint8) * np.uint8(opacity)))
     if boxes:
         b = pred.boxes.detach().to("cpu")[keep].float()
-        names = [class_names[int(lb)] if 0 <= int(lb) < len(class_names) else f"class_{int(lb)}"
+        names = [class_names[lb] if 0 <= lb < len(class_names) else f"class_{lb}"
                  for lb in labels]
-        captions = [f"{n} {s:.2f}" for n, s in zip(names, scores)]
-        valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-        idx = [i for i in order if bool(valid[i])]
-        if idx:
-            out = draw_bounding_boxes(out, b[idx], labels=[captions[i] for i in idx],
-                                      colors=[colors[i] for i in idx], width=2)
-    return out
+        idx = [i for i in reversed(range(len(labels)))
+               if b[i, 2] > b[i, 0] and b[i, 3] > b[i, 1]]
+        _draw_boxes(canvas, [b[i].tolist() for i in idx],
+                    [f"{names[i]} {scores[i]:.2f}" for i in idx], [colors[i] for i in idx])
+    return torch.from_numpy(np.asarray(canvas).transpose(2, 0, 1).copy())
 
 
 def save_png(image: Tensor, path: str | os.PathLike[str]) -> Path:

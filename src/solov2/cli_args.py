@@ -1,0 +1,99 @@
+"""Command-line machinery kept apart from the commands: one-line argparse errors, number flags
+that reject obviously invalid values, ``a.b=value`` tokens taken out of the line, one-line
+messages. No torch import here (``solov2 --help`` must stay instant)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["FRACTION", "NONNEG_INT", "POS_FLOAT", "POS_INT", "OneLineParser", "number",
+           "one_line", "one_line_warnings", "split_overrides"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``solov2 train: error: ... (solov2 train --help)``."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def number(kind: type, lo: float, *, above: bool = False,
+           hi: float | None = None) -> Callable[[str], Any]:
+    """An argparse ``type`` accepting ``kind`` values >= ``lo`` (> with ``above``), <= ``hi``."""
+    what = f"{'a number' if kind is float else 'an integer'} {'>' if above else '>='} {lo:g}"
+    if hi is not None:
+        what += f" and <= {hi:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if (v <= lo if above else v < lo) or (hi is not None and v > hi) or v != v:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return v
+
+    return parse
+
+
+POS_INT, NONNEG_INT, POS_FLOAT = number(int, 1), number(int, 0), number(float, 0, above=True)
+FRACTION = number(float, 0, hi=1)
+
+
+def one_line_warnings(message: Any, category: Any, filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    return f"warning: {message}\n"
+
+
+def one_line(e: BaseException) -> str:
+    """The message of a :class:`UserError` on one line.
+
+    An error raised in a DataLoader worker reaches the main process re-raised with the message
+    ``"Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...\n
+    solov2.errors.DataError: <message>"``: only ``<message>`` is kept.
+    """
+    text = str(e).strip()
+    if "\nOriginal Traceback" in text:
+        last = text.splitlines()[-1]
+        m = re.match(rf"^(?:[\w.]+\.)?{re.escape(type(e).__name__)}: (.*)$", last)
+        text = m.group(1) if m else last
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)*=")
+
+
+def _subparser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return next((action.choices[a] for a in argv if a in action.choices), None)
+    return None
+
+
+def _takes_value(parser: argparse.ArgumentParser, token: str) -> bool:
+    """Whether option ``token`` (exact or an unambiguous prefix) consumes the next token."""
+    if not token.startswith("-") or "=" in token:
+        return False
+    opts = parser._option_string_actions
+    names = [token] if token in opts else [o for o in opts if o.startswith(token)]
+    return len(names) == 1 and opts[names[0]].nargs is None
+
+
+def split_overrides(parser: argparse.ArgumentParser, argv: list[str]
+                    ) -> tuple[argparse.ArgumentParser | None, list[str], list[str]]:
+    """``(command parser, the other tokens, the a.b=value tokens)`` of ``argv``: overrides may
+    come anywhere after the command (also between options, or right after ``--resume``),
+    except as the value of an option that needs one."""
+    sub = _subparser(parser, argv)
+    rest: list[str] = []
+    opts: list[str] = []
+    for i, tok in enumerate(argv):
+        value = i > 0 and sub is not None and _takes_value(sub, argv[i - 1])
+        if sub is not None and not value and OVERRIDE.match(tok):
+            opts.append(tok)
+        else:
+            rest.append(tok)
+    return sub, rest, opts

@@ -1,0 +1,134 @@
+"""Bounded memory for any image size in ``solov2 infer``.
+
+An image of more than ``max_pixels`` pixels (default :data:`MAX_PIXELS`, 16.8 Mpx, e.g.
+4096x4096) is decoded reduced to at most that many pixels: JPEGs with the decoder's DCT
+scaling (``Image.draft``: a 20000x15000 JPEG decodes straight to 2500x1875, never at full
+size), other formats decoded and then shrunk. The network sees the test scale anyway (1333x800
+for the R50 presets), and its masks come from stride-4 features of that, so nothing the model
+can tell is lost. Overlays are written at the reduced size; ``predictions.json`` stays at the
+original size: each mask's COCO RLE at that size is built from the reduced mask's own runs
+(:func:`upsample_rle`), so no full-size mask is ever held. Pillow refuses images above
+``2 * solov2.data.io.MAX_IMAGE_PIXELS`` (4e8) pixels outright, as decompression bombs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from ..data.io import ImageReadError, _one_line, _to_rgb, image_size, read_image
+
+__all__ = ["MAX_PIXELS", "read_image_bounded", "upsample_rle"]
+
+MAX_PIXELS = 1 << 24
+
+
+def read_image_bounded(path: str | os.PathLike[str],
+                       max_pixels: int = MAX_PIXELS) -> tuple[Tensor, tuple[int, int]]:
+    """Decode an image to at most ``max_pixels`` pixels (EXIF orientation applied).
+
+    Returns:
+        ``(image, (H, W))``: uint8 ``[3, h, w]`` RGB, and the displayed size of the file
+        (``(h, w) == (H, W)`` unless it had more than ``max_pixels`` pixels; then
+        ``max_pixels / 4 <= h * w <= max_pixels`` for JPEGs, about ``max_pixels`` otherwise).
+
+    Raises:
+        ImageReadError: as :func:`solov2.data.io.read_image`.
+    """
+    with warnings.catch_warnings():  # Pillow's decompression-bomb warning: handled here
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        h, w = image_size(path)
+        if h * w > max_pixels:
+            return _read_reduced(path, (h, w), max_pixels), (h, w)
+    return read_image(path), (h, w)
+
+
+def _read_reduced(path: str | os.PathLike[str], size: tuple[int, int], max_pixels: int) -> Tensor:
+    scale = math.sqrt(max_pixels / (size[0] * size[1]))
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":  # DCT scaling by 1/2, 1/4 or 1/8: at most max_pixels
+                sw, sh = img.size
+                img.draft("RGB", (max(1, int(sw * scale / 2)), max(1, int(sh * scale / 2))))
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            rgb = _to_rgb(img)
+            if rgb.width * rgb.height > max_pixels:
+                s = math.sqrt(max_pixels / (rgb.width * rgb.height))
+                rgb = rgb.resize((max(1, int(rgb.width * s)), max(1, int(rgb.height * s))),
+                                 Image.Resampling.BILINEAR, reducing_gap=2.0)
+            arr = np.asarray(rgb, dtype=np.uint8)
+            del rgb
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: image file not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as e:
+        raise ImageReadError(f"{path}: cannot decode image ({_one_line(e)})") from None
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def _repeats(n_out: int, n_in: int) -> np.ndarray:
+    """How many output pixels each input pixel becomes under nearest upsampling (pixel centres
+    aligned): ``int64 [n_in]`` summing to ``n_out``."""
+    src = np.minimum(((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64), n_in - 1)
+    return np.bincount(src, minlength=n_in)
+
+
+class _Runs:
+    """COCO RLE counts built run by run (runs alternate 0, 1, 0, ...; the first may be 0)."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+        self.value, self.length = 0, 0
+
+    def add(self, value: int, length: int) -> None:
+        if length <= 0:
+            return
+        if value == self.value:
+            self.length += length
+        else:
+            self.counts.append(self.length)
+            self.value, self.length = value, length
+
+    def done(self) -> list[int]:
+        return [*self.counts, self.length]
+
+
+def upsample_rle(mask: np.ndarray, size: tuple[int, int]) -> dict[str, object]:
+    """COCO compressed RLE of ``mask`` (bool ``[h, w]``) upsampled (nearest) to ``size``.
+
+    Built from ``mask``'s own column runs (COCO RLE runs go down the columns): each source
+    column's runs are stretched by its rows' repeat counts and the column repeated as many
+    times as it is upsampled, so time and memory follow ``mask``, not ``size``.
+
+    Returns:
+        ``{"size": [H, W], "counts": str}``, equal to ``pycocotools.mask.encode`` of the full
+        upsampled mask.
+    """
+    from pycocotools import mask as mask_util
+
+    H, W = (int(v) for v in size)  # noqa: N806
+    m = np.asarray(mask, dtype=bool)
+    row_rep, col_rep = _repeats(H, m.shape[0]), _repeats(W, m.shape[1])
+    any_col, all_col = m.any(0), m.all(0)
+    runs = _Runs()
+    for j, reps in enumerate(col_rep.tolist()):
+        if reps == 0:
+            continue
+        if not any_col[j] or all_col[j]:  # a uniform column: one run for all its copies
+            runs.add(int(all_col[j]), H * reps)
+            continue
+        col = m[:, j]
+        starts = np.concatenate(([0], np.flatnonzero(col[1:] != col[:-1]) + 1))
+        lengths = np.add.reduceat(row_rep, starts).tolist()
+        values = col[starts].astype(int).tolist()
+        for _ in range(reps):
+            for v, n in zip(values, lengths):
+                runs.add(v, n)
+    rle = mask_util.frPyObjects({"size": [H, W], "counts": runs.done()}, H, W)
+    return {"size": [H, W], "counts": rle["counts"].decode("ascii")}

@@ -1,0 +1,63 @@
+"""Thread and worker counts for a shared machine (solov2.engine.threads)."""
+
+from __future__ import annotations
+
+import torch
+
+from solov2.engine.threads import (
+    busy_from_stat,
+    choose_threads,
+    choose_workers,
+    configure_threads,
+)
+
+
+def test_threads_leave_busy_cores_alone() -> None:
+    # the measured case: 2 cores, two other jobs -> 1 thread (2 threads ran 5x slower)
+    assert choose_threads(cores=2, busy=2.0, default=2) == 1
+    assert choose_threads(cores=2, busy=1.0, default=2) == 1
+    assert choose_threads(cores=2, busy=0.1, default=2) == 2  # a quiet machine: torch's default
+    assert choose_threads(cores=64, busy=0.0, default=32) == 32  # never above the default
+    assert choose_threads(cores=16, busy=0.0, default=8, procs=2) == 4  # torchrun: shared out
+    assert choose_threads(cores=4, busy=9.0, default=4, procs=8) == 1  # at least one
+
+
+def test_workers_sized_to_cores() -> None:
+    assert choose_workers(2, cores=2) == 1  # one core stays with the main process
+    assert choose_workers(2, cores=1) == 0
+    assert choose_workers(4, cores=32, procs=8) == 3
+    assert choose_workers(2, cores=32) == 2  # never above data.workers
+    assert choose_workers(0, cores=32) == 0
+
+
+def test_busy_cores_from_proc_stat() -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    before = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n"
+    after = "cpu  250 0 100 950 100 0 0 0 20 0\ncpu0 1 2 3 4\n"
+    # 200 busy of 400 jiffies (guest counted inside user) on 2 CPUs: 1 core busy
+    assert busy_from_stat(before, after, cpus=2) == 1.0
+
+
+def test_omp_num_threads_is_respected() -> None:
+    before = torch.get_num_threads()
+    assert configure_threads({"OMP_NUM_THREADS": "1"}) is None
+    assert torch.get_num_threads() == before
+
+
+def test_commands_pick_threads_on_a_busy_machine(monkeypatch, capsys) -> None:  # noqa: ANN001
+    """Without OMP_NUM_THREADS, a command on a machine whose 2 cores are busy runs 1 thread."""
+    from solov2.cli import main
+    from solov2.engine import threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "busy_cores", lambda interval=0.2: 1.9)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["bench", "--config", "solov2_demo", "--device", "cpu", "--size", "64x96",
+                     "--iters", "1", "--warmup", "0", "model.head.num_grids=[12,10,8,6,4]"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "CPU threads: 1 intra-op thread(s): 2 core(s), 1.9 busy" in capsys.readouterr().out
