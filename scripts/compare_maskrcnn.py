@@ -81,7 +81,7 @@ try:
 except ImportError:  # running from a checkout without PYTHONPATH=src
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from solov2.config import Config  # noqa: E402
+from solov2.config import Config, apply_overrides  # noqa: E402
 from solov2.data.coco import CocoInstances  # noqa: E402
 from solov2.data.io import read_image  # noqa: E402
 from solov2.data.loader import (  # noqa: E402
@@ -116,6 +116,7 @@ class Pairing:
 
 PAIRINGS: dict[str, Pairing] = {
     "mnv2": Pairing("solov2_light_mnv2_448", batch_size=8, iters=1000),
+    "dense": Pairing("solov2_light_mnv2_dense", batch_size=8, iters=1000),
     "r50": Pairing("solov2_r50_fpn_1x", batch_size=4, iters=1000),
     "tiny": Pairing("solov2_demo", batch_size=2, iters=2, scale=(96, 64)),
 }
@@ -124,8 +125,9 @@ PAIRINGS: dict[str, Pairing] = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Train SOLOv2 and torchvision Mask R-CNN on the same batches; compare COCO AP.")
-    p.add_argument("--pairing", required=True, metavar="{mnv2,r50}",  # + hidden "tiny" (tests)
+    p.add_argument("--pairing", required=True, metavar="{mnv2,dense,r50}",  # + "tiny" (tests)
                    help="mnv2: solov2_light_mnv2_448 vs Mask R-CNN MobileNetV2-FPN (ImageNet); "
+                        "dense: solov2_light_mnv2_dense (mask windows) vs the same peer; "
                         "r50: solov2_r50_fpn_1x vs maskrcnn_resnet50_fpn (random init)")
     p.add_argument("--data-root", required=True, help="COCO layout: annotations/, train/, val/")
     p.add_argument("--train-split", default="train")
@@ -158,9 +160,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overlays", type=int, default=4, help="val images in overlays.png")
     p.add_argument("--log-period", type=int, default=20)
     p.add_argument("--verbose", action="store_true", help="our engine's INFO logs too")
+    p.add_argument("--max-dets", type=int, default=100, metavar="N",
+                   help="detections per image of both models (ours model.test.max_per_img, the "
+                        "peer's detections_per_img) and the evaluator's maxDets (default 100, "
+                        "COCO's; dense data holds more objects per image)")
+    p.add_argument("opts", nargs="*", metavar="a.b=value", help="overrides of our config")
     args = p.parse_args(argv)
     if args.pairing not in PAIRINGS:
-        p.error(f"--pairing: {args.pairing!r} is not one of mnv2, r50")
+        p.error(f"--pairing: {args.pairing!r} is not one of mnv2, dense, r50")
+    if args.max_dets < 1:
+        p.error("--max-dets must be >= 1")
     if args.warmup is not None and args.warmup < 1:
         p.error("--warmup must be >= 1")
     if args.iters is not None and args.iters < 1:
@@ -204,7 +213,9 @@ def configure_ours(pairing: str, args: argparse.Namespace) -> Config:
         cfg.solver.seed = args.seed
     cfg.solver.amp = args.amp
     cfg.solver.batch_size = args.batch_size or pr.batch_size
-    if pairing == "mnv2":
+    cfg = apply_overrides(cfg, list(getattr(args, "opts", None) or []))
+    cfg.model.test.max_per_img = int(getattr(args, "max_dets", 100))
+    if pairing in ("mnv2", "dense"):
         cfg.model.backbone.weights = find_mnv2_weights(args.backbone_weights)
     elif pairing == "r50":  # random init: trainable BatchNorm and every stage (see docstring)
         cfg.model.backbone.weights = None
@@ -270,7 +281,7 @@ def build_peer(pairing: str, num_classes: int, cfg: Config) -> tuple[nn.Module, 
     from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-    if pairing == "mnv2":
+    if pairing in ("mnv2", "dense"):
         assert cfg.model.backbone.weights
         peer = MaskRCNN(_mnv2_peer_backbone(cfg.model.backbone.weights),
                         num_classes=num_classes + 1)
@@ -296,6 +307,8 @@ def build_peer(pairing: str, num_classes: int, cfg: Config) -> tuple[nn.Module, 
         raise ValueError(pairing)
     test_scale = cfg.data.test_scale
     _set_input_scale(peer, (int(test_scale[0]), int(test_scale[1])))
+    if pairing != "tiny":  # the same cap as ours (--max-dets)
+        peer.roi_heads.detections_per_img = int(cfg.model.test.max_per_img)
     return peer, norm_eval
 
 
@@ -366,7 +379,8 @@ def evaluate_peer(peer: nn.Module, loader: Any, dataset: CocoInstances, device: 
                   amp: str, output_dir: Path | None) -> dict[str, Any]:
     was = peer.training
     peer.eval()
-    ev = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names)
+    ev = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names,
+                       max_dets=peer.roi_heads.detections_per_img)
     start = time.perf_counter()
     for batch in loader:
         preds = peer_predict(peer, batch, device, amp)
@@ -723,7 +737,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     ours = Trainee(cfg.name, ours_model, ours_opt, ours_lr,
                    [p for g in ours_opt.param_groups for p in g["params"]],
                    lambda b: train_step(ours_model, b, cfg, args.amp))
-    peer_name = {"mnv2": "maskrcnn_mobilenet_v2_fpn", "r50": "maskrcnn_resnet50_fpn",
+    peer_name = {"mnv2": "maskrcnn_mobilenet_v2_fpn", "dense": "maskrcnn_mobilenet_v2_fpn",
+                 "r50": "maskrcnn_resnet50_fpn",
                  "tiny": "maskrcnn_resnet18_fpn"}[args.pairing]
     peer = Trainee(peer_name, peer_model, peer_opt, peer_lr, peer_params, peer_step)
     p_ours, p_peer = count_params(ours_model), count_params(peer_model)

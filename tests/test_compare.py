@@ -230,3 +230,19 @@ def test_oracle_ceiling_reproduces_targets() -> None:
     iou = (top & masks[0].bool()).sum() / (top | masks[0].bool()).sum()
     assert iou > 0.95
     assert (p.scores[1:] < 0.5 * p.scores[0]).all()  # duplicates of its other cells are decayed
+
+
+def test_dense_pairing_and_one_cap_for_both(tmp_path: Path) -> None:
+    """``--pairing dense`` trains the windowed preset; ``--max-dets`` sets ours, the peer's and
+    the evaluator's cap; ``a.b=value`` tokens override our config only."""
+    cmp = _load("compare_maskrcnn")
+    weights = tmp_path / "mobilenet_v2-b0353104.pth"
+    weights.write_bytes(b"")  # configure_ours only checks that the file exists
+    args = cmp.parse_args(["--pairing", "dense", "--data-root", "x", "--max-dets", "300",
+                           "--backbone-weights", str(weights), "model.head.sigma=0.3"])
+    cfg = cmp.configure_ours("dense", args)
+    assert cfg.name == "solov2_light_mnv2_dense" and cfg.model.head.mask_window == 1.5
+    assert cfg.model.test.max_per_img == 300 and cfg.model.head.sigma == 0.3
+    assert get_config("solov2_light_mnv2_448").model.head.mask_window == 0  # reference masks
+    with pytest.raises(SystemExit):
+        cmp.parse_args(["--pairing", "dense", "--data-root", "x", "--max-dets", "0"])
