@@ -298,6 +298,11 @@ def _pct(x: np.ndarray, qs: tuple[int, ...]) -> list[float]:
     return [round(float(v), 2) for v in np.percentile(x, qs)] if x.size else [0.0] * len(qs)
 
 
+# median instances per image above which whole-image masks plateau: painting all N objects
+# already scores Dice 2 / (N + 1) <= 0.1 for each (COCO: ~7 per image, Dice ~0.25)
+DENSE_WARN = 20
+
+
 def _warnings(st: DatasetStats, cfg: Config) -> list[str]:
     out = []
     for lv in st.levels:
@@ -317,6 +322,12 @@ def _warnings(st: DatasetStats, cfg: Config) -> list[str]:
     if st.vanished / n >= UNASSIGNED_WARN:
         out.append(f"{st.vanished / n:.1%} of the instances vanish in the resize to the training "
                    f"scale (thinner than a pixel): consider a larger data.train_scales")
+    if st.per_image["median"] >= DENSE_WARN and cfg.model.head.mask_window <= 0:
+        out.append(f"images hold a median of {st.per_image['median']:g} instances: with "
+                   f"whole-image masks a kernel that paints every object scores a Dice of "
+                   f"~{2 / (st.per_image['median'] + 1):.2f} per instance, nearly an empty "
+                   f"mask's, and training stalls; consider model.head.mask_window=1.5 (preset "
+                   f"solov2_light_mnv2_dense, docs/RESULTS.md section 4)")
     if st.images_over_max:
         out.append(f"images hold up to {st.per_image['max']:g} instances but "
                    f"model.test.max_per_img is {st.max_per_img}: {st.images_over_max} of "

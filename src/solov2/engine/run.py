@@ -67,6 +67,22 @@ def _log_world(info: DistInfo, what: str) -> None:
                     int(collective_timeout().total_seconds()))
 
 
+def _log_data_fit(dataset: Any, cfg: Config, max_images: int = 200) -> None:
+    """Warn where the config does not fit the data (``solov2 data stats`` on a sample)."""
+    from ..data.stats import dataset_stats
+
+    try:
+        st = dataset_stats(dataset, cfg, max_images=max_images)
+    except Exception as e:  # a report must never stop training  # noqa: BLE001
+        logger.debug("data fit report skipped: %s", e)
+        return
+    logger.info("data: %d instances in %d sampled images (median %g, max %g per image), "
+                "median object %.0f px at the training scale", st.instances, st.images,
+                st.per_image["median"], st.per_image["max"], st.size_px.get("median", float("nan")))
+    for w in st.warnings:
+        logger.warning("data fit: %s (solov2 data stats for details)", w)
+
+
 def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: str | None = None,
                  resume: str | None = None, init_allow_partial: bool = False,
                  overwrite: bool = False, eval_at_end: bool = True,
@@ -91,6 +107,8 @@ def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: st
         workers = loader_workers(cfg.data.workers)
         train_set = dataset_from_config(cfg.data, "train", train=True)
         _sync_classes(cfg, train_set)
+        if info.rank == 0:
+            _log_data_fit(train_set, cfg)
         loader = build_train_loader(train_set, cfg.solver.batch_size, workers,
                                     aspect_grouping=cfg.data.aspect_grouping,
                                     seed=cfg.solver.seed, distributed=info.distributed,
