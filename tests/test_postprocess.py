@@ -254,3 +254,29 @@ def test_eval_batch_result_does_not_depend_on_batch_mates() -> None:
     for a, b in zip(both, alone):
         assert torch.equal(a.labels, b.labels) and torch.equal(a.masks, b.masks)
         torch.testing.assert_close(a.scores, b.scores)
+
+
+def test_candidates_are_bounded_for_any_threshold(monkeypatch) -> None:
+    """score_thr 0 on an untrained-looking head: every (cell, class) passes; post-processing
+    computes masks for at most max(nms_pre, budget / (Hf * Wf)) per image, the best scores."""
+    import solov2.postprocess as pp
+
+    torch.manual_seed(0)
+    grids, strides = [8, 6, 4, 3, 2], [8, 8, 16, 32, 32]
+    cate = [torch.randn(1, 3, s, s) for s in grids]
+    kern = [torch.randn(1, 4, s, s) for s in grids]
+    feats = torch.randn(1, 4, 16, 24).relu()
+    sizes = torch.tensor([[64, 96]])
+    cfg = pp.PostprocessCfg(score_thr=0.0, nms_pre=20, update_thr=0.0, max_per_img=500)
+    seen = []
+    real = pp.dynamic_masks
+    monkeypatch.setattr(pp, "dynamic_masks",
+                        lambda k, *a, **kw: seen.append(len(k)) or real(k, *a, **kw))
+    monkeypatch.setattr(pp, "_CANDIDATE_BUDGET", 16 * 24 * 50)  # cap = max(20, 50) = 50
+    out = pp.postprocess(cate, kern, feats, sizes, sizes, grids, strides, cfg)[0]
+    assert seen == [50] and 0 < len(out) <= 50
+    # the kept candidates are the 50 best category scores: the top-1 instance is unchanged
+    monkeypatch.setattr(pp, "_CANDIDATE_BUDGET", 1 << 28)
+    full = pp.postprocess(cate, kern, feats, sizes, sizes, grids, strides, cfg)[0]
+    assert seen[-1] > 50  # every local maximum passes score_thr 0
+    assert torch.equal(out.masks[0], full.masks[0]) and out.labels[0] == full.labels[0]

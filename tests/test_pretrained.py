@@ -334,7 +334,7 @@ def test_infer_r50_3x_by_name_end_to_end(tmp_path: Path, monkeypatch: pytest.Mon
     try:
         out = tmp_path / "vis"
         argv = ["infer", "--weights", "solov2_r50_fpn_3x", str(published["image"]),
-                "--output-dir", str(out), "--device", "cpu", "--score-thr", "0"]
+                "--output-dir", str(out), "--device", "cpu"]
         assert main(argv) == 0, capfd.readouterr().err
     finally:
         server.stop()

@@ -19,6 +19,21 @@ from .structures import Predictions
 __all__ = ["PostprocessCfg", "candidate_inputs", "level_strides", "postprocess"]
 
 _RESIZE_BUDGET = 1 << 27  # float elements resized at once to the original size (512 MB)
+# soft-mask elements of one image's candidates (1 GB of float32): more candidates than
+# max(nms_pre, this / (Hf * Wf)) pass score_thr only for very low thresholds or untrained
+# models; only their best category scores are kept (the reference computes every one)
+_CANDIDATE_BUDGET = 1 << 28
+
+
+def _keep_top(scores: Tensor, passed: Tensor, counts: list[int], cap: int) -> Tensor:
+    """``passed`` limited to each image's ``cap`` highest ``scores`` ``[B, T, C]`` (ties at the
+    cut may keep a few more)."""
+    passed = passed.clone()
+    for i, n in enumerate(counts):
+        if n > cap:
+            kth = torch.topk(scores[i].flatten(), cap).values[-1]
+            passed[i] &= scores[i] >= kth
+    return passed
 
 
 def level_strides(num_grids: list[int], strides: list[int], device: torch.device) -> Tensor:
@@ -102,7 +117,12 @@ def postprocess(
     cell_stride = level_strides(num_grids, strides, device)
     passed = scores > cfg.score_thr
     # per-image counts first (one sync); nonzero's own sync then finds the GPU idle
-    kmax = max(max(passed.flatten(1).sum(1).tolist()), 1)
+    counts = passed.flatten(1).sum(1).tolist()
+    cap = max(cfg.nms_pre, _CANDIDATE_BUDGET // (hf * wf))
+    if max(counts) > cap:  # bounded memory: keep each image's `cap` best category scores
+        passed = _keep_top(scores, passed, counts, cap)
+        counts = passed.flatten(1).sum(1).tolist()
+    kmax = max(max(counts), 1)
     bi, cell, label = passed.nonzero(as_tuple=True)
     cand_scores = scores[bi, cell, label]
     soft = dynamic_masks(kernels[bi, cell], bi, mask_feats, kmax).float().sigmoid()  # [N, Hf, Wf]
