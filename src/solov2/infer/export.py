@@ -51,6 +51,19 @@ def _as_postprocess_cfg(test: Any) -> PostprocessCfg:
     return PostprocessCfg(**{n: getattr(test, n) for n in names})
 
 
+def _top(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest of 1-D ``x``, descending, exact ties in index order.
+
+    ONNX ``TopK`` puts the lower index first by specification, so the export uses ``topk``;
+    ``torch.topk`` leaves the order of equal values unspecified, so eager PyTorch uses a stable
+    sort (which the ONNX exporter cannot translate).
+    """
+    if torch.compiler.is_exporting():
+        return torch.topk(x, k)
+    values, index = torch.sort(x, descending=True, stable=True)
+    return values[:k], index[:k]
+
+
 class ExportWrapper(nn.Module):
     """SOLOv2 + static post-process for one fixed-size image (see the module docstring).
 
@@ -91,7 +104,9 @@ class ExportWrapper(nn.Module):
         feats = out.mask_feats[0].float()  # [E, Hf, Wf]
         hf, wf = feats.shape[-2:]
         scores = torch.where(scores > t.score_thr, scores, torch.zeros_like(scores))
-        top, idx = torch.topk(scores, self.k)  # sorted, descending
+        _, idx = _top(scores, self.k)
+        idx = torch.topk(idx, self.k, largest=False).values  # flat order (distinct), as nonzero()
+        top = scores[idx]
         cell = torch.div(idx, c, rounding_mode="floor")
         label = idx - cell * c
 
@@ -102,7 +117,7 @@ class ExportWrapper(nn.Module):
         valid = (area > self.cell_stride[cell]) & (top > t.score_thr)
         rescored = top * maskness * valid.float()
 
-        rescored, order = torch.topk(rescored, self.k)  # a full sort (aten.sort has no ONNX op)
+        rescored, order = _top(rescored, self.k)  # ties by flat index, as the dynamic path
         label, area = label[order], area[order]
         soft, binary = soft[order], binary[order]
         # invalid candidates (score 0) sort last; unique negative labels keep them inert
@@ -113,7 +128,7 @@ class ExportWrapper(nn.Module):
         final = rescored * decay
         final = torch.where(valid & (final >= t.update_thr), final, torch.zeros_like(final))
 
-        scores_k, keep = torch.topk(final, self.max_det)
+        scores_k, keep = _top(final, self.max_det)
         labels_k = torch.where(scores_k > 0, label[keep], torch.full_like(label[keep], -1))
         soft_k = soft[keep].view(1, self.max_det, hf, wf)
         up = F.interpolate(soft_k, size=(hf * 4, wf * 4), mode="bilinear", align_corners=False)
