@@ -14,7 +14,9 @@ slightly different score. A few are legitimately different, and only those may b
   candidate threshold ``score_thr``, or the ``nms_pre`` cut-off). Such a pair is kept by one
   implementation and dropped by the other, and its instance appears in one list only. The
   output does not say which cell an instance came from, so :func:`near_tie_candidates` counts
-  them in one implementation's raw outputs and each may explain one unmatched instance.
+  them in one implementation's raw outputs. Each may explain two unmatched instances: its own
+  and the one it displaces at the ``nms_pre`` cut (a threshold on scores the output no longer
+  shows).
 
 ``TIE_EPS = 2e-5`` on sigmoid scores: ~12x the largest category-score difference measured
 between onnxruntime and PyTorch on the export test's model (1.6e-6, logits 1.3e-5), and far
@@ -23,7 +25,11 @@ the test images (2 and 6), so it flags real near-ties only.
 
 Matching: same label, mask IoU >= ``iou``, and the closest score among those (so two overlapping
 near-duplicates whose Matrix NMS order flipped still pair with the right partner); then every
-matched pair must agree in score within ``score_tol``.
+matched pair must agree in score within ``score_tol``, except where an instance of one list
+only (a near-tie candidate's, when ``ties`` > 0) has the pair's label, a higher score and an
+overlapping mask: Matrix NMS lets it decay the pair's score in that list alone. A near-tie
+candidate that ends below ``update_thr`` still decays others unseen: each near-tie may explain
+one more such pair.
 """
 
 from __future__ import annotations
@@ -120,8 +126,8 @@ def assert_same_instances(ref: object, got: object, *, score_tol: float = 1e-3,
         thresholds: final-score thresholds applied by both (e.g. ``update_thr``).
         max_det: the lists' cap (``max_per_img``): a list that holds ``max_det`` instances was
             cut at its lowest score, which is then a threshold for the other list.
-        ties: near-tie candidates (:func:`near_tie_candidates`); each may explain one unmatched
-            instance that no threshold explains.
+        ties: near-tie candidates (:func:`near_tie_candidates`); each may explain two unmatched
+            instances that no threshold explains and one matched pair's score difference.
         margin: distance to a threshold within which an instance may be unmatched (default
             ``score_tol``).
         min_matched: the comparison must pair at least this many instances.
@@ -145,22 +151,35 @@ def assert_same_instances(ref: object, got: object, *, score_tol: float = 1e-3,
             j = int(diff.argmin())
             taken[j] = True
             pairs.append((i, j))
-    bad = [(float(a.scores[i]), float(b.scores[j]), int(a.labels[i])) for i, j in pairs
-           if abs(float(a.scores[i] - b.scores[j])) > score_tol]
-    assert not bad, f"matched instances whose scores differ by more than {score_tol}: {bad[:5]}"
 
     def cuts(other: Side) -> list[float]:
         full = max_det is not None and len(other.scores) >= max_det
         return [*thresholds, *([float(other.scores.min())] if full else [])]
 
-    unexplained = []
+    unexplained, alone = [], []
     for side, other, used in ((a, b, {i for i, _ in pairs}), (b, a, {j for _, j in pairs})):
         limits = cuts(other) + cuts(side)
         for i in range(len(side.scores)):
             s = float(side.scores[i])
-            if i not in used and not any(abs(s - t) <= margin for t in limits):
+            if i in used:
+                continue
+            alone.append((side.masks[i], int(side.labels[i]), s))
+            if not any(abs(s - t) <= margin for t in limits):
                 unexplained.append(_describe(side, i, other))
-    assert len(unexplained) <= ties, (
+
+    def knocked_on(i: int, j: int) -> bool:
+        """A candidate in one list only decays the lower-scored same-class masks it overlaps
+        (Matrix NMS): their scores may differ in the two lists."""
+        top = max(float(a.scores[i]), float(b.scores[j]))
+        return ties > 0 and any(
+            lab == int(a.labels[i]) and s > top and bool((m & (a.masks[i] | b.masks[j])).any())
+            for m, lab, s in alone)
+
+    bad = [(float(a.scores[i]), float(b.scores[j]), int(a.labels[i])) for i, j in pairs
+           if abs(float(a.scores[i] - b.scores[j])) > score_tol and not knocked_on(i, j)]
+    assert len(bad) <= ties, (  # a culprit out of both outputs: one pair per near-tie
+        f"matched instances whose scores differ by more than {score_tol}: {bad[:5]}")
+    assert len(unexplained) <= 2 * ties, (
         f"{len(unexplained)} instance(s) in one list only, away from every threshold "
         f"{list(thresholds)} (margin {margin}) with {ties} near-tie candidate(s) to explain "
         f"them: {unexplained[:6]}")

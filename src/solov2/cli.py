@@ -98,8 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="ONNX export (pre/post-processing inside the graph)")
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--output", required=True)
-    x.add_argument("--height", type=int, default=0, help="input height (default: test scale)")
-    x.add_argument("--width", type=int, default=0)
 
     c = sub.add_parser("convert", help="official SOLO / mmdetection 3.x checkpoint -> ours")
     c.add_argument("--from", dest="source", required=True, choices=["official", "mmdet"])
@@ -192,10 +190,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .infer.export import export_onnx
 
-    for flag, v in (("--height", args.height), ("--width", args.width)):
-        if v < 0 or v % 32:  # 0: the default size
-            raise UserError(f"export {flag} {v}: must be a positive multiple of 32 (or 0)")
-    path = export_onnx(args.checkpoint, args.output, args.height, args.width)
+    path = export_onnx(args.checkpoint, args.output)
     print(f"exported {path}")
     return 0
 
