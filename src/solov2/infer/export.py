@@ -77,7 +77,7 @@ def _taps(n_in: Any, n_out: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     index ``scale * (d + 0.5) - 0.5`` clamped at 0, ``scale = n_in / n_out``)."""
     d = torch.arange(n_out, dtype=torch.float32)
     scale = d.new_full((), n_in) / d.new_full((), n_out)
-    # the kernel's multiply-add is fused (one rounding): do it in float64, round once
+    # rounded once, as if fused: matches the kernel more often than two roundings (measured)
     src = (scale.double() * (d + 0.5).double() - 0.5).float().clamp(min=0.0)
     i0 = torch.minimum(src.floor().long(), torch.full_like(src, n_in - 1).long())
     l1 = (src - i0.float()).clamp(0.0, 1.0)
@@ -99,6 +99,7 @@ def _resize_bilinear(x: Tensor, h: Any, w: Any) -> Tensor:
     r0, r1 = x[:, h0], x[:, h1]
     t0 = r0[:, :, w0] * b0 + r0[:, :, w1] * b1  # along W first, as the kernel
     t1 = r1[:, :, w0] * b0 + r1[:, :, w1] * b1
+    # the last multiply-add rounded once too (in float64), as measured against the kernel
     return (t1.double() * a1.view(-1, 1).double() + (t0 * a0.view(-1, 1)).double()).float()
 
 
