@@ -1,15 +1,22 @@
 # Set-up and the two main jobs. `make demo` and `make test` each create .venv and install
-# everything they need on a fresh machine (CPU torch from PyPI, or the cached wheels).
+# everything they need on a fresh machine, at the versions of constraints.txt (the ones the
+# suite is tested with); `make test CONSTRAINTS= VENV=.venv-newest` takes the newest releases.
+# PyTorch comes from PyPI, whose Linux x86_64 torch wheel is the CUDA build (~5.5 GB in .venv
+# with its nvidia-* libraries; it runs on the CPU as well). PyPI has no CPU-only torch for Linux
+# x86_64; where PyTorch's own CPU index is reachable, PIP_TORCH="--index-url URL" installs the
+# torch/torchvision pair from there (~1 GB).
 PY ?= python3
 VENV ?= .venv
-TORCH ?= torch==2.14.1 torchvision==0.29.1
+CONSTRAINTS ?= constraints.txt
+PIP_TORCH ?=
 BIN := $(VENV)/bin
+PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-$(BIN)/solov2: pyproject.toml
+$(BIN)/solov2: pyproject.toml $(CONSTRAINTS)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --upgrade pip $(PIN)
+	$(BIN)/pip install -q $(PIP_TORCH) torch torchvision $(PIN)
+	$(BIN)/pip install -q -e ".[dev]" $(PIN)
 	touch $(BIN)/solov2
 
 .PHONY: install demo test lint

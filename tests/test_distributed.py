@@ -36,7 +36,8 @@ COMMON = [
     "solver.checkpoint_period=2",
     "model.test.score_thr=0.0",  # keep the low-score detections of a barely trained model:
     "model.test.update_thr=0.0",  # a non-trivial evaluation
-]
+    "model.test.nms_pre=2000",  # > every candidate (360 cells x 4 classes): no rescored cut,
+]                               # whose near-ties _match.near_tie_candidates cannot see
 
 
 @pytest.fixture(scope="module")
@@ -229,19 +230,60 @@ def test_torchrun_train_restart_resume_and_sharded_eval(data_root: Path, tmp_pat
     m_one = json.loads((tmp_path / "eval1" / "metrics.json").read_text())
     for m in (m_dist, m_one):
         m.pop("seconds", None)
-    assert m_dist == m_one
     det_dist = json.loads((out / "eval" / "coco_instances_results.json").read_text())
     det_one = json.loads((tmp_path / "eval1" / "coco_instances_results.json").read_text())
-    assert len(det_dist) == len(det_one) > 0
+    assert len(det_dist) > 0 and len(det_one) > 0
+    # the shards batch other images together: scores and mask pixels at 0.5 differ by float
+    # summation order. Same instances per image (tests/_match.py), scores within 1e-5
+    unmatched = _same_detections(out / "model_final.pth", data_root, det_dist, det_one)
+    # identical metrics unless a near-tie instance is in one list only (then AP moves a little)
+    if unmatched:
+        assert _flat(m_dist) == pytest.approx(_flat(m_one), abs=0.5, nan_ok=True)
+    else:
+        assert _flat(m_dist) == pytest.approx(_flat(m_one), abs=1e-3, nan_ok=True)
+
+
+def _flat(m: Any, prefix: str = "") -> dict[str, float]:
+    if isinstance(m, dict):
+        return {k: v for key, val in m.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
+    return {prefix: float(m)} if isinstance(m, (int, float)) else {}
+
+
+def _same_detections(ckpt: Path, data_root: Path, det_a: list[dict[str, Any]],
+                     det_b: list[dict[str, Any]]) -> int:
+    """Per image: COCO detections ``det_a`` and ``det_b`` show the same instances (their
+    near-tie candidates counted on the checkpoint's outputs). Returns how many pairs of lists
+    needed the near-tie allowance."""
+    from _match import assert_same_instances, near_tie_candidates
     from pycocotools import mask as mask_util
 
-    # same detections; scores and mask pixels at the 0.5 threshold only up to float summation
-    # order (the shards batch other images together)
-    for a, b in zip(det_dist, det_one):
-        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
-        assert a["score"] == pytest.approx(b["score"], rel=1e-5)
-        iou = mask_util.iou([a["segmentation"]], [b["segmentation"]], [0])[0][0]
-        assert iou > 0.98, (a["image_id"], iou)
+    from solov2.data.io import read_image
+    from solov2.infer import preprocess_images
+    from solov2.infer.predictor import load_model
+
+    model, cfg = load_model(ckpt)
+    model.eval()
+    meta = json.loads((data_root / "annotations" / "instances_val.json").read_text())
+    files = {im["id"]: data_root / "val" / im["file_name"] for im in meta["images"]}
+    assert {d["image_id"] for d in det_a} == {d["image_id"] for d in det_b}
+
+    def side(dets: list[dict[str, Any]], image_id: int) -> tuple[torch.Tensor, ...]:
+        mine = [d for d in dets if d["image_id"] == image_id]
+        masks = mask_util.decode([d["segmentation"] for d in mine]).transpose(2, 0, 1)
+        return (torch.from_numpy(masks.copy()), torch.tensor([d["category_id"] for d in mine]),
+                torch.tensor([d["score"] for d in mine]))
+
+    needed = 0
+    for image_id in sorted({d["image_id"] for d in det_a}):
+        img = read_image(files[image_id])
+        batch, sizes, _ = preprocess_images([img], cfg.data.test_scale, cfg.data.size_divisor)
+        with torch.no_grad():
+            ties = near_tie_candidates(model(batch, sizes).cate_logits, cfg.model.test.score_thr)
+        a, b = side(det_a, image_id), side(det_b, image_id)
+        n = assert_same_instances(a, b, score_tol=1e-5, iou=0.98, ties=ties,
+                                  max_det=cfg.model.test.max_per_img, min_matched=1)
+        needed += n < max(len(a[2]), len(b[2]))
+    return needed
 
 
 # ----------------------------------------------------------------------------------------------

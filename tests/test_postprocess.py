@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from _match import assert_same_instances
 
 from solov2.ops.masks import points_nms
 from solov2.postprocess import PostprocessCfg, postprocess
@@ -200,11 +201,13 @@ def test_batched_equals_one_at_a_time() -> None:
                             feats[i:i + 1], sizes[i:i + 1], origs[i:i + 1], **cfg)
             got = batched[i]
             assert got.masks.shape[1:] == tuple(origs[i])
-            assert got.labels.tolist() == single.labels.tolist()
-            torch.testing.assert_close(got.scores, single.scores)
-            assert torch.equal(got.masks, single.masks)
-            torch.testing.assert_close(got.boxes, single.boxes)
-            counts.append(len(got))
+            # the same category scores, hence the same candidates (no near-tie can flip); the
+            # batched mask product may round differently: the user's view, not bit equality
+            test = PostprocessCfg(**cfg)
+            counts.append(assert_same_instances(single, got, score_tol=1e-5, iou=0.99,
+                                                thresholds=[test.update_thr],
+                                                max_det=test.max_per_img, min_matched=2))
+            assert len(got) == len(single)
         assert min(counts) >= 2  # a non-trivial comparison
         if cfg:
             assert counts == [3, 3]

@@ -136,8 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint file, pretrained name (solov2 weights list) or URL")
     x.add_argument("--config", help="preset or YAML (default: the checkpoint's)")
     x.add_argument("--output", required=True)
-    x.add_argument("--height", type=int, default=0, help="input height (default: test scale)")
-    x.add_argument("--width", type=int, default=0)
     _add_overrides(x)
 
     c = sub.add_parser("convert", help="official SOLO / mmdetection 3.x checkpoint -> ours")
@@ -328,11 +326,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .infer.export import export_onnx
     from .infer.predictor import load_model
 
-    for flag, v in (("--height", args.height), ("--width", args.width)):
-        if v < 0 or v % 32:  # 0: the default size
-            raise UserError(f"export {flag} {v}: must be a positive multiple of 32 (or 0)")
     model, cfg = load_model(weights_arg(args.checkpoint), args.config, overrides=args.opts)
-    path = export_onnx(model, args.output, args.height, args.width, config=cfg)
+    path = export_onnx(model, args.output, config=cfg)
     print(f"exported {path}")
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -32,6 +34,19 @@ class ConvGNReLU(nn.Module):
         return self.act(self.gn(self.conv(x)))
 
 
+def _linspace(n: int, like: Tensor) -> Tensor:
+    return torch.linspace(-1, 1, n, device=like.device, dtype=like.dtype)
+
+
+def _linspace_symbolic(n: Any, like: Tensor) -> Tensor:
+    """``torch.linspace(-1, 1, n)`` by its own formula (values from both ends, ``n = 1`` gives
+    ``[-1]``) in ops that keep ``n`` symbolic: the ONNX exporter bakes ``linspace``'s length."""
+    i = torch.arange(n, device=like.device, dtype=like.dtype)
+    step = 2.0 / torch.sym_max(n - 1, 1)
+    half = torch.sym_max(n // 2, 1)
+    return torch.where(i < half, -1.0 + step * i, 1.0 - step * (n - 1 - i))
+
+
 def coord_features(x: Tensor) -> Tensor:
     """Normalised coordinates for CoordConv.
 
@@ -43,8 +58,9 @@ def coord_features(x: Tensor) -> Tensor:
         along H (``torch.linspace``, as the reference).
     """
     b, _, h, w = x.shape
-    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
-    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    line = _linspace_symbolic if torch.compiler.is_exporting() else _linspace
+    xs = line(w, x)
+    ys = line(h, x)
     grid = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
     return grid.unsqueeze(0).expand(b, 2, h, w)
 

@@ -77,20 +77,22 @@ def cell_windows(cells: Tensor, num_grids: list[int], half_sizes: list[float],
 
     Returns:
         bool ``[P, Hf, Wf]``: True where a feature pixel's centre lies within the half size of
-        the cell's centre (both axes).
+        the cell's centre (both axes). Static per-cell tables indexed by ``cells`` (no
+        data-dependent control flow: it exports to ONNX).
     """
     hf, wf = feat_size
     dev = cells.device
-    grids = torch.tensor(num_grids, device=dev)
-    ends = torch.cumsum(grids * grids, 0)
-    level = torch.bucketize(cells, ends, right=True)
-    local = cells - (ends - grids * grids)[level]
-    s = grids[level].float()
-    cy = ((local // grids[level]).float() + 0.5) / s * (hf * 4)
-    cx = ((local % grids[level]).float() + 0.5) / s * (wf * 4)
-    half = torch.tensor(half_sizes, dtype=torch.float32, device=dev)[level]
+    fy, fx, half = [], [], []
+    for s, hs in zip(num_grids, half_sizes):
+        centre = (torch.arange(s, dtype=torch.float32) + 0.5) / s
+        fy.append(centre.repeat_interleave(s))
+        fx.append(centre.repeat(s))
+        half.append(torch.full((s * s,), float(hs)))
+    cy = torch.cat(fy).to(dev)[cells] * (hf * 4)
+    cx = torch.cat(fx).to(dev)[cells] * (wf * 4)
+    h = torch.cat(half).to(dev)[cells]
     ys = (torch.arange(hf, device=dev, dtype=torch.float32) + 0.5) * 4
     xs = (torch.arange(wf, device=dev, dtype=torch.float32) + 0.5) * 4
-    rows = (ys.view(1, -1) - cy.view(-1, 1)).abs() <= half.view(-1, 1)
-    cols = (xs.view(1, -1) - cx.view(-1, 1)).abs() <= half.view(-1, 1)
+    rows = (ys.view(1, -1) - cy.view(-1, 1)).abs() <= h.view(-1, 1)
+    cols = (xs.view(1, -1) - cx.view(-1, 1)).abs() <= h.view(-1, 1)
     return rows.unsqueeze(2) & cols.unsqueeze(1)
