@@ -2,11 +2,11 @@
 """Several variants of our model (and optionally Mask R-CNN) trained on ONE data stream.
 
 A maintainer's experiment driver for docs/RESULTS.md (one variable at a time on the same batches,
-same seed, same schedule as ``compare_maskrcnn.py``), evaluated at several detection caps::
+same seed, same schedule as ``tools/compare_maskrcnn.py``), evaluated at several detection caps::
 
-    PYTHONPATH=src python3 scripts/dense_sweep.py --data-root shared/datasets/bbbc039 \\
+    PYTHONPATH=src python3 dev/dense_sweep.py --data-root shared/datasets/bbbc039 \\
         --image-scale 1333 800 --batch-size 8 --amp bf16 --iters 500 --peer \\
-        --variant ref: --variant prior:model.head.mask_prior=0.05 --variant lr2:lr=0.01
+        --variant ref: --variant win15:model.head.mask_window=1.5 --variant lr2:lr=0.01
 
 ``--variant NAME:k=v,k=v`` applies ``a.b=value`` overrides to the pairing's config (``lr=X`` sets
 our LR). Each variant starts from the same initial weights where its shapes allow (same seed).
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import compare_maskrcnn as cm  # noqa: E402
 
 from solov2.config import apply_overrides  # noqa: E402

@@ -4,10 +4,10 @@ with the same COCO evaluator.
 
 Usage::
 
-    PYTHONPATH=src python3 scripts/compare_maskrcnn.py --pairing mnv2 \\
+    PYTHONPATH=src python3 tools/compare_maskrcnn.py --pairing mnv2 \\
         --data-root /work/shared/datasets/coco128_seg --iters 1000 --amp bf16 --eval-train \\
         --output-dir runs/compare_mnv2
-    PYTHONPATH=src python3 scripts/compare_maskrcnn.py --pairing r50 \\
+    PYTHONPATH=src python3 tools/compare_maskrcnn.py --pairing r50 \\
         --data-root /work/shared/datasets/coco128_seg --iters 1000 --time-budget 600
 
 Pairings:
