@@ -1,4 +1,4 @@
-"""``scripts/compare_maskrcnn.py`` and ``scripts/overfit.py`` on a tiny synthetic dataset (CPU).
+"""``tools/compare_maskrcnn.py`` and ``dev/overfit.py`` on a tiny synthetic dataset (CPU).
 
 The real pairings (mnv2, r50) run on a GPU; here the hidden ``--pairing tiny`` (``solov2_demo`` vs
 a small random ResNet-18 Mask R-CNN at scale (96, 64)) exercises the same code paths for two
@@ -23,13 +23,15 @@ from solov2.data.transforms import padded_size
 from solov2.presets import get_config
 from solov2.structures import Batch, Instances
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT_DIRS = (ROOT / "tools", ROOT / "dev")  # user tools, maintainer scripts
 
 
 def _load(name: str) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    path = next(d / f"{name}.py" for d in SCRIPT_DIRS if (d / f"{name}.py").is_file())
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod  # dataclasses look their module up
@@ -208,7 +210,7 @@ def test_overfit_subset_min_area(tmp_path: Path) -> None:
 
 
 def test_oracle_ceiling_reproduces_targets() -> None:
-    """A perfect network (scripts/oracle_ceiling.py) recovers a large instance almost exactly,
+    """A perfect network (dev/oracle_ceiling.py) recovers a large instance almost exactly,
     and loses one whose mask at stride 4 is not above its level's stride (the reference's area
     filter), though that instance owns grid cells."""
     oracle = _load("oracle_ceiling")

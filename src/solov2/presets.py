@@ -141,7 +141,7 @@ def solov2_demo() -> Config:
 
     ResNet-10 from random initialisation with trainable BatchNorm, 64-channel FPN and head,
     192x240 inputs, 36 epochs at batch 4 (schedule chosen by a GPU sweep of the demo data:
-    ``scripts/demo_sweep.sh``). Only for the synthetic demo data and tests.
+    docs/RESULTS.md, section 1). Only for the synthetic demo data and tests.
     """
     return Config(
         name="solov2_demo",

@@ -2,11 +2,11 @@
 """Several variants of our model (and optionally Mask R-CNN) trained on ONE data stream.
 
 A maintainer's experiment driver for docs/RESULTS.md (one variable at a time on the same batches,
-same seed, same schedule as ``compare_maskrcnn.py``), evaluated at several detection caps::
+same seed, same schedule as ``tools/compare_maskrcnn.py``), evaluated at several detection caps::
 
-    PYTHONPATH=src python3 scripts/dense_sweep.py --data-root shared/datasets/bbbc039 \\
+    PYTHONPATH=src python3 dev/dense_sweep.py --data-root shared/datasets/bbbc039 \\
         --image-scale 1333 800 --batch-size 8 --amp bf16 --iters 500 --peer \\
-        --variant ref: --variant prior:model.head.mask_prior=0.05 --variant lr2:lr=0.01
+        --variant ref: --variant win15:model.head.mask_window=1.5 --variant lr2:lr=0.01
 
 ``--variant NAME:k=v,k=v`` applies ``a.b=value`` overrides to the pairing's config (``lr=X`` sets
 our LR). Each variant starts from the same initial weights where its shapes allow (same seed).
@@ -25,8 +25,19 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare_maskrcnn as cm  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from maskrcnn_compare.loop import Trainee, train_all  # noqa: E402
+from maskrcnn_compare.models import (  # noqa: E402
+    PAIRINGS,
+    build_ours,
+    build_peer,
+    configure_ours,
+    peer_inputs,
+    peer_predict,
+    peer_train_mode,
+)
+from maskrcnn_compare.report import json_safe, plot_overlays  # noqa: E402
+from maskrcnn_compare.run import pick_device  # noqa: E402
 
 from solov2.config import apply_overrides  # noqa: E402
 from solov2.data.loader import build_test_loader, build_train_loader, dataset_from_config  # noqa: E402,E501
@@ -85,7 +96,7 @@ def evaluate_at(model: Any, cfg: Any, loader: Any, dataset: Any, device: torch.d
     for batch in loader:
         if peer:
             model.roi_heads.detections_per_img = cap
-            preds = cm.peer_predict(model, batch, device, amp)
+            preds = peer_predict(model, batch, device, amp)
         else:
             preds = predict_batch(model, batch, cfg, device, amp)
         ev.process(batch.image_ids, [p.to("cpu") for p in preds])
@@ -97,11 +108,11 @@ def evaluate_at(model: Any, cfg: Any, loader: Any, dataset: Any, device: torch.d
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     t0 = time.perf_counter()
-    device = cm._device(args.device)
+    device = pick_device(args.device)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(**{**vars(args), "workers": args.workers, "seed": args.seed})
-    base = cm.configure_ours(args.pairing, ns)
+    base = configure_ours(args.pairing, ns)
     train_set = dataset_from_config(base.data, "train", train=True)
     names = list(train_set.class_names)
     base.model.num_classes, base.data.class_names = len(names), names
@@ -119,11 +130,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = apply_overrides(base, overrides)
         cfgs[name] = cfg
         torch.manual_seed(cfg.solver.seed)
-        model = cm.build_ours(cfg).to(device).train()
+        model = build_ours(cfg).to(device).train()
         lr = lr if lr is not None else (args.lr if args.lr is not None else
                                         cfg.solver.base_lr * bs / cfg.solver.reference_batch)
         opt = build_optimizer(model, cfg, lr)
-        trainees.append(cm.Trainee(name, model, opt, lr,
+        trainees.append(Trainee(name, model, opt, lr,
                                    [p for g in opt.param_groups for p in g["params"]],
                                    (lambda m, c: lambda b: train_step(m, b, c, args.amp))(model,
                                                                                          cfg)))
@@ -131,24 +142,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     peer_t = None
     if args.peer:
         torch.manual_seed(base.solver.seed)
-        peer_model, norm_eval = cm.build_peer(args.pairing, len(names), base)
+        peer_model, norm_eval = build_peer(args.pairing, len(names), base)
         peer_model.to(device)
-        cm.peer_train_mode(peer_model, norm_eval)
-        pr = cm.PAIRINGS[args.pairing]
+        peer_train_mode(peer_model, norm_eval)
+        pr = PAIRINGS[args.pairing]
         peer_lr = args.peer_lr or pr.peer_ref_lr * bs / pr.peer_ref_batch
         params = [p for p in peer_model.parameters() if p.requires_grad]
         popt = torch.optim.SGD(params, lr=peer_lr, momentum=0.9, weight_decay=1e-4)
         dt = autocast_dtype(args.amp)
 
         def peer_step(batch: Any) -> dict[str, torch.Tensor]:
-            images, targets = cm.peer_inputs(batch)
+            images, targets = peer_inputs(batch)
             with torch.autocast(device.type, dtype=dt or torch.float32, enabled=dt is not None):
                 losses = peer_model(images, targets)
             return {k: v.float() for k, v in losses.items()}
 
-        peer_t = cm.Trainee("maskrcnn", peer_model, popt, peer_lr, params, peer_step)
+        peer_t = Trainee("maskrcnn", peer_model, popt, peer_lr, params, peer_step)
         trainees.append(peer_t)
-    loop = cm.train_all(trainees, loader, args.iters, args.time_budget, device,
+    loop = train_all(trainees, loader, args.iters, args.time_budget, device,
                         args.log_period, warmup=args.warmup)
     results: dict[str, Any] = {}
     for t in trainees:
@@ -196,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if peer_t is not None:
             name = args.overlay_variant or trainees[0].name
             t = next(x for x in trainees if x.name == name)
-            cm.plot_overlays(t.model, peer_t.model, cfgs[name], val_set, device, args.amp,
+            plot_overlays(t.model, peer_t.model, cfgs[name], val_set, device, args.amp,
                              args.overlays, out / "overlays.png", (name, "maskrcnn"))
     except ImportError:
         print("matplotlib missing: no figures")
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                "curves": {t.name: {"loss": t.losses, "terms": t.terms} for t in trainees},
                "wall_s": round(time.perf_counter() - t0, 1)}
-    (out / "sweep.json").write_text(json.dumps(cm._json_safe(summary)) + "\n")
+    (out / "sweep.json").write_text(json.dumps(json_safe(summary)) + "\n")
     print(f"wrote {out}/sweep.json ({summary['wall_s']} s)")
     return summary
 

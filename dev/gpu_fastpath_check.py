@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """On a GPU: do the fast paths give the plain path's results, and where does inference time go?
 
-Usage: ``python3 scripts/gpu_fastpath_check.py [--out DIR] [--presets P ...]``
+Usage: ``python3 dev/gpu_fastpath_check.py [--out DIR] [--presets P ...]``
 
 1. Matrix NMS: the exact fp16 chunked product (bool CUDA masks) against the float32 product
    (identical decay factors required) and the time of each, 500 masks of 200x304.

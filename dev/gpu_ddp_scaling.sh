@@ -4,7 +4,7 @@
 #     per-GPU batch and loader workers per GPU, real coco128_seg data;
 #  2. evaluation of a model that has detections (the demo model, trained here) on 1 rank and
 #     on 2 ranks: metrics.json and the detections must be the same.
-# Usage: [EXTRA="a.b=v ..."] [PROFILE=A:B] [SKIP_EVAL=1] bash scripts/gpu_ddp_scaling.sh DATA
+# Usage: [EXTRA="a.b=v ..."] [PROFILE=A:B] [SKIP_EVAL=1] bash dev/gpu_ddp_scaling.sh DATA
 #        [WORKERS_PER_GPU] [ITERS]; writes under $OUT. EXTRA: config overrides of both training
 #        runs; PROFILE: torch.profiler over iterations A+1..B of every rank (summaries to $OUT).
 set -u

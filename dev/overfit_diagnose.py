@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Per-image view of an overfit run (``scripts/overfit.py``): which images and which loss fail.
+"""Per-image view of an overfit run (``dev/overfit.py``): which images and which loss fail.
 
 For every training image of the run: its segm AP alone (pycocotools on the run's saved
 detections, ``imgIds=[id]``), its loss components (``loss_cate``, ``loss_mask``) computed alone in
@@ -9,7 +9,7 @@ eval mode (frozen BatchNorm / GroupNorm: an image's outputs do not depend on its
 
 Usage::
 
-    PYTHONPATH=src python3 scripts/overfit_diagnose.py runs/overfit [--device cuda]
+    PYTHONPATH=src python3 dev/overfit_diagnose.py runs/overfit [--device cuda]
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def diagnose(run_dir: str | Path, device: torch.device) -> tuple[Path, list[dict
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", help="the --output-dir of scripts/overfit.py")
+    p.add_argument("run_dir", help="the --output-dir of dev/overfit.py")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     ckpt, rows = diagnose(args.run_dir, torch.device(args.device))

@@ -12,7 +12,7 @@ instances that own no grid cell (a later instance claims all of theirs), and Mat
 
 Usage (CPU, about a minute for coco128's 102 training images)::
 
-    PYTHONPATH=src python3 scripts/oracle_ceiling.py --data-root coco128_seg --split train \\
+    PYTHONPATH=src python3 dev/oracle_ceiling.py --data-root coco128_seg --split train \\
         --preset solov2_light_mnv2_448 [--scale 768 448]
 """
 

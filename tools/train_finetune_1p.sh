@@ -2,7 +2,7 @@
 # Fine-tune a SOLOv2 checkpoint on one device (e.g. a COCO model onto a dataset with other
 # classes: every tensor whose name and shape fit is loaded, the category predictor is re-initialised).
 #
-# usage: bash scripts/train_finetune_1p.sh --data_path=DIR --pretrained=CKPT [--epochs=N]
+# usage: bash tools/train_finetune_1p.sh --data_path=DIR --pretrained=CKPT [--epochs=N]
 #            [--batch_size=N] [--device_id=N] [--amp=...] [--config=PRESET] [solov2 train flags]
 # Writes output/train_finetune_1p/ (logs, checkpoints, model_final.pth, eval/metrics.json).
 set -euo pipefail

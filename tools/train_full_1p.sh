@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Full SOLOv2 training on one device (also the worker of train_full_8p.sh / train_finetune_1p.sh).
 #
-# usage: bash scripts/train_full_1p.sh --data_path=COCO_ROOT [--config=solov2_r50_fpn_1x]
+# usage: bash tools/train_full_1p.sh --data_path=COCO_ROOT [--config=solov2_r50_fpn_1x]
 #            [--epochs=N] [--batch_size=IMAGES_PER_DEVICE] [--device_id=N] [--amp=none|fp16|bf16]
 #            [--backbone_weights=resnet50-0676ba61.pth] [--output_dir=DIR]
 #            [any `solov2 train` flag, then a.b=value overrides]

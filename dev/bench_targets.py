@@ -4,7 +4,7 @@ The loop is the independent transcription of the reference's ``solov2_target_sin
 ``tests/test_targets.py`` (per image, per level, per instance, per cell), here with the
 reference's per-(level, instance) mask downscale and per-cell mask copies switched on.
 
-Usage: ``python scripts/bench_targets.py [--height 800 --width 1216 --images 16 --instances 20]``
+Usage: ``python dev/bench_targets.py [--height 800 --width 1216 --images 16 --instances 20]``
 """
 
 from __future__ import annotations

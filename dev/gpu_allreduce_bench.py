@@ -2,7 +2,7 @@
 """Time NCCL all-reduce of one training step's gradients (fp32, the size of a preset's trainable
 parameters) between the GPUs of this machine, as DDP does every step.
 
-Usage: torchrun --nproc_per_node 2 scripts/gpu_allreduce_bench.py [--config solov2_r50_fpn_1x]
+Usage: torchrun --nproc_per_node 2 dev/gpu_allreduce_bench.py [--config solov2_r50_fpn_1x]
 """
 
 from __future__ import annotations

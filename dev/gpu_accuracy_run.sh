@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU runs behind docs/RESULTS.md (section 2) and the training profile of docs/PERFORMANCE.md.
-# Usage: bash scripts/gpu_accuracy_run.sh DATA MNV2_WEIGHTS STEP...   (logs and JSON under $OUT)
+# Usage: bash dev/gpu_accuracy_run.sh DATA MNV2_WEIGHTS STEP...   (logs and JSON under $OUT)
 # Steps: profile (solov2 train R50 batch 8, torch.profiler over iterations 41-45),
 #        overfit (10 train images without objects under 32x32 px, batch 8, lr 0.005, 1000 it;
 #        first10: the first 10 images, same settings;
@@ -10,13 +10,13 @@
 #        r50_time (R50_BUDGET s each, default 200, reference lrs), r50_iters (1100 iterations each,
 #        reference lrs, R50_WARMUP iterations of warmup, default 500),
 #        of:BATCH:LR:ITERS (overfit the --min-area 1024 images with those settings, then
-#        scripts/overfit_diagnose.py: per-image AP and losses).
+#        dev/overfit_diagnose.py: per-image AP and losses).
 set -u
 OUT=${OUT:-./acc_out}; DATA=$1; W=$2; shift 2
 mkdir -p "$OUT"
-C=(python3 scripts/compare_maskrcnn.py --data-root "$DATA" --amp bf16 --eval-train)
+C=(python3 tools/compare_maskrcnn.py --data-root "$DATA" --amp bf16 --eval-train)
 M=(--pairing mnv2 --lr 0.01 --batch-size 8 --backbone-weights "$W" --workers 14)
-O=(python3 scripts/overfit.py --data-root "$DATA" --num-images 10 --iters 1000 --batch-size 8
+O=(python3 dev/overfit.py --data-root "$DATA" --num-images 10 --iters 1000 --batch-size 8
    --amp bf16 --backbone-weights "$W")  # lr: the preset's 0.01 @ 16 scaled to the batch
 for step in "$@"; do
   echo "== $step $(date -u +%H:%M:%S)"
@@ -48,7 +48,7 @@ for step in "$@"; do
     of:*) IFS=: read -r _ bs lr it <<< "$step"; d=/tmp/of_${bs}_${lr}_${it}
       timeout 420 "${O[@]}" --min-area 1024 --batch-size "$bs" --lr "$lr" --iters "$it" \
         --output-dir "$d" > "$OUT/of_${bs}_${lr}_${it}.log" 2>&1
-      python3 scripts/overfit_diagnose.py "$d" >> "$OUT/of_${bs}_${lr}_${it}.log" 2>&1;;
+      python3 dev/overfit_diagnose.py "$d" >> "$OUT/of_${bs}_${lr}_${it}.log" 2>&1;;
     *) echo "unknown step $step";;
   esac
   grep -hE "^\\||steady-state|segm AP|^solov2|^maskrcnn|^rank|^window|^GPU|^host|^  +[0-9.]+ ms" \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # COCO evaluation (segm + bbox-from-masks AP) of a checkpoint on one device.
 #
-# usage: bash scripts/train_eval_1p.sh --data_path=COCO_ROOT --checkpoint=CKPT_OR_TRAIN_DIR
+# usage: bash tools/train_eval_1p.sh --data_path=COCO_ROOT --checkpoint=CKPT_OR_TRAIN_DIR
 #            [--batch_size=8] [--device_id=N] [--amp=none|fp16|bf16] [--output_dir=DIR]
 #            [solov2 eval flags, a.b=value overrides]
 # Writes output/train_eval_1p/: eval.log, log.txt, metrics.json, coco_instances_results.json.

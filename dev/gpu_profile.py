@@ -1,6 +1,6 @@
 """Profile one inference and one training step of a preset on the GPU (torch.profiler).
 
-Usage: python3 scripts/gpu_profile.py [preset] [HxW] [batch] [amp]
+Usage: python3 dev/gpu_profile.py [preset] [HxW] [batch] [amp]
 Prints the top CUDA-time ops for each mode and FLOP/byte counts of the network.
 """
 

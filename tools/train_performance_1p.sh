@@ -3,7 +3,7 @@
 # printing the steady-state img/s (median step time after the first 20% of iterations);
 # no checkpoint before the last iteration.
 #
-# usage: bash scripts/train_performance_1p.sh --data_path=COCO_ROOT [--max_iters=200]
+# usage: bash tools/train_performance_1p.sh --data_path=COCO_ROOT [--max_iters=200]
 #            [--batch_size=IMAGES_PER_DEVICE] [--device_id=N] [--amp=none|fp16|bf16]
 #            [--config=solov2_r50_fpn_1x] [--output_dir=DIR] [solov2 train flags, a.b=value]
 # Writes output/train_performance_1p/ (train.log, log.txt, metrics.jsonl, model_final.pth).

@@ -13,7 +13,7 @@ reference LR, 0.01 at batch 8, made runs spike at the end of the warmup and land
 
 Usage::
 
-    PYTHONPATH=src python3 scripts/overfit.py --data-root /work/shared/datasets/coco128_seg \\
+    PYTHONPATH=src python3 dev/overfit.py --data-root /work/shared/datasets/coco128_seg \\
         --preset solov2_light_mnv2_448 --iters 1000 --amp bf16 --output-dir runs/overfit
 
 Settings: ``data.flip_prob=0``; train scale = the preset's test scale (or ``--image-scale``);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU session of measurements for docs/PERFORMANCE.md: every bench line is a JSON object
-# appended to $OUT/bench.jsonl, logs to $OUT/bench.log. Usage: bash scripts/gpu_perf_run.sh DATA
+# appended to $OUT/bench.jsonl, logs to $OUT/bench.log. Usage: bash dev/gpu_perf_run.sh DATA
 set -u
 OUT=${OUT:-./perf_out}; DATA=${1:-.data/coco128_seg}
 mkdir -p "$OUT"
@@ -16,7 +16,7 @@ print(f\"{d['label']:<34} ours {o['img_per_s']:7.1f} img/s  peer {p.get('img_per
 }
 R50="--config solov2_r50_fpn_1x"; LIGHT="--config solov2_light_r50_448 --mode infer --size 480x640"
 # fast-path equivalence on this card, Matrix NMS products, post-processing time split
-timeout 300 python3 scripts/gpu_fastpath_check.py --out "$OUT" >> "$OUT/bench.log" 2>&1
+timeout 300 python3 dev/gpu_fastpath_check.py --out "$OUT" >> "$OUT/bench.log" 2>&1
 b r50_infer_bs1_bf16        $R50 --mode infer --size 800x1216 --amp bf16 --iters 30 --compare maskrcnn
 b r50_infer_bs1_bf16_fast   $R50 --mode infer --size 800x1216 --amp bf16 --iters 30 --fast
 b r50_infer_bs8_bf16_fast   $R50 --mode infer --size 800x1216 --amp bf16 --iters 10 --batch-size 8 --fast
