@@ -95,6 +95,9 @@ class DataCfg:
     min_size: int = 32  # drop training images smaller than this (reference)
     workers: int = 2
     aspect_grouping: bool = True
+    # training masks travel from the loader workers as bit-packed crops, dense again on the
+    # device (same targets; false: the dense pipeline, every mask a full frame throughout)
+    compact_masks: bool = True
     class_names: list[str] = field(default_factory=list)  # filled from the dataset
 
 

@@ -19,8 +19,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import DataError, UserError
-from ..structures import Batch, Instances, Sample
+from ..structures import Batch, Instances, PackedMasks, Sample
 from .coco import CocoInstances
+from .compact import CompactTrainTransform
 from .samplers import EpochBatchSampler, GroupedBatchSampler, RankStridedSampler, ShuffleSampler
 from .transforms import build_transforms, padded_size, rescale_size
 
@@ -37,7 +38,8 @@ def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: boo
     Returns:
         :class:`Batch` with ``images`` uint8 ``[B, 3, Hp, Wp]``, ``image_sizes`` and
         ``orig_sizes`` int64 ``[B, 2]`` ``(h, w)``, and ``targets`` (masks uint8 ``[N, Hp, Wp]``,
-        boxes unchanged) or ``None`` when ``with_targets`` is false.
+        or :class:`PackedMasks` in that frame; boxes unchanged) or ``None`` when
+        ``with_targets`` is false.
     """
     if not samples:
         raise ValueError("collate: empty batch")
@@ -50,6 +52,9 @@ def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: boo
         images[i, :, :h, :w] = s.image
         if targets is not None:
             inst = s.instances
+            if isinstance(inst.masks, PackedMasks):  # padding is only a larger frame
+                targets.append(Instances(inst.masks.with_frame(hp, wp), inst.labels, inst.boxes))
+                continue
             masks = inst.masks.new_zeros((len(inst), hp, wp))
             masks[:, :h, :w] = inst.masks
             targets.append(Instances(masks, inst.labels, inst.boxes))
@@ -302,12 +307,16 @@ def dataset_from_config(data_cfg: DataCfg, split: Literal["train", "val"],
     Paths: ``data.{split}_json`` / ``data.{split}_images`` when set, else the COCO layout
     ``data_root/annotations/instances_{name}.json`` and ``data_root/{name}/`` with ``name =
     data.{split}_split`` (e.g. ``train2017``). ``train`` selects the training transforms
-    (random scale among ``train_scales``, flip) and filtering; else the single ``test_scale``.
+    (random scale among ``train_scales``, flip; masks packed when ``data.compact_masks``) and
+    filtering; else the single ``test_scale``.
     """
     if split not in ("train", "val"):
         raise UserError(f"dataset_from_config: split must be 'train' or 'val', got {split!r}")
     json_path, image_dir = _resolve(data_cfg, split)
-    if train:
+    tf: Any
+    if train and data_cfg.compact_masks:
+        tf = CompactTrainTransform(data_cfg.train_scales, data_cfg.flip_prob)
+    elif train:
         tf = build_transforms(True, data_cfg.train_scales, data_cfg.flip_prob)
     else:
         tf = build_transforms(False, [data_cfg.test_scale], 0.0)

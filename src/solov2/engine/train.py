@@ -81,7 +81,7 @@ def train_step(model: nn.Module, batch: Batch, cfg: Config, amp: str) -> dict[st
         out = model(images, batch.image_sizes)
     h, lc = cfg.model.head, cfg.model.loss
     assert batch.targets is not None
-    targets = build_targets(batch.targets, tuple(out.mask_feats.shape[-2:]), h.num_grids,
+    targets = build_targets([t.dense() for t in batch.targets], tuple(out.mask_feats.shape[-2:]), h.num_grids,
                             h.scale_ranges, cfg.model.num_classes, h.sigma)
     return solov2_losses(out.cate_logits, out.kernel_preds, out.mask_feats, targets,
                          focal_alpha=lc.focal_alpha, focal_gamma=lc.focal_gamma,
