@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import DataError, UserError
 from ..structures import Batch, Instances, PackedMasks, Sample
+from .canvas import pick_canvas
 from .coco import CocoInstances
 from .compact import CompactTrainTransform
 from .samplers import EpochBatchSampler, GroupedBatchSampler, RankStridedSampler, ShuffleSampler
@@ -32,8 +33,11 @@ __all__ = ["GroupedBatchSampler", "RankStridedSampler", "ShuffleSampler", "Train
            "build_test_loader", "build_train_loader", "collate", "dataset_from_config"]
 
 
-def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: bool = True) -> Batch:
-    """Zero-pad images (and masks) at the bottom/right to a common multiple of ``size_divisor``.
+def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: bool = True,
+            canvases: Sequence[tuple[int, int]] | None = None) -> Batch:
+    """Zero-pad images (and masks) at the bottom/right to a common multiple of ``size_divisor``,
+    or to the smallest of ``canvases`` that holds them (:mod:`.canvas`; none holds them: the
+    multiple of ``size_divisor``).
 
     Returns:
         :class:`Batch` with ``images`` uint8 ``[B, 3, Hp, Wp]``, ``image_sizes`` and
@@ -45,6 +49,8 @@ def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: boo
         raise ValueError("collate: empty batch")
     sizes = torch.tensor([list(s.image.shape[-2:]) for s in samples], dtype=torch.int64)
     hp, wp = padded_size(int(sizes[:, 0].max()), int(sizes[:, 1].max()), size_divisor)
+    if canvases:
+        hp, wp = pick_canvas(hp, wp, canvases) or (hp, wp)
     images = samples[0].image.new_zeros((len(samples), 3, hp, wp))
     targets: list[Instances] | None = [] if with_targets else None
     for i, s in enumerate(samples):
@@ -213,11 +219,13 @@ def stop_signal_guard() -> Callable[[int], None]:
 
 def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, *,
                        aspect_grouping: bool, seed: int, distributed: bool = False,
-                       size_divisor: int = 32) -> TrainLoader:
+                       size_divisor: int = 32,
+                       canvases: Sequence[tuple[int, int]] | None = None) -> TrainLoader:
     """Training loader: shuffled from ``seed`` (``DistributedSampler`` when ``distributed``),
     optionally aspect-ratio grouped, padded :class:`Batch` es.
 
-    ``pin_memory`` when CUDA is available, persistent workers when ``workers > 0``. Each item's
+    ``pin_memory`` when CUDA is available, persistent workers when ``workers > 0``; batches
+    padded to ``canvases`` when given (:func:`collate`). Each item's
     augmentation is seeded from ``(seed, epoch, index)`` (:class:`SeededItems`), so runs repeat
     exactly and ``skip(k)`` resumes an epoch mid-way with the same augmentations.
 
@@ -245,7 +253,7 @@ def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, 
     batches = ResumableBatches(batch_sampler, seed)
     loader = DataLoader(
         SeededItems(dataset), batch_sampler=batches, num_workers=workers,
-        collate_fn=functools.partial(collate, size_divisor=size_divisor),
+        collate_fn=functools.partial(collate, size_divisor=size_divisor, canvases=canvases),
         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
         worker_init_fn=stop_signal_guard() if workers > 0 else None,
     )

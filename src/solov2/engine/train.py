@@ -15,18 +15,14 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import Config, config_from_dict, config_to_dict, save_yaml
+from ..config import Config, config_from_dict, config_to_dict
 from ..errors import UserError
 from ..losses import solov2_losses
-from ..model import SOLOv2, build_model
+from ..model import SOLOv2
 from ..structures import Batch
 from ..targets import build_targets
 from .checkpoint import (
     capture_rng_state,
-    find_resume,
-    load_checkpoint,
-    remove_stale_temp_files,
-    restore_rng_state,
     save_checkpoint,
     save_safetensors,
     write_last_checkpoint,
@@ -46,6 +42,13 @@ from .faults import FAULT_ENV, StopFlag, inject_fault, parse_faults
 from .log import MetricsWriter, format_eta
 from .profile import CheckpointCost, StepProfiler
 from .schedule import lr_at, scaled_lr
+from .train_setup import (
+    build_training_model,
+    compile_for_training,
+    prepare_output,
+    resume,
+    wrap_model,
+)
 
 logger = logging.getLogger("solov2")
 
@@ -125,79 +128,18 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     s = cfg.solver
     out_dir = Path(opts.output_dir)
     main = is_main_process()
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stale = remove_stale_temp_files(out_dir)
-        if stale:
-            logger.info("removed %d temporary file(s) of an interrupted write: %s", len(stale),
-                        ", ".join(stale))
-        save_yaml(cfg, out_dir / "config.yaml")
+    prepare_output(out_dir, cfg)
     seed_everything(s.seed, dist_info.rank)
-
-    model = build_model(cfg)
-    if cfg.model.backbone.weights and not opts.init:
-        from .weights import load_backbone_weights
-
-        load_backbone_weights(model, cfg.model.backbone.weights)
-        logger.info("backbone weights from %s", cfg.model.backbone.weights)
-    if opts.init:
-        from .weights import init_from_checkpoint
-
-        report = init_from_checkpoint(model, load_checkpoint(opts.init)["model"])
-        logger.info("initialised from %s: %s", opts.init, report)
-    model.to(device)
-    if opts.channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = build_training_model(cfg, opts.init, device, opts.channels_last)
     total_batch = s.batch_size * dist_info.world_size
     lr = scaled_lr(s.base_lr, total_batch, s.reference_batch, s.autoscale_lr)
     optimizer = build_optimizer(model, cfg, lr)
     scaler = torch.amp.GradScaler(device.type) if s.amp == "fp16" else None
-
     iters_per_epoch = len(train_loader)
     max_iter = s.max_iters if s.max_iters > 0 else s.epochs * iters_per_epoch
-    start_iter = 0
-    if opts.resume is not None:
-        target = Path(opts.resume or out_dir)
-        if not target.exists() and target.resolve() != out_dir.resolve():
-            hint = (" (--resume takes an optional value: put it last or before another flag, "
-                    "not before a.b=value overrides)" if "=" in opts.resume else "")
-            raise UserError(f"--resume {opts.resume}: no such checkpoint or directory{hint}")
-        path = find_resume(target)
-        if path is None:
-            logger.info("no checkpoint to resume in %s: starting from scratch",
-                        opts.resume or out_dir)
-        else:
-            ckpt = load_checkpoint(path, map_location="cpu")
-            unwrap(model).load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            start_iter = int(ckpt["iteration"])
-            rngs = ckpt.get("rng_ranks") or []
-            if len(rngs) == dist_info.world_size:  # same world size: each rank its own stream
-                restore_rng_state(rngs[dist_info.rank])
-            elif dist_info.rank == 0:
-                restore_rng_state(ckpt["rng"])
-            logger.info("resumed from %s at iteration %d", path, start_iter)
-
-    net: nn.Module = model
-    sync_bn = False
-    if opts.sync_bn:
-        if not dist_info.distributed:
-            logger.info("--sync-bn: single process, nothing to synchronise")
-        elif device.type != "cuda":
-            raise UserError("--sync-bn needs CUDA devices (SyncBatchNorm does not run on CPU)")
-        else:
-            if cfg.model.backbone.norm_eval:
-                logger.info("--sync-bn: model.backbone.norm_eval is on, so BatchNorm statistics "
-                            "are frozen and SyncBatchNorm changes nothing")
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            sync_bn = True
-    if dist_info.distributed:
-        net = DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=False, gradient_as_bucket_view=True)
-    fwd = torch.compile(net) if opts.compile else net
+    start_iter = resume(opts.resume, out_dir, model, optimizer, scaler, dist_info)
+    net, sync_bn = wrap_model(model, cfg, dist_info, opts.sync_bn)
+    fwd = compile_for_training(net) if opts.compile else net
 
     logger.info("training %s: world size %d, %d image(s)/process x %d process(es) = batch %d, "
                 "lr %.5g (base %.5g @ batch %d%s), %d iterations (%d per epoch), amp=%s, "
@@ -253,18 +195,8 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                                                        stop.signal is not None)
             if nonfinite_any:
                 nonfinite += 1
-                terms = {k: float(v.detach()) for k, v in losses.items()}
-                if not all(math.isfinite(v) for v in terms.values()):
-                    logger.warning("iteration %d: non-finite loss %s, step skipped%s", it + 1,
-                                   terms, " on every rank" if dist_info.distributed else "")
-                else:
-                    logger.warning("iteration %d: non-finite loss on another rank, step "
-                                   "skipped", it + 1)
-                optimizer.zero_grad(set_to_none=True)
-                if nonfinite >= s.max_nonfinite:
-                    raise TrainingError(
-                        f"stopping at iteration {it + 1}: {nonfinite} consecutive non-finite "
-                        f"losses (last: {terms}); lower solver.base_lr or check the data")
+                _skip_step(losses, it, nonfinite, s.max_nonfinite, optimizer,
+                           dist_info.distributed)
             else:
                 nonfinite = 0
                 _step(optimizer, scaler, s.clip_grad)
@@ -339,6 +271,23 @@ def _backward(loss: torch.Tensor, scaler: Any) -> None:
         scaler.scale(loss).backward()
     else:
         loss.backward()
+
+
+def _skip_step(losses: dict[str, torch.Tensor], it: int, nonfinite: int, max_nonfinite: int,
+               optimizer: torch.optim.Optimizer, distributed: bool) -> None:
+    """A non-finite loss at iteration ``it + 1`` (here or on another rank): warn, drop the
+    gradients; the ``max_nonfinite``-th in a row stops training."""
+    terms = {k: float(v.detach()) for k, v in losses.items()}
+    if not all(math.isfinite(v) for v in terms.values()):
+        logger.warning("iteration %d: non-finite loss %s, step skipped%s", it + 1, terms,
+                       " on every rank" if distributed else "")
+    else:
+        logger.warning("iteration %d: non-finite loss on another rank, step skipped", it + 1)
+    optimizer.zero_grad(set_to_none=True)
+    if nonfinite >= max_nonfinite:
+        raise TrainingError(
+            f"stopping at iteration {it + 1}: {nonfinite} consecutive non-finite "
+            f"losses (last: {terms}); lower solver.base_lr or check the data")
 
 
 def _step(optimizer: torch.optim.Optimizer, scaler: Any, clip_grad: float) -> None:

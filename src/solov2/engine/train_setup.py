@@ -1,0 +1,126 @@
+"""What :func:`solov2.engine.train.train` sets up before its loop: the output folder, the model
+(backbone weights / fine-tuning init), the resume point, SyncBatchNorm / DDP wrapping and
+``torch.compile`` with static shapes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..config import Config, save_yaml
+from ..errors import UserError
+from ..model import build_model
+from .checkpoint import find_resume, load_checkpoint, remove_stale_temp_files, restore_rng_state
+from .dist import DistInfo, is_main_process
+
+logger = logging.getLogger("solov2")
+
+COMPILE_SHAPES = 16  # input shapes a compiled training model may meet (canvas buckets: <= 4)
+
+
+def prepare_output(out_dir: Path, cfg: Config) -> None:
+    """Rank 0: create ``out_dir``, drop temporary files of an interrupted write, save the
+    config."""
+    if not is_main_process():
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temp_files(out_dir)
+    if stale:
+        logger.info("removed %d temporary file(s) of an interrupted write: %s", len(stale),
+                    ", ".join(stale))
+    save_yaml(cfg, out_dir / "config.yaml")
+
+
+def build_training_model(cfg: Config, init: str | None, device: torch.device,
+                         channels_last: bool) -> nn.Module:
+    """``build_model(cfg)`` with the backbone's ImageNet weights or, when fine-tuning, ``init``'s
+    weights; on ``device``, optionally channels-last."""
+    model = build_model(cfg)
+    if cfg.model.backbone.weights and not init:
+        from .weights import load_backbone_weights
+
+        load_backbone_weights(model, cfg.model.backbone.weights)
+        logger.info("backbone weights from %s", cfg.model.backbone.weights)
+    if init:
+        from .weights import init_from_checkpoint
+
+        report = init_from_checkpoint(model, load_checkpoint(init)["model"])
+        logger.info("initialised from %s: %s", init, report)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
+
+
+def resume(resume_from: str | None, out_dir: Path, model: nn.Module, optimizer: Any,
+           scaler: Any, dist_info: DistInfo) -> int:
+    """Load model, optimizer, scaler and RNG state from the checkpoint ``resume_from`` names
+    (``""``: the output dir's last one); returns the iteration to start at (0: none)."""
+    if resume_from is None:
+        return 0
+    target = Path(resume_from or out_dir)
+    if not target.exists() and target.resolve() != out_dir.resolve():
+        hint = (" (--resume takes an optional value: put it last or before another flag, "
+                "not before a.b=value overrides)" if "=" in resume_from else "")
+        raise UserError(f"--resume {resume_from}: no such checkpoint or directory{hint}")
+    path = find_resume(target)
+    if path is None:
+        logger.info("no checkpoint to resume in %s: starting from scratch",
+                    resume_from or out_dir)
+        return 0
+    ckpt = load_checkpoint(path, map_location="cpu")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    start_iter = int(ckpt["iteration"])
+    rngs = ckpt.get("rng_ranks") or []
+    if len(rngs) == dist_info.world_size:  # same world size: each rank its own stream
+        restore_rng_state(rngs[dist_info.rank])
+    elif dist_info.rank == 0:
+        restore_rng_state(ckpt["rng"])
+    logger.info("resumed from %s at iteration %d", path, start_iter)
+    return start_iter
+
+
+def wrap_model(model: nn.Module, cfg: Config, dist_info: DistInfo,
+               sync_bn: bool) -> tuple[nn.Module, bool]:
+    """SyncBatchNorm (``sync_bn``, distributed CUDA only) and DDP around ``model``; returns the
+    network and whether SyncBatchNorm is on."""
+    net, device = model, dist_info.device
+    converted = False
+    if sync_bn:
+        if not dist_info.distributed:
+            logger.info("--sync-bn: single process, nothing to synchronise")
+        elif device.type != "cuda":
+            raise UserError("--sync-bn needs CUDA devices (SyncBatchNorm does not run on CPU)")
+        else:
+            if cfg.model.backbone.norm_eval:
+                logger.info("--sync-bn: model.backbone.norm_eval is on, so BatchNorm statistics "
+                            "are frozen and SyncBatchNorm changes nothing")
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            converted = True
+    if dist_info.distributed:
+        net = DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=False, gradient_as_bucket_view=True)
+    return net, converted
+
+
+def compile_for_training(net: nn.Module, shapes: int = COMPILE_SHAPES,
+                         backend: Any = "inductor") -> nn.Module:
+    """``torch.compile`` with static shapes: one graph per input shape, never a dynamic one
+    (dynamo's automatic dynamic shapes made multi-scale training crawl), and up to ``shapes``
+    of them before dynamo gives up and runs eagerly. Pad batches to a few canvases
+    (``data.canvas_buckets``) to bound the shapes."""
+    import torch._dynamo
+
+    dyn = torch._dynamo.config
+    name = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"
+    setattr(dyn, name, max(int(getattr(dyn, name)), shapes))
+    return torch.compile(net, dynamic=False, backend=backend)  # type: ignore[return-value]
