@@ -92,8 +92,8 @@ def _notes(args: argparse.Namespace, cfg: Config) -> list[str]:
         elif args.compare:
             notes.append("peer: same batches unpadded, float [0,1], labels+1, its resize off")
     if args.compile and args.mode == "train":
-        notes.append("--compile: static shapes; real data padded to <= 2 canvases per "
-                     "orientation (data.canvas_buckets)")
+        notes.append("--compile: static shapes; real data padded to data.canvas_buckets "
+                     "(default 2) canvases per orientation")
     return notes + ["--compile and --channels-last apply to ours only"]
 
 
@@ -144,7 +144,8 @@ def _run(args: argparse.Namespace, cfg: Config, device: torch.device,
         r["ours"], work = ours_infer(args, cfg, device, sets, model)
         r.update(work)
     else:
-        source = batch_source(args, cfg, device, size, canvas_k=2 if args.compile else 0)
+        k = cfg.data.canvas_buckets or (2 if args.compile else 0)
+        source = batch_source(args, cfg, device, size, canvas_k=k)
         r["ours"] = ours_train(args, cfg, device, source, model)
     del model
     gc.collect()

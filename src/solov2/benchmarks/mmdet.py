@@ -6,7 +6,8 @@ ops, both local to this module:
 
 - ``import mmdet.models`` imports ``mmcv.ops``, whose compiled ``mmcv._ext`` mmcv-lite lacks.
   When it is missing, every ``mmcv.ops*`` module is a stub whose names raise if used. SOLOv2
-  uses none of them (its Matrix NMS and every layer are plain PyTorch).
+  uses none of them (its Matrix NMS and every layer are plain PyTorch). ``matplotlib`` and
+  ``scipy``, imported by mmdet modules SOLOv2 never runs, are stubbed the same way when absent.
 - mmdet's ``FocalLoss`` calls mmcv's compiled sigmoid focal loss for CUDA tensors; it is pointed
   at mmdet's own Python version (what it runs on CPUs: one-hot targets, ``py_sigmoid_focal_loss``).
 
@@ -40,37 +41,52 @@ from .ours import LR, train_loop
 from .timing import Step, autocast, time_loop
 
 PINS = "mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0"
+# imported by mmdet modules that SOLOv2 never runs (MOT visualisation, Hungarian assigners)
+_OPTIONAL = ("matplotlib", "scipy")
 _DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 _FPN_IN = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048],
            101: [256, 512, 1024, 2048]}
 
 
-class _OpsStub(types.ModuleType):
-    """``mmcv.ops`` without its compiled library: any name is a class that raises when used."""
+class _Stub(types.ModuleType):
+    """A module that is not there: any name is a class that raises when used."""
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
+        where = f"{self.__name__}.{name}"
 
         def missing(*args: Any, **kwargs: Any) -> None:
-            raise RuntimeError(f"mmcv.ops.{name} needs mmcv's compiled ops (not installed)")
+            raise RuntimeError(f"{where} is not installed (a stand-in for the mmdet peer)")
 
         return type(name, (), {"__init__": missing, "__call__": missing})
 
 
-class _OpsStubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves :class:`_Stub` modules for ``roots`` and everything below them."""
+
+    def __init__(self, roots: Sequence[str]) -> None:
+        self.roots = tuple(roots)
+
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname == "mmcv.ops" or fullname.startswith("mmcv.ops."):
+        if any(fullname == r or fullname.startswith(r + ".") for r in self.roots):
             return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
         return None
 
     def create_module(self, spec: Any) -> types.ModuleType:
-        module = _OpsStub(spec.name)
+        module = _Stub(spec.name)
         module.__path__ = []
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:
         pass
+
+
+def _missing(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):
+        return True
 
 
 def _py_sigmoid_focal_loss(pred: Tensor, target: Tensor, weight: Tensor | None = None,
@@ -89,10 +105,12 @@ def import_mmdet() -> Any:
     """Import mmdet (with the two stand-ins above when needed) and register its modules; returns
     its ``MODELS`` registry. Raises ``UserError`` naming the pins when it is not installed."""
     try:
-        if importlib.util.find_spec("mmcv") is not None and (
-                importlib.util.find_spec("mmcv._ext") is None
-                and not any(isinstance(f, _OpsStubFinder) for f in sys.meta_path)):
-            sys.meta_path.insert(0, _OpsStubFinder())
+        if not any(isinstance(f, _StubFinder) for f in sys.meta_path):
+            roots = [r for r in _OPTIONAL if _missing(r)]
+            if not _missing("mmcv") and _missing("mmcv._ext"):
+                roots.append("mmcv.ops")
+            if roots:
+                sys.meta_path.insert(0, _StubFinder(roots))
         import mmdet.models  # noqa: F401
         from mmdet.models.losses import focal_loss
         from mmdet.registry import MODELS
@@ -101,7 +119,7 @@ def import_mmdet() -> Any:
         raise UserError(f"--compare mmdet needs mmdetection ({e}); install it with "
                         f"pip install {PINS}") from None
     register_all_modules()
-    if importlib.util.find_spec("mmcv._ext") is None:
+    if _missing("mmcv._ext"):
         focal_loss.sigmoid_focal_loss = _py_sigmoid_focal_loss
     return MODELS
 
