@@ -104,3 +104,23 @@ def test_compiled_losses_equal_eager_inductor() -> None:
     for w, g in zip(want, got):
         for k in w:
             torch.testing.assert_close(g[k], w[k], rtol=1e-4, atol=1e-5)
+
+
+def test_training_canvases(tmp_path: Any) -> None:
+    """``solov2 train --compile`` pads to 2 canvases per orientation unless
+    ``data.canvas_buckets`` says otherwise; without either, batches stay tight."""
+    from solov2.config import apply_overrides
+    from solov2.data.loader import dataset_from_config
+    from solov2.data.synthetic import make_synthetic_coco
+    from solov2.engine.run import _canvases
+
+    make_synthetic_coco(tmp_path, num_train=3, num_val=1, image_size=(48, 64), empty_fraction=0)
+    cfg = apply_overrides(get_config("solov2_demo"), [
+        f"data.data_root={tmp_path}", "data.train_split=train",
+        "data.train_scales=[[128,96],[96,64],[64,32]]"])
+    ds = dataset_from_config(cfg.data, "train", train=True)
+    assert _canvases(cfg, ds, compile=False) is None
+    # 48x64 landscape images at the three scales: 96x128, 64x96 (64x85 padded), 32x64 (32x43)
+    assert _canvases(cfg, ds, compile=True) == [(64, 96), (96, 128)]
+    cfg.data.canvas_buckets = 3
+    assert _canvases(cfg, ds, compile=False) == [(32, 64), (64, 96), (96, 128)]

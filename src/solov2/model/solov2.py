@@ -38,7 +38,8 @@ class HeadOutputs:
 def _fills_frame(image_sizes: Tensor, hp: int, wp: int) -> bool:
     """Every image is ``hp x wp`` (no padding to zero), as far as the host knows without a sync
     (sizes on the CPU, eager)."""
-    if torch.compiler.is_compiling() or image_sizes.device.type != "cpu":
+    if (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or image_sizes.device.type != "cpu"):
         return False
     return bool((image_sizes == torch.tensor([hp, wp])).all())
 
