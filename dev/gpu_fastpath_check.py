@@ -34,7 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from solov2.bench import N_SETS, _ours, balance_work  # noqa: E402
+from solov2.bench import N_SETS, balance_work  # noqa: E402
+from solov2.bench import ours_model as _ours  # noqa: E402
 from solov2.engine.evaluate import postprocess_cfg  # noqa: E402
 from solov2.infer.fast import FastModel  # noqa: E402
 from solov2.infer.preprocess import preprocess_images  # noqa: E402

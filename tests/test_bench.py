@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from solov2 import bench
+from solov2.benchmarks import maskrcnn
 from solov2.cli import build_parser
 
 SIDE_KEYS = {"img_per_s", "ms_per_iter_median", "ms_p10", "ms_p90", "peak_mem_mb", "iters"}
@@ -23,7 +24,7 @@ SIDE_KEYS = {"img_per_s", "ms_per_iter_median", "ms_p10", "ms_p90", "peak_mem_mb
 
 @pytest.fixture
 def small_peer(monkeypatch: pytest.MonkeyPatch) -> None:
-    full = bench.peer_model
+    full = maskrcnn.peer_model
 
     def small(device: torch.device) -> torch.nn.Module:
         m = full(device)
@@ -32,8 +33,8 @@ def small_peer(monkeypatch: pytest.MonkeyPatch) -> None:
         m.roi_heads.fg_bg_sampler.batch_size_per_image = 16
         return m
 
-    monkeypatch.setattr(bench, "peer_model", small)
-    monkeypatch.setattr(bench, "PEER_DETECTIONS", 5)
+    monkeypatch.setattr(maskrcnn, "peer_model", small)
+    monkeypatch.setattr(maskrcnn, "PEER_DETECTIONS", 5)
     monkeypatch.setattr(bench, "bench_matrix_nms",
                         functools.partial(bench.bench_matrix_nms, n=50, h=40, w=60))
 
@@ -104,3 +105,52 @@ def test_bench_train_real_data(tmp_path: Path, capsys: pytest.CaptureFixture[str
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["ours"]["img_per_s"] > 0 and r["peer"] is None and r["ratio"] is None
     assert r["real"] == str(tmp_path)
+
+
+def _mini_dataset(tmp_path: Path) -> Path:
+    """The synthetic shapes dataset with its train split renamed ``mini``."""
+    from solov2.data.synthetic import make_synthetic_coco
+
+    make_synthetic_coco(tmp_path, num_train=3, num_val=1, image_size=(48, 64), empty_fraction=0)
+    (tmp_path / "train").rename(tmp_path / "mini")
+    (tmp_path / "annotations" / "instances_train.json").rename(
+        tmp_path / "annotations" / "instances_mini.json")
+    return tmp_path
+
+
+def test_bench_loader_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--mode loader`` on any split with overrides: images/s, instances/s and the bytes a
+    batch takes from the workers; dense masks (``data.compact_masks=false``) take more."""
+    from solov2.cli import parse_args
+
+    root = _mini_dataset(tmp_path)
+    n_inst = [len(a) for a in [json.loads((root / "annotations" / "instances_mini.json")
+                                          .read_text())["annotations"]]][0]
+    out = {}
+    for compact in ("true", "false"):
+        args = parse_args(["bench", "--config", "solov2_demo", "--mode", "loader", "--device",
+                           "cpu", "--data-root", str(root), "--train-split", "mini",
+                           "--workers", "0", "--batch-size", "3", "--iters", "2", "--warmup", "1",
+                           "data.train_scales=[[128,96]]", "data.flip_prob=0.0",
+                           f"data.compact_masks={compact}", "--json"])
+        assert bench.run_bench(args) == 0
+        text = capsys.readouterr().out.strip().splitlines()
+        assert any(line.startswith("loader:") for line in text)
+        r = json.loads(text[-1])
+        s = r["ours"]
+        assert r["mode"] == "loader" and r["train_split"] == "mini" and r["peer"] is None
+        assert r["size"] == "train scales [[128, 96]]"
+        assert s["instances_per_batch"] == n_inst  # every image of the split in each batch
+        assert s["instances_per_s"] == pytest.approx(s["img_per_s"] * n_inst / 3)
+        assert s["workers"] == 0 and s["compact_masks"] == (compact == "true")
+        out[compact] = s["mb_per_batch"]
+    assert out["true"] < out["false"]
+
+
+def test_bench_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from solov2.cli import main
+
+    assert main(["bench", "--config", "solov2_demo", "--mode", "loader", "--device", "cpu"]) == 2
+    assert "--mode loader needs a dataset" in capsys.readouterr().err
+    assert main(["bench", "--config", "solov2_demo", "--device", "cpu", "nope.key=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err

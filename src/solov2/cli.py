@@ -145,13 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dst")
     _add_overrides(c)
 
-    b = sub.add_parser("bench", help="speed of ours vs torchvision Mask R-CNN, same process")
+    b = sub.add_parser("bench", help="speed of ours vs Mask R-CNN or mmdet's SOLOv2, same "
+                       "process; or of the training loader alone")
     b.add_argument("--config", required=True)
-    b.add_argument("--mode", default="infer", choices=["infer", "train"])
+    b.add_argument("--mode", default="infer", choices=["infer", "train", "loader"],
+                   help="loader: what the training data pipeline delivers per second")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--batch-size", type=POS_INT, default=1)
     b.add_argument("--size", default="800x1216", help="HxW of synthetic inputs")
-    b.add_argument("--real", help="COCO-layout dataset dir (train split) for real data")
+    b.add_argument("--real", help="COCO-layout dataset dir for real data (= --data-root, "
+                   "split 'train' unless --train-split)")
     b.add_argument("--iters", type=POS_INT, default=20)
     b.add_argument("--warmup", type=NONNEG_INT, default=5)
     b.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"])
@@ -159,8 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--channels-last", action="store_true")
     b.add_argument("--fast", action="store_true", help="infer: weights in the --amp dtype, "
                    "channels-last and CUDA graphs (solov2.infer.fast.FastModel)")
-    b.add_argument("--compare", choices=["maskrcnn"], help="also time the peer")
+    b.add_argument("--compare", choices=["maskrcnn", "mmdet"], help="also time the peer "
+                   "(mmdet: optional dependency, same weights as ours)")
     b.add_argument("--json", action="store_true", help="last line: JSON result")
+    _add_data_args(b, train=True)  # --workers: default one per CPU core up to 16
     _add_overrides(b)
 
     d = sub.add_parser("demo", help="synthetic dataset -> train solov2_demo -> eval -> overlays")

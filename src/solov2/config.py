@@ -116,6 +116,12 @@ class DataCfg:
     min_size: int = 32  # drop training images smaller than this (reference)
     workers: int = 2
     aspect_grouping: bool = True
+    # training masks travel from the loader workers as bit-packed crops, dense again on the
+    # device (same targets; false: the dense pipeline, every mask a full frame throughout)
+    compact_masks: bool = True
+    # 0: pad each batch to its largest image (reference); K > 0: to one of K fixed canvases per
+    # orientation (static shapes for torch.compile; see solov2.data.canvas; --compile uses 2)
+    canvas_buckets: int = 0
     class_names: list[str] = field(default_factory=list)  # filled from the dataset
 
 

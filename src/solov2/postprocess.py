@@ -6,6 +6,8 @@ validity mask; only the final resize to each original size runs per image.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -36,8 +38,11 @@ def _keep_top(scores: Tensor, passed: Tensor, counts: list[int], cap: int) -> Te
     return passed
 
 
-def level_strides(num_grids: list[int], strides: list[int], device: torch.device) -> Tensor:
-    """float32 ``[T]``: the stride of the level each flat cell belongs to."""
+@functools.lru_cache(maxsize=32)
+def level_strides(num_grids: tuple[int, ...], strides: tuple[int, ...],
+                  device: torch.device) -> Tensor:
+    """float32 ``[T]``: the stride of the level each flat cell belongs to (cached per device:
+    treat it as read-only)."""
     return torch.cat([torch.full((s * s,), float(st), device=device)
                       for s, st in zip(num_grids, strides)])
 
@@ -62,6 +67,8 @@ def _pad_by_image(values: list[tuple[Tensor, float]], batch_idx: Tensor, b: int,
                   kmax: int) -> list[Tensor]:
     """Scatter per-candidate tensors ``[N, ...]`` into padded ``[B, kmax, ...]`` tensors, each
     padded with its fill value (``kmax`` >= the largest count of one image, >= 1)."""
+    if b == 1 and batch_idx.numel() == kmax:  # one image: every candidate in order, a view
+        return [v.unsqueeze(0) for v, _ in values]
     counts = torch.bincount(batch_idx, minlength=b)
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(batch_idx.numel(), device=batch_idx.device) - starts[batch_idx]
@@ -114,16 +121,23 @@ def postprocess(
     hf, wf = mask_feats.shape[-2:]
     device = mask_feats.device
     scores, kernels = candidates or candidate_inputs(cate_logits, kernel_preds)
-    cell_stride = level_strides(num_grids, strides, device)
+    cell_stride = level_strides(tuple(num_grids), tuple(strides), device)
     passed = scores > cfg.score_thr
-    # per-image counts first (one sync); nonzero's own sync then finds the GPU idle
-    counts = passed.flatten(1).sum(1).tolist()
+    # per-image counts first (one sync); nonzero's own sync then finds the GPU idle. One image:
+    # the count is nonzero's size (no extra sync)
     cap = max(cfg.nms_pre, _CANDIDATE_BUDGET // (hf * wf))
-    if max(counts) > cap:  # bounded memory: keep each image's `cap` best category scores
-        passed = _keep_top(scores, passed, counts, cap)
+    kmax = None
+    if b > 1:
         counts = passed.flatten(1).sum(1).tolist()
-    kmax = max(max(counts), 1)
+        if max(counts) > cap:  # bounded memory: keep each image's `cap` best category scores
+            passed = _keep_top(scores, passed, counts, cap)
+            counts = passed.flatten(1).sum(1).tolist()
+        kmax = max(max(counts), 1)
     bi, cell, label = passed.nonzero(as_tuple=True)
+    if b == 1 and bi.numel() > cap:
+        passed = _keep_top(scores, passed, [int(bi.numel())], cap)
+        bi, cell, label = passed.nonzero(as_tuple=True)
+    kmax = kmax or max(int(bi.numel()), 1)
     cand_scores = scores[bi, cell, label]
     soft = dynamic_masks(kernels[bi, cell], bi, mask_feats, kmax).float().sigmoid()  # [N, Hf, Wf]
     if window is not None:
@@ -135,27 +149,28 @@ def postprocess(
     cand_scores = torch.where(keep, cand_scores * maskness, torch.zeros_like(cand_scores))
 
     # pad per image to [B, K, ...]; dropped and padded entries carry score -1 and sort last
-    k_scores, k_labels, k_soft, k_area = _pad_by_image(
-        [(cand_scores.masked_fill(~keep, -1.0), -1.0), (label, 0), (soft, 0.0), (area, 0.0)],
-        bi, b, kmax)
-    order = torch.sort(k_scores, dim=1, descending=True, stable=True).indices[:, : cfg.nms_pre]
-    k_scores = k_scores.gather(1, order)
-    k_labels = k_labels.gather(1, order)
-    k_area = k_area.gather(1, order)
-    k_soft = k_soft.gather(1, order.view(b, -1, 1, 1).expand(-1, -1, hf, wf))
+    k_scores, k_labels, k_soft, k_binary, k_area = _pad_by_image(
+        [(cand_scores.masked_fill(~keep, -1.0), -1.0), (label, 0), (soft, 0.0), (binary, False),
+         (area, 0.0)], bi, b, kmax)
+    first = torch.sort(k_scores, dim=1, descending=True, stable=True).indices[:, : cfg.nms_pre]
+    k_scores = k_scores.gather(1, first)
+    k_labels = k_labels.gather(1, first)
+    k_area = k_area.gather(1, first)
+    k_binary = k_binary.gather(1, first.view(b, -1, 1, 1).expand(-1, -1, hf, wf))
     valid = k_scores >= 0
     # invalid entries get unique negative labels so they never suppress anything
     uniq = -1 - torch.arange(k_labels.shape[1], device=device).expand_as(k_labels)
     k_labels = torch.where(valid, k_labels, uniq)
-    decay = matrix_nms_sorted((k_soft > cfg.mask_thr).flatten(2), k_labels, k_scores,
-                              cfg.kernel, cfg.sigma, areas=k_area)
+    decay = matrix_nms_sorted(k_binary.flatten(2), k_labels, k_scores, cfg.kernel, cfg.sigma,
+                              areas=k_area)
     k_scores = torch.where(valid, k_scores * decay, torch.full_like(k_scores, -1.0))
     k_scores = k_scores.masked_fill(k_scores < cfg.update_thr, -1.0)
     order = torch.sort(k_scores, dim=1, descending=True, stable=True).indices
     order = order[:, : cfg.max_per_img]
     k_scores = k_scores.gather(1, order)
     k_labels = k_labels.gather(1, order)
-    k_soft = k_soft.gather(1, order.view(b, -1, 1, 1).expand(-1, -1, hf, wf))
+    # the soft masks are gathered once, for the kept instances only
+    k_soft = k_soft.gather(1, first.gather(1, order).view(b, -1, 1, 1).expand(-1, -1, hf, wf))
     n_keep = (k_scores >= 0).sum(1).tolist()
 
     results = []
@@ -176,8 +191,9 @@ def postprocess(
             k = min(j + step, n)
             up = F.interpolate(k_soft[i, j:k].unsqueeze(0), size=(hf * 4, wf * 4),
                                mode="bilinear", align_corners=False)[:, :, :h, :w]
-            masks[j:k] = F.interpolate(up, size=(oh, ow), mode="bilinear",
-                                              align_corners=False)[0] > cfg.mask_thr
+            if (oh, ow) != (h, w):  # a bilinear resize to the same size is the identity
+                up = F.interpolate(up, size=(oh, ow), mode="bilinear", align_corners=False)
+            masks[j:k] = up[0] > cfg.mask_thr
         results.append(Predictions(masks, k_labels[i, :n], k_scores[i, :n].float(),
                                    masks_to_boxes(masks)))
     return results

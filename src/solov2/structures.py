@@ -2,10 +2,76 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+_SHIFTS = (7, 6, 5, 4, 3, 2, 1, 0)  # np.packbits order: the first pixel is the top bit
+
+
+@dataclass
+class PackedMasks:
+    """Binary masks of one image kept compact: each mask as the crop of its tight box, all crops
+    row-major, concatenated and bit-packed (``numpy.packbits`` order). What training loader
+    workers hand over instead of ``[N, H, W]`` frames; :meth:`to_dense` (on the device, via
+    :meth:`Instances.to`) restores exactly the dense masks. Padding is only a larger ``frame``.
+
+    Attributes:
+        bits: uint8 ``[ceil(P / 8)]``, ``P = sum of the boxes' areas``.
+        boxes: int64 ``[N, 4]`` ``(x1, y1, x2, y2)`` crop of each mask (exclusive right/bottom).
+        frame: ``(H, W)`` of the dense masks (the image, or the padded batch canvas).
+    """
+
+    bits: Tensor
+    boxes: Tensor
+    frame: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self), *self.frame)
+
+    @property
+    def device(self) -> torch.device:
+        return self.bits.device
+
+    def with_frame(self, height: int, width: int) -> PackedMasks:
+        """The same masks in a larger frame (zero padding at the bottom/right)."""
+        if height < self.frame[0] or width < self.frame[1]:
+            raise ValueError(f"frame {height}x{width} is smaller than {self.frame}")
+        return dataclasses.replace(self, frame=(int(height), int(width)))
+
+    def pin_memory(self) -> PackedMasks:
+        return dataclasses.replace(self, bits=self.bits.pin_memory(),
+                                   boxes=self.boxes.pin_memory())
+
+    def to_dense(self, device: torch.device | str | None = None,
+                 non_blocking: bool = False) -> Tensor:
+        """uint8 ``[N, H, W]`` 0/1 masks on ``device`` (default: where the bits are): the packed
+        bytes travel, the unpacking and the scatter into the frame run there, without a host
+        sync."""
+        dev = torch.device(device) if device is not None else self.bits.device
+        bits = self.bits.to(dev, non_blocking=non_blocking)
+        boxes = self.boxes.to(dev, non_blocking=non_blocking)
+        n, (h, w) = len(self), self.frame
+        out = torch.zeros(n * h * w, dtype=torch.uint8, device=dev)
+        x1, y1, x2, y2 = boxes.unbind(1)
+        cw = x2 - x1
+        area = cw * (y2 - y1)
+        total = int(self.boxes[:, 2:].sub(self.boxes[:, :2]).prod(1).sum()) if n else 0
+        if total:
+            shifts = torch.tensor(_SHIFTS, dtype=torch.uint8, device=dev)
+            flat = (bits.unsqueeze(1) >> shifts).bitwise_and_(1).flatten()[:total]
+            inst = torch.repeat_interleave(torch.arange(n, device=dev), area, output_size=total)
+            local = torch.arange(total, device=dev) - (area.cumsum(0) - area)[inst]
+            cwi = cw[inst]
+            idx = (inst * h + y1[inst] + local // cwi) * w + x1[inst] + local % cwi
+            out[idx] = flat
+        return out.view(n, h, w)
 
 
 @dataclass
@@ -13,12 +79,13 @@ class Instances:
     """Ground-truth instances of one image.
 
     Attributes:
-        masks: uint8 ``[N, H, W]`` binary masks (0/1) in the coordinates of the image they belong to.
+        masks: uint8 ``[N, H, W]`` binary masks (0/1) in the coordinates of the image they belong
+            to, or the same masks as :class:`PackedMasks` (training loader workers).
         labels: int64 ``[N]`` contiguous 0-based class labels.
         boxes: float32 ``[N, 4]`` ``(x1, y1, x2, y2)`` boxes in pixels (exclusive right/bottom edge).
     """
 
-    masks: Tensor
+    masks: Tensor | PackedMasks
     labels: Tensor
     boxes: Tensor
 
@@ -26,11 +93,20 @@ class Instances:
         return int(self.labels.shape[0])
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Instances:
+        """On ``device``, masks dense (packed masks are unpacked there)."""
+        m = self.masks
         return Instances(
-            self.masks.to(device, non_blocking=non_blocking),
+            m.to_dense(device, non_blocking) if isinstance(m, PackedMasks)
+            else m.to(device, non_blocking=non_blocking),
             self.labels.to(device, non_blocking=non_blocking),
             self.boxes.to(device, non_blocking=non_blocking),
         )
+
+    def dense(self) -> Instances:
+        """These instances with dense masks, where they are."""
+        if isinstance(self.masks, PackedMasks):
+            return Instances(self.masks.to_dense(), self.labels, self.boxes)
+        return self
 
     @staticmethod
     def empty(height: int, width: int) -> Instances:
@@ -73,7 +149,8 @@ class Batch:
         image_sizes: int64 ``[B, 2]`` ``(h, w)`` of each image inside the padding.
         orig_sizes: int64 ``[B, 2]`` ``(H, W)`` of each original image.
         image_ids: COCO image ids.
-        targets: per image ground truth with masks padded to ``Hp x Wp`` (``None`` at inference).
+        targets: per image ground truth with masks padded to ``Hp x Wp`` (``None`` at inference);
+            from a compact training loader the masks are :class:`PackedMasks` until :meth:`to`.
         file_names: source files.
     """
 

@@ -28,7 +28,7 @@ import os
 import pickle
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from ..errors import DataError
 from ..structures import Instances, Sample
+from .compact import rle_crop
 from .io import FieldChecker, is_number, load_coco_json, read_image, short_repr
 from .transforms import boxes_from_masks
 
@@ -413,7 +414,13 @@ class CocoInstances(Dataset[Sample]):
             self._event(events, f"size{iid}", "size_mismatch",
                         f"{self.json_path}: image {iid}: file {path} is {fh}x{fw} but the JSON "
                         f"says {h}x{w}; using the file size (masks resized with nearest)")
-        masks, labels = [], []
+        labels: list[int] = []
+        if getattr(self.transform, "compact", False):  # masks packed, never a dense frame
+            image, inst = self.transform.apply(  # type: ignore[union-attr]
+                image, self._crops(anns, iid, h, w, labels, events), labels, (h, w))
+            return Sample(image=image, instances=inst, image_id=iid, orig_size=(fh, fw),
+                          file_name=path)
+        masks: list[np.ndarray] = []
         for aid, label, kind, seg in anns:
             m = _decode(kind, seg, h, w)
             if not m.any():
@@ -437,6 +444,20 @@ class CocoInstances(Dataset[Sample]):
             image, inst = self.transform(image, inst)
         return Sample(image=image, instances=inst, image_id=iid, orig_size=(fh, fw),
                       file_name=path)
+
+    def _crops(self, anns: list[tuple], iid: int, h: int, w: int, labels: list[int],
+               events: list[tuple[str, str, str]]) -> Iterator[Any]:
+        """Non-empty masks as crops of their boxes (:func:`~.compact.rle_crop`), in order,
+        each label appended to ``labels``; zero-area masks skipped as in the dense path."""
+        for aid, label, kind, seg in anns:
+            crop = rle_crop(_to_rle((kind, seg), h, w) if kind != "urle" else seg)
+            if crop is None:
+                self._event(events, f"ann{aid}", "skipped_annotations",
+                            f"{self.json_path}: image {iid} annotation {aid}: skipped, "
+                            f"mask has zero area")
+                continue
+            labels.append(label)
+            yield crop
 
 
 def _to_rle(checked: tuple[str, Any], h: int, w: int) -> dict[str, Any]:

@@ -19,8 +19,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import DataError, UserError
-from ..structures import Batch, Instances, Sample
+from ..structures import Batch, Instances, PackedMasks, Sample
+from .canvas import pick_canvas
 from .coco import CocoInstances
+from .compact import CompactTrainTransform
 from .samplers import EpochBatchSampler, GroupedBatchSampler, RankStridedSampler, ShuffleSampler
 from .transforms import build_transforms, padded_size, rescale_size
 
@@ -31,18 +33,24 @@ __all__ = ["GroupedBatchSampler", "RankStridedSampler", "ShuffleSampler", "Train
            "build_test_loader", "build_train_loader", "collate", "dataset_from_config"]
 
 
-def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: bool = True) -> Batch:
-    """Zero-pad images (and masks) at the bottom/right to a common multiple of ``size_divisor``.
+def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: bool = True,
+            canvases: Sequence[tuple[int, int]] | None = None) -> Batch:
+    """Zero-pad images (and masks) at the bottom/right to a common multiple of ``size_divisor``,
+    or to the smallest of ``canvases`` that holds them (:mod:`.canvas`; none holds them: the
+    multiple of ``size_divisor``).
 
     Returns:
         :class:`Batch` with ``images`` uint8 ``[B, 3, Hp, Wp]``, ``image_sizes`` and
         ``orig_sizes`` int64 ``[B, 2]`` ``(h, w)``, and ``targets`` (masks uint8 ``[N, Hp, Wp]``,
-        boxes unchanged) or ``None`` when ``with_targets`` is false.
+        or :class:`PackedMasks` in that frame; boxes unchanged) or ``None`` when
+        ``with_targets`` is false.
     """
     if not samples:
         raise ValueError("collate: empty batch")
     sizes = torch.tensor([list(s.image.shape[-2:]) for s in samples], dtype=torch.int64)
     hp, wp = padded_size(int(sizes[:, 0].max()), int(sizes[:, 1].max()), size_divisor)
+    if canvases:
+        hp, wp = pick_canvas(hp, wp, canvases) or (hp, wp)
     images = samples[0].image.new_zeros((len(samples), 3, hp, wp))
     targets: list[Instances] | None = [] if with_targets else None
     for i, s in enumerate(samples):
@@ -50,6 +58,9 @@ def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: boo
         images[i, :, :h, :w] = s.image
         if targets is not None:
             inst = s.instances
+            if isinstance(inst.masks, PackedMasks):  # padding is only a larger frame
+                targets.append(Instances(inst.masks.with_frame(hp, wp), inst.labels, inst.boxes))
+                continue
             masks = inst.masks.new_zeros((len(inst), hp, wp))
             masks[:, :h, :w] = inst.masks
             targets.append(Instances(masks, inst.labels, inst.boxes))
@@ -208,11 +219,13 @@ def stop_signal_guard() -> Callable[[int], None]:
 
 def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, *,
                        aspect_grouping: bool, seed: int, distributed: bool = False,
-                       size_divisor: int = 32) -> TrainLoader:
+                       size_divisor: int = 32,
+                       canvases: Sequence[tuple[int, int]] | None = None) -> TrainLoader:
     """Training loader: shuffled from ``seed`` (``DistributedSampler`` when ``distributed``),
     optionally aspect-ratio grouped, padded :class:`Batch` es.
 
-    ``pin_memory`` when CUDA is available, persistent workers when ``workers > 0``. Each item's
+    ``pin_memory`` when CUDA is available, persistent workers when ``workers > 0``; batches
+    padded to ``canvases`` when given (:func:`collate`). Each item's
     augmentation is seeded from ``(seed, epoch, index)`` (:class:`SeededItems`), so runs repeat
     exactly and ``skip(k)`` resumes an epoch mid-way with the same augmentations.
 
@@ -240,7 +253,7 @@ def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, 
     batches = ResumableBatches(batch_sampler, seed)
     loader = DataLoader(
         SeededItems(dataset), batch_sampler=batches, num_workers=workers,
-        collate_fn=functools.partial(collate, size_divisor=size_divisor),
+        collate_fn=functools.partial(collate, size_divisor=size_divisor, canvases=canvases),
         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
         worker_init_fn=stop_signal_guard() if workers > 0 else None,
     )
@@ -320,12 +333,16 @@ def dataset_from_config(data_cfg: DataCfg, split: Literal["train", "val"],
     Paths: ``data.{split}_json`` / ``data.{split}_images`` when set, else the COCO layout
     ``data_root/annotations/instances_{name}.json`` and ``data_root/{name}/`` with ``name =
     data.{split}_split`` (e.g. ``train2017``). ``train`` selects the training transforms
-    (random scale among ``train_scales``, flip) and filtering; else the single ``test_scale``.
+    (random scale among ``train_scales``, flip; masks packed when ``data.compact_masks``) and
+    filtering; else the single ``test_scale``.
     """
     if split not in ("train", "val"):
         raise UserError(f"dataset_from_config: split must be 'train' or 'val', got {split!r}")
     json_path, image_dir = _resolve(data_cfg, split)
-    if train:
+    tf: Any
+    if train and data_cfg.compact_masks:
+        tf = CompactTrainTransform(data_cfg.train_scales, data_cfg.flip_prob)
+    elif train:
         tf = build_transforms(True, data_cfg.train_scales, data_cfg.flip_prob)
     else:
         tf = build_transforms(False, [data_cfg.test_scale], 0.0)

@@ -112,7 +112,8 @@ def run_training(cfg: Config, output_dir: str, *, device: str = "auto", init: st
         loader = build_train_loader(train_set, cfg.solver.batch_size, workers,
                                     aspect_grouping=cfg.data.aspect_grouping,
                                     seed=cfg.solver.seed, distributed=info.distributed,
-                                    size_divisor=cfg.data.size_divisor)
+                                    size_divisor=cfg.data.size_divisor,
+                                    canvases=_canvases(cfg, train_set, compile))
         val_set = val_loader = None
         if eval_at_end or cfg.solver.eval_period:
             if _has_val(cfg):
@@ -139,6 +140,19 @@ def _threads() -> None:
     note = configure_threads()
     if note:
         logger.info("CPU threads: %s (OMP_NUM_THREADS=N sets them)", note)
+
+
+def _canvases(cfg: Config, train_set: Any, compile: bool) -> list[tuple[int, int]] | None:
+    """``data.canvas_buckets`` canvases; ``--compile`` without them uses 2 per orientation."""
+    from ..data.canvas import dataset_canvases
+
+    k = cfg.data.canvas_buckets or (2 if compile else 0)
+    canvases = dataset_canvases(train_set, cfg.data, k)
+    if canvases:
+        logger.info("batches padded to %d canvas(es) (data.canvas_buckets=%d%s): %s",
+                    len(canvases), k, ", for --compile" if not cfg.data.canvas_buckets else "",
+                    ", ".join(f"{h}x{w}" for h, w in canvases))
+    return canvases
 
 
 def _device(name: str) -> torch.device:

@@ -50,6 +50,7 @@ from .log import MetricsWriter, eval_row, format_eta, log_data_stats, progress_b
 from .outdir import prune_checkpoints
 from .profile import CheckpointCost, StepProfiler
 from .schedule import lr_at, scaled_lr
+from .train_setup import compile_for_training, wrap_model
 from .weights import check_resume_fits
 
 logger = logging.getLogger("solov2")
@@ -87,7 +88,7 @@ def train_step(model: nn.Module, batch: Batch, cfg: Config, amp: str) -> dict[st
         out = model(images, batch.image_sizes)
     h, lc = cfg.model.head, cfg.model.loss
     assert batch.targets is not None
-    targets = build_targets(batch.targets, tuple(out.mask_feats.shape[-2:]), h.num_grids,
+    targets = build_targets([t.dense() for t in batch.targets], tuple(out.mask_feats.shape[-2:]), h.num_grids,
                             h.scale_ranges, cfg.model.num_classes, h.sigma)
     return solov2_losses(out.cate_logits, out.kernel_preds, out.mask_feats, targets,
                          focal_alpha=lc.focal_alpha, focal_gamma=lc.focal_gamma,
@@ -165,7 +166,6 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     lr = scaled_lr(s.base_lr, total_batch, s.reference_batch, s.autoscale_lr)
     optimizer = build_optimizer(model, cfg, lr)
     scaler = torch.amp.GradScaler(device.type) if s.amp == "fp16" else None
-
     iters_per_epoch = len(train_loader)
     max_iter = s.max_iters if s.max_iters > 0 else s.epochs * iters_per_epoch
     start_iter = 0
@@ -196,24 +196,8 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                 restore_rng_state(ckpt["rng"])
             logger.info("resumed from %s at iteration %d", path, start_iter)
 
-    net: nn.Module = model
-    sync_bn = False
-    if opts.sync_bn:
-        if not dist_info.distributed:
-            logger.info("--sync-bn: single process, nothing to synchronise")
-        elif device.type != "cuda":
-            raise UserError("--sync-bn needs CUDA devices (SyncBatchNorm does not run on CPU)")
-        else:
-            if cfg.model.backbone.norm_eval:
-                logger.info("--sync-bn: model.backbone.norm_eval is on, so BatchNorm statistics "
-                            "are frozen and SyncBatchNorm changes nothing")
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            sync_bn = True
-    if dist_info.distributed:
-        net = DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=False, gradient_as_bucket_view=True)
-    fwd = torch.compile(net) if opts.compile else net
+    net, sync_bn = wrap_model(model, cfg, dist_info, opts.sync_bn)
+    fwd = compile_for_training(net) if opts.compile else net
 
     logger.info("training %s: world size %d, %d image(s)/process x %d process(es) = batch %d, "
                 "lr %.5g (base %.5g @ batch %d%s), %d iterations (%d per epoch), amp=%s, "
@@ -272,18 +256,8 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                                                        stop.signal is not None)
             if nonfinite_any:
                 nonfinite += 1
-                terms = {k: float(v.detach()) for k, v in losses.items()}
-                if not all(math.isfinite(v) for v in terms.values()):
-                    logger.warning("iteration %d: non-finite loss %s, step skipped%s", it + 1,
-                                   terms, " on every rank" if dist_info.distributed else "")
-                else:
-                    logger.warning("iteration %d: non-finite loss on another rank, step "
-                                   "skipped", it + 1)
-                optimizer.zero_grad(set_to_none=True)
-                if nonfinite >= s.max_nonfinite:
-                    raise TrainingError(
-                        f"stopping at iteration {it + 1}: {nonfinite} consecutive non-finite "
-                        f"losses (last: {terms}); lower solver.base_lr or check the data")
+                _skip_step(losses, it, nonfinite, s.max_nonfinite, optimizer,
+                           dist_info.distributed)
             else:
                 nonfinite = 0
                 _step(optimizer, scaler, s.clip_grad)
@@ -356,6 +330,23 @@ def _backward(loss: torch.Tensor, scaler: Any) -> None:
         scaler.scale(loss).backward()
     else:
         loss.backward()
+
+
+def _skip_step(losses: dict[str, torch.Tensor], it: int, nonfinite: int, max_nonfinite: int,
+               optimizer: torch.optim.Optimizer, distributed: bool) -> None:
+    """A non-finite loss at iteration ``it + 1`` (here or on another rank): warn, drop the
+    gradients; the ``max_nonfinite``-th in a row stops training."""
+    terms = {k: float(v.detach()) for k, v in losses.items()}
+    if not all(math.isfinite(v) for v in terms.values()):
+        logger.warning("iteration %d: non-finite loss %s, step skipped%s", it + 1, terms,
+                       " on every rank" if distributed else "")
+    else:
+        logger.warning("iteration %d: non-finite loss on another rank, step skipped", it + 1)
+    optimizer.zero_grad(set_to_none=True)
+    if nonfinite >= max_nonfinite:
+        raise TrainingError(
+            f"stopping at iteration {it + 1}: {nonfinite} consecutive non-finite "
+            f"losses (last: {terms}); lower solver.base_lr or check the data")
 
 
 def _step(optimizer: torch.optim.Optimizer, scaler: Any, clip_grad: float) -> None:

@@ -64,6 +64,8 @@ def preprocess_images(
     sizes = torch.tensor([list(r.shape[-2:]) for r in resized], dtype=torch.int64)
     orig = torch.tensor([list(i.shape[-2:]) for i in images], dtype=torch.int64)
     hp, wp = padded_size(int(sizes[:, 0].max()), int(sizes[:, 1].max()), size_divisor)
+    if len(resized) == 1 and tuple(resized[0].shape[-2:]) == (hp, wp):  # nothing to pad
+        return resized[0].unsqueeze(0).contiguous(), sizes, orig
     batch = torch.zeros((len(resized), 3, hp, wp), dtype=torch.uint8, device=dev)
     for i, r in enumerate(resized):
         batch[i, :, : r.shape[1], : r.shape[2]] = r

@@ -35,6 +35,15 @@ class HeadOutputs:
     candidates: tuple[Tensor, Tensor] | None = None
 
 
+def _fills_frame(image_sizes: Tensor, hp: int, wp: int) -> bool:
+    """Every image is ``hp x wp`` (no padding to zero), as far as the host knows without a sync
+    (sizes on the CPU, eager)."""
+    if (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or image_sizes.device.type != "cpu"):
+        return False
+    return bool((image_sizes == torch.tensor([hp, wp])).all())
+
+
 class SOLOv2(nn.Module):
     """SOLOv2 instance segmentation network.
 
@@ -66,8 +75,8 @@ class SOLOv2(nn.Module):
             image_sizes: int64 ``[B, 2]`` ``(h, w)`` of the content; ``None`` = no padding.
         """
         x = (images.float() - self.pixel_mean) / self.pixel_std
-        if image_sizes is not None:
-            hp, wp = x.shape[-2:]
+        hp, wp = x.shape[-2:]
+        if image_sizes is not None and not _fills_frame(image_sizes, hp, wp):
             sizes = image_sizes.to(x.device)
             rows = torch.arange(hp, device=x.device).view(1, hp, 1) < sizes[:, 0].view(-1, 1, 1)
             cols = torch.arange(wp, device=x.device).view(1, 1, wp) < sizes[:, 1].view(-1, 1, 1)

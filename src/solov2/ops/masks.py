@@ -16,13 +16,16 @@ def center_of_mass(masks: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``(cx, cy)``, each float32 ``[N]`` in pixels (0 for an empty mask).
     """
-    m = masks.float()
+    # row/column sums cast inside the reduction: no float copy of [N, H, W] (dense data: GBs);
+    # the sums are integers < 2^24, exact in float32 whatever the order, so nothing changes
+    m = masks.to(torch.uint8) if masks.dtype == torch.bool else masks
     _, h, w = m.shape
-    m00 = m.sum((1, 2)).clamp(min=1e-6)
+    cols, rows = m.sum(1, dtype=torch.float32), m.sum(2, dtype=torch.float32)  # [N, W], [N, H]
+    m00 = cols.sum(1).clamp(min=1e-6)
     xs = torch.arange(w, dtype=torch.float32, device=m.device)
     ys = torch.arange(h, dtype=torch.float32, device=m.device)
-    cx = (m.sum(1) * xs).sum(1) / m00
-    cy = (m.sum(2) * ys).sum(1) / m00
+    cx = (cols * xs).sum(1) / m00
+    cy = (rows * ys).sum(1) / m00
     return cx, cy
 
 

@@ -1,0 +1,73 @@
+"""torchvision's Mask R-CNN R50-FPN as the same-run peer (``solov2 bench --compare maskrcnn``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config import Config
+from ..structures import Batch
+from .ours import LR, train_loop
+from .timing import Step, autocast, time_loop
+
+PEER_DETECTIONS = 100  # the peer always pastes this many masks (score_thresh 0)
+
+
+def peer_model(device: torch.device) -> nn.Module:
+    """torchvision Mask R-CNN R50-FPN, 91 classes, random init, built as ``maskrcnn_resnet50_fpn``
+    builds it around an ImageNet backbone: frozen BatchNorm, stem + layer1 frozen, like our R50
+    presets (``weights_backbone=None`` alone would train every BatchNorm and stage)."""
+    from torchvision.models import resnet50
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3)
+    return MaskRCNN(backbone, num_classes=91).to(device)
+
+
+def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
+               sets: list[list[Tensor]]) -> dict[str, Any]:
+    """float [0, 1] images at the original size; its transform resizes to our test size;
+    score threshold 0 and ``PEER_DETECTIONS`` pasted masks per image."""
+    from ..infer.preprocess import resize_keep_ratio_size
+
+    net = peer_model(device).eval()
+    nh, nw = resize_keep_ratio_size(*sets[0][0].shape[-2:], cfg.data.test_scale)
+    net.transform.min_size, net.transform.max_size = (min(nh, nw),), max(nh, nw)
+    net.roi_heads.score_thresh, net.roi_heads.detections_per_img = 0.0, PEER_DETECTIONS
+
+    def step(i: int) -> Any:
+        imgs = [im.float().div_(255) for im in sets[i % len(sets)]]
+        with autocast(device, args.amp):
+            return net(imgs)
+
+    with torch.inference_mode():
+        return time_loop(step, args.warmup, args.iters, device, args.batch_size)
+
+
+def time_train(args: argparse.Namespace, cfg: Config, device: torch.device,
+               source: Callable[[], Step]) -> dict[str, Any]:
+    """The same batches unpadded, float [0, 1], labels + 1; the peer's resize disabled (batches
+    arrive at their training size, as ours get them)."""
+    net = peer_model(device)
+    net.transform.resize = lambda image, target=None: (image, target)  # type: ignore
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=LR,
+                          momentum=cfg.solver.momentum, weight_decay=cfg.solver.weight_decay)
+
+    def loss_fn(b: Batch) -> dict[str, Tensor]:
+        images, targets = [], []
+        for i, (h, w) in enumerate(b.image_sizes.tolist()):
+            images.append(b.images[i, :, :h, :w].float().div_(255))
+            t = b.targets[i]  # type: ignore[index]
+            targets.append({"boxes": t.boxes, "labels": t.labels + 1,
+                            "masks": t.masks[:, :h, :w]})  # type: ignore[index]
+        with autocast(device, args.amp):
+            return net(images, targets)
+
+    return train_loop(net, opt, loss_fn, source(), cfg, device, args)

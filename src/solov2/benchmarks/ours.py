@@ -1,0 +1,160 @@
+"""Our SOLOv2 in ``solov2 bench``: the model, the head tweak that gives post-processing a trained
+model's work, and the timed inference pipeline and training step."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config import Config
+from ..structures import Batch
+from .timing import Step, autocast, time_loop
+
+TARGET_CANDIDATES = 100  # (cell, class) pairs passing score_thr per image, ours (infer)
+CATE_LOGIT_STD = 4.0  # spread of each class's logits: scores from score_thr up to ~1
+MASK_LOGIT_STD = 4.0  # spread of dynamic-mask logits: crisp masks
+LR = 0.01
+
+
+def ours_model(cfg: Config, device: torch.device, channels_last: bool) -> nn.Module:
+    """``build_model(cfg)``, seeded from ``cfg.solver.seed``, on ``device``."""
+    from ..model import build_model
+
+    torch.manual_seed(cfg.solver.seed)
+    fmt = torch.channels_last if channels_last else torch.preserve_format
+    return build_model(cfg).to(device, memory_format=fmt)  # type: ignore[call-overload]
+
+
+@torch.inference_mode()
+def balance_work(model: nn.Module, cfg: Config, batches: list[tuple[Tensor, Tensor]], amp: str,
+                 target: float = TARGET_CANDIDATES) -> None:
+    """Tweak a random-init head so post-processing does a trained model's work: ``solo_kernel``
+    gives crisp masks of ~10% of the image; each class's logits get mean 0, std ``CATE_LOGIT_STD``
+    and a common shift (bisection over the ``(images, sizes)`` batches) so that ~``target``
+    (cell, class) pairs per image pass ``score_thr``."""
+    from ..losses import flatten_levels
+    from ..ops.masks import points_nms
+
+    cate, kern = model.head.solo_cate, model.head.solo_kernel
+    with autocast(batches[0][0].device, amp):
+        outs = [model(x, sizes) for x, sizes in batches]
+    # masks: drop the kernels' component along the mean feature (features are >= 0: masks would
+    # be all on or all off), scale to logit std MASK_LOGIT_STD, offset to ~10% coverage
+    feats = outs[0].mask_feats[0].float().flatten(1)  # [E, P] of image 0
+    mean = feats.mean(1)
+    u = mean / mean.norm().clamp(min=1e-6)
+    kern.weight.sub_(u.view(-1, 1, 1, 1) * (u.view(-1, 1, 1, 1) * kern.weight).sum(0))
+    kern.bias.sub_(u * (u @ kern.bias))
+    kernels = flatten_levels(outs[0].kernel_preds)[0].float()  # [T, E]
+    kernels = kernels - (kernels @ u)[:, None] * u  # as the projected head would predict
+    idx = torch.randperm(kernels.shape[0])[:256].to(kernels.device)
+    k = MASK_LOGIT_STD / max(float((kernels[idx] @ (feats - mean[:, None])).std()), 1e-6)
+    kern.weight.mul_(k)
+    kern.bias.mul_(k).sub_(1.3 * MASK_LOGIT_STD * u / mean.norm().clamp(min=1e-6))
+    bias = cate.bias.view(1, -1, 1, 1)
+    raw = [torch.cat([o.cate_logits[lv].float() for o in outs]) - bias  # W x per level
+           for lv in range(len(outs[0].cate_logits))]
+    flat = torch.cat([x.transpose(0, 1).flatten(1) for x in raw], 1)  # [C, cells]
+    mu, scale = flat.mean(1), CATE_LOGIT_STD / flat.std(1).clamp(min=1e-6)
+    z = [(x - mu.view(bias.shape)) * scale.view(bias.shape) for x in raw]
+
+    def count(shift: float) -> float:
+        n = sum(int((points_nms((x + shift).sigmoid()) > cfg.model.test.score_thr).sum())
+                for x in z)
+        return n / z[0].shape[0]
+
+    lo, hi = -64.0, 64.0
+    for _ in range(24):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
+    cate.weight.mul_(scale.view(-1, 1, 1, 1))
+    cate.bias.copy_(hi - mu * scale)
+
+
+def infer_work(args: argparse.Namespace, cfg: Config, model: nn.Module,
+               sets: list[list[Tensor]]) -> None:
+    """Tweak ``model``'s head (:func:`balance_work`) on the preprocessed ``sets``."""
+    from ..infer.preprocess import preprocess_images
+
+    balance_work(model, cfg, [preprocess_images(s, cfg.data.test_scale, cfg.data.size_divisor)[:2]
+                              for s in sets], args.amp)
+
+
+def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
+               sets: list[list[Tensor]], model: nn.Module) -> tuple[dict[str, Any],
+                                                                   dict[str, float]]:
+    """Time our inference pipeline (resize, pad, network, post-processing to the original size)
+    on the tweaked ``model``; also the work it does (candidates and detections per image)."""
+    from ..engine.evaluate import postprocess_cfg
+    from ..infer.preprocess import preprocess_images
+    from ..ops.masks import points_nms
+    from ..postprocess import postprocess
+
+    model.eval()
+    h, pp = cfg.model.head, postprocess_cfg(cfg)
+    fwd = torch.compile(model) if args.compile else model
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+
+    def run(imgs: list[Tensor], net: nn.Module) -> tuple[Any, list[Any]]:
+        x, sizes, orig = preprocess_images(imgs, cfg.data.test_scale, cfg.data.size_divisor)
+        x = x.contiguous(memory_format=fmt)
+        with autocast(device, args.amp):
+            out = net(x, sizes)
+        return out, postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
+                                h.num_grids, h.strides, pp, out.candidates)
+
+    cands = dets = 0
+    with torch.inference_mode():
+        for imgs in sets:  # the work the tweak produces (untimed, eager)
+            out, preds = run(imgs, model)
+            cands += sum(int((points_nms(c.float().sigmoid()) > pp.score_thr).sum())
+                         for c in out.cate_logits)
+            dets += sum(len(p) for p in preds)
+    if getattr(args, "fast", False):
+        from ..infer.fast import FastModel
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+        fwd = FastModel(model, dtype=dtype, channels_last=True,
+                        cuda_graphs=device.type == "cuda", compile=args.compile)
+    with torch.inference_mode():
+        res = time_loop(lambda i: run(sets[i % len(sets)], fwd)[1], args.warmup, args.iters,
+                        device, args.batch_size)
+    n = len(sets) * len(sets[0])
+    return res, {"candidates_per_image": cands / n, "detections_per_image": dets / n}
+
+
+def train_loop(model: nn.Module, opt: torch.optim.Optimizer,
+               loss_fn: Callable[[Batch], dict[str, Tensor]], get: Step, cfg: Config,
+               device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    """Time full steps: losses, backward (GradScaler for fp16, a no-op otherwise), clip, SGD."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+
+    def step(i: int) -> None:
+        loss: Any = sum(loss_fn(get(i)).values())
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        if cfg.solver.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.solver.clip_grad)
+        scaler.step(opt)
+        scaler.update()
+
+    model.train()
+    return time_loop(step, args.warmup, args.iters, device, args.batch_size)
+
+
+def time_train(args: argparse.Namespace, cfg: Config, device: torch.device,
+               source: Callable[[], Step], model: nn.Module) -> dict[str, Any]:
+    """Time our training step (``train_step``, ``build_optimizer``); ``--compile``: static
+    shapes (``compile_for_training``)."""
+    from ..engine.train import build_optimizer, train_step
+    from ..engine.train_setup import compile_for_training
+
+    fwd = compile_for_training(model) if args.compile else model
+    return train_loop(model, build_optimizer(model, cfg, LR),
+                      lambda b: train_step(fwd, b, cfg, args.amp), source(), cfg, device, args)
