@@ -3,25 +3,41 @@ dependency; skipped where mmdet is not installed, as in CI).
 
 Known answer: with the weights the bench shares between the two models, our network's raw
 outputs equal mmdet's SOLOv2 head outputs on the same input (a conversion or architecture
-mismatch shows here), and both post-processings keep the same instances.
+mismatch shows here); the bench then runs both sides in both modes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from collections.abc import Iterator
 
 import pytest
 import torch
 
-pytest.importorskip("mmdet")
-pytest.importorskip("mmengine")
+from solov2 import bench
+from solov2.benchmarks import mmdet as peer_mod
+from solov2.cli import parse_args
+from solov2.presets import get_config
 
-from solov2 import bench  # noqa: E402
-from solov2.benchmarks import mmdet as peer_mod  # noqa: E402
-from solov2.cli import parse_args  # noqa: E402
-from solov2.presets import get_config  # noqa: E402
-
+# find_spec, not importorskip: importing mmdet at collection would put mmengine in sys.modules
+# for the whole session (tests/test_safe_unpickle.py checks that loading never imports it)
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("mmdet") is None,
+                                reason="mmdet not installed (optional: --compare mmdet)")
 PRESET = "solov2_light_r18_448"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _unload_mmdet() -> Iterator[None]:
+    """Leave the process as these tests found it: mmdet, mmengine, mmcv and the stand-ins out."""
+    before, finders = set(sys.modules), list(sys.meta_path)
+    yield
+    for name in set(sys.modules) - before:  # pure Python packages and stubs only
+        if (name.split(".")[0] in ("mmdet", "mmengine", "mmcv")
+                or isinstance(sys.modules[name], peer_mod._Stub)):
+            del sys.modules[name]
+    sys.meta_path[:] = finders
 
 
 def test_same_weights_same_outputs() -> None:
@@ -60,3 +76,7 @@ def test_unsupported_preset_is_a_user_error() -> None:
 
     with pytest.raises(UserError, match="no mmdetection counterpart"):
         peer_mod.mmdet_config(get_config("solov2_light_mnv2_448"))
+    windowed = get_config(PRESET)
+    windowed.model.head.mask_window = 1.5  # ours only: mmdet's SOLOv2 has no mask window
+    with pytest.raises(UserError, match="mask windows"):
+        peer_mod.mmdet_config(windowed)

@@ -91,11 +91,12 @@ def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
     on the tweaked ``model``; also the work it does (candidates and detections per image)."""
     from ..engine.evaluate import postprocess_cfg
     from ..infer.preprocess import preprocess_images
+    from ..model.build import mask_windows
     from ..ops.masks import points_nms
     from ..postprocess import postprocess
 
     model.eval()
-    h, pp = cfg.model.head, postprocess_cfg(cfg)
+    h, pp, window = cfg.model.head, postprocess_cfg(cfg), mask_windows(cfg.model)
     fwd = torch.compile(model) if args.compile else model
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
 
@@ -105,7 +106,7 @@ def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
         with autocast(device, args.amp):
             out = net(x, sizes)
         return out, postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
-                                h.num_grids, h.strides, pp, out.candidates)
+                                h.num_grids, h.strides, pp, out.candidates, window=window)
 
     cands = dets = 0
     with torch.inference_mode():
