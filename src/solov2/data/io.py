@@ -124,22 +124,29 @@ def _one_line(e: BaseException) -> str:
 # annotation files
 
 
+def read_json_file(path: str | os.PathLike[str], what: str, expected: str,
+                   error: type[Exception]) -> Any:
+    """Parse a JSON file; every failure is one ``error`` line naming ``path`` (``what``: e.g.
+    "annotation file"; ``expected``: e.g. "a COCO JSON file")."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, expected {expected}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what} ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: invalid JSON at line {e.lineno} column {e.colno} "
+                    f"({e.msg})") from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise error(f"{path}: invalid JSON ({type(e).__name__})") from None
+
+
 def load_coco_json(json_path: str) -> dict[str, Any]:
     """Read a COCO JSON file and check its top level; raise :class:`DataError` on any failure."""
-    try:
-        with open(json_path, "rb") as f:
-            data = json.loads(f.read())
-    except FileNotFoundError:
-        raise DataError(f"{json_path}: annotation file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{json_path}: is a directory, expected a COCO JSON file") from None
-    except OSError as e:
-        raise DataError(f"{json_path}: cannot read annotation file ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{json_path}: invalid JSON at line {e.lineno} column {e.colno} "
-                        f"({e.msg})") from None
-    except (UnicodeDecodeError, RecursionError) as e:
-        raise DataError(f"{json_path}: invalid JSON ({type(e).__name__})") from None
+    data = read_json_file(json_path, "annotation file", "a COCO JSON file", DataError)
     if not isinstance(data, dict):
         raise DataError(f"{json_path}: top level must be an object with 'images', 'annotations' "
                         f"and 'categories', got {type(data).__name__}")

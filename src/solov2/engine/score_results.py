@@ -23,7 +23,6 @@ the field; entries for images not in the dataset are skipped with one warning.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -38,7 +37,7 @@ import pycocotools.mask as mask_util
 
 from ..config import Config
 from ..data.coco import DataWarning
-from ..data.io import FieldChecker, is_number, short_repr
+from ..data.io import FieldChecker, is_number, read_json_file, short_repr
 from ..errors import UserError
 from .coco_eval import CocoEvaluator, format_table, write_metrics
 
@@ -51,20 +50,7 @@ _RLE_CHARS = re.compile(r"^[0-o]*$")  # pycocotools' string RLE: chars 48 + (0..
 
 def read_results(path: str | os.PathLike[str]) -> list[Any]:
     """The entries of a predictions JSON file (a list); :class:`UserError` if it is not one."""
-    try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read())
-    except FileNotFoundError:
-        raise UserError(f"{path}: results file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a results JSON file") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read results file ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: invalid JSON at line {e.lineno} column {e.colno} "
-                        f"({e.msg})") from None
-    except (UnicodeDecodeError, RecursionError) as e:
-        raise UserError(f"{path}: invalid JSON ({type(e).__name__})") from None
+    data = read_json_file(path, "results file", "a results JSON file", UserError)
     if not isinstance(data, list):
         raise UserError(f"{path}: must be a list of predictions (COCO results or solov2 infer's "
                         f"predictions.json), got a JSON {type(data).__name__}")
