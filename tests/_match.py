@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -185,3 +186,15 @@ def assert_same_instances(ref: object, got: object, *, score_tol: float = 1e-3,
         f"them: {unexplained[:6]}")
     assert len(pairs) >= min_matched, f"only {len(pairs)} matched instance(s)"
     return len(pairs)
+
+
+def predictor_ties(predictor: Any, img: Any) -> int:
+    """Near-tie candidates (:func:`near_tie_candidates`) of a ``Predictor``'s own network
+    outputs for one uint8 ``[H, W, 3]`` numpy image run alone."""
+    from solov2.infer import preprocess_images
+
+    t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+    batch, sizes, _ = preprocess_images([t], predictor.scale, predictor.size_divisor)
+    with torch.inference_mode():
+        out = predictor.model(batch, sizes)
+    return near_tie_candidates(out.cate_logits, predictor.cfg.model.test.score_thr)

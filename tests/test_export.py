@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _match import assert_same_instances, near_tie_candidates
+from _match import assert_same_instances, predictor_ties
 
 from solov2.cli import main
 from solov2.config import Config, config_to_dict
@@ -73,13 +73,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     return path, sess, Predictor.from_checkpoint(ckpt, device="cpu")
 
 
-def ties_of(predictor: Predictor, img: np.ndarray) -> int:
-    """Near-tie candidates of the Predictor's own network outputs (tests/_match.py)."""
-    t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
-    batch, sizes, _ = preprocess_images([t], predictor.scale, predictor.size_divisor)
-    with torch.inference_mode():
-        out = predictor.model(batch, sizes)
-    return near_tie_candidates(out.cate_logits, predictor.cfg.model.test.score_thr)
 
 
 def test_onnx_model_is_the_predictor(exported) -> None:
@@ -101,7 +94,7 @@ def test_onnx_model_is_the_predictor(exported) -> None:
         # the same instances, scores within 1e-3, near-tie candidates / threshold margins aside
         assert_same_instances(pred, (torch.from_numpy(masks), torch.from_numpy(labels),
                                      torch.from_numpy(scores)),
-                              score_tol=1e-3, iou=0.9, ties=ties_of(predictor, img),
+                              score_tol=1e-3, iou=0.9, ties=predictor_ties(predictor, img),
                               thresholds=[test.update_thr], max_det=test.max_per_img,
                               min_matched=max(5, len(pred) - 4))
         t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
@@ -152,7 +145,7 @@ def test_onnx_tiny_and_extreme_images(exported) -> None:
         assert masks.shape[1:] == (h, w) and len(labels) == len(scores) == len(masks)
         assert_same_instances(predictor(img), (torch.from_numpy(masks), torch.from_numpy(labels),
                                                torch.from_numpy(scores)),
-                              score_tol=1e-3, iou=0.9, ties=ties_of(predictor, img),
+                              score_tol=1e-3, iou=0.9, ties=predictor_ties(predictor, img),
                               thresholds=[test.update_thr], max_det=test.max_per_img,
                               min_matched=0)
 
@@ -185,7 +178,7 @@ def test_onnx_mask_window_is_the_predictor(tmp_path: Path) -> None:
         pred = predictor(img)
         assert_same_instances(pred, (torch.from_numpy(masks), torch.from_numpy(labels),
                                      torch.from_numpy(scores)),
-                              score_tol=1e-3, iou=0.9, ties=ties_of(predictor, img),
+                              score_tol=1e-3, iou=0.9, ties=predictor_ties(predictor, img),
                               thresholds=[test.update_thr], max_det=test.max_per_img,
                               min_matched=max(3, len(pred) - 4))
         other = plain(img)

@@ -10,7 +10,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-from _match import assert_same_instances, near_tie_candidates
+from _match import assert_same_instances, predictor_ties
 from PIL import Image
 
 from solov2.config import Config, config_to_dict
@@ -70,13 +70,6 @@ def assert_same(a: Predictions, b: Predictions) -> None:
     assert torch.equal(a.scores, b.scores) and torch.equal(a.masks, b.masks)
 
 
-def ties_of(predictor: Predictor, img: np.ndarray) -> int:
-    """Near-tie candidates of one image run alone (tests/_match.py)."""
-    t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
-    batch, sizes, _ = preprocess_images([t], predictor.scale, predictor.size_divisor)
-    with torch.inference_mode():
-        out = predictor.model(batch, sizes)
-    return near_tie_candidates(out.cate_logits, predictor.cfg.model.test.score_thr)
 
 
 def test_resize_rule() -> None:
@@ -122,7 +115,7 @@ def test_batch_equals_one_by_one(predictor: Predictor) -> None:
         # batched convolutions round differently: the instances a user sees, not bit equality
         test = predictor.cfg.model.test
         assert_same_instances(single, pred, score_tol=1e-4, iou=0.95,
-                              ties=ties_of(predictor, img), thresholds=[test.update_thr],
+                              ties=predictor_ties(predictor, img), thresholds=[test.update_thr],
                               max_det=test.max_per_img, min_matched=3)
         assert pred.masks.shape == (len(pred), *img.shape[:2]) and pred.masks.dtype == torch.bool
         assert pred.boxes.shape == (len(pred), 4) and pred.masks.device.type == "cpu"
