@@ -73,8 +73,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     return path, sess, Predictor.from_checkpoint(ckpt, device="cpu")
 
 
-
-
 def test_onnx_model_is_the_predictor(exported) -> None:
     _, sess, predictor = exported
     assert [i.name for i in sess.get_inputs()] == ["image"]

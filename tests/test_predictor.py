@@ -70,8 +70,6 @@ def assert_same(a: Predictions, b: Predictions) -> None:
     assert torch.equal(a.scores, b.scores) and torch.equal(a.masks, b.masks)
 
 
-
-
 def test_resize_rule() -> None:
     assert resize_keep_ratio_size(480, 640, (1333, 800)) == (800, 1067)
     assert resize_keep_ratio_size(100, 1000, (1333, 800)) == (133, 1333)
