@@ -10,7 +10,8 @@ same seed, same schedule as ``tools/compare_maskrcnn.py``), evaluated at several
 
 ``--variant NAME:k=v,k=v`` applies ``a.b=value`` overrides to the pairing's config (``lr=X`` sets
 our LR). Each variant starts from the same initial weights where its shapes allow (same seed).
-Writes ``sweep.json`` (settings, metrics per variant and cap, loss curves), ``curves.png`` and
+``--test-variant NAME:k=v`` evaluates each trained variant again with test-time overrides
+(``model.test.nms_pre=2000``, say). Writes ``sweep.json`` (settings, metrics per variant and cap, loss curves), ``curves.png`` and
 ``overlays.png`` (the first variant named by ``--overlay-variant`` vs the peer).
 """
 
@@ -61,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", action="append", default=[], metavar="NAME:k=v,k=v")
     p.add_argument("--peer", action="store_true", help="also train Mask R-CNN on the stream")
     p.add_argument("--caps", type=int, nargs="+", default=[100], help="max detections per image")
+    p.add_argument("--test-variant", action="append", default=[], metavar="NAME:k=v,k=v",
+                   help="also evaluate each of our variants with these test-time overrides")
     p.add_argument("--overlay-variant", default=None)
     p.add_argument("--overlays", type=int, default=3)
     p.add_argument("--workers", type=int, default=None)
@@ -176,6 +179,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 c = apply_overrides(cfg, [f"model.test.max_per_img={max(cap, 1)}"])
             r["val"][cap] = evaluate_at(t.model, c, val_loader, val_set, device, args.amp, cap,
                                         is_peer)
+            for tv in ([] if is_peer else args.test_variant):
+                tv_name, tv_over, _ = parse_variant(tv)
+                m = evaluate_at(t.model, apply_overrides(c, tv_over), val_loader, val_set,
+                                device, args.amp, cap, False)
+                r.setdefault("test_variants", {}).setdefault(tv_name, {})[cap] = m
+                print(f"{t.name:>14} + {tv_name}: cap{cap} segm {m['segm']['AP']:.1f} "
+                      f"(AP50 {m['segm']['AP50']:.1f})", flush=True)
         results[t.name] = r
         print(f"{t.name:>14}: iters {t.iters} train {t.train_s:.1f}s  " + "  ".join(
             f"cap{cap} segm {r['val'][cap]['segm']['AP']:.1f} (AP50 "

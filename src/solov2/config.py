@@ -69,6 +69,10 @@ class HeadCfg:
     # mask_window x the level's upper scale bound (training Dice and inference; ours, 0 = the
     # reference's whole-image masks)
     mask_window: float = 0.0
+    # true: each kernel has 5 more entries, weights of its pixels' offsets from the cell
+    # (u^2, v^2, uv, u, v in units of a quarter of the level's upper scale bound): masks can be
+    # confined to an ellipse around the cell (ours; false = the reference's kernels)
+    rel_coords: bool = False
 
 
 @dataclass

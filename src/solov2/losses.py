@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from .ops.masks import cell_windows
+from .ops.masks import cell_windows, rel_coord_logits
 from .targets import Targets
 
 
@@ -71,6 +71,30 @@ def dynamic_masks(kernels: Tensor, batch_idx: Tensor, mask_feats: Tensor,
     return res.view(p, h, w)
 
 
+def cell_mask_logits(kernels: Tensor, batch_idx: Tensor, cells: Tensor, mask_feats: Tensor,
+                     num_grids: list[int] | None = None, rel_coords: list[float] | None = None,
+                     pmax: int | None = None) -> Tensor:
+    """Mask logits of cells' kernels: :func:`dynamic_masks` of the first E entries, plus (with
+    ``rel_coords``, the per-level units of :func:`solov2.model.build.rel_coord_units`) the
+    relative-coordinate logits of the last five (:func:`solov2.ops.masks.rel_coord_logits`).
+
+    Args:
+        kernels: ``[P, E]`` (``[P, E + 5]`` with ``rel_coords``).
+        batch_idx, cells: int64 ``[P]`` image and flat cell index of each kernel.
+        mask_feats: ``[B, E, H, W]``.
+
+    Returns:
+        ``[P, H, W]`` logits (float32 with ``rel_coords``).
+    """
+    e = mask_feats.shape[1]
+    out = dynamic_masks(kernels[:, :e], batch_idx, mask_feats, pmax)
+    if rel_coords is None:
+        return out
+    assert num_grids is not None, "rel_coords needs num_grids"
+    return out.float() + rel_coord_logits(kernels[:, e:], cells, num_grids, rel_coords,
+                                          (out.shape[-2], out.shape[-1]))
+
+
 def solov2_losses(
     cate_logits: list[Tensor],
     kernel_preds: list[Tensor],
@@ -83,6 +107,7 @@ def solov2_losses(
     dice_weight: float = 3.0,
     num_grids: list[int] | None = None,
     window: list[float] | None = None,
+    rel_coords: list[float] | None = None,
 ) -> dict[str, Tensor]:
     """SOLOv2 training losses (reference Sec. 1.5), computed in float32.
 
@@ -94,6 +119,8 @@ def solov2_losses(
         num_grids, window: with ``window`` (half side per level, input pixels; see
             ``model.head.mask_window``), each pair's Dice counts only the pixels of the square
             window around its cell (:func:`solov2.ops.masks.cell_windows`).
+        rel_coords: per-level units of the kernels' relative-coordinate entries
+            (``model.head.rel_coords``; :func:`cell_mask_logits`), or None.
 
     Returns:
         ``{"loss_cate": focal sum / (positive cells + 1) * cate_weight,
@@ -110,7 +137,8 @@ def solov2_losses(
         loss_mask = zero.float()
     else:
         kernels = flatten_levels(kernel_preds)[targets.pos_batch, targets.pos_cell]  # [P, E]
-        pred = dynamic_masks(kernels, targets.pos_batch, mask_feats)
+        pred = cell_mask_logits(kernels, targets.pos_batch, targets.pos_cell, mask_feats,
+                                num_grids, rel_coords)
         target = targets.mask_targets[targets.pos_inst]
         prob = pred.float().sigmoid()
         if window is not None:

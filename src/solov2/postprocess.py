@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import PostprocessCfg
-from .losses import dynamic_masks, flatten_levels
+from .losses import cell_mask_logits, flatten_levels
 from .ops.masks import cell_windows, masks_to_boxes, points_nms
 from .ops.matrix_nms import matrix_nms_sorted
 from .structures import Predictions
@@ -91,6 +91,7 @@ def postprocess(
     cfg: PostprocessCfg,
     candidates: tuple[Tensor, Tensor] | None = None,
     window: list[float] | None = None,
+    rel_coords: list[float] | None = None,
 ) -> list[Predictions]:
     """Turn raw head outputs into instances at each image's original resolution.
 
@@ -113,6 +114,8 @@ def postprocess(
         window: half side per level (input pixels) of the square window each cell's mask is
             confined to (``model.head.mask_window``; :func:`solov2.model.build.mask_windows`);
             None = whole-image masks (reference).
+        rel_coords: per-level units of the kernels' relative-coordinate entries
+            (``model.head.rel_coords``; :func:`solov2.model.build.rel_coord_units`), or None.
 
     Returns:
         One :class:`~solov2.structures.Predictions` per image (scores descending).
@@ -139,7 +142,8 @@ def postprocess(
         bi, cell, label = passed.nonzero(as_tuple=True)
     kmax = kmax or max(int(bi.numel()), 1)
     cand_scores = scores[bi, cell, label]
-    soft = dynamic_masks(kernels[bi, cell], bi, mask_feats, kmax).float().sigmoid()  # [N, Hf, Wf]
+    soft = cell_mask_logits(kernels[bi, cell], bi, cell, mask_feats, num_grids, rel_coords,
+                            kmax).float().sigmoid()  # [N, Hf, Wf]
     if window is not None:
         soft = soft * cell_windows(cell, num_grids, window, (hf, wf))
     binary = soft > cfg.mask_thr

@@ -45,16 +45,18 @@ def balance_work(model: nn.Module, cfg: Config, batches: list[tuple[Tensor, Tens
     # masks: drop the kernels' component along the mean feature (features are >= 0: masks would
     # be all on or all off), scale to logit std MASK_LOGIT_STD, offset to ~10% coverage
     feats = outs[0].mask_feats[0].float().flatten(1)  # [E, P] of image 0
+    e = feats.shape[0]  # kernels may carry relative-coordinate entries after their first E
+    w, wb = kern.weight[:e], kern.bias[:e]
     mean = feats.mean(1)
     u = mean / mean.norm().clamp(min=1e-6)
-    kern.weight.sub_(u.view(-1, 1, 1, 1) * (u.view(-1, 1, 1, 1) * kern.weight).sum(0))
-    kern.bias.sub_(u * (u @ kern.bias))
-    kernels = flatten_levels(outs[0].kernel_preds)[0].float()  # [T, E]
+    w.sub_(u.view(-1, 1, 1, 1) * (u.view(-1, 1, 1, 1) * w).sum(0))
+    wb.sub_(u * (u @ wb))
+    kernels = flatten_levels(outs[0].kernel_preds)[0].float()[:, :e]  # [T, E]
     kernels = kernels - (kernels @ u)[:, None] * u  # as the projected head would predict
     idx = torch.randperm(kernels.shape[0])[:256].to(kernels.device)
     k = MASK_LOGIT_STD / max(float((kernels[idx] @ (feats - mean[:, None])).std()), 1e-6)
-    kern.weight.mul_(k)
-    kern.bias.mul_(k).sub_(1.3 * MASK_LOGIT_STD * u / mean.norm().clamp(min=1e-6))
+    w.mul_(k)
+    wb.mul_(k).sub_(1.3 * MASK_LOGIT_STD * u / mean.norm().clamp(min=1e-6))
     bias = cate.bias.view(1, -1, 1, 1)
     raw = [torch.cat([o.cate_logits[lv].float() for o in outs]) - bias  # W x per level
            for lv in range(len(outs[0].cate_logits))]
@@ -91,12 +93,12 @@ def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
     on the tweaked ``model``; also the work it does (candidates and detections per image)."""
     from ..engine.evaluate import postprocess_cfg
     from ..infer.preprocess import preprocess_images
-    from ..model.build import mask_windows
+    from ..model.build import mask_geometry
     from ..ops.masks import points_nms
     from ..postprocess import postprocess
 
     model.eval()
-    h, pp, window = cfg.model.head, postprocess_cfg(cfg), mask_windows(cfg.model)
+    h, pp, geometry = cfg.model.head, postprocess_cfg(cfg), mask_geometry(cfg.model)
     fwd = torch.compile(model) if args.compile else model
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
 
@@ -106,7 +108,7 @@ def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
         with autocast(device, args.amp):
             out = net(x, sizes)
         return out, postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
-                                h.num_grids, h.strides, pp, out.candidates, window=window)
+                                h.num_grids, h.strides, pp, out.candidates, **geometry)
 
     cands = dets = 0
     with torch.inference_mode():

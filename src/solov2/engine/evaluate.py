@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..data.transforms import padded_size
-from ..model.build import mask_windows
+from ..model.build import mask_geometry
 from ..postprocess import PostprocessCfg, postprocess
 from ..structures import Batch, Predictions
 from .coco_eval import CocoEvaluator, format_table, write_results
@@ -59,7 +59,7 @@ def predict_batch(model: nn.Module, batch: Batch, cfg: Config, device: torch.dev
             out = model(x, sizes)
         group_preds = postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
                                   h.num_grids, h.strides, postprocess_cfg(cfg), out.candidates,
-                                  window=mask_windows(cfg.model))
+                                  **mask_geometry(cfg.model))
         for i, p in zip(idx, group_preds):
             preds[i] = p
     return [p for p in preds if p is not None]

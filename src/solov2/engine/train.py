@@ -21,7 +21,7 @@ from ..config import Config, config_from_dict, config_to_dict, save_yaml
 from ..errors import UserError
 from ..losses import solov2_losses
 from ..model import SOLOv2, build_model
-from ..model.build import mask_windows
+from ..model.build import mask_geometry
 from ..structures import Batch
 from ..targets import build_targets
 from .checkpoint import (
@@ -93,7 +93,7 @@ def train_step(model: nn.Module, batch: Batch, cfg: Config, amp: str) -> dict[st
     return solov2_losses(out.cate_logits, out.kernel_preds, out.mask_feats, targets,
                          focal_alpha=lc.focal_alpha, focal_gamma=lc.focal_gamma,
                          cate_weight=lc.cate_weight, dice_weight=lc.dice_weight,
-                         num_grids=h.num_grids, window=mask_windows(cfg.model))
+                         num_grids=h.num_grids, **mask_geometry(cfg.model))
 
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.SGD:

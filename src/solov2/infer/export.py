@@ -44,8 +44,8 @@ from torch import Tensor, nn
 
 from ..config import Config
 from ..model import SOLOv2
-from ..model.build import mask_windows
-from ..ops.masks import cell_windows, points_nms
+from ..model.build import mask_geometry
+from ..ops.masks import cell_windows, points_nms, rel_coord_logits
 from ..ops.matrix_nms import matrix_nms_sorted
 from ..postprocess import PostprocessCfg
 
@@ -120,10 +120,12 @@ class ExportWrapper(nn.Module):
 
     def __init__(self, model: SOLOv2, test_scale: list[int], size_divisor: int,
                  num_grids: list[int], strides: list[int], test: PostprocessCfg | Any,
-                 window: list[float] | None = None) -> None:
+                 window: list[float] | None = None,
+                 rel_coords: list[float] | None = None) -> None:
         super().__init__()
         self.num_grids = list(num_grids)
         self.window = window  # model.head.mask_window's half sides, or None
+        self.rel_coords = rel_coords  # model.head.rel_coords' units, or None
         self.model = model.eval()
         self.long, self.short = max(test_scale), min(test_scale)
         self.div = max(1, int(size_divisor))
@@ -160,7 +162,12 @@ class ExportWrapper(nn.Module):
         flat = torch.nonzero(scores > t.score_thr)[:, 0]  # [P] in (cell, class) order
         cell = torch.div(flat, c, rounding_mode="floor")
         label = flat - cell * c
-        soft = torch.sigmoid(kernels[cell].float() @ mask_feats.flatten(1))  # [P, Hf * Wf]
+        e = mask_feats.shape[0]
+        logits = kernels[cell][:, :e].float() @ mask_feats.flatten(1)  # [P, Hf * Wf]
+        if self.rel_coords is not None:  # the kernels' relative-coordinate entries
+            logits = logits + rel_coord_logits(kernels[cell][:, e:], cell, self.num_grids,
+                                               self.rel_coords, (hf, wf)).flatten(1)
+        soft = torch.sigmoid(logits)
         if self.window is not None:  # each cell's mask in its window (model.head.mask_window)
             soft = soft * cell_windows(cell, self.num_grids, self.window, (hf, wf)).flatten(1)
         binary = soft > t.mask_thr
@@ -274,7 +281,7 @@ def export_onnx(
         test.score_thr = float(score_thr)
     wrapper = ExportWrapper(model.cpu(), list(cfg.data.test_scale), int(cfg.data.size_divisor),
                             list(cfg.model.head.num_grids), list(cfg.model.head.strides),
-                            test, window=mask_windows(cfg.model)).eval()
+                            test, **mask_geometry(cfg.model)).eval()
     example = torch.zeros((min(cfg.data.test_scale), max(cfg.data.test_scale), 3),
                           dtype=torch.uint8)
     side = torch.export.Dim  # height and width vary independently

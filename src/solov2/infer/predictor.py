@@ -28,7 +28,7 @@ from ..config import Config, ConfigError, apply_overrides, config_from_dict
 from ..data.io import read_image
 from ..errors import CheckpointError
 from ..model import SOLOv2, build_model
-from ..model.build import mask_windows
+from ..model.build import mask_geometry
 from ..postprocess import PostprocessCfg, postprocess
 from ..presets import get_config
 from ..structures import Predictions
@@ -298,7 +298,7 @@ class Predictor:
         head = self.cfg.model.head
         preds = postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
                             list(head.num_grids), list(head.strides), self.postprocess_cfg(thr),
-                            out.candidates, window=mask_windows(self.cfg.model))
+                            out.candidates, **mask_geometry(self.cfg.model))
         results = []
         for p in preds:
             if thr is not None:  # before the copy: full-size masks are the bulk of the transfer

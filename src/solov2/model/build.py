@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import Config, ConfigError, ModelCfg
+from ..ops.masks import REL_COORD_TERMS
 from ..presets import get_config
 from .backbone import build_backbone
 from .fpn import FPN
@@ -25,7 +26,8 @@ def build_model(cfg: str | Config | ModelCfg) -> SOLOv2:
                               m.backbone.dcn)
     neck = FPN(backbone.out_channels, m.fpn_channels)
     head = SOLOv2Head(m.num_classes, m.fpn_channels, h.seg_feat_channels, h.stacked_convs,
-                      h.kernel_channels, tuple(h.num_grids), h.dcn, h.dcn_type, h.prior_prob)
+                      h.kernel_channels, tuple(h.num_grids), h.dcn, h.dcn_type, h.prior_prob,
+                      REL_COORD_TERMS if h.rel_coords else 0)
     mask_feat = MaskFeatHead(m.fpn_channels, m.mask_feat.mid_channels, h.kernel_channels,
                              m.mask_feat.dcn)
     return SOLOv2(backbone, neck, head, mask_feat, m.pixel_mean, m.pixel_std)
@@ -37,6 +39,19 @@ def mask_windows(m: ModelCfg) -> list[float] | None:
     if h.mask_window <= 0:
         return None
     return [h.mask_window * float(r[1]) for r in h.scale_ranges]
+
+
+def rel_coord_units(m: ModelCfg) -> list[float] | None:
+    """Per level, the unit (input pixels) of the relative coordinates of ``model.head.rel_coords``
+    (a quarter of the level's upper scale bound), or None (reference kernels)."""
+    if not m.head.rel_coords:
+        return None
+    return [float(r[1]) / 4.0 for r in m.head.scale_ranges]
+
+
+def mask_geometry(m: ModelCfg) -> dict[str, list[float] | None]:
+    """``window=`` and ``rel_coords=`` keyword arguments of the loss and the post-processing."""
+    return {"window": mask_windows(m), "rel_coords": rel_coord_units(m)}
 
 
 def _check(m: ModelCfg) -> None:

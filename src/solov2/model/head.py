@@ -24,15 +24,18 @@ class SOLOv2Head(nn.Module):
         dcn: ``"none"``, ``"all"`` (every tower conv) or ``"last"`` (last tower conv only).
         dcn_type: ``"v1"`` or ``"v2"``.
         prior_prob: initial foreground probability of the category predictor (0.01).
+        extra_kernel_channels: entries appended to every kernel (``model.head.rel_coords``: 5
+            relative-coordinate weights), initialised to zero.
 
     Forward input: ``[P2..P6]``. Output: ``(cate_logits, kernel_preds)``, lists over levels of
-    ``[B, C, S, S]`` and ``[B, E, S, S]``.
+    ``[B, C, S, S]`` and ``[B, E (+ extra), S, S]``.
     """
 
     def __init__(self, num_classes: int, in_channels: int = 256, seg_feat_channels: int = 512,
                  stacked_convs: int = 4, kernel_channels: int = 256,
                  num_grids: tuple[int, ...] = (40, 36, 24, 16, 12), dcn: str = "none",
-                 dcn_type: str = "v2", prior_prob: float = 0.01) -> None:
+                 dcn_type: str = "v2", prior_prob: float = 0.01,
+                 extra_kernel_channels: int = 0) -> None:
         super().__init__()
         self.num_grids = list(num_grids)
 
@@ -47,8 +50,12 @@ class SOLOv2Head(nn.Module):
             ConvGNReLU(in_channels if i == 0 else seg_feat_channels, seg_feat_channels,
                        dcn=dcn_at(i)) for i in range(stacked_convs))
         self.solo_cate = nn.Conv2d(seg_feat_channels, num_classes, 3, padding=1)
-        self.solo_kernel = nn.Conv2d(seg_feat_channels, kernel_channels, 3, padding=1)
+        self.solo_kernel = nn.Conv2d(seg_feat_channels, kernel_channels + extra_kernel_channels,
+                                     3, padding=1)
         init_normal(self, 0.01)
+        with torch.no_grad():  # extra entries start at 0: the masks start as the reference's
+            self.solo_kernel.weight[kernel_channels:].zero_()
+            self.solo_kernel.bias[kernel_channels:].zero_()
         nn.init.constant_(self.solo_cate.bias, -math.log((1 - prior_prob) / prior_prob))
 
     @staticmethod

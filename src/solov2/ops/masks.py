@@ -1,4 +1,5 @@
-"""Mask helpers: centre of mass, boxes from masks, the points-NMS local-maximum filter."""
+"""Mask helpers: centre of mass, boxes from masks, the points-NMS local-maximum filter, cell
+windows and relative-coordinate logits."""
 
 from __future__ import annotations
 
@@ -68,6 +69,26 @@ def points_nms(heat: Tensor) -> Tensor:
     return heat * keep
 
 
+def _cell_table(cells: Tensor, num_grids: list[int], per_level: list[float],
+                feat_size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Centres ``(cy, cx)`` (input pixels) and the level's value of each cell, and the centres
+    ``(ys [Hf], xs [Wf])`` of the stride-4 feature pixels: static tables indexed by ``cells``."""
+    hf, wf = feat_size
+    dev = cells.device
+    fy, fx, val = [], [], []
+    for s, v in zip(num_grids, per_level):
+        centre = (torch.arange(s, dtype=torch.float32) + 0.5) / s
+        fy.append(centre.repeat_interleave(s))
+        fx.append(centre.repeat(s))
+        val.append(torch.full((s * s,), float(v)))
+    cy = torch.cat(fy).to(dev)[cells] * (hf * 4)
+    cx = torch.cat(fx).to(dev)[cells] * (wf * 4)
+    value = torch.cat(val).to(dev)[cells]
+    ys = (torch.arange(hf, device=dev, dtype=torch.float32) + 0.5) * 4
+    xs = (torch.arange(wf, device=dev, dtype=torch.float32) + 0.5) * 4
+    return cy, cx, value, ys, xs
+
+
 def cell_windows(cells: Tensor, num_grids: list[int], half_sizes: list[float],
                  feat_size: tuple[int, int]) -> Tensor:
     """Square windows around grid cells, on the stride-4 mask-feature grid.
@@ -83,19 +104,39 @@ def cell_windows(cells: Tensor, num_grids: list[int], half_sizes: list[float],
         the cell's centre (both axes). Static per-cell tables indexed by ``cells`` (no
         data-dependent control flow: it exports to ONNX).
     """
-    hf, wf = feat_size
-    dev = cells.device
-    fy, fx, half = [], [], []
-    for s, hs in zip(num_grids, half_sizes):
-        centre = (torch.arange(s, dtype=torch.float32) + 0.5) / s
-        fy.append(centre.repeat_interleave(s))
-        fx.append(centre.repeat(s))
-        half.append(torch.full((s * s,), float(hs)))
-    cy = torch.cat(fy).to(dev)[cells] * (hf * 4)
-    cx = torch.cat(fx).to(dev)[cells] * (wf * 4)
-    h = torch.cat(half).to(dev)[cells]
-    ys = (torch.arange(hf, device=dev, dtype=torch.float32) + 0.5) * 4
-    xs = (torch.arange(wf, device=dev, dtype=torch.float32) + 0.5) * 4
+    cy, cx, h, ys, xs = _cell_table(cells, num_grids, half_sizes, feat_size)
     rows = (ys.view(1, -1) - cy.view(-1, 1)).abs() <= h.view(-1, 1)
     cols = (xs.view(1, -1) - cx.view(-1, 1)).abs() <= h.view(-1, 1)
     return rows.unsqueeze(2) & cols.unsqueeze(1)
+
+
+REL_COORD_TERMS = 5  # u^2, v^2, u v, u, v
+
+
+def rel_coord_logits(coefs: Tensor, cells: Tensor, num_grids: list[int], units: list[float],
+                     feat_size: tuple[int, int]) -> Tensor:
+    """The relative-coordinate part of each cell's mask logits (``model.head.rel_coords``).
+
+    A quadratic in the offset of every feature pixel from its cell's centre,
+    ``a u^2 + b v^2 + c u v + d u + e v`` with ``u = (x - cx) / unit``, ``v = (y - cy) / unit``:
+    what a 1x1 kernel gets from five extra input maps (the offsets and their products), so a
+    kernel can confine its mask to an ellipse around its cell, which a linear function of
+    absolute coordinates cannot.
+
+    Args:
+        coefs: ``[P, 5]`` ``(a, b, c, d, e)`` per cell (the kernel's last five entries).
+        cells: int64 ``[P]`` flat cell indices over all levels.
+        num_grids: S per level.
+        units: per level, the length (input pixels) of one unit of ``u`` and ``v``.
+        feat_size: ``(Hf, Wf)`` of the stride-4 mask features.
+
+    Returns:
+        float32 ``[P, Hf, Wf]`` logits to add to the kernel-times-features logits.
+    """
+    cy, cx, unit, ys, xs = _cell_table(cells, num_grids, units, feat_size)
+    v = (ys.view(1, -1) - cy.view(-1, 1)) / unit.view(-1, 1)  # [P, Hf]
+    u = (xs.view(1, -1) - cx.view(-1, 1)) / unit.view(-1, 1)  # [P, Wf]
+    a, b, c, d, e = coefs.float().unbind(1)
+    col = a.view(-1, 1) * u * u + d.view(-1, 1) * u  # [P, Wf]
+    row = b.view(-1, 1) * v * v + e.view(-1, 1) * v  # [P, Hf]
+    return row.unsqueeze(2) + col.unsqueeze(1) + (c.view(-1, 1) * v).unsqueeze(2) * u.unsqueeze(1)
