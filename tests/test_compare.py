@@ -243,8 +243,9 @@ def test_dense_pairing_and_one_cap_for_both(tmp_path: Path) -> None:
     args = cmp.parse_args(["--pairing", "dense", "--data-root", "x", "--max-dets", "300",
                            "--backbone-weights", str(weights), "model.head.sigma=0.3"])
     cfg = cmp.configure_ours("dense", args)
-    assert cfg.name == "solov2_light_mnv2_dense" and cfg.model.head.mask_window == 1.5
+    assert cfg.name == "solov2_light_mnv2_dense" and cfg.model.head.rel_coords
     assert cfg.model.test.max_per_img == 300 and cfg.model.head.sigma == 0.3
-    assert get_config("solov2_light_mnv2_448").model.head.mask_window == 0  # reference masks
+    ref = get_config("solov2_light_mnv2_448").model.head  # reference kernels and masks
+    assert ref.mask_window == 0 and not ref.rel_coords
     with pytest.raises(SystemExit):
         cmp.parse_args(["--pairing", "dense", "--data-root", "x", "--max-dets", "0"])

@@ -124,15 +124,15 @@ def solov2_light_mnv2_448() -> Config:
 def solov2_light_mnv2_dense() -> Config:
     """Ours: ``solov2_light_mnv2_448`` for dense small objects (cells, nuclei, crowds).
 
-    One change: each grid cell's mask lives in a square window around the cell, of half side
-    1.5 x the level's upper scale bound (``model.head.mask_window``), in the training Dice and
-    at inference. With whole-image masks, a kernel that paints every object of a dense image
-    still scores Dice ~0.99 per instance, a plateau the reference recipe did not leave within
-    500 iterations on bbbc039; inside the window only a few neighbours compete
-    (docs/RESULTS.md section 3).
+    One change: relative-coordinate kernels (``model.head.rel_coords``): five more entries per
+    kernel weigh each pixel's offset from the kernel's cell (u^2, v^2, uv, u, v), so a kernel
+    can confine its mask to an ellipse around its cell. The reference's 1x1 kernels see absolute
+    coordinates only, a linear ramp: on a dense image a kernel paints its object's look-alike
+    neighbours too, a Dice plateau the reference recipe did not leave within 500 iterations on
+    bbbc039 (docs/RESULTS.md section 4).
     """
     cfg = _light("solov2_light_mnv2_dense", "mobilenet_v2")
-    cfg.model.head.mask_window = 1.5
+    cfg.model.head.rel_coords = True
     return cfg
 
 

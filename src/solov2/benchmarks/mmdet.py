@@ -129,9 +129,10 @@ def mmdet_config(cfg: Config) -> dict[str, Any]:
     m, h = cfg.model, cfg.model.head
     depth = _DEPTHS.get(m.backbone.name)
     if (depth is None or m.backbone.dcn != "none" or h.dcn != "none" or m.mask_feat.dcn
-            or h.mask_window > 0):
+            or h.mask_window > 0 or h.rel_coords):
         raise UserError(f"--compare mmdet: {cfg.name} has no mmdetection counterpart here "
-                        f"(ResNet-18/34/50/101 presets without DCN or mask windows only)")
+                        f"(ResNet-18/34/50/101 presets without DCN, mask windows or relative "
+                        f"coordinates only)")
     gn = {"type": "GN", "num_groups": 32, "requires_grad": True}
     t = m.test
     return {

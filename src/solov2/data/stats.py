@@ -322,11 +322,12 @@ def _warnings(st: DatasetStats, cfg: Config) -> list[str]:
     if st.vanished / n >= UNASSIGNED_WARN:
         out.append(f"{st.vanished / n:.1%} of the instances vanish in the resize to the training "
                    f"scale (thinner than a pixel): consider a larger data.train_scales")
-    if st.per_image["median"] >= DENSE_WARN and cfg.model.head.mask_window <= 0:
+    head = cfg.model.head
+    if st.per_image["median"] >= DENSE_WARN and head.mask_window <= 0 and not head.rel_coords:
         out.append(f"images hold a median of {st.per_image['median']:g} instances: with "
                    f"whole-image masks a kernel that paints every object scores a Dice of "
                    f"~{2 / (st.per_image['median'] + 1):.2f} per instance, nearly an empty "
-                   f"mask's, and training stalls; consider model.head.mask_window=1.5 (preset "
+                   f"mask's, and training stalls; consider model.head.rel_coords=true (preset "
                    f"solov2_light_mnv2_dense, docs/RESULTS.md section 4)")
     if st.images_over_max:
         out.append(f"images hold up to {st.per_image['max']:g} instances but "
