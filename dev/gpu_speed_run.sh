@@ -44,7 +44,6 @@ DENSE="data.train_scales=[[1333,800]]"
 BB="--data-root $BBBC --train-split train --workers 15"
 CO="--data-root $COCO --train-split train --workers 15"
 
-run profile 100 python3 dev/gpu_infer_profile.py --out "$OUT/profile"
 b r50_infer_bs1_fp32_vs_mmdet 90 $R50 --mode infer --size 800x1216 --amp none --iters 30 --compare mmdet
 b r50_infer_bs1_bf16_fast_vs_mmdet 90 $R50 --mode infer --size 800x1216 --amp bf16 --fast --iters 30 --compare mmdet
 b loader_bbbc039_1333_compact 60 $MNV2 --mode loader $BB --batch-size 8 --iters 20 --warmup 5 $DENSE
@@ -58,6 +57,7 @@ b loader_coco128_r50_compact 50 $R50 --mode loader $CO --batch-size 16 --iters 1
 b loader_coco128_r50_dense 50 $R50 --mode loader $CO --batch-size 16 --iters 10 --warmup 3 data.compact_masks=false
 b light_mnv2_train_bs8_bf16_synth_800x1088 60 $MNV2 --mode train --size 800x1088 --amp bf16 --batch-size 8 --iters 20 --warmup 5
 
+run profile 100 python3 dev/gpu_infer_profile.py --out "$OUT/profile"
 python3 - "$OUT" <<'PY' | tee "$OUT/summary.txt"
 import json, sys
 out = sys.argv[1]

@@ -16,6 +16,7 @@ from torch import nn
 
 from solov2.losses import solov2_losses
 from solov2.model import build_model
+from solov2.model.build import mask_geometry
 from solov2.ops.masks import masks_to_boxes
 from solov2.presets import PRESETS, get_config
 from solov2.structures import Instances
@@ -70,14 +71,15 @@ def test_forward_backward_every_preset(name: str) -> None:
     assert len(out.cate_logits) == len(out.kernel_preds) == len(h.num_grids) == 5
     for s, c, k in zip(h.num_grids, out.cate_logits, out.kernel_preds):
         assert c.shape == (b, cfg.model.num_classes, s, s)
-        assert k.shape == (b, h.kernel_channels, s, s)
+        assert k.shape == (b, h.kernel_channels + (5 if h.rel_coords else 0), s, s)
     assert out.mask_feats.shape == (b, h.kernel_channels, size // 4, size // 4)
     assert (out.mask_feats >= 0).all()  # final ReLU
 
     targets = build_targets([_instances(size)] * b, (size // 4, size // 4), h.num_grids,
                             h.scale_ranges, cfg.model.num_classes, h.sigma)
     assert targets.pos_batch.numel() > 0
-    losses = solov2_losses(out.cate_logits, out.kernel_preds, out.mask_feats, targets)
+    losses = solov2_losses(out.cate_logits, out.kernel_preds, out.mask_feats, targets,
+                           num_grids=h.num_grids, **mask_geometry(cfg.model))
     total = losses["loss_cate"] + losses["loss_mask"]
     assert torch.isfinite(total)
     total.backward()
@@ -100,6 +102,22 @@ def test_forward_backward_every_preset(name: str) -> None:
     assert model.head.training and model.mask_feat_head.training
     changed = [not torch.equal(a, bn.running_mean) for a, bn in zip(before, bns)]
     assert (not any(changed)) if norm_eval else all(changed)
+
+
+def test_a_new_model_already_freezes_its_batchnorm() -> None:
+    """``norm_eval`` holds from construction, not only after a ``.train()`` call: a forward of a
+    freshly built model neither uses nor updates batch statistics (the bench once balanced its
+    head on such a model and timed it afterwards in eval mode, with other statistics)."""
+    torch.manual_seed(0)
+    model = build_model("solov2_r50_fpn_1x")
+    bns = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert bns and model.training and not any(bn.training for bn in bns)
+    before = [bn.running_mean.clone() for bn in bns]
+    x = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        fresh = model(x).cate_logits[0]
+        assert all(torch.equal(a, bn.running_mean) for a, bn in zip(before, bns))
+        assert torch.equal(fresh, model.eval()(x).cate_logits[0])
 
 
 def test_normalize_zeroes_padding() -> None:

@@ -120,7 +120,7 @@ class InstanceTransform:
         image = out["image"].as_subclass(Tensor)
         masks = out["masks"].as_subclass(Tensor)
         labels = out["labels"]
-        keep = masks.flatten(1).any(dim=1)
+        keep = masks.flatten(1).any(dim=1).bool()  # any() of uint8 is uint8: index by bool
         if not bool(keep.all()):
             masks, labels = masks[keep], labels[keep]
         return image, Instances(masks.contiguous(), labels, boxes_from_masks(masks))

@@ -162,9 +162,14 @@ Backbone = ResNetBackbone | MobileNetV2Backbone
 
 def build_backbone(name: str, frozen_stages: int = 1, norm_eval: bool = True,
                    dcn: str = "none") -> Backbone:
-    """Backbone by name (see :class:`ResNetBackbone` and :class:`MobileNetV2Backbone`)."""
+    """Backbone by name (see :class:`ResNetBackbone` and :class:`MobileNetV2Backbone`), in
+    training mode with ``norm_eval`` applied (a new module's BatchNorms would otherwise use and
+    update batch statistics until the first ``.train()`` call)."""
+    bb: Backbone
     if name == "mobilenet_v2":
         if dcn != "none":
             raise ValueError("DCN is not available for the MobileNetV2 backbone")
-        return MobileNetV2Backbone(frozen_stages, norm_eval)
-    return ResNetBackbone(name, frozen_stages, norm_eval, dcn)
+        bb = MobileNetV2Backbone(frozen_stages, norm_eval)
+    else:
+        bb = ResNetBackbone(name, frozen_stages, norm_eval, dcn)
+    return bb.train()
