@@ -19,7 +19,8 @@ from solov2 import bench
 from solov2.benchmarks import maskrcnn
 from solov2.cli import build_parser
 
-SIDE_KEYS = {"img_per_s", "ms_per_iter_median", "ms_p10", "ms_p90", "peak_mem_mb", "iters"}
+SIDE_KEYS = {"img_per_s", "ms_per_iter_median", "ms_p10", "ms_p90", "peak_mem_mb", "iters",
+             "total_s"}
 
 
 @pytest.fixture
@@ -143,6 +144,9 @@ def test_bench_loader_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert s["instances_per_batch"] == n_inst  # every image of the split in each batch
         assert s["instances_per_s"] == pytest.approx(s["img_per_s"] * n_inst / 3)
         assert s["workers"] == 0 and s["compact_masks"] == (compact == "true")
+        # sustained rate over the timed window, after the prefetched batches (2 per worker)
+        assert s["warmup"] == 2 and s["iters"] == 2
+        assert s["img_per_s"] == pytest.approx(3 * 2 / s["total_s"])
         out[compact] = s["mb_per_batch"]
     assert out["true"] < out["false"]
 

@@ -28,7 +28,7 @@ def time_loop(step: Step, warmup: int, iters: int, device: torch.device,
         torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()  # linear interpolation
     mem = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None
     return {"img_per_s": batch_size / med, "ms_per_iter_median": med * 1e3, "ms_p10": p10 * 1e3,
-            "ms_p90": p90 * 1e3, "peak_mem_mb": mem, "iters": len(times)}
+            "ms_p90": p90 * 1e3, "peak_mem_mb": mem, "iters": len(times), "total_s": sum(times)}
 
 
 def autocast(device: torch.device, amp: str) -> torch.autocast:
