@@ -124,15 +124,19 @@ def solov2_light_mnv2_448() -> Config:
 def solov2_light_mnv2_dense() -> Config:
     """Ours: ``solov2_light_mnv2_448`` for dense small objects (cells, nuclei, crowds).
 
-    One change: relative-coordinate kernels (``model.head.rel_coords``): five more entries per
+    Relative-coordinate kernels (``model.head.rel_coords``): five more entries per
     kernel weigh each pixel's offset from the kernel's cell (u^2, v^2, uv, u, v), so a kernel
     can confine its mask to an ellipse around its cell. The reference's 1x1 kernels see absolute
     coordinates only, a linear ramp: on a dense image a kernel paints its object's look-alike
     neighbours too, a Dice plateau the reference recipe did not leave within 500 iterations on
     bbbc039 (docs/RESULTS.md section 4).
+
+    Dense images also hold more objects than COCO's 100: up to 300 detections per image
+    (``model.test.max_per_img``, which the evaluator's cap follows), as ultralytics' default.
     """
     cfg = _light("solov2_light_mnv2_dense", "mobilenet_v2")
     cfg.model.head.rel_coords = True
+    cfg.model.test.max_per_img = 300
     return cfg
 
 
