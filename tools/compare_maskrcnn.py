@@ -92,7 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Train SOLOv2 and torchvision Mask R-CNN on the same batches; compare COCO AP.")
     p.add_argument("--pairing", required=True, metavar="{mnv2,dense,r50}",  # + "tiny" (tests)
                    help="mnv2: solov2_light_mnv2_448 vs Mask R-CNN MobileNetV2-FPN (ImageNet); "
-                        "dense: solov2_light_mnv2_dense (mask windows) vs the same peer; "
+                        "dense: solov2_light_mnv2_dense (relative-coordinate kernels) vs the "
+                        "same peer; "
                         "r50: solov2_r50_fpn_1x vs maskrcnn_resnet50_fpn (random init)")
     p.add_argument("--data-root", required=True, help="COCO layout: annotations/, train/, val/")
     p.add_argument("--train-split", default="train")
