@@ -155,22 +155,39 @@ def test_export_cli_writes_nothing_on_failure(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [bad]
 
 
-def test_onnx_mask_window_is_the_predictor(tmp_path: Path) -> None:
-    """``model.head.mask_window`` (the dense preset's masks) inside the graph: same instances as
-    the Predictor, and the windows matter (they change the Predictor's output)."""
+COEFS = [-3.0, -3.0, 1.0, 2.0, 0.0]  # an ellipse around every cell: a, b < 0, a tilt, a shift
+
+
+def test_onnx_mask_window_and_rel_coords_are_the_predictor(tmp_path: Path) -> None:
+    """``model.head.mask_window`` and ``model.head.rel_coords`` (the dense options) inside the
+    graph: same instances as the Predictor, and each option matters (switching the window off,
+    or zeroing the relative-coordinate entries, changes the Predictor's output). One export for
+    both: each takes ~40 s on 2 cores."""
     cfg = make_config()
+    state = confident_model(cfg).state_dict()  # the other tests' weights, plus five entries
     cfg.model.head.mask_window = 0.3  # demo ranges: half sides 17-269 px on 96x64 inputs
-    model = confident_model(cfg)
+    cfg.model.head.rel_coords = True  # units 14-224 px
+    model = build_model(cfg).eval()
+    e = cfg.model.head.kernel_channels
+    for k in ("head.solo_kernel.weight", "head.solo_kernel.bias"):
+        state[k] = torch.cat([state[k], model.state_dict()[k][e:]])
+    model.load_state_dict(state)
+    with torch.no_grad():
+        model.head.solo_kernel.bias[e:].copy_(torch.tensor(COEFS))
     ckpt = tmp_path / "model_final.pth"
     save_checkpoint(ckpt, {"model": model.state_dict(), "config": config_to_dict(cfg)})
-    path = tmp_path / "w.onnx"
+    path = tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", str(ckpt), "--output", str(path)]) == 0
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     predictor = Predictor.from_checkpoint(ckpt, device="cpu")
-    plain = Predictor.from_checkpoint(ckpt, device="cpu", overrides=["model.head.mask_window=0"])
+    no_window = Predictor.from_checkpoint(ckpt, device="cpu",
+                                          overrides=["model.head.mask_window=0"])
+    no_rel = Predictor.from_checkpoint(ckpt, device="cpu")
+    with torch.no_grad():
+        no_rel.model.head.solo_kernel.bias[e:].zero_()
     test = predictor.cfg.model.test
-    changed = 0
-    for k, (h, w) in enumerate([(64, 96), (120, 40)]):
+    changed = {"window": 0, "rel": 0}
+    for k, (h, w) in enumerate([(64, 96), (120, 40), (80, 80)]):
         img = smooth_image(h, w, 20 + k)
         masks, labels, scores = sess.run(None, {"image": img})
         pred = predictor(img)
@@ -179,47 +196,6 @@ def test_onnx_mask_window_is_the_predictor(tmp_path: Path) -> None:
                               score_tol=1e-3, iou=0.9, ties=predictor_ties(predictor, img),
                               thresholds=[test.update_thr], max_det=test.max_per_img,
                               min_matched=max(3, len(pred) - 4))
-        other = plain(img)
-        changed += len(other) != len(pred) or not torch.equal(other.masks, pred.masks)
-    assert changed  # the windows are not a no-op on these images
-
-
-COEFS = [-3.0, -3.0, 1.0, 2.0, 0.0]
-
-
-def test_onnx_rel_coords_is_the_predictor(tmp_path: Path) -> None:
-    """``model.head.rel_coords`` inside the graph: same instances as the Predictor, and the
-    relative-coordinate entries matter (zeroing them changes the Predictor's output)."""
-    cfg = make_config()
-    state = confident_model(cfg).state_dict()  # the window test's weights, plus five entries
-    cfg.model.head.rel_coords = True  # demo ranges: units 14-224 px on 96x64 inputs
-    model = build_model(cfg).eval()
-    e = cfg.model.head.kernel_channels
-    for k in ("head.solo_kernel.weight", "head.solo_kernel.bias"):
-        state[k] = torch.cat([state[k], model.state_dict()[k][e:]])
-    model.load_state_dict(state)
-    with torch.no_grad():  # an ellipse prior around every cell: a, b < 0, a tilt c, a shift d
-        model.head.solo_kernel.bias[e:].copy_(torch.tensor(COEFS))
-    ckpt = tmp_path / "model_final.pth"
-    save_checkpoint(ckpt, {"model": model.state_dict(), "config": config_to_dict(cfg)})
-    path = tmp_path / "r.onnx"
-    assert main(["export", "--checkpoint", str(ckpt), "--output", str(path)]) == 0
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    predictor = Predictor.from_checkpoint(ckpt, device="cpu")
-    plain = Predictor.from_checkpoint(ckpt, device="cpu")
-    with torch.no_grad():
-        plain.model.head.solo_kernel.bias[e:].zero_()
-    test = predictor.cfg.model.test
-    changed = 0
-    for k, (h, w) in enumerate([(64, 96), (120, 40)]):
-        img = smooth_image(h, w, 30 + k)
-        masks, labels, scores = sess.run(None, {"image": img})
-        pred = predictor(img)
-        assert_same_instances(pred, (torch.from_numpy(masks), torch.from_numpy(labels),
-                                     torch.from_numpy(scores)),
-                              score_tol=1e-3, iou=0.9, ties=predictor_ties(predictor, img),
-                              thresholds=[test.update_thr], max_det=test.max_per_img,
-                              min_matched=max(3, len(pred) - 4))
-        other = plain(img)
-        changed += len(other) != len(pred) or not torch.equal(other.masks, pred.masks)
-    assert changed  # the relative coordinates are not a no-op on these images
+        for name, other in (("window", no_window(img)), ("rel", no_rel(img))):
+            changed[name] += len(other) != len(pred) or not torch.equal(other.masks, pred.masks)
+    assert all(changed.values()), changed  # neither option is a no-op on these images
