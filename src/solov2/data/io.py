@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -59,6 +61,18 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+@contextmanager
+def image_decode_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Decoding failures inside the block become a one-line :class:`ImageReadError` naming
+    ``path`` (missing file; unreadable, truncated, corrupt, too large or not an image)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: image file not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as e:
+        raise ImageReadError(f"{path}: cannot decode image ({_one_line(e)})") from None
+
+
 def read_image(path: str | os.PathLike[str]) -> Tensor:
     """Decode an image file.
 
@@ -74,18 +88,13 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
         more than ``2 * Image.MAX_IMAGE_PIXELS`` pixels, or is not an image. The message names the
         file.
     """
-    try:
-        with Image.open(path) as img:  # warns (DecompressionBombWarning) above MAX_IMAGE_PIXELS
-            img.load()  # decodes fully now, so truncated data raises here
-            # in place: the default returns a full copy even when nothing is rotated
-            ImageOps.exif_transpose(img, in_place=True)
-            rgb = _to_rgb(img)
-            arr = np.asarray(rgb, dtype=np.uint8)
-            del rgb
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: image file not found") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as e:
-        raise ImageReadError(f"{path}: cannot decode image ({_one_line(e)})") from None
+    with image_decode_errors(path), Image.open(path) as img:  # warns above MAX_IMAGE_PIXELS
+        img.load()  # decodes fully now, so truncated data raises here
+        # in place: the default returns a full copy even when nothing is rotated
+        ImageOps.exif_transpose(img, in_place=True)
+        rgb = _to_rgb(img)
+        arr = np.asarray(rgb, dtype=np.uint8)
+        del rgb
     if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - convert("RGB") guarantees this
         raise ImageReadError(f"{path}: unexpected decoded shape {arr.shape}")
     # Pillow's buffers are released by now, so this CHW copy does not stack on them (peak

@@ -163,9 +163,10 @@ class ExportWrapper(nn.Module):
         cell = torch.div(flat, c, rounding_mode="floor")
         label = flat - cell * c
         e = mask_feats.shape[0]
-        logits = kernels[cell][:, :e].float() @ mask_feats.flatten(1)  # [P, Hf * Wf]
+        cell_kernels = kernels[cell]
+        logits = cell_kernels[:, :e].float() @ mask_feats.flatten(1)  # [P, Hf * Wf]
         if self.rel_coords is not None:  # the kernels' relative-coordinate entries
-            logits = logits + rel_coord_logits(kernels[cell][:, e:], cell, self.num_grids,
+            logits = logits + rel_coord_logits(cell_kernels[:, e:], cell, self.num_grids,
                                                self.rel_coords, (hf, wf)).flatten(1)
         soft = torch.sigmoid(logits)
         if self.window is not None:  # each cell's mask in its window (model.head.mask_window)

@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from ..data.io import ImageReadError, _one_line, _to_rgb, image_size, read_image
+from ..data.io import _to_rgb, image_decode_errors, image_size, read_image
 
 __all__ = ["MAX_PIXELS", "read_image_bounded", "upsample_rle"]
 
@@ -51,24 +51,19 @@ def read_image_bounded(path: str | os.PathLike[str],
 
 def _read_reduced(path: str | os.PathLike[str], size: tuple[int, int], max_pixels: int) -> Tensor:
     scale = math.sqrt(max_pixels / (size[0] * size[1]))
-    try:
-        with Image.open(path) as img:
-            if img.format == "JPEG":  # DCT scaling by 1/2, 1/4 or 1/8: at most max_pixels
-                sw, sh = img.size
-                img.draft("RGB", (max(1, int(sw * scale / 2)), max(1, int(sh * scale / 2))))
-            img.load()
-            ImageOps.exif_transpose(img, in_place=True)
-            rgb = _to_rgb(img)
-            if rgb.width * rgb.height > max_pixels:
-                s = math.sqrt(max_pixels / (rgb.width * rgb.height))
-                rgb = rgb.resize((max(1, int(rgb.width * s)), max(1, int(rgb.height * s))),
-                                 Image.Resampling.BILINEAR, reducing_gap=2.0)
-            arr = np.asarray(rgb, dtype=np.uint8)
-            del rgb
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: image file not found") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, MemoryError) as e:
-        raise ImageReadError(f"{path}: cannot decode image ({_one_line(e)})") from None
+    with image_decode_errors(path), Image.open(path) as img:
+        if img.format == "JPEG":  # DCT scaling by 1/2, 1/4 or 1/8: at most max_pixels
+            sw, sh = img.size
+            img.draft("RGB", (max(1, int(sw * scale / 2)), max(1, int(sh * scale / 2))))
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)
+        rgb = _to_rgb(img)
+        if rgb.width * rgb.height > max_pixels:
+            s = math.sqrt(max_pixels / (rgb.width * rgb.height))
+            rgb = rgb.resize((max(1, int(rgb.width * s)), max(1, int(rgb.height * s))),
+                             Image.Resampling.BILINEAR, reducing_gap=2.0)
+        arr = np.asarray(rgb, dtype=np.uint8)
+        del rgb
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
