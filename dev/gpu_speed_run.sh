@@ -8,7 +8,8 @@
 # Run from the repository root. Wheels: put pycocotools + faster-coco-eval (shared/wheels) and
 # the mmdet set (docs/PERFORMANCE.md, "Reproduce") in .whl/; they are installed to /tmp/site.
 # Environment: OUT (default ./speed_out), BUDGET seconds (470): runs are in priority order, and
-# one that would pass the budget is skipped (listed in $OUT/skipped.txt).
+# one that would pass the budget is skipped (listed in $OUT/skipped.txt); ONLY: an extended
+# regular expression of the labels to run (default: all).
 # Outputs: $OUT/runs.jsonl (one JSON object per bench run, with "label"), $OUT/<label>.log,
 # $OUT/profile/ (dev/gpu_infer_profile.py), $OUT/summary.txt.
 set -u
@@ -25,6 +26,7 @@ python3 -c "import torch, torchvision; print(torch.__version__, torchvision.__ve
 left() { echo $((BUDGET - SECONDS)); }
 run() {  # run LABEL TIMEOUT CMD...: skipped when the budget cannot hold TIMEOUT/2
   local label=$1 limit=$2; shift 2
+  [[ "$label" =~ ${ONLY:-.} ]] || return
   if [ "$(left)" -lt $((limit / 2)) ]; then echo "$label" >>"$OUT/skipped.txt"; return; fi
   [ "$(left)" -lt "$limit" ] && limit=$(left)
   echo "== $label ($((SECONDS))s): $*" >&2
@@ -44,17 +46,31 @@ DENSE="data.train_scales=[[1333,800]]"
 BB="--data-root $BBBC --train-split train --workers 15"
 CO="--data-root $COCO --train-split train --workers 15"
 
-b r50_infer_bs1_fp32_vs_mmdet 90 $R50 --mode infer --size 800x1216 --amp none --iters 30 --compare mmdet
-b r50_infer_bs1_bf16_fast_vs_mmdet 90 $R50 --mode infer --size 800x1216 --amp bf16 --fast --iters 30 --compare mmdet
+I1="$R50 --mode infer --size 800x1216 --iters 60 --warmup 10"
+b r50_infer_bs1_fp32_vs_mmdet 90 $I1 --amp none --compare mmdet
+b r50_infer_bs1_bf16_fast_vs_mmdet 90 $I1 --amp bf16 --fast --compare mmdet
+b r50_infer_bs1_fp32_fast_vs_mmdet 90 $I1 --amp none --fast --compare mmdet
+b r50_infer_bs1_bf16_vs_mmdet 90 $I1 --amp bf16 --compare mmdet
+# why --compile training recompiles on the GPU: dynamo's own account (log only)
+run compile_diagnosis 200 env TORCH_LOGS=recompiles,graph_breaks python3 -m solov2 bench $R50 \
+  --mode train $CO --amp bf16 --batch-size 16 --iters 5 --warmup 10 --compile data.canvas_buckets=1
+b r50_infer_bs1_bf16_fast_compile_vs_mmdet 150 $I1 --amp bf16 --fast --compile --compare mmdet
+# ours' best against mmdet's best (fp32: its bf16 autocast is slower)
+b r50_infer_bs1_bf16_fast_compile_vs_mmdet_fp32 150 $I1 --amp bf16 --fast --compile --compare mmdet --peer-amp none
+b r50_infer_bs8_bf16_fast_compile_vs_mmdet_fp32 150 $R50 --mode infer --size 800x1216 --amp bf16 --fast --compile --batch-size 8 --iters 20 --compare mmdet --peer-amp none
+b r50_infer_bs1_bf16_fast_vs_mmdet_fp32 90 $I1 --amp bf16 --fast --compare mmdet --peer-amp none
+b r50_infer_bs8_bf16_fast_compile 150 $R50 --mode infer --size 800x1216 --amp bf16 --fast --compile --batch-size 8 --iters 10
 b loader_bbbc039_1333_compact 60 $MNV2 --mode loader $BB --batch-size 8 --iters 20 --warmup 5 $DENSE
 b loader_bbbc039_1333_dense 90 $MNV2 --mode loader $BB --batch-size 8 --iters 10 --warmup 3 $DENSE data.compact_masks=false
 b r50_train_bs16_bf16_real_vs_mmdet 150 $R50 --mode train $CO --amp bf16 --batch-size 16 --iters 15 --warmup 5 --compare mmdet
-b r50_train_bs16_bf16_real_compile 240 $R50 --mode train $CO --amp bf16 --batch-size 16 --iters 20 --warmup 12 --compile data.canvas_buckets=1
+b r50_train_bs16_bf16_real_compile_vs_maskrcnn 240 $R50 --mode train $CO --amp bf16 --batch-size 16 --iters 20 --warmup 12 --compile data.canvas_buckets=1 --compare maskrcnn
 b light_mnv2_train_bs8_bf16_bbbc039_1333 90 $MNV2 --mode train $BB --amp bf16 --batch-size 8 --iters 20 --warmup 5 $DENSE
 b r50_train_bs16_bf16_synth_vs_mmdet 120 $R50 --mode train --size 800x1216 --amp bf16 --batch-size 16 --iters 10 --warmup 3 --compare mmdet
 b r50_infer_bs8_bf16_fast 60 $R50 --mode infer --size 800x1216 --amp bf16 --fast --batch-size 8 --iters 10
 b loader_coco128_r50_compact 50 $R50 --mode loader $CO --batch-size 16 --iters 10 --warmup 3
 b loader_coco128_r50_dense 50 $R50 --mode loader $CO --batch-size 16 --iters 10 --warmup 3 data.compact_masks=false
+b light_mnv2_train_bs8_bf16_synth_800x1344 60 $MNV2 --mode train --size 800x1344 --amp bf16 --batch-size 8 --iters 20 --warmup 5
+b dense_train_bs8_bf16_bbbc039_1333 90 --config solov2_light_mnv2_dense --mode train $BB --amp bf16 --batch-size 8 --iters 20 --warmup 5 $DENSE
 b light_mnv2_train_bs8_bf16_synth_800x1088 60 $MNV2 --mode train --size 800x1088 --amp bf16 --batch-size 8 --iters 20 --warmup 5
 
 run profile 100 python3 dev/gpu_infer_profile.py --out "$OUT/profile"

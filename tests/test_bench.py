@@ -158,3 +158,32 @@ def test_bench_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "--mode loader needs a dataset" in capsys.readouterr().err
     assert main(["bench", "--config", "solov2_demo", "--device", "cpu", "nope.key=1"]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_time_alternating_orders_blocks_and_keeps_each_pipelines_times(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Known answer on a fake clock: pipeline A takes 1 ms per call, B 3 ms; warm-ups first, in
+    turn; then blocks of iters // blocks calls in the order A B B A A B; each side's statistics
+    are its own calls only."""
+    from solov2.benchmarks import timing
+
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    calls: list[tuple[str, int]] = []
+
+    def make(name: str, ms: float) -> Any:
+        def step(i: int) -> None:
+            calls.append((name, i))
+            now[0] += ms / 1e3
+        return lambda: step
+
+    res = timing.time_alternating([make("A", 1.0), make("B", 3.0)], warmup=2, iters=6,
+                                  device=torch.device("cpu"), batch_size=4, blocks=3)
+    names = "".join(n for n, _ in calls)
+    assert names == "AABB" + "AA" "BB" "BB" "AA" "AA" "BB"
+    assert [i for n, i in calls if n == "A"] == [0, 1, 2, 3, 4, 5, 6, 7]  # sets keep rotating
+    a, b = res
+    assert a["iters"] == b["iters"] == 6 and a["peak_mem_mb"] is None
+    assert a["ms_per_iter_median"] == pytest.approx(1.0)
+    assert b["ms_per_iter_median"] == pytest.approx(3.0)
+    assert a["img_per_s"] == pytest.approx(4000.0) and b["total_s"] == pytest.approx(0.018)

@@ -124,3 +124,35 @@ def test_training_canvases(tmp_path: Any) -> None:
     assert _canvases(cfg, ds, compile=True) == [(64, 96), (96, 128)]
     cfg.data.canvas_buckets = 3
     assert _canvases(cfg, ds, compile=False) == [(32, 64), (64, 96), (96, 128)]
+
+
+
+def test_coordconv_uses_its_symbolic_linspace_for_symbolic_sizes_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concrete sizes take ``torch.linspace`` even where ``torch.compiler.is_exporting()`` says
+    true, as it did inside ``torch.compile`` on torch 2.11: there the export-only formula
+    (``torch.sym_max`` on a plain int returns an int) broke the head's loop, and dynamo compiled
+    each tower conv apart, one graph per level, until its recompile limit (R50 ``--compile``
+    training at 1.27x eager). Symbolic sizes (dynamic shapes) take the formula, in one graph,
+    with ``linspace``'s values."""
+    from solov2.model import layers
+
+    def symbolic_only(n: Any, like: torch.Tensor) -> torch.Tensor:
+        assert isinstance(n, torch.SymInt), f"symbolic linspace on a concrete size {n}"
+        return formula(n, like)
+
+    formula = layers._linspace_symbolic
+    monkeypatch.setattr(layers, "_linspace_symbolic", symbolic_only)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    x = torch.zeros(1, 4, 5, 7)
+    want = torch.stack([torch.linspace(-1, 1, 7).expand(5, 7),
+                        torch.linspace(-1, 1, 5).view(5, 1).expand(5, 7)])
+    torch.testing.assert_close(layers.coord_features(x)[0], want, rtol=0, atol=0)
+    torch._dynamo.reset()
+    dyn = torch.compile(layers.coord_features, dynamic=True, fullgraph=True, backend="eager")
+    for h, w in ((5, 7), (6, 9), (1, 3)):
+        got = dyn(torch.zeros(2, 4, h, w))
+        assert got.shape == (2, 2, h, w)
+        torch.testing.assert_close(got[1, 0, 0], torch.linspace(-1, 1, w), rtol=0, atol=1e-6)
+        torch.testing.assert_close(got[0, 1, :, 0], torch.linspace(-1, 1, h), rtol=0, atol=1e-6)
+    torch._dynamo.reset()

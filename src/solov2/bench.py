@@ -7,8 +7,10 @@ on the same inputs, device, resolution and autocast dtype. ``infer``: uint8 imag
 model's post-processing work. ``train``: full steps on synthetic batches prebuilt on the device,
 or on real JPEGs through the training loader (``--real DIR`` / ``--data-root`` with
 ``--train-split``). ``loader``: the training loader alone (images/s and instances/s delivered to
-the device). Each iteration is timed on its own (synchronised); medians are reported. The config
-takes ``a.b=value`` overrides as every command does. Parts: :mod:`solov2.benchmarks`.
+the device). Each iteration is timed on its own (synchronised); medians are reported. In
+``infer`` both models stay on the device and are timed in alternating blocks (a drift of clocks
+or host load falls on both alike). The config takes ``a.b=value`` overrides as every command
+does. Parts: :mod:`solov2.benchmarks`.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from .benchmarks.data import (
     uses_real_data,
 )
 from .benchmarks.ours import TARGET_CANDIDATES, balance_work, infer_work, ours_model
-from .benchmarks.ours import time_infer as ours_infer
+from .benchmarks.ours import infer_step as ours_infer_step
 from .benchmarks.ours import time_train as ours_train
-from .benchmarks.timing import bench_matrix_nms, time_loop
+from .benchmarks.timing import bench_matrix_nms, peer_amp, time_alternating, time_loop
 from .config import Config
 from .engine.complexity import bench_input_size, format_complexity, model_complexity
 from .errors import UserError
@@ -83,6 +85,9 @@ def _notes(args: argparse.Namespace, cfg: Config) -> list[str]:
             notes.append(f"peer: float [0,1] images, score_thresh 0, detections_per_img "
                          f"{maskrcnn.PEER_DETECTIONS} (always that many pasted masks), "
                          "transform min/max_size = our resized size")
+        if args.compare:
+            notes.append("both models on the device, timed in alternating blocks "
+                         "(ours, peer, peer, ours, ...): drift falls on both alike")
     else:
         notes = ["step: forward, targets, losses, backward, clip 35, SGD lr 0.01 m 0.9 wd 1e-4",
                  "data: " + ("real images via build_train_loader, loading timed" if real
@@ -100,8 +105,9 @@ def _notes(args: argparse.Namespace, cfg: Config) -> list[str]:
 
 def format_report(r: dict[str, Any]) -> str:
     """The readable table of a :func:`run_bench` result."""
+    peer_amp = f" (peer {r['peer_amp']})" if r.get("peer_amp") not in (None, r["amp"]) else ""
     lines = [f"solov2 bench {r['config']} mode={r['mode']} device={r['device']} batch="
-             f"{r['batch_size']} size={r['size']} amp={r['amp']} compile={r['compile']} channels_"
+             f"{r['batch_size']} size={r['size']} amp={r['amp']}{peer_amp} compile={r['compile']} channels_"
              f"last={r['channels_last']} torch {r['torch']} torchvision {r['torchvision']}",
              f"{'':22}{'img/s':>9}{'ms/iter':>10}{'p10':>9}{'p90':>9}{'peak MB':>9}{'iters':>7}"]
     peer_name = PEER_NAMES.get(r.get("compare") or "", "peer")
@@ -126,9 +132,31 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines + [f"note: {n}" for n in r["notes"]])
 
 
+def _infer(args: argparse.Namespace, cfg: Config, device: torch.device, size: tuple[int, int],
+           model: torch.nn.Module, peer: Any, r: dict[str, Any]) -> None:
+    """Inference: ours and the peer both resident, timed in alternating blocks."""
+    sets = image_sets(args.batch_size, size, device, torch.Generator().manual_seed(cfg.solver.seed))
+    r["matrix_nms_ms"] = bench_matrix_nms(device=device, iters=args.iters, warmup=args.warmup)
+    infer_work(args, cfg, model, sets)
+    if peer is not None:
+        from .benchmarks import mmdet
+
+        mmdet.copy_from_ours(peer, model)
+    work: dict[str, float] = {}
+    prepare = [lambda: ours_infer_step(args, cfg, device, sets, model, work)]
+    if args.compare == "maskrcnn":
+        prepare.append(lambda: maskrcnn.infer_step(args, cfg, device, sets))
+    elif peer is not None:
+        prepare.append(lambda: mmdet.infer_step(args, cfg, device, sets, peer))
+    res = time_alternating(prepare, args.warmup, args.iters, device, args.batch_size)
+    r["ours"], r["peer"] = res[0], (res[1] if len(res) > 1 else None)
+    r.update(work)
+
+
 def _run(args: argparse.Namespace, cfg: Config, device: torch.device,
          size: tuple[int, int], r: dict[str, Any]) -> None:
-    """Time ours, then the peer, into ``r``."""
+    """Time ours and the peer into ``r``: inference in alternating blocks, training one after
+    the other (ours freed first)."""
     peer = None
     if args.compare == "mmdet":
         from .benchmarks import mmdet
@@ -138,27 +166,18 @@ def _run(args: argparse.Namespace, cfg: Config, device: torch.device,
     if peer is not None:
         mmdet.load_into_ours(peer, model)
     if args.mode == "infer":
-        sets = image_sets(args.batch_size, size, device,
-                          torch.Generator().manual_seed(cfg.solver.seed))
-        r["matrix_nms_ms"] = bench_matrix_nms(device=device, iters=args.iters, warmup=args.warmup)
-        infer_work(args, cfg, model, sets)
-        if peer is not None:
-            mmdet.copy_from_ours(peer, model)
-        r["ours"], work = ours_infer(args, cfg, device, sets, model)
-        r.update(work)
-    else:
-        k = cfg.data.canvas_buckets or (2 if args.compile else 0)
-        source = batch_source(args, cfg, device, size, canvas_k=k)
-        r["ours"] = ours_train(args, cfg, device, source, model)
+        _infer(args, cfg, device, size, model, peer, r)
+        return
+    k = cfg.data.canvas_buckets or (2 if args.compile else 0)
+    source = batch_source(args, cfg, device, size, canvas_k=k)
+    r["ours"] = ours_train(args, cfg, device, source, model)
     del model
     gc.collect()
     torch.cuda.empty_cache()  # free ours before the peer (no-op without CUDA)
     if args.compare == "maskrcnn":
-        r["peer"] = (maskrcnn.time_infer(args, cfg, device, sets) if args.mode == "infer"
-                     else maskrcnn.time_train(args, cfg, device, source))
+        r["peer"] = maskrcnn.time_train(args, cfg, device, source)
     elif peer is not None:
-        r["peer"] = (mmdet.time_infer(args, cfg, device, sets, peer) if args.mode == "infer"
-                     else mmdet.time_train(args, cfg, device, source, peer))
+        r["peer"] = mmdet.time_train(args, cfg, device, source, peer)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -181,6 +200,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "torch": torch.__version__, "torchvision": torchvision.__version__,
         "batch_size": args.batch_size, "amp": args.amp,
+        "peer_amp": peer_amp(args) if args.compare else None,
         "size": (f"train scales {cfg.data.train_scales}" if real and args.mode != "infer"
                  else f"{size[0]}x{size[1]}"),
         "compile": bool(args.compile), "fast": bool(getattr(args, "fast", False)),

@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "channels-last and CUDA graphs (solov2.infer.fast.FastModel)")
     b.add_argument("--compare", choices=["maskrcnn", "mmdet"], help="also time the peer "
                    "(mmdet: optional dependency, same weights as ours)")
+    b.add_argument("--peer-amp", choices=["none", "fp16", "bf16"], help="the peer's autocast "
+                   "dtype (default: --amp): compare ours' best with the peer's best")
     b.add_argument("--json", action="store_true", help="last line: JSON result")
     _add_data_args(b, train=True)  # --workers: default one per CPU core up to 16
     _add_overrides(b)

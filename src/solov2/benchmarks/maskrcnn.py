@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..config import Config
 from ..structures import Batch
 from .ours import LR, train_loop
-from .timing import Step, autocast, time_loop
+from .timing import Step, autocast, peer_amp
 
 PEER_DETECTIONS = 100  # the peer always pastes this many masks (score_thresh 0)
 
@@ -31,8 +31,8 @@ def peer_model(device: torch.device) -> nn.Module:
     return MaskRCNN(backbone, num_classes=91).to(device)
 
 
-def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
-               sets: list[list[Tensor]]) -> dict[str, Any]:
+def infer_step(args: argparse.Namespace, cfg: Config, device: torch.device,
+               sets: list[list[Tensor]]) -> Step:
     """float [0, 1] images at the original size; its transform resizes to our test size;
     score threshold 0 and ``PEER_DETECTIONS`` pasted masks per image."""
     from ..infer.preprocess import resize_keep_ratio_size
@@ -42,13 +42,13 @@ def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
     net.transform.min_size, net.transform.max_size = (min(nh, nw),), max(nh, nw)
     net.roi_heads.score_thresh, net.roi_heads.detections_per_img = 0.0, PEER_DETECTIONS
 
+    @torch.inference_mode()
     def step(i: int) -> Any:
         imgs = [im.float().div_(255) for im in sets[i % len(sets)]]
-        with autocast(device, args.amp):
+        with autocast(device, peer_amp(args)):
             return net(imgs)
 
-    with torch.inference_mode():
-        return time_loop(step, args.warmup, args.iters, device, args.batch_size)
+    return step
 
 
 def time_train(args: argparse.Namespace, cfg: Config, device: torch.device,
@@ -67,7 +67,7 @@ def time_train(args: argparse.Namespace, cfg: Config, device: torch.device,
             t = b.targets[i]  # type: ignore[index]
             targets.append({"boxes": t.boxes, "labels": t.labels + 1,
                             "masks": t.masks[:, :h, :w]})  # type: ignore[index]
-        with autocast(device, args.amp):
+        with autocast(device, peer_amp(args)):
             return net(images, targets)
 
     return train_loop(net, opt, loss_fn, source(), cfg, device, args)

@@ -38,7 +38,7 @@ from ..convert import RENAMES, _rename, convert_state_dict
 from ..errors import UserError
 from ..structures import Batch
 from .ours import LR, train_loop
-from .timing import Step, autocast, time_loop
+from .timing import Step, autocast, peer_amp
 
 PINS = "mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0"
 # imported by mmdet modules that SOLOv2 never runs (MOT visualisation, Hungarian assigners)
@@ -228,8 +228,8 @@ def _samples(shapes: Sequence[tuple[tuple[int, int], tuple[int, int]]]) -> list[
             for s, o in shapes]
 
 
-def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
-               sets: list[list[Tensor]], peer: nn.Module) -> dict[str, Any]:
+def infer_step(args: argparse.Namespace, cfg: Config, device: torch.device,
+               sets: list[list[Tensor]], peer: nn.Module) -> Step:
     """uint8 images on the device -> our resize (``resize_uint8``) -> mmdet's preprocessor
     (normalise, pad) -> ``predict(rescale=True)``: masks at the original size."""
     from ..infer.preprocess import resize_keep_ratio_size, resize_uint8
@@ -237,6 +237,7 @@ def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
     net = peer.to(device).eval()
     scale = cfg.data.test_scale
 
+    @torch.inference_mode()
     def step(i: int) -> Any:
         imgs, shapes = [], []
         for im in sets[i % len(sets)]:
@@ -244,13 +245,12 @@ def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
             nh, nw = resize_keep_ratio_size(h, w, scale)
             imgs.append(resize_uint8(im, nh, nw) if (nh, nw) != (h, w) else im)
             shapes.append(((nh, nw), (h, w)))
-        with autocast(device, args.amp):
+        with autocast(device, peer_amp(args)):
             data = net.data_preprocessor({"inputs": imgs, "data_samples": _samples(shapes)},
                                          False)
             return net.predict(data["inputs"], data["data_samples"], rescale=True)
 
-    with torch.inference_mode():
-        return time_loop(step, args.warmup, args.iters, device, args.batch_size)
+    return step
 
 
 def time_train(args: argparse.Namespace, cfg: Config, device: torch.device,
@@ -270,7 +270,7 @@ def time_train(args: argparse.Namespace, cfg: Config, device: torch.device,
             s.gt_instances = InstanceData(bboxes=t.boxes, labels=t.labels,
                                           masks=DeviceMasks(t.masks))  # type: ignore[arg-type]
         imgs = [b.images[i, :, :h, :w] for i, (h, w) in enumerate(sizes)]
-        with autocast(device, args.amp):
+        with autocast(device, peer_amp(args)):
             data = net.data_preprocessor({"inputs": imgs, "data_samples": samples}, True)
             return net.loss(data["inputs"], data["data_samples"])
 

@@ -86,11 +86,11 @@ def infer_work(args: argparse.Namespace, cfg: Config, model: nn.Module,
                               for s in sets], args.amp)
 
 
-def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
-               sets: list[list[Tensor]], model: nn.Module) -> tuple[dict[str, Any],
-                                                                   dict[str, float]]:
-    """Time our inference pipeline (resize, pad, network, post-processing to the original size)
-    on the tweaked ``model``; also the work it does (candidates and detections per image)."""
+def infer_step(args: argparse.Namespace, cfg: Config, device: torch.device,
+               sets: list[list[Tensor]], model: nn.Module, work: dict[str, float]) -> Step:
+    """Our inference pipeline (resize, pad, network, post-processing to the original size) on
+    the tweaked ``model`` as a step over ``sets``; ``work`` gets what it does (candidates and
+    detections per image, counted eagerly before any ``--fast`` wrapping)."""
     from ..engine.evaluate import postprocess_cfg
     from ..infer.preprocess import preprocess_images
     from ..model.build import mask_geometry
@@ -117,17 +117,20 @@ def time_infer(args: argparse.Namespace, cfg: Config, device: torch.device,
             cands += sum(int((points_nms(c.float().sigmoid()) > pp.score_thr).sum())
                          for c in out.cate_logits)
             dets += sum(len(p) for p in preds)
+    n = len(sets) * len(sets[0])
+    work.update(candidates_per_image=cands / n, detections_per_image=dets / n)
     if getattr(args, "fast", False):
         from ..infer.fast import FastModel
 
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
         fwd = FastModel(model, dtype=dtype, channels_last=True,
                         cuda_graphs=device.type == "cuda", compile=args.compile)
-    with torch.inference_mode():
-        res = time_loop(lambda i: run(sets[i % len(sets)], fwd)[1], args.warmup, args.iters,
-                        device, args.batch_size)
-    n = len(sets) * len(sets[0])
-    return res, {"candidates_per_image": cands / n, "detections_per_image": dets / n}
+
+    @torch.inference_mode()
+    def step(i: int) -> list[Any]:
+        return run(sets[i % len(sets)], fwd)[1]
+
+    return step
 
 
 def train_loop(model: nn.Module, opt: torch.optim.Optimizer,

@@ -2,7 +2,9 @@
 
 ``FastModel(model)`` computes the same function as ``model``, plus post-processing's static first
 stage (``HeadOutputs.candidates``, inside the graph); the rest of post-processing stays as it is.
-Each option is independent:
+Frozen BatchNorms are folded into the convolutions before them (:func:`fold_batchnorm`: one
+kernel fewer per convolution, the same function up to float rounding). Each option is
+independent:
 
 - ``dtype``: weights and activations in bf16/fp16 instead of fp32 weights under autocast (no
   per-op casts). Models with deformable convolutions keep fp32 weights (torchvision's
@@ -21,10 +23,44 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from ..model.backbone import ResNetBackbone
 from ..model.solov2 import HeadOutputs, SOLOv2
 from ..ops.dcn import DeformConv2d
 from ..postprocess import candidate_inputs
+
+
+def _conv_bn_pairs(parent: nn.Module) -> list[tuple[str, str]]:
+    """Child names ``(conv, bn)`` where the BatchNorm directly follows the convolution: adjacent
+    entries of an ``nn.Sequential``, and ``convK -> bnK`` of the ResNet stem and torchvision's
+    ResNet blocks (the only modules whose names say so)."""
+    names = [n for n, _ in parent.named_children()]
+    if isinstance(parent, nn.Sequential):
+        return list(zip(names, names[1:]))
+    if isinstance(parent, (ResNet, ResNetBackbone, BasicBlock, Bottleneck)):
+        return [(f"conv{n[2:]}", n) for n in names if n.startswith("bn")]
+    return []
+
+
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every eval-mode ``BatchNorm2d`` that directly follows a plain ``nn.Conv2d`` into that
+    convolution's weights and bias, in place (the BatchNorm becomes ``nn.Identity``): the same
+    function up to float rounding, one kernel and its memory pass fewer. Deformable
+    convolutions and BatchNorms in training mode are left alone. Returns how many were folded.
+    """
+    folded = 0
+    for parent in list(module.modules()):
+        kids = dict(parent.named_children())
+        for c, b in _conv_bn_pairs(parent):
+            conv, bn = kids.get(c), kids.get(b)
+            if (type(conv) is nn.Conv2d and isinstance(bn, nn.BatchNorm2d) and not bn.training
+                    and bn.running_mean is not None and bn.running_var is not None):
+                setattr(parent, c, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, b, nn.Identity())
+                folded += 1
+    return folded
 
 
 class _Network(nn.Module):
@@ -53,8 +89,8 @@ class FastModel(nn.Module):
     """Inference-only wrapper of :class:`~solov2.model.SOLOv2` (see the module docstring).
 
     Args:
-        model: the network (put in eval mode; its weights are converted in place when ``dtype``
-            is given).
+        model: the network (put in eval mode and changed in place: BatchNorms folded into the
+            convolutions, weights converted to ``dtype`` when given).
         dtype: ``torch.bfloat16``/``torch.float16`` or ``None`` (fp32).
         channels_last: use NHWC memory format.
         cuda_graphs: capture/replay CUDA graphs (CUDA only).
@@ -68,6 +104,7 @@ class FastModel(nn.Module):
                  max_graphs: int = 16, compile: bool = False) -> None:
         super().__init__()
         self.model = model.eval()
+        self.folded = fold_batchnorm(self.model)
         has_dcn = any(isinstance(m, DeformConv2d) for m in model.modules())
         self.autocast_dtype = dtype if has_dcn else None
         self.dtype = None if has_dcn else dtype

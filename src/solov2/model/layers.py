@@ -40,7 +40,9 @@ def _linspace(n: int, like: Tensor) -> Tensor:
 
 def _linspace_symbolic(n: Any, like: Tensor) -> Tensor:
     """``torch.linspace(-1, 1, n)`` by its own formula (values from both ends, ``n = 1`` gives
-    ``[-1]``) in ops that keep ``n`` symbolic: the ONNX exporter bakes ``linspace``'s length."""
+    ``[-1]``) in ops that keep a symbolic ``n`` symbolic: the ONNX exporter bakes ``linspace``'s
+    length. Only for a ``SymInt`` ``n``: on a plain int, ``torch.sym_max`` returns an int,
+    which breaks a ``torch.compile`` graph (torch 2.11 reports compiling as exporting)."""
     i = torch.arange(n, device=like.device, dtype=like.dtype)
     step = 2.0 / torch.sym_max(n - 1, 1)
     half = torch.sym_max(n // 2, 1)
@@ -58,9 +60,8 @@ def coord_features(x: Tensor) -> Tensor:
         along H (``torch.linspace``, as the reference).
     """
     b, _, h, w = x.shape
-    line = _linspace_symbolic if torch.compiler.is_exporting() else _linspace
-    xs = line(w, x)
-    ys = line(h, x)
+    xs = (_linspace_symbolic if isinstance(w, torch.SymInt) else _linspace)(w, x)
+    ys = (_linspace_symbolic if isinstance(h, torch.SymInt) else _linspace)(h, x)
     grid = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
     return grid.unsqueeze(0).expand(b, 2, h, w)
 
