@@ -187,3 +187,28 @@ def test_time_alternating_orders_blocks_and_keeps_each_pipelines_times(
     assert a["ms_per_iter_median"] == pytest.approx(1.0)
     assert b["ms_per_iter_median"] == pytest.approx(3.0)
     assert a["img_per_s"] == pytest.approx(4000.0) and b["total_s"] == pytest.approx(0.018)
+
+
+def test_peer_amp_sets_the_peers_autocast_only(small_peer: None, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``--peer-amp`` is the peer's autocast dtype (ours keeps ``--amp``), recorded in the JSON."""
+    from solov2.benchmarks import ours
+
+    seen: dict[str, set[str]] = {"ours": set(), "peer": set()}
+
+    def spy(side: str, real: Any) -> Any:
+        def autocast(device: torch.device, amp: str) -> Any:
+            seen[side].add(amp)
+            return real(device, amp)
+        return autocast
+
+    monkeypatch.setattr(maskrcnn, "autocast", spy("peer", maskrcnn.autocast))
+    monkeypatch.setattr(ours, "autocast", spy("ours", ours.autocast))
+    args = build_parser().parse_args([
+        "bench", "--config", "solov2_demo", "--mode", "infer", "--device", "cpu", "--size",
+        "64x96", "--iters", "1", "--warmup", "0", "--compare", "maskrcnn", "--peer-amp", "bf16",
+        "--json"])
+    assert bench.run_bench(args) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (r["amp"], r["peer_amp"]) == ("none", "bf16")
+    assert seen == {"ours": {"none"}, "peer": {"bf16"}}
