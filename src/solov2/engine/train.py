@@ -20,16 +20,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ..config import Config, config_from_dict, config_to_dict, save_yaml
 from ..errors import UserError
 from ..losses import solov2_losses
-from ..model import SOLOv2, build_model
+from ..model import SOLOv2
 from ..model.build import mask_geometry
 from ..structures import Batch
 from ..targets import build_targets
 from .checkpoint import (
     capture_rng_state,
-    find_resume,
-    load_checkpoint,
     remove_stale_temp_files,
-    restore_rng_state,
     save_checkpoint,
     save_safetensors,
     write_last_checkpoint,
@@ -50,8 +47,7 @@ from .log import MetricsWriter, eval_row, format_eta, log_data_stats, progress_b
 from .outdir import prune_checkpoints
 from .profile import CheckpointCost, StepProfiler
 from .schedule import lr_at, scaled_lr
-from .train_setup import compile_for_training, wrap_model
-from .weights import check_resume_fits
+from .train_setup import build_initial_model, compile_for_training, resume_training, wrap_model
 
 logger = logging.getLogger("solov2")
 
@@ -142,23 +138,7 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                         ", ".join(stale))
     seed_everything(s.seed, dist_info.rank)
 
-    model = build_model(cfg)
-    if cfg.model.backbone.weights and not opts.init:
-        from .weights import load_backbone_weights
-
-        load_backbone_weights(model, cfg.model.backbone.weights)
-        logger.info("backbone weights from %s", cfg.model.backbone.weights)
-    if opts.init:
-        from .weights import check_init_fits, init_from_checkpoint
-
-        init_ckpt = load_checkpoint(opts.init)
-        report = init_from_checkpoint(model, init_ckpt)
-        logger.info("initialised from %s: %s", opts.init, report.summary())
-        for line in report.lines()[1:]:
-            logger.info("%s", line)
-        if not opts.init_allow_partial:
-            check_init_fits(report, init_ckpt, config_to_dict(cfg), opts.init)
-        del init_ckpt
+    model = build_initial_model(cfg, opts.init, opts.init_allow_partial)
     model.to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -168,33 +148,8 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     scaler = torch.amp.GradScaler(device.type) if s.amp == "fp16" else None
     iters_per_epoch = len(train_loader)
     max_iter = s.max_iters if s.max_iters > 0 else s.epochs * iters_per_epoch
-    start_iter = 0
-    if opts.resume is not None:
-        target = Path(opts.resume or out_dir)
-        if not target.exists() and target.resolve() != out_dir.resolve():
-            hint = (" (--resume takes an optional value: put it last or before another flag, "
-                    "not before a.b=value overrides)" if "=" in opts.resume else "")
-            raise UserError(f"--resume {opts.resume}: no such checkpoint or directory{hint}")
-        path = find_resume(target)
-        if path is None:
-            logger.info("no checkpoint to resume in %s: starting from scratch",
-                        opts.resume or out_dir)
-        else:
-            ckpt = load_checkpoint(path, map_location="cpu")
-            changed = check_resume_fits(unwrap(model), ckpt, config_to_dict(cfg), str(path))
-            if changed:
-                logger.info("resuming with changed model settings: %s", "; ".join(changed))
-            unwrap(model).load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            start_iter = int(ckpt["iteration"])
-            rngs = ckpt.get("rng_ranks") or []
-            if len(rngs) == dist_info.world_size:  # same world size: each rank its own stream
-                restore_rng_state(rngs[dist_info.rank])
-            elif dist_info.rank == 0:
-                restore_rng_state(ckpt["rng"])
-            logger.info("resumed from %s at iteration %d", path, start_iter)
+    start_iter = 0 if opts.resume is None else resume_training(
+        opts.resume, out_dir, unwrap(model), optimizer, scaler, cfg, dist_info)
 
     net, sync_bn = wrap_model(model, cfg, dist_info, opts.sync_bn)
     fwd = compile_for_training(net) if opts.compile else net
@@ -209,7 +164,6 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
         save_yaml(cfg, out_dir / "config.yaml")
     writer = MetricsWriter(out_dir, enabled=main)
     ckpt_period = s.checkpoint_period or iters_per_epoch
-    metrics: dict[str, Any] = {}
     nonfinite = 0
     it = start_iter
     net.train()
@@ -237,30 +191,9 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
             for g in optimizer.param_groups:
                 g["lr"] = cur_lr
             batch = batch.to(device, non_blocking=True)
-            fault = faults.get(it + 1)
-            if fault is not None and fault != "nan":
-                inject_fault(fault, dist_info.rank, it + 1, stop)
-            losses = train_step(fwd, batch, cfg, s.amp)
-            if fault == "nan":
-                logger.error("rank %d, iteration %d: injecting a NaN loss (%s, a testing "
-                             "aid)", dist_info.rank, it + 1, FAULT_ENV)
-                losses = {k: v * float("nan") for k, v in losses.items()}
-            loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            _backward(loss, scaler)
-            # decided together, after the backward that every rank always runs (DDP's gradient
-            # all-reduce then never waits for a rank that skipped it): skip the optimizer step
-            # if the loss is non-finite on any rank, stop if any rank got a signal. One
-            # all-reduce and one host sync per step, where the ranks meet anyway.
-            nonfinite_any, stopping = any_across_ranks(~torch.isfinite(loss.detach()),
-                                                       stop.signal is not None)
-            if nonfinite_any:
-                nonfinite += 1
-                _skip_step(losses, it, nonfinite, s.max_nonfinite, optimizer,
-                           dist_info.distributed)
-            else:
-                nonfinite = 0
-                _step(optimizer, scaler, s.clip_grad)
+            losses, nonfinite, stopping = _one_step(fwd, batch, cfg, optimizer, scaler, it,
+                                                    nonfinite, faults.get(it + 1), stop,
+                                                    dist_info)
             it += 1
             profiler.update(it)
             if bar is not None:
@@ -302,8 +235,53 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
             writer.close()
             return {"interrupted": True, "iteration": it}
 
-    final = out_dir / "model_final.pth"
-    _save(final, net, optimizer, scaler, cfg, it, it // max(iters_per_epoch, 1))
+    return _finish(net, optimizer, scaler, cfg, opts, it, iters_per_epoch, window, total_batch,
+                   val_set, val_loader, writer, device)
+
+
+def _one_step(fwd: nn.Module, batch: Batch, cfg: Config, optimizer: torch.optim.Optimizer,
+              scaler: Any, it: int, nonfinite: int, fault: str | None, stop: StopFlag,
+              dist_info: DistInfo) -> tuple[dict[str, torch.Tensor], int, bool]:
+    """Iteration ``it + 1`` on a device ``batch``: losses, backward, then the optimizer step or,
+    for a non-finite loss on any rank, its skip. ``fault``: the ``SOLOV2_FAULTS`` testing aid for
+    this iteration. Returns the losses, the count of consecutive non-finite losses, and whether
+    any rank got a stop signal."""
+    s = cfg.solver
+    if fault is not None and fault != "nan":
+        inject_fault(fault, dist_info.rank, it + 1, stop)
+    losses = train_step(fwd, batch, cfg, s.amp)
+    if fault == "nan":
+        logger.error("rank %d, iteration %d: injecting a NaN loss (%s, a testing aid)",
+                     dist_info.rank, it + 1, FAULT_ENV)
+        losses = {k: v * float("nan") for k, v in losses.items()}
+    loss: Any = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    _backward(loss, scaler)
+    # decided together, after the backward that every rank always runs (DDP's gradient
+    # all-reduce then never waits for a rank that skipped it): skip the optimizer step if the
+    # loss is non-finite on any rank, stop if any rank got a signal. One all-reduce and one host
+    # sync per step, where the ranks meet anyway.
+    nonfinite_any, stopping = any_across_ranks(~torch.isfinite(loss.detach()),
+                                               stop.signal is not None)
+    if nonfinite_any:
+        nonfinite += 1
+        _skip_step(losses, it, nonfinite, s.max_nonfinite, optimizer, dist_info.distributed)
+    else:
+        nonfinite = 0
+        _step(optimizer, scaler, s.clip_grad)
+    return losses, nonfinite, stopping
+
+
+def _finish(net: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, cfg: Config,
+            opts: TrainOptions, it: int, iters_per_epoch: int, window: list[float],
+            total_batch: int, val_set: Any, val_loader: Any, writer: MetricsWriter,
+            device: torch.device) -> dict[str, Any]:
+    """After the last iteration: ``model_final.pth`` and ``.safetensors``, the steady-state
+    img/s, the evaluation at the end; returns the metrics."""
+    out_dir, main = Path(opts.output_dir), is_main_process()
+    metrics: dict[str, Any] = {}
+    _save(out_dir / "model_final.pth", net, optimizer, scaler, cfg, it,
+          it // max(iters_per_epoch, 1))
     if main:
         save_safetensors(out_dir / "model_final.safetensors", unwrap(net).state_dict(),
                          config_to_dict(cfg))
@@ -313,7 +291,7 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     if opts.eval_at_end and val_loader is not None:
         # every rank evaluates its shard with exactly the weights rank 0 just saved
         broadcast_module_state(unwrap(net))
-        m = evaluate(unwrap(net), val_loader, val_set, cfg, device, amp=s.amp,
+        m = evaluate(unwrap(net), val_loader, val_set, cfg, device, amp=cfg.solver.amp,
                      output_dir=out_dir / "eval")
         metrics.update(m)
         if main:
