@@ -199,3 +199,50 @@ def test_compact_loader_through_a_worker(tmp_path: Path) -> None:
         assert torch.equal(a.images, b.images)
         for ta, tb in zip(a.targets or [], b.targets or []):
             assert torch.equal(ta.masks, tb.masks) and torch.equal(ta.boxes, tb.boxes)
+
+
+def _pack(masks: torch.Tensor) -> PackedMasks:
+    """``[N, H, W]`` 0/1 masks as the compact pipeline packs them: each tight-box crop row-major,
+    concatenated, ``numpy.packbits``."""
+    boxes, crops = [], []
+    for m in masks.numpy():
+        ys, xs = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
+        y1, y2, x1, x2 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+        boxes.append([x1, y1, x2, y2])
+        crops.append(m[y1:y2, x1:x2].ravel())
+    flat = np.concatenate(crops) if crops else np.zeros(0, np.uint8)
+    return PackedMasks(torch.from_numpy(np.packbits(flat)),
+                       torch.tensor(boxes, dtype=torch.int64).view(-1, 4),
+                       (masks.shape[1], masks.shape[2]))
+
+
+def test_unpack_masks_of_a_batch_equals_each_image_alone() -> None:
+    """Known answer: random masks packed per image (some images without instances, crops from
+    one pixel to the whole frame, streams not a multiple of 8 bits) unpack in one pass to the
+    masks themselves; ``Batch.to`` takes that pass and gives the same targets."""
+    from solov2.structures import Batch, Instances, unpack_masks
+
+    g = torch.Generator().manual_seed(0)
+    h, w = 23, 31
+    dense, packs = [], []
+    for n in (3, 0, 1, 5, 0, 2):
+        masks = torch.zeros(n, h, w, dtype=torch.uint8)
+        for i in range(n):
+            y1, x1 = (int(torch.randint(0, s, (1,), generator=g)) for s in (h, w))
+            y2 = int(torch.randint(y1 + 1, h + 1, (1,), generator=g))
+            x2 = int(torch.randint(x1 + 1, w + 1, (1,), generator=g))
+            crop = (torch.rand(y2 - y1, x2 - x1, generator=g) > 0.5).to(torch.uint8)
+            crop[0, 0] = crop[-1, -1] = 1  # the crop is the mask's tight box
+            masks[i, y1:y2, x1:x2] = crop
+        dense.append(masks)
+        packs.append(_pack(masks))
+    got = unpack_masks(packs)
+    for a, b, p in zip(got, dense, packs):
+        assert torch.equal(a, b) and torch.equal(p.to_dense(), b)
+    targets = [Instances(p, torch.zeros(len(p), dtype=torch.int64),
+                         torch.zeros(len(p), 4)) for p in packs]
+    batch = Batch(torch.zeros(len(packs), 3, h, w, dtype=torch.uint8),
+                  torch.tensor([[h, w]] * len(packs)), torch.tensor([[h, w]] * len(packs)),
+                  list(range(len(packs))), targets).to("cpu")
+    for t, b in zip(batch.targets or [], dense):
+        assert torch.equal(t.masks, b)  # type: ignore[arg-type]

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-_SHIFTS = (7, 6, 5, 4, 3, 2, 1, 0)  # np.packbits order: the first pixel is the top bit
-
 
 @dataclass
 class PackedMasks:
@@ -54,24 +52,49 @@ class PackedMasks:
         """uint8 ``[N, H, W]`` 0/1 masks on ``device`` (default: where the bits are): the packed
         bytes travel, the unpacking and the scatter into the frame run there, without a host
         sync."""
-        dev = torch.device(device) if device is not None else self.bits.device
-        bits = self.bits.to(dev, non_blocking=non_blocking)
-        boxes = self.boxes.to(dev, non_blocking=non_blocking)
-        n, (h, w) = len(self), self.frame
-        out = torch.zeros(n * h * w, dtype=torch.uint8, device=dev)
+        return unpack_masks([self], device, non_blocking)[0]
+
+
+def unpack_masks(packs: list[PackedMasks], device: torch.device | str | None = None,
+                 non_blocking: bool = False) -> list[Tensor]:
+    """:meth:`PackedMasks.to_dense` of several images sharing one ``frame`` (a batch's canvas) in
+    one pass: the same ~30 kernels for the whole batch instead of for each image (a batch of 16
+    dispatched ~600 ops per step image by image, 64 this way). The per-image bit streams are
+    concatenated on the device, without the padding bits that end each (it starts on a byte).
+
+    Returns:
+        uint8 ``[N_i, H, W]`` 0/1 masks per image (views of one ``[sum N_i, H, W]`` tensor).
+    """
+    frames = {p.frame for p in packs}
+    if len(frames) != 1:
+        raise ValueError(f"unpack_masks: one frame expected, got {sorted(frames)}")
+    (h, w), dev = frames.pop(), torch.device(device) if device is not None else packs[0].device
+    counts = [len(p) for p in packs]
+    n = sum(counts)
+    out = torch.zeros(n * h * w, dtype=torch.uint8, device=dev)
+    host_boxes = torch.cat([p.boxes.cpu() for p in packs]).to(torch.int64).view(-1, 4)
+    host_area = host_boxes[:, 2:].sub(host_boxes[:, :2]).prod(1)
+    totals = [int(a.sum()) for a in host_area.split(counts)]  # bits of each image's crops
+    total = sum(totals)
+    if total:
+        boxes = torch.cat([p.boxes.to(dev, non_blocking=non_blocking) for p in packs])
+        bits = torch.cat([p.bits.to(dev, non_blocking=non_blocking) for p in packs])
+        shifts = 7 - torch.arange(8, dtype=torch.uint8, device=dev)  # packbits: top bit first
+        flat = (bits.unsqueeze(1) >> shifts).bitwise_and_(1).flatten()
+        if len(packs) > 1:  # each image's stream starts on a byte: drop the bits between them
+            starts = [0]
+            for p in packs[:-1]:
+                starts.append(starts[-1] + 8 * int(p.bits.numel()))
+            flat = torch.cat([flat[s0:s0 + t] for s0, t in zip(starts, totals) if t])
         x1, y1, x2, y2 = boxes.unbind(1)
         cw = x2 - x1
         area = cw * (y2 - y1)
-        total = int(self.boxes[:, 2:].sub(self.boxes[:, :2]).prod(1).sum()) if n else 0
-        if total:
-            shifts = torch.tensor(_SHIFTS, dtype=torch.uint8, device=dev)
-            flat = (bits.unsqueeze(1) >> shifts).bitwise_and_(1).flatten()[:total]
-            inst = torch.repeat_interleave(torch.arange(n, device=dev), area, output_size=total)
-            local = torch.arange(total, device=dev) - (area.cumsum(0) - area)[inst]
-            cwi = cw[inst]
-            idx = (inst * h + y1[inst] + local // cwi) * w + x1[inst] + local % cwi
-            out[idx] = flat
-        return out.view(n, h, w)
+        inst = torch.repeat_interleave(torch.arange(n, device=dev), area, output_size=total)
+        local = torch.arange(total, device=dev) - (area.cumsum(0) - area)[inst]
+        cwi = cw[inst]
+        idx = (inst * h + y1[inst] + local // cwi) * w + x1[inst] + local % cwi
+        out[idx] = flat[:total]
+    return list(out.view(n, h, w).split(counts))
 
 
 @dataclass
@@ -163,9 +186,10 @@ class Batch:
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """On ``device``; packed masks sharing the canvas are unpacked in one pass there."""
         targets = None
         if self.targets is not None:
-            targets = [t.to(device, non_blocking) for t in self.targets]
+            targets = _targets_to(self.targets, device, non_blocking)
         return Batch(
             self.images.to(device, non_blocking=non_blocking),
             self.image_sizes,
@@ -183,6 +207,18 @@ class Batch:
                        for t in self.targets]
         return Batch(self.images.pin_memory(), self.image_sizes, self.orig_sizes, self.image_ids,
                      targets, self.file_names, self.events)
+
+
+def _targets_to(targets: list[Instances], device: torch.device | str,
+                non_blocking: bool) -> list[Instances]:
+    packs = [t.masks for t in targets]
+    if not (packs and all(isinstance(m, PackedMasks) for m in packs)
+            and len({m.frame for m in packs}) == 1):  # type: ignore[union-attr]
+        return [t.to(device, non_blocking) for t in targets]
+    masks = unpack_masks(packs, device, non_blocking)  # type: ignore[arg-type]
+    return [Instances(m, t.labels.to(device, non_blocking=non_blocking),
+                      t.boxes.to(device, non_blocking=non_blocking))
+            for m, t in zip(masks, targets)]
 
 
 @dataclass
