@@ -5,7 +5,7 @@ Dense data (hundreds of instances per image at 1333x800) made the dense pipeline
 bytes per image through resizing, flipping, box extraction, padding and the worker-to-main
 transfer. Here each mask is decoded from its RLE (polygons: rasterised to RLE by pycocotools)
 only over the columns it spans, cut to its box, and only the box is mapped to the training frame; the masks become dense again on the device
-(:meth:`PackedMasks.to_dense`, called by ``Batch.to``).
+(:func:`~solov2.structures.unpack_masks`, one pass per batch in ``Batch.to``).
 
 Identical targets: nearest-neighbour resizing and flipping only pick source pixels, so they are
 two index maps (rows, columns). The maps are computed by the very kernel the dense pipeline runs
