@@ -107,8 +107,9 @@ def format_report(r: dict[str, Any]) -> str:
     """The readable table of a :func:`run_bench` result."""
     peer_amp = f" (peer {r['peer_amp']})" if r.get("peer_amp") not in (None, r["amp"]) else ""
     lines = [f"solov2 bench {r['config']} mode={r['mode']} device={r['device']} batch="
-             f"{r['batch_size']} size={r['size']} amp={r['amp']}{peer_amp} compile={r['compile']} channels_"
-             f"last={r['channels_last']} torch {r['torch']} torchvision {r['torchvision']}",
+             f"{r['batch_size']} size={r['size']} amp={r['amp']}{peer_amp} compile="
+             f"{r['compile']} channels_last={r['channels_last']} torch {r['torch']} "
+             f"torchvision {r['torchvision']}",
              f"{'':22}{'img/s':>9}{'ms/iter':>10}{'p10':>9}{'p90':>9}{'peak MB':>9}{'iters':>7}"]
     peer_name = PEER_NAMES.get(r.get("compare") or "", "peer")
     for key, name in (("ours", "ours (SOLOv2)"), ("peer", peer_name)):
