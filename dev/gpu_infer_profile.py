@@ -1,7 +1,8 @@
-"""Count before changing: where batch-1 inference spends its time on the GPU (issue 17).
+"""Count before changing: where inference spends its time on the GPU (issue 17).
 
 For the bench's tweaked R50 (``solov2 bench`` head tweak, ~100 candidates per image) at
-800x1216 this prints, for the plain fp32 path and the bf16 fast path (``FastModel``):
+800x1216 and a batch of ``--batch`` images this prints, for the plain fp32 path and the bf16
+fast path (``FastModel``, ``--compile``: compiled), or the fast path alone (``--fast-only``):
 
 - the time split (CUDA-synchronised medians): preprocess, network, post-processing, whole;
 - per whole iteration under ``torch.profiler``: kernel launches, host<->device copies and
@@ -10,7 +11,8 @@ For the bench's tweaked R50 (``solov2 bench`` head tweak, ~100 candidates per im
 - candidate checks: ``resize_uint8`` plane by plane (what the package does, for CPU
   determinism) against one call for all planes on CUDA (same pixels? time of each).
 
-Usage: python3 dev/gpu_infer_profile.py [--preset P] [--size HxW] [--out DIR]
+Usage: python3 dev/gpu_infer_profile.py [--preset P] [--size HxW] [--batch N] [--compile]
+       [--fast-only] [--out DIR]
 Writes DIR/infer_profile.json and DIR/infer_profile_<path>.txt (profiler tables).
 """
 
@@ -120,6 +122,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="solov2_r50_fpn_1x")
     ap.add_argument("--size", default="800x1216")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the fast path")
+    ap.add_argument("--fast-only", action="store_true", help="skip the plain fp32 path")
     ap.add_argument("--out", default="profile_out")
     args = ap.parse_args()
     out = Path(args.out)
@@ -127,16 +132,19 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     dev = torch.device("cuda")
     cfg = get_config(args.preset)
-    sets = image_sets(1, size, dev, torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+    sets = image_sets(args.batch, size, dev, torch.Generator().manual_seed(0))  # type: ignore[arg-type]
     model = ours_model(cfg, dev, False).eval()
     balance_work(model, cfg, [preprocess_images(s, cfg.data.test_scale)[:2] for s in sets],
                  "none")
     result: dict[str, Any] = {"preset": cfg.name, "size": args.size,
                               "device": torch.cuda.get_device_name(dev),
-                              "torch": torch.__version__}
-    for name, amp in (("plain_fp32", "none"), ("fast_bf16", "bf16")):
+                              "torch": torch.__version__, "batch": args.batch,
+                              "compile": args.compile}
+    paths = (("plain_fp32", "none"), ("fast_bf16", "bf16"))
+    for name, amp in paths[1:] if args.fast_only else paths:
         net = model if amp == "none" else FastModel(model, dtype=torch.bfloat16,
-                                                    channels_last=True, cuda_graphs=True)
+                                                    channels_last=True, cuda_graphs=True,
+                                                    compile=args.compile)
         split = _split(cfg, net, sets[0])
         whole = split.pop("_whole")
         split.update(_profile(whole, out / f"infer_profile_{name}.txt"))

@@ -272,9 +272,9 @@ def test_candidates_are_bounded_for_any_threshold(monkeypatch) -> None:
     sizes = torch.tensor([[64, 96]])
     cfg = pp.PostprocessCfg(score_thr=0.0, nms_pre=20, update_thr=0.0, max_per_img=500)
     seen = []
-    real = pp.cell_mask_logits
-    monkeypatch.setattr(pp, "cell_mask_logits",
-                        lambda k, *a, **kw: seen.append(len(k)) or real(k, *a, **kw))
+    real = pp._padded_mask_logits
+    monkeypatch.setattr(pp, "_padded_mask_logits",
+                        lambda k, *a, **kw: seen.append(k.shape[1]) or real(k, *a, **kw))
     monkeypatch.setattr(pp, "_CANDIDATE_BUDGET", 16 * 24 * 50)  # cap = max(20, 50) = 50
     out = pp.postprocess(cate, kern, feats, sizes, sizes, grids, strides, cfg)[0]
     assert seen == [50] and 0 < len(out) <= 50

@@ -7,6 +7,7 @@ with original sizes equal to and different from the network's input size.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from _postprocess_ref import postprocess as reference
 
@@ -24,7 +25,13 @@ def _images(n: int, h: int, w: int, seed: int) -> list[torch.Tensor]:
     return list((img + torch.rand(n, 3, h, w, generator=g) * 55).byte())
 
 
-def test_postprocess_equals_reference() -> None:
+@pytest.mark.parametrize("chunked", [False, True])
+def test_postprocess_equals_reference(chunked: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also with the masks pasted in chunks of 1-3 (as huge images are, to bound memory)."""
+    import solov2.postprocess as pp_mod
+
+    if chunked:
+        monkeypatch.setattr(pp_mod, "_RESIZE_BUDGET", 3 * 100 * 130)
     cfg = get_config("solov2_demo")
     model = ours_model(cfg, torch.device("cpu"), False).eval()
     scale = cfg.data.test_scale  # (240, 192)
@@ -59,3 +66,30 @@ def test_single_unpadded_image_and_normalize_skip() -> None:
     assert torch.equal(a, b.cpu())
     padded = model.normalize(torch.nn.functional.pad(x, (0, 32, 0, 32)), sizes)
     assert torch.equal(padded[..., :64, :96], a) and padded[..., 64:, :].abs().sum() == 0
+
+
+def test_padded_mask_logits_equal_the_per_candidate_ones() -> None:
+    """Post-processing computes candidates' masks in their per-image padded slots; each slot
+    holds exactly what ``cell_mask_logits`` gives that candidate (plain kernels, and kernels
+    with relative-coordinate entries), at batch 3 (one image without candidates) and 1."""
+    import solov2.postprocess as pp
+    from solov2.losses import cell_mask_logits
+
+    g = torch.Generator().manual_seed(0)
+    grids, units = [6, 4, 2], [8.0, 16.0, 32.0]
+    cells_total, e = sum(s * s for s in grids), 6
+    for b, counts in [(3, [4, 0, 2]), (1, [5])]:
+        feats = torch.randn(b, e, 12, 16, generator=g).relu()
+        bi = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)])
+        cell = torch.randint(0, cells_total, (len(bi),), generator=g)
+        kmax = max(counts)
+        for rel in (None, units):
+            kern = torch.randn(len(bi), e + (5 if rel else 0), generator=g)
+            want = cell_mask_logits(kern, bi, cell, feats, grids, rel, kmax)
+            slots = pp._pad_by_image([(kern[:, :e], 0.0), (cell, 0), (kern[:, e:], 0.0)], bi, b,
+                                     kmax, torch.tensor(counts) if b > 1 else None)
+            got = pp._padded_mask_logits(slots[0], slots[2] if rel else None, slots[1], feats,
+                                         grids, rel)
+            rank = torch.cat([torch.arange(n) for n in counts])
+            assert got.shape == (b, kmax, 12, 16)
+            assert torch.equal(got[bi, rank], want)

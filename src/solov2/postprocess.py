@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import PostprocessCfg
-from .losses import cell_mask_logits, flatten_levels
-from .ops.masks import cell_windows, masks_to_boxes, points_nms
+from .losses import flatten_levels
+from .ops.masks import cell_windows, masks_to_boxes, points_nms, rel_coord_logits
 from .ops.matrix_nms import matrix_nms_sorted
 from .structures import Predictions
 
-__all__ = ["PostprocessCfg", "candidate_inputs", "level_strides", "postprocess"]
+__all__ = ["PostprocessCfg", "candidate_inputs", "level_strides", "paste_masks", "postprocess"]
 
 _RESIZE_BUDGET = 1 << 27  # float elements resized at once to the original size (512 MB)
 # soft-mask elements of one image's candidates (1 GB of float32): more candidates than
@@ -64,12 +64,14 @@ def candidate_inputs(cate_logits: list[Tensor], kernel_preds: list[Tensor]) -> t
 
 
 def _pad_by_image(values: list[tuple[Tensor, float]], batch_idx: Tensor, b: int,
-                  kmax: int) -> list[Tensor]:
-    """Scatter per-candidate tensors ``[N, ...]`` into padded ``[B, kmax, ...]`` tensors, each
-    padded with its fill value (``kmax`` >= the largest count of one image, >= 1)."""
-    if b == 1 and batch_idx.numel() == kmax:  # one image: every candidate in order, a view
+                  kmax: int, counts: Tensor | None) -> list[Tensor]:
+    """Scatter per-candidate tensors ``[N, ...]`` (``batch_idx`` ascending, int64 ``counts``
+    ``[B]`` per image) into padded ``[B, kmax, ...]`` tensors, each padded with its fill value
+    (``kmax`` >= the largest count, >= 1). ``counts`` None: one image holding all ``N``."""
+    if counts is None and batch_idx.numel() == kmax:  # one image, every slot used: a view
         return [v.unsqueeze(0) for v, _ in values]
-    counts = torch.bincount(batch_idx, minlength=b)
+    if counts is None:
+        counts = torch.full((1,), batch_idx.numel(), device=batch_idx.device)
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(batch_idx.numel(), device=batch_idx.device) - starts[batch_idx]
     outs = []
@@ -78,6 +80,30 @@ def _pad_by_image(values: list[tuple[Tensor, float]], batch_idx: Tensor, b: int,
         out[batch_idx, rank] = v
         outs.append(out)
     return outs
+
+
+def _padded_mask_logits(kernels: Tensor, rel: Tensor | None, cells: Tensor, mask_feats: Tensor,
+                        num_grids: list[int], rel_coords: list[float] | None) -> Tensor:
+    """Dynamic mask logits of padded candidates, as :func:`~solov2.losses.cell_mask_logits`
+    computes them per candidate (the same products, so the same values).
+
+    Args:
+        kernels: ``[B, K, E]`` (zeros in padding slots); ``rel``: ``[B, K, 5]`` relative-
+            coordinate coefficients with ``rel_coords``, else None.
+        cells: int64 ``[B, K]`` flat cell of each slot.
+        mask_feats: ``[B, E, Hf, Wf]``.
+
+    Returns:
+        ``[B, K, Hf, Wf]`` logits (float32 with ``rel_coords``).
+    """
+    b, k, _ = kernels.shape
+    hf, wf = mask_feats.shape[-2:]
+    feats = mask_feats.flatten(2).to(kernels.dtype)
+    out = (kernels[0] @ feats[0] if b == 1 else torch.bmm(kernels, feats)).view(b, k, hf, wf)
+    if rel is None or rel_coords is None:
+        return out
+    return out.float() + rel_coord_logits(rel.flatten(0, 1), cells.flatten(), num_grids,
+                                          rel_coords, (hf, wf)).view(b, k, hf, wf)
 
 
 def postprocess(
@@ -129,33 +155,38 @@ def postprocess(
     # per-image counts first (one sync); nonzero's own sync then finds the GPU idle. One image:
     # the count is nonzero's size (no extra sync)
     cap = max(cfg.nms_pre, _CANDIDATE_BUDGET // (hf * wf))
-    kmax = None
+    kmax, counts_t = None, None
     if b > 1:
-        counts = passed.flatten(1).sum(1).tolist()
+        counts_t = passed.flatten(1).sum(1)
+        counts = counts_t.tolist()
         if max(counts) > cap:  # bounded memory: keep each image's `cap` best category scores
             passed = _keep_top(scores, passed, counts, cap)
-            counts = passed.flatten(1).sum(1).tolist()
+            counts_t = passed.flatten(1).sum(1)
+            counts = counts_t.tolist()
         kmax = max(max(counts), 1)
-    bi, cell, label = passed.nonzero(as_tuple=True)
+    bi, cell, label = passed.nonzero(as_tuple=True)  # bi ascending
     if b == 1 and bi.numel() > cap:
         passed = _keep_top(scores, passed, [int(bi.numel())], cap)
         bi, cell, label = passed.nonzero(as_tuple=True)
     kmax = kmax or max(int(bi.numel()), 1)
-    cand_scores = scores[bi, cell, label]
-    soft = cell_mask_logits(kernels[bi, cell], bi, cell, mask_feats, num_grids, rel_coords,
-                            kmax).float().sigmoid()  # [N, Hf, Wf]
+    # candidates padded per image to [B, K, ...] before their masks are computed, so the masks
+    # are made in place; dropped and padded entries carry score -1 and sort last
+    e = mask_feats.shape[1]
+    kern = kernels[bi, cell]
+    k_scores, k_labels, k_cells, k_kern, k_slot, *k_rel = _pad_by_image(
+        [(scores[bi, cell, label], -1.0), (label, 0), (cell, 0), (kern[:, :e], 0.0),
+         (torch.ones_like(bi, dtype=torch.bool), False)]
+        + ([(kern[:, e:], 0.0)] if rel_coords is not None else []), bi, b, kmax, counts_t)
+    k_soft = _padded_mask_logits(k_kern, k_rel[0] if k_rel else None, k_cells, mask_feats,
+                                 num_grids, rel_coords).float().sigmoid()  # [B, K, Hf, Wf]
     if window is not None:
-        soft = soft * cell_windows(cell, num_grids, window, (hf, wf))
-    binary = soft > cfg.mask_thr
-    area = binary.flatten(1).sum(1).float()
-    keep = area > cell_stride[cell]
-    maskness = (soft * binary).flatten(1).sum(1) / area.clamp(min=1)
-    cand_scores = torch.where(keep, cand_scores * maskness, torch.zeros_like(cand_scores))
-
-    # pad per image to [B, K, ...]; dropped and padded entries carry score -1 and sort last
-    k_scores, k_labels, k_soft, k_binary, k_area = _pad_by_image(
-        [(cand_scores.masked_fill(~keep, -1.0), -1.0), (label, 0), (soft, 0.0), (binary, False),
-         (area, 0.0)], bi, b, kmax)
+        k_soft = k_soft * cell_windows(k_cells.flatten(), num_grids, window,
+                                       (hf, wf)).view(b, kmax, hf, wf)
+    k_binary = k_soft > cfg.mask_thr
+    k_area = k_binary.flatten(2).sum(2).float()
+    keep = (k_area > cell_stride[k_cells]) & k_slot
+    maskness = (k_soft * k_binary).flatten(2).sum(2) / k_area.clamp(min=1)
+    k_scores = torch.where(keep, k_scores * maskness, torch.full_like(k_scores, -1.0))
     first = torch.sort(k_scores, dim=1, descending=True, stable=True).indices[:, : cfg.nms_pre]
     k_scores = k_scores.gather(1, first)
     k_labels = k_labels.gather(1, first)
@@ -189,15 +220,48 @@ def postprocess(
                 torch.zeros((0,), dtype=torch.float32, device=device),
                 torch.zeros((0, 4), dtype=torch.float32, device=device)))
             continue
-        masks = torch.empty((n, oh, ow), dtype=torch.bool, device=device)
-        step = max(1, _RESIZE_BUDGET // (oh * ow))  # bounded float memory for huge images
-        for j in range(0, n, step):
-            k = min(j + step, n)
-            up = F.interpolate(k_soft[i, j:k].unsqueeze(0), size=(hf * 4, wf * 4),
-                               mode="bilinear", align_corners=False)[:, :, :h, :w]
-            if (oh, ow) != (h, w):  # a bilinear resize to the same size is the identity
-                up = F.interpolate(up, size=(oh, ow), mode="bilinear", align_corners=False)
-            masks[j:k] = up[0] > cfg.mask_thr
-        results.append(Predictions(masks, k_labels[i, :n], k_scores[i, :n].float(),
-                                   masks_to_boxes(masks)))
+        masks, boxes = _paste_all(k_soft[i, :n], (h, w), (oh, ow), cfg.mask_thr)
+        results.append(Predictions(masks, k_labels[i, :n], k_scores[i, :n].float(), boxes))
     return results
+
+
+def paste_masks(soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int],
+                mask_thr: float) -> tuple[Tensor, Tensor]:
+    """Soft masks at stride 4 to binary masks at the original resolution, and their boxes.
+
+    Args:
+        soft: float ``[n, Hf, Wf]`` mask probabilities of one image.
+        image_size: ``(h, w)`` of the resized (unpadded) image.
+        orig_size: ``(H, W)`` of the original image.
+        mask_thr: binarisation threshold.
+
+    Returns:
+        ``(masks, boxes)``: bool ``[n, H, W]`` (upsampled x4, cropped to ``(h, w)``, resized
+        bilinearly to ``(H, W)``, ``> mask_thr``) and float32 ``[n, 4]``
+        (:func:`~solov2.ops.masks.masks_to_boxes`).
+    """
+    hf, wf = soft.shape[-2:]
+    h, w = image_size
+    up = F.interpolate(soft.unsqueeze(0), size=(hf * 4, wf * 4), mode="bilinear",
+                       align_corners=False)[:, :, :h, :w]
+    if tuple(orig_size) != (h, w):  # a bilinear resize to the same size is the identity
+        up = F.interpolate(up, size=tuple(orig_size), mode="bilinear", align_corners=False)
+    masks = up[0] > mask_thr
+    return masks, masks_to_boxes(masks)
+
+
+def _paste_all(soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int],
+               mask_thr: float) -> tuple[Tensor, Tensor]:
+    """:func:`paste_masks` over ``soft`` ``[n, Hf, Wf]`` in chunks of at most
+    ``_RESIZE_BUDGET`` float elements at the original size (bounded memory for huge images);
+    one chunk, the common case, returns its masks without a copy."""
+    n = soft.shape[0]
+    step = max(1, _RESIZE_BUDGET // (orig_size[0] * orig_size[1]))
+    if n <= step:
+        return paste_masks(soft, image_size, orig_size, mask_thr)
+    masks = torch.empty((n, *orig_size), dtype=torch.bool, device=soft.device)
+    boxes = torch.empty((n, 4), dtype=torch.float32, device=soft.device)
+    for j in range(0, n, step):
+        masks[j:j + step], boxes[j:j + step] = paste_masks(soft[j:j + step], image_size,
+                                                           orig_size, mask_thr)
+    return masks, boxes
