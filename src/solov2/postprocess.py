@@ -106,6 +106,35 @@ def _padded_mask_logits(kernels: Tensor, rel: Tensor | None, cells: Tensor, mask
                                           rel_coords, (hf, wf)).view(b, k, hf, wf)
 
 
+def _select(scores: Tensor, score_thr: float,
+            cap: int) -> tuple[Tensor, Tensor, Tensor, int, Tensor | None]:
+    """The (image, cell, class) triples of ``scores`` ``[B, T, C]`` over ``score_thr``, at most
+    about ``cap`` per image (each image's best, :func:`_keep_top`).
+
+    Returns:
+        ``(bi, cell, label, kmax, counts)``: int64 ``[N]`` each, ``bi`` ascending; the largest
+        count of one image (>= 1); int64 ``[B]`` counts on the device (None for one image).
+    """
+    b = scores.shape[0]
+    passed = scores > score_thr
+    # per-image counts first (one sync); nonzero's own sync then finds the GPU idle. One image:
+    # the count is nonzero's size (no extra sync)
+    kmax, counts_t = None, None
+    if b > 1:
+        counts_t = passed.flatten(1).sum(1)
+        counts = counts_t.tolist()
+        if max(counts) > cap:  # bounded memory: keep each image's `cap` best category scores
+            passed = _keep_top(scores, passed, counts, cap)
+            counts_t = passed.flatten(1).sum(1)
+            counts = counts_t.tolist()
+        kmax = max(max(counts), 1)
+    bi, cell, label = passed.nonzero(as_tuple=True)  # bi ascending
+    if b == 1 and bi.numel() > cap:
+        passed = _keep_top(scores, passed, [int(bi.numel())], cap)
+        bi, cell, label = passed.nonzero(as_tuple=True)
+    return bi, cell, label, kmax or max(int(bi.numel()), 1), counts_t
+
+
 def postprocess(
     cate_logits: list[Tensor],
     kernel_preds: list[Tensor],
@@ -151,24 +180,8 @@ def postprocess(
     device = mask_feats.device
     scores, kernels = candidates or candidate_inputs(cate_logits, kernel_preds)
     cell_stride = level_strides(tuple(num_grids), tuple(strides), device)
-    passed = scores > cfg.score_thr
-    # per-image counts first (one sync); nonzero's own sync then finds the GPU idle. One image:
-    # the count is nonzero's size (no extra sync)
-    cap = max(cfg.nms_pre, _CANDIDATE_BUDGET // (hf * wf))
-    kmax, counts_t = None, None
-    if b > 1:
-        counts_t = passed.flatten(1).sum(1)
-        counts = counts_t.tolist()
-        if max(counts) > cap:  # bounded memory: keep each image's `cap` best category scores
-            passed = _keep_top(scores, passed, counts, cap)
-            counts_t = passed.flatten(1).sum(1)
-            counts = counts_t.tolist()
-        kmax = max(max(counts), 1)
-    bi, cell, label = passed.nonzero(as_tuple=True)  # bi ascending
-    if b == 1 and bi.numel() > cap:
-        passed = _keep_top(scores, passed, [int(bi.numel())], cap)
-        bi, cell, label = passed.nonzero(as_tuple=True)
-    kmax = kmax or max(int(bi.numel()), 1)
+    bi, cell, label, kmax, counts_t = _select(scores, cfg.score_thr,
+                                              max(cfg.nms_pre, _CANDIDATE_BUDGET // (hf * wf)))
     # candidates padded per image to [B, K, ...] before their masks are computed, so the masks
     # are made in place; dropped and padded entries carry score -1 and sort last
     e = mask_feats.shape[1]
