@@ -34,6 +34,17 @@ def dice_loss(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
     return 1 - 2 * a / (b + c)
 
 
+def padded_mask_logits(kernels: Tensor, mask_feats: Tensor) -> Tensor:
+    """Each image's kernels ``[B, K, E]`` (zero-padded per image) applied as 1x1 convolutions
+    to its mask features ``[B, E, H, W]``: ``[B, K, H, W]`` logits, one ``bmm`` (a plain matrix
+    product for one image)."""
+    b, k, _ = kernels.shape
+    h, w = mask_feats.shape[-2:]
+    feats = mask_feats.flatten(2).to(kernels.dtype)
+    out = kernels[0] @ feats[0] if b == 1 else torch.bmm(kernels, feats)
+    return out.view(b, k, h, w)
+
+
 def dynamic_masks(kernels: Tensor, batch_idx: Tensor, mask_feats: Tensor,
                   pmax: int | None = None) -> Tensor:
     """Mask logits of each kernel applied (1x1 conv) to its image's mask features.
@@ -56,7 +67,7 @@ def dynamic_masks(kernels: Tensor, batch_idx: Tensor, mask_feats: Tensor,
     if p == 0:
         return mask_feats.new_zeros((0, h, w))
     if b == 1:  # one image: a plain matrix product, nothing to group
-        return (kernels @ mask_feats[0].flatten(1).to(kernels.dtype)).view(p, h, w)
+        return padded_mask_logits(kernels.unsqueeze(0), mask_feats)[0]
     counts = torch.bincount(batch_idx, minlength=b)
     order = torch.argsort(batch_idx, stable=True)
     starts = torch.cumsum(counts, 0) - counts
@@ -65,10 +76,10 @@ def dynamic_masks(kernels: Tensor, batch_idx: Tensor, mask_feats: Tensor,
     pmax = int(counts.max()) if pmax is None else pmax
     padded = kernels.new_zeros((b, pmax, e))
     padded[sorted_b, rank] = kernels[order]
-    out = torch.bmm(padded, mask_feats.flatten(2).to(padded.dtype))  # [B, Pmax, H*W]
-    res = torch.empty((p, h * w), dtype=out.dtype, device=out.device)
+    out = padded_mask_logits(padded, mask_feats)  # [B, Pmax, H, W]
+    res = torch.empty((p, h, w), dtype=out.dtype, device=out.device)
     res[order] = out[sorted_b, rank]
-    return res.view(p, h, w)
+    return res
 
 
 def cell_mask_logits(kernels: Tensor, batch_idx: Tensor, cells: Tensor, mask_feats: Tensor,

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import PostprocessCfg
-from .losses import flatten_levels
+from .losses import flatten_levels, padded_mask_logits
 from .ops.masks import cell_windows, masks_to_boxes, points_nms, rel_coord_logits
 from .ops.matrix_nms import matrix_nms_sorted
 from .structures import Predictions
 
-__all__ = ["PostprocessCfg", "candidate_inputs", "level_strides", "paste_masks", "postprocess"]
+__all__ = ["PostprocessCfg", "candidate_inputs", "level_strides", "postprocess"]
 
 _RESIZE_BUDGET = 1 << 27  # float elements resized at once to the original size (512 MB)
 # soft-mask elements of one image's candidates (1 GB of float32): more candidates than
@@ -98,8 +98,7 @@ def _padded_mask_logits(kernels: Tensor, rel: Tensor | None, cells: Tensor, mask
     """
     b, k, _ = kernels.shape
     hf, wf = mask_feats.shape[-2:]
-    feats = mask_feats.flatten(2).to(kernels.dtype)
-    out = (kernels[0] @ feats[0] if b == 1 else torch.bmm(kernels, feats)).view(b, k, hf, wf)
+    out = padded_mask_logits(kernels, mask_feats)
     if rel is None or rel_coords is None:
         return out
     return out.float() + rel_coord_logits(rel.flatten(0, 1), cells.flatten(), num_grids,
@@ -186,9 +185,8 @@ def postprocess(
     # are made in place; dropped and padded entries carry score -1 and sort last
     e = mask_feats.shape[1]
     kern = kernels[bi, cell]
-    k_scores, k_labels, k_cells, k_kern, k_slot, *k_rel = _pad_by_image(
-        [(scores[bi, cell, label], -1.0), (label, 0), (cell, 0), (kern[:, :e], 0.0),
-         (torch.ones_like(bi, dtype=torch.bool), False)]
+    k_scores, k_labels, k_cells, k_kern, *k_rel = _pad_by_image(
+        [(scores[bi, cell, label], -1.0), (label, 0), (cell, 0), (kern[:, :e], 0.0)]
         + ([(kern[:, e:], 0.0)] if rel_coords is not None else []), bi, b, kmax, counts_t)
     k_soft = _padded_mask_logits(k_kern, k_rel[0] if k_rel else None, k_cells, mask_feats,
                                  num_grids, rel_coords).float().sigmoid()  # [B, K, Hf, Wf]
@@ -197,7 +195,7 @@ def postprocess(
                                        (hf, wf)).view(b, kmax, hf, wf)
     k_binary = k_soft > cfg.mask_thr
     k_area = k_binary.flatten(2).sum(2).float()
-    keep = (k_area > cell_stride[k_cells]) & k_slot
+    keep = (k_area > cell_stride[k_cells]) & (k_scores >= 0)  # padding slots hold -1
     maskness = (k_soft * k_binary).flatten(2).sum(2) / k_area.clamp(min=1)
     k_scores = torch.where(keep, k_scores * maskness, torch.full_like(k_scores, -1.0))
     first = torch.sort(k_scores, dim=1, descending=True, stable=True).indices[:, : cfg.nms_pre]
@@ -238,7 +236,7 @@ def postprocess(
     return results
 
 
-def paste_masks(soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int],
+def _paste_masks(soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int],
                 mask_thr: float) -> tuple[Tensor, Tensor]:
     """Soft masks at stride 4 to binary masks at the original resolution, and their boxes.
 
@@ -265,16 +263,16 @@ def paste_masks(soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int,
 
 def _paste_all(soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int],
                mask_thr: float) -> tuple[Tensor, Tensor]:
-    """:func:`paste_masks` over ``soft`` ``[n, Hf, Wf]`` in chunks of at most
+    """:func:`_paste_masks` over ``soft`` ``[n, Hf, Wf]`` in chunks of at most
     ``_RESIZE_BUDGET`` float elements at the original size (bounded memory for huge images);
     one chunk, the common case, returns its masks without a copy."""
     n = soft.shape[0]
     step = max(1, _RESIZE_BUDGET // (orig_size[0] * orig_size[1]))
     if n <= step:
-        return paste_masks(soft, image_size, orig_size, mask_thr)
+        return _paste_masks(soft, image_size, orig_size, mask_thr)
     masks = torch.empty((n, *orig_size), dtype=torch.bool, device=soft.device)
     boxes = torch.empty((n, 4), dtype=torch.float32, device=soft.device)
     for j in range(0, n, step):
-        masks[j:j + step], boxes[j:j + step] = paste_masks(soft[j:j + step], image_size,
+        masks[j:j + step], boxes[j:j + step] = _paste_masks(soft[j:j + step], image_size,
                                                            orig_size, mask_thr)
     return masks, boxes
