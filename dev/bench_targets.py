@@ -38,7 +38,7 @@ def loop_with_masks(batch, feat, grids, ranges, num_classes):
     copies = []
     for _, _, k in pairs:
         if k not in cache:  # the reference rescales once per (level, instance); close enough
-            cache[k] = downsample_masks(masks[k:k + 1])[0]
+            cache[k] = downsample_masks(masks[k : k + 1])[0]
         cur = torch.zeros(feat, dtype=torch.uint8)
         cur[: cache[k].shape[0], : cache[k].shape[1]] = cache[k]
         copies.append(cur)
@@ -74,9 +74,11 @@ def main() -> None:
 
     vec = timeit(lambda: build_targets(batch, feat, R50_GRIDS, R50_RANGES, 80), args.runs)
     loop = timeit(lambda: loop_with_masks(batch, feat, R50_GRIDS, R50_RANGES, 80), args.runs)
-    print(f"frame {hp}x{wp} (features {feat[0]}x{feat[1]}), {args.images} images x "
-          f"{args.instances} instances, R50 grids, {len(pairs)} positive pairs, "
-          f"torch threads {torch.get_num_threads()}, median of {args.runs} runs, CPU")
+    print(
+        f"frame {hp}x{wp} (features {feat[0]}x{feat[1]}), {args.images} images x "
+        f"{args.instances} instances, R50 grids, {len(pairs)} positive pairs, "
+        f"torch threads {torch.get_num_threads()}, median of {args.runs} runs, CPU"
+    )
     print(f"{'implementation':<34}{'ms':>10}")
     print(f"{'vectorised build_targets':<34}{vec:>10.1f}")
     print(f"{'per-instance loop (reference)':<34}{loop:>10.1f}")

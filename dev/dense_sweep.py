@@ -62,8 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", action="append", default=[], metavar="NAME:k=v,k=v")
     p.add_argument("--peer", action="store_true", help="also train Mask R-CNN on the stream")
     p.add_argument("--caps", type=int, nargs="+", default=[100], help="max detections per image")
-    p.add_argument("--test-variant", action="append", default=[], metavar="NAME:k=v,k=v",
-                   help="also evaluate each of our variants with these test-time overrides")
+    p.add_argument(
+        "--test-variant",
+        action="append",
+        default=[],
+        metavar="NAME:k=v,k=v",
+        help="also evaluate each of our variants with these test-time overrides",
+    )
     p.add_argument("--overlay-variant", default=None)
     p.add_argument("--overlays", type=int, default=3)
     p.add_argument("--workers", type=int, default=None)
@@ -91,8 +96,16 @@ def parse_variant(text: str) -> tuple[str, list[str], float | None]:
     return name, overrides, lr
 
 
-def evaluate_at(model: Any, cfg: Any, loader: Any, dataset: Any, device: torch.device, amp: str,
-                cap: int, peer: bool) -> dict[str, Any]:
+def evaluate_at(
+    model: Any,
+    cfg: Any,
+    loader: Any,
+    dataset: Any,
+    device: torch.device,
+    amp: str,
+    cap: int,
+    peer: bool,
+) -> dict[str, Any]:
     ev = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names, max_dets=cap)
     was = model.training
     model.eval()
@@ -120,13 +133,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     names = list(train_set.class_names)
     base.model.num_classes, base.data.class_names = len(names), names
     bs = base.solver.batch_size
-    loader = build_train_loader(train_set, bs, base.data.workers,
-                                aspect_grouping=base.data.aspect_grouping, seed=base.solver.seed,
-                                size_divisor=base.data.size_divisor)
+    loader = build_train_loader(
+        train_set,
+        bs,
+        base.data.workers,
+        aspect_grouping=base.data.aspect_grouping,
+        seed=base.solver.seed,
+        size_divisor=base.data.size_divisor,
+    )
     val_set = dataset_from_config(base.data, "val", train=False)
-    val_loader = build_test_loader(val_set, bs, base.data.workers,
-                                   size_divisor=base.data.size_divisor,
-                                   test_scale=base.data.test_scale)
+    val_loader = build_test_loader(
+        val_set,
+        bs,
+        base.data.workers,
+        size_divisor=base.data.size_divisor,
+        test_scale=base.data.test_scale,
+    )
     variants = [parse_variant(v) for v in (args.variant or ["ref:"])]
     trainees, cfgs = [], {}
     for name, overrides, lr in variants:
@@ -134,13 +156,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfgs[name] = cfg
         torch.manual_seed(cfg.solver.seed)
         model = build_ours(cfg).to(device).train()
-        lr = lr if lr is not None else (args.lr if args.lr is not None else
-                                        cfg.solver.base_lr * bs / cfg.solver.reference_batch)
+        lr = (
+            lr
+            if lr is not None
+            else (
+                args.lr
+                if args.lr is not None
+                else cfg.solver.base_lr * bs / cfg.solver.reference_batch
+            )
+        )
         opt = build_optimizer(model, cfg, lr)
-        trainees.append(Trainee(name, model, opt, lr,
-                                   [p for g in opt.param_groups for p in g["params"]],
-                                   (lambda m, c: lambda b: train_step(m, b, c, args.amp))(model,
-                                                                                         cfg)))
+        trainees.append(
+            Trainee(
+                name,
+                model,
+                opt,
+                lr,
+                [p for g in opt.param_groups for p in g["params"]],
+                (lambda m, c: lambda b: train_step(m, b, c, args.amp))(model, cfg),
+            )
+        )
         print(f"variant {name}: lr {lr:.4g} overrides {overrides}", flush=True)
     peer_t = None
     if args.peer:
@@ -162,35 +197,59 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         peer_t = Trainee("maskrcnn", peer_model, popt, peer_lr, params, peer_step)
         trainees.append(peer_t)
-    loop = train_all(trainees, loader, args.iters, args.time_budget, device,
-                        args.log_period, warmup=args.warmup)
+    loop = train_all(
+        trainees, loader, args.iters, args.time_budget, device, args.log_period, warmup=args.warmup
+    )
     results: dict[str, Any] = {}
     for t in trainees:
         is_peer = t is peer_t
         cfg = base if is_peer else cfgs[t.name]
-        r: dict[str, Any] = {"iters": t.iters, "train_s": round(t.train_s, 2), "lr": t.base_lr,
-                             "final_loss": t.losses[-1] if t.losses else None,
-                             "terms_last50": {k: sum(x for x in v[-50:] if x is not None)
-                                              / max(1, len(v[-50:])) for k, v in t.terms.items()},
-                             "val": {}}
+        r: dict[str, Any] = {
+            "iters": t.iters,
+            "train_s": round(t.train_s, 2),
+            "lr": t.base_lr,
+            "final_loss": t.losses[-1] if t.losses else None,
+            "terms_last50": {
+                k: sum(x for x in v[-50:] if x is not None) / max(1, len(v[-50:]))
+                for k, v in t.terms.items()
+            },
+            "val": {},
+        }
         for cap in args.caps:
             c = cfg
             if not is_peer:
                 c = apply_overrides(cfg, [f"model.test.max_per_img={max(cap, 1)}"])
-            r["val"][cap] = evaluate_at(t.model, c, val_loader, val_set, device, args.amp, cap,
-                                        is_peer)
-            for tv in ([] if is_peer else args.test_variant):
+            r["val"][cap] = evaluate_at(
+                t.model, c, val_loader, val_set, device, args.amp, cap, is_peer
+            )
+            for tv in [] if is_peer else args.test_variant:
                 tv_name, tv_over, _ = parse_variant(tv)
-                m = evaluate_at(t.model, apply_overrides(c, tv_over), val_loader, val_set,
-                                device, args.amp, cap, False)
+                m = evaluate_at(
+                    t.model,
+                    apply_overrides(c, tv_over),
+                    val_loader,
+                    val_set,
+                    device,
+                    args.amp,
+                    cap,
+                    False,
+                )
                 r.setdefault("test_variants", {}).setdefault(tv_name, {})[cap] = m
-                print(f"{t.name:>14} + {tv_name}: cap{cap} segm {m['segm']['AP']:.1f} "
-                      f"(AP50 {m['segm']['AP50']:.1f})", flush=True)
+                print(
+                    f"{t.name:>14} + {tv_name}: cap{cap} segm {m['segm']['AP']:.1f} "
+                    f"(AP50 {m['segm']['AP50']:.1f})",
+                    flush=True,
+                )
         results[t.name] = r
-        print(f"{t.name:>14}: iters {t.iters} train {t.train_s:.1f}s  " + "  ".join(
-            f"cap{cap} segm {r['val'][cap]['segm']['AP']:.1f} (AP50 "
-            f"{r['val'][cap]['segm']['AP50']:.1f}) bbox {r['val'][cap]['bbox']['AP']:.1f}"
-            for cap in args.caps), flush=True)
+        print(
+            f"{t.name:>14}: iters {t.iters} train {t.train_s:.1f}s  "
+            + "  ".join(
+                f"cap{cap} segm {r['val'][cap]['segm']['AP']:.1f} (AP50 "
+                f"{r['val'][cap]['segm']['AP50']:.1f}) bbox {r['val'][cap]['bbox']['AP']:.1f}"
+                for cap in args.caps
+            ),
+            flush=True,
+        )
     try:
         import matplotlib
 
@@ -204,8 +263,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if not ys:
                     continue
                 k = 20
-                sm = [sum(v for v in ys[max(0, i - k):i + 1] if v is not None)
-                      / len(ys[max(0, i - k):i + 1]) for i in range(len(ys))]
+                sm = [
+                    sum(v for v in ys[max(0, i - k) : i + 1] if v is not None)
+                    / len(ys[max(0, i - k) : i + 1])
+                    for i in range(len(ys))
+                ]
                 ax.plot(sm, label=t.name)
                 ax.set_title(key + " (20-it mean)")
                 ax.set_xlabel("iteration")
@@ -217,15 +279,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if peer_t is not None:
             name = args.overlay_variant or trainees[0].name
             t = next(x for x in trainees if x.name == name)
-            plot_overlays(t.model, peer_t.model, cfgs[name], val_set, device, args.amp,
-                             args.overlays, out / "overlays.png", (name, "maskrcnn"))
+            plot_overlays(
+                t.model,
+                peer_t.model,
+                cfgs[name],
+                val_set,
+                device,
+                args.amp,
+                args.overlays,
+                out / "overlays.png",
+                (name, "maskrcnn"),
+            )
     except ImportError:
         print("matplotlib missing: no figures")
-    summary = {"args": vars(args), "loop": loop, "results": results,
-               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-               "curves": {t.name: {"loss": t.losses, "terms": t.terms} for t in trainees},
-               "wall_s": round(time.perf_counter() - t0, 1)}
+    summary = {
+        "args": vars(args),
+        "loop": loop,
+        "results": results,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "curves": {t.name: {"loss": t.losses, "terms": t.terms} for t in trainees},
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
     (out / "sweep.json").write_text(json.dumps(json_safe(summary)) + "\n")
     print(f"wrote {out}/sweep.json ({summary['wall_s']} s)")
     return summary

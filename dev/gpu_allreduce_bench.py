@@ -29,8 +29,7 @@ def main() -> None:
     rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     torch.cuda.set_device(local)
     dist.init_process_group("nccl", device_id=torch.device("cuda", local))
-    n = sum(q.numel() for q in build_model(get_config(args.config)).parameters()
-            if q.requires_grad)
+    n = sum(q.numel() for q in build_model(get_config(args.config)).parameters() if q.requires_grad)
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.ones(n, dtype=dtype, device="cuda")
         for _ in range(3):
@@ -44,9 +43,12 @@ def main() -> None:
         gb = n * x.element_size() / 1e9
         ws = dist.get_world_size()
         if rank == 0:  # bus bandwidth as nccl-tests reports it: 2 (W - 1) / W x size / time
-            print(f"all_reduce {args.config}: {n / 1e6:.1f} M {dtype} values ({gb * 1e3:.0f} MB) "
-                  f"over {ws} GPUs: {ms:.2f} ms, bus bandwidth {2 * (ws - 1) / ws * gb / ms * 1e3:.0f}"
-                  " GB/s", flush=True)
+            print(
+                f"all_reduce {args.config}: {n / 1e6:.1f} M {dtype} values ({gb * 1e3:.0f} MB) "
+                f"over {ws} GPUs: {ms:.2f} ms, bus bandwidth {2 * (ws - 1) / ws * gb / ms * 1e3:.0f}"
+                " GB/s",
+                flush=True,
+            )
     dist.destroy_process_group()
 
 

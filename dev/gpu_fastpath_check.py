@@ -73,17 +73,18 @@ def check_nms(log: list[str]) -> dict[str, Any]:
     exact = binary_intersections(masks, "fp32")
     r: dict[str, Any] = {}
     for method in ("int8", "fp16", "fp32"):
-        r[f"intersections_equal_{method}"] = bool(torch.equal(
-            binary_intersections(masks, method), exact))
-        r[f"ms_intersections_{method}"] = cuda_ms(
-            lambda m=method: binary_intersections(masks, m))
+        r[f"intersections_equal_{method}"] = bool(
+            torch.equal(binary_intersections(masks, method), exact)
+        )
+        r[f"ms_intersections_{method}"] = cuda_ms(lambda m=method: binary_intersections(masks, m))
     with torch.inference_mode():
         new = matrix_nms_sorted(masks, labels, scores)  # bool masks: the default (int8) product
         old = matrix_nms_sorted(masks.float(), labels, scores)  # float masks: the fp32 product
     r["decay_equal"] = bool(torch.equal(new, old))
     r["ms_matrix_nms_sorted_bool"] = cuda_ms(lambda: matrix_nms_sorted(masks, labels, scores))
-    r["ms_matrix_nms_sorted_float"] = cuda_ms(lambda: matrix_nms_sorted(masks.float(), labels,
-                                                                         scores))
+    r["ms_matrix_nms_sorted_float"] = cuda_ms(
+        lambda: matrix_nms_sorted(masks.float(), labels, scores)
+    )
     log.append(f"matrix NMS 500x(200x304): {json.dumps(r)}")
     return r
 
@@ -108,14 +109,17 @@ def _compare(ref: list[Any], got: list[Any]) -> dict[str, Any]:
         conf += v[p.scores >= 0.3].tolist()
         ok = v >= 0.5
         sdiff += (p.scores[ok] - q.scores[j[ok]]).abs().tolist()
-    return {"counts_plain_vs_fast": counts, "instances": len(best),
-            "frac_best_iou_ge_0.9": sum(x >= 0.9 for x in best) / max(len(best), 1),
-            "frac_best_iou_ge_0.5": sum(x >= 0.5 for x in best) / max(len(best), 1),
-            "score_ge_0.3_instances": len(conf),
-            "score_ge_0.3_frac_iou_ge_0.9": sum(x >= 0.9 for x in conf) / max(len(conf), 1),
-            "best_iou_median": statistics.median(best) if best else None,
-            "matched_score_absdiff_max": max(sdiff) if sdiff else None,
-            "matched_score_absdiff_median": statistics.median(sdiff) if sdiff else None}
+    return {
+        "counts_plain_vs_fast": counts,
+        "instances": len(best),
+        "frac_best_iou_ge_0.9": sum(x >= 0.9 for x in best) / max(len(best), 1),
+        "frac_best_iou_ge_0.5": sum(x >= 0.5 for x in best) / max(len(best), 1),
+        "score_ge_0.3_instances": len(conf),
+        "score_ge_0.3_frac_iou_ge_0.9": sum(x >= 0.9 for x in conf) / max(len(conf), 1),
+        "best_iou_median": statistics.median(best) if best else None,
+        "matched_score_absdiff_max": max(sdiff) if sdiff else None,
+        "matched_score_absdiff_median": statistics.median(sdiff) if sdiff else None,
+    }
 
 
 def check_preset(preset: str, log: list[str]) -> dict[str, Any]:
@@ -135,23 +139,41 @@ def check_preset(preset: str, log: list[str]) -> dict[str, Any]:
 
     def predict(net: Any, x: torch.Tensor, sizes: torch.Tensor, orig: torch.Tensor) -> Any:
         out = net(x, sizes)
-        return out, postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
-                                hc.num_grids, hc.strides, pp, out.candidates)
+        return out, postprocess(
+            out.cate_logits,
+            out.kernel_preds,
+            out.mask_feats,
+            sizes,
+            orig,
+            hc.num_grids,
+            hc.strides,
+            pp,
+            out.candidates,
+        )
 
     res: dict[str, Any] = {}
     with torch.inference_mode():
         plain = [predict(model, *p) for p in pre]
         for name, dtype in (("fast_fp32", None), ("fast_bf16", torch.bfloat16)):
-            fast = FastModel(copy.deepcopy(model), dtype=dtype, channels_last=True,
-                             cuda_graphs=device.type == "cuda")
+            fast = FastModel(
+                copy.deepcopy(model),
+                dtype=dtype,
+                channels_last=True,
+                cuda_graphs=device.type == "cuda",
+            )
             head_err: list[float] = []
             preds_p, preds_f = [], []
             for (o_p, r_p), p in zip(plain, pre):
                 o_f, r_f = predict(fast, *p)
-                for a, b in zip([*o_p.cate_logits, *o_p.kernel_preds, o_p.mask_feats],
-                                [*o_f.cate_logits, *o_f.kernel_preds, o_f.mask_feats]):
-                    head_err.append(float((a.float() - b.float()).abs().max() /
-                                          a.float().std().clamp(min=1e-12)))
+                for a, b in zip(
+                    [*o_p.cate_logits, *o_p.kernel_preds, o_p.mask_feats],
+                    [*o_f.cate_logits, *o_f.kernel_preds, o_f.mask_feats],
+                ):
+                    head_err.append(
+                        float(
+                            (a.float() - b.float()).abs().max() / a.float().std().clamp(min=1e-12)
+                        )
+                    )
                 preds_p += r_p
                 preds_f += r_f
             res[name] = {"head_maxabs_over_std": max(head_err), **_compare(preds_p, preds_f)}
@@ -161,8 +183,9 @@ def check_preset(preset: str, log: list[str]) -> dict[str, Any]:
     return res
 
 
-def time_split(fast: FastModel, imgs: list[torch.Tensor], cfg: Any, log: list[str],
-               preset: str) -> dict[str, float]:
+def time_split(
+    fast: FastModel, imgs: list[torch.Tensor], cfg: Any, log: list[str], preset: str
+) -> dict[str, float]:
     from torch.profiler import ProfilerActivity, profile
 
     hc, pp = cfg.model.head, postprocess_cfg(cfg)
@@ -171,20 +194,41 @@ def time_split(fast: FastModel, imgs: list[torch.Tensor], cfg: Any, log: list[st
         out = fast(x, sizes)
 
         def post() -> Any:
-            return postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
-                               hc.num_grids, hc.strides, pp, out.candidates)
+            return postprocess(
+                out.cate_logits,
+                out.kernel_preds,
+                out.mask_feats,
+                sizes,
+                orig,
+                hc.num_grids,
+                hc.strides,
+                pp,
+                out.candidates,
+            )
 
         def full() -> Any:
             xx, ss, oo = preprocess_images(imgs, cfg.data.test_scale, cfg.data.size_divisor)
             o = fast(xx, ss)
-            return postprocess(o.cate_logits, o.kernel_preds, o.mask_feats, ss, oo,
-                               hc.num_grids, hc.strides, pp, o.candidates)
+            return postprocess(
+                o.cate_logits,
+                o.kernel_preds,
+                o.mask_feats,
+                ss,
+                oo,
+                hc.num_grids,
+                hc.strides,
+                pp,
+                o.candidates,
+            )
 
-        r = {"preprocess": cuda_ms(lambda: preprocess_images(imgs, cfg.data.test_scale,
-                                                              cfg.data.size_divisor)),
-             "network_graph": cuda_ms(lambda: fast(x, sizes)),
-             "postprocess": cuda_ms(post),
-             "full": cuda_ms(full)}
+        r = {
+            "preprocess": cuda_ms(
+                lambda: preprocess_images(imgs, cfg.data.test_scale, cfg.data.size_divisor)
+            ),
+            "network_graph": cuda_ms(lambda: fast(x, sizes)),
+            "postprocess": cuda_ms(post),
+            "full": cuda_ms(full),
+        }
         t = time.perf_counter()
         for _ in range(20):
             post()
@@ -195,8 +239,9 @@ def time_split(fast: FastModel, imgs: list[torch.Tensor], cfg: Any, log: list[st
                 post()
             sync()
     log.append(f"{preset} bf16 fast time split (ms): {json.dumps(r)}")
-    log.append(prof.key_averages().table(sort_by="cpu_time_total", row_limit=30,
-                                         max_name_column_width=50))
+    log.append(
+        prof.key_averages().table(sort_by="cpu_time_total", row_limit=30, max_name_column_width=50)
+    )
     return r
 
 

@@ -67,19 +67,41 @@ def _split(cfg: Any, net: Any, imgs: list[torch.Tensor]) -> dict[str, Any]:
     out = fwd()
 
     def post() -> Any:
-        return postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
-                           h.num_grids, h.strides, pp, out.candidates)
+        return postprocess(
+            out.cate_logits,
+            out.kernel_preds,
+            out.mask_feats,
+            sizes,
+            orig,
+            h.num_grids,
+            h.strides,
+            pp,
+            out.candidates,
+        )
 
     def whole() -> Any:
         a, s, o = pre()
         r = net(a, s)
-        return postprocess(r.cate_logits, r.kernel_preds, r.mask_feats, s, o, h.num_grids,
-                           h.strides, pp, r.candidates)
+        return postprocess(
+            r.cate_logits,
+            r.kernel_preds,
+            r.mask_feats,
+            s,
+            o,
+            h.num_grids,
+            h.strides,
+            pp,
+            r.candidates,
+        )
 
     with torch.inference_mode():
-        return {"preprocess_ms": _median_ms(pre), "network_ms": _median_ms(fwd),
-                "postprocess_ms": _median_ms(post), "whole_ms": _median_ms(whole),
-                "_whole": whole}
+        return {
+            "preprocess_ms": _median_ms(pre),
+            "network_ms": _median_ms(fwd),
+            "postprocess_ms": _median_ms(post),
+            "whole_ms": _median_ms(whole),
+            "_whole": whole,
+        }
 
 
 def _profile(whole: Any, out_txt: Path, iters: int = 10) -> dict[str, Any]:
@@ -95,15 +117,28 @@ def _profile(whole: Any, out_txt: Path, iters: int = 10) -> dict[str, Any]:
     kernels = sum(e.count for e in ev if e.device_type.name == "CUDA")
     syncs = sum(e.count for e in ev if e.key in SYNC_NAMES)
     memcpy = sum(e.count for e in ev if e.key in ("cudaMemcpyAsync", "cudaMemcpy"))
-    launches = sum(e.count for e in ev if e.key in ("cudaLaunchKernel", "cuLaunchKernel",
-                                                    "cudaLaunchKernelExC", "cudaGraphLaunch"))
-    out_txt.write_text(ev.table(sort_by="cpu_time_total", row_limit=40) + "\n\n"
-                       + ev.table(sort_by="cuda_time_total", row_limit=25))
-    return {"kernels_per_iter": kernels / iters, "launch_calls_per_iter": launches / iters,
-            "syncs_per_iter": syncs / iters, "memcpy_calls_per_iter": memcpy / iters,
-            "cpu_total_ms_per_iter": sum(e.self_cpu_time_total for e in ev) / 1e3 / iters,
-            "cuda_total_ms_per_iter": sum(e.self_device_time_total for e in ev
-                                          if e.device_type.name == "CUDA") / 1e3 / iters}
+    launches = sum(
+        e.count
+        for e in ev
+        if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cudaGraphLaunch")
+    )
+    out_txt.write_text(
+        ev.table(sort_by="cpu_time_total", row_limit=40)
+        + "\n\n"
+        + ev.table(sort_by="cuda_time_total", row_limit=25)
+    )
+    return {
+        "kernels_per_iter": kernels / iters,
+        "launch_calls_per_iter": launches / iters,
+        "syncs_per_iter": syncs / iters,
+        "memcpy_calls_per_iter": memcpy / iters,
+        "cpu_total_ms_per_iter": sum(e.self_cpu_time_total for e in ev) / 1e3 / iters,
+        "cuda_total_ms_per_iter": sum(
+            e.self_device_time_total for e in ev if e.device_type.name == "CUDA"
+        )
+        / 1e3
+        / iters,
+    }
 
 
 def _resize_candidate(h: int, w: int) -> dict[str, Any]:
@@ -112,10 +147,13 @@ def _resize_candidate(h: int, w: int) -> dict[str, Any]:
     nh, nw = int(h * 0.56), int(w * 0.56)
     per_plane = resize_uint8(img, nh, nw)
     one_call = _resize_float(img[None], nh, nw)[0]
-    return {"size": f"{h}x{w}->{nh}x{nw}", "equal": bool(torch.equal(per_plane, one_call)),
-            "mismatched_pixels": int((per_plane != one_call).sum()),
-            "per_plane_ms": _median_ms(lambda: resize_uint8(img, nh, nw)),
-            "one_call_ms": _median_ms(lambda: _resize_float(img[None], nh, nw))}
+    return {
+        "size": f"{h}x{w}->{nh}x{nw}",
+        "equal": bool(torch.equal(per_plane, one_call)),
+        "mismatched_pixels": int((per_plane != one_call).sum()),
+        "per_plane_ms": _median_ms(lambda: resize_uint8(img, nh, nw)),
+        "one_call_ms": _median_ms(lambda: _resize_float(img[None], nh, nw)),
+    }
 
 
 def main() -> None:
@@ -134,17 +172,28 @@ def main() -> None:
     cfg = get_config(args.preset)
     sets = image_sets(args.batch, size, dev, torch.Generator().manual_seed(0))  # type: ignore[arg-type]
     model = ours_model(cfg, dev, False).eval()
-    balance_work(model, cfg, [preprocess_images(s, cfg.data.test_scale)[:2] for s in sets],
-                 "none")
-    result: dict[str, Any] = {"preset": cfg.name, "size": args.size,
-                              "device": torch.cuda.get_device_name(dev),
-                              "torch": torch.__version__, "batch": args.batch,
-                              "compile": args.compile}
+    balance_work(model, cfg, [preprocess_images(s, cfg.data.test_scale)[:2] for s in sets], "none")
+    result: dict[str, Any] = {
+        "preset": cfg.name,
+        "size": args.size,
+        "device": torch.cuda.get_device_name(dev),
+        "torch": torch.__version__,
+        "batch": args.batch,
+        "compile": args.compile,
+    }
     paths = (("plain_fp32", "none"), ("fast_bf16", "bf16"))
     for name, amp in paths[1:] if args.fast_only else paths:
-        net = model if amp == "none" else FastModel(model, dtype=torch.bfloat16,
-                                                    channels_last=True, cuda_graphs=True,
-                                                    compile=args.compile)
+        net = (
+            model
+            if amp == "none"
+            else FastModel(
+                model,
+                dtype=torch.bfloat16,
+                channels_last=True,
+                cuda_graphs=True,
+                compile=args.compile,
+            )
+        )
         split = _split(cfg, net, sets[0])
         whole = split.pop("_whole")
         split.update(_profile(whole, out / f"infer_profile_{name}.txt"))

@@ -32,10 +32,15 @@ def synthetic_batch(b: int, h: int, w: int, device: torch.device) -> Batch:
             bw = int(torch.randint(16, w // 2, (1,), generator=g))
             y = int(torch.randint(0, h - bh, (1,), generator=g))
             x = int(torch.randint(0, w - bw, (1,), generator=g))
-            masks[k, y:y + bh, x:x + bw] = 1
+            masks[k, y : y + bh, x : x + bw] = 1
             boxes.append([x, y, x + bw, y + bh])
-        targets.append(Instances(masks, torch.randint(0, 80, (n,), generator=g),
-                                 torch.tensor(boxes, dtype=torch.float32)))
+        targets.append(
+            Instances(
+                masks,
+                torch.randint(0, 80, (n,), generator=g),
+                torch.tensor(boxes, dtype=torch.float32),
+            )
+        )
     images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, generator=g)
     sizes = torch.tensor([[h, w]] * b)
     return Batch(images, sizes, sizes.clone(), list(range(b)), targets).to(device)
@@ -65,8 +70,16 @@ def main() -> None:
         with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=amp != "none"):
             out = model(batch.images, batch.image_sizes)
             hc = cfg.model.head
-            postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, batch.image_sizes,
-                        batch.orig_sizes, hc.num_grids, hc.strides, postprocess_cfg(cfg))
+            postprocess(
+                out.cate_logits,
+                out.kernel_preds,
+                out.mask_feats,
+                batch.image_sizes,
+                batch.orig_sizes,
+                hc.num_grids,
+                hc.strides,
+                postprocess_cfg(cfg),
+            )
 
     for name, fn, mode in (("train", step, True), ("infer", infer, False)):
         model.train(mode)
@@ -79,12 +92,16 @@ def main() -> None:
         torch.cuda.synchronize()
         dt = (time.perf_counter() - t) / 5
         print(f"== {name}: {dt * 1e3:.1f} ms/iter, {b / dt:.1f} img/s (batch {b}, {h}x{w}, {amp})")
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
-                     with_flops=True) as prof:
+        with profile(
+            activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_flops=True
+        ) as prof:
             fn()
             torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25,
-                                        max_name_column_width=60))
+        print(
+            prof.key_averages().table(
+                sort_by="cuda_time_total", row_limit=25, max_name_column_width=60
+            )
+        )
 
 
 if __name__ == "__main__":

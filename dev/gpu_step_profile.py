@@ -32,8 +32,13 @@ import solov2.benchmarks.ours as bours  # noqa: E402
 from solov2.cli import main as cli_main  # noqa: E402
 
 SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
-LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx",
-            "cudaGraphLaunch")
+LAUNCHES = (
+    "cudaLaunchKernel",
+    "cuLaunchKernel",
+    "cudaLaunchKernelExC",
+    "cuLaunchKernelEx",
+    "cudaGraphLaunch",
+)
 captured: list[Callable[[int], Any]] = []
 
 
@@ -41,6 +46,7 @@ def _capture_loop(orig: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(step: Callable[[int], Any], *a: Any, **k: Any) -> Any:
         captured.append(step)
         return orig(step, *a, **k)
+
     return wrapped
 
 
@@ -50,7 +56,9 @@ def _capture_alternating(orig: Callable[..., Any]) -> Callable[..., Any]:
             step = prepare[0]()
             captured.append(step)
             return step
+
         return orig([first, *prepare[1:]], *a, **k)
+
     return wrapped
 
 
@@ -71,19 +79,26 @@ def profile_step(step: Callable[[int], Any], steps: int, out: Path) -> dict[str,
     ev = prof.key_averages()
     cuda = [e for e in ev if e.device_type.name == "CUDA"]
     kernel_ms = sum(e.self_device_time_total for e in cuda) / 1e3 / steps
-    res = {"steps": steps, "wall_ms_per_step": sorted(walls)[len(walls) // 2],
-           "kernel_ms_per_step": kernel_ms,
-           "kernels_per_step": sum(e.count for e in cuda) / steps,
-           "launch_calls_per_step": sum(e.count for e in ev if e.key in LAUNCHES) / steps,
-           "syncs_per_step": sum(e.count for e in ev if e.key in SYNCS) / steps,
-           "memcpy_calls_per_step": sum(e.count for e in ev
-                                        if e.key in ("cudaMemcpyAsync", "cudaMemcpy")) / steps,
-           "aten_ops_per_step": sum(e.count for e in ev if e.key.startswith("aten::")) / steps}
+    res = {
+        "steps": steps,
+        "wall_ms_per_step": sorted(walls)[len(walls) // 2],
+        "kernel_ms_per_step": kernel_ms,
+        "kernels_per_step": sum(e.count for e in cuda) / steps,
+        "launch_calls_per_step": sum(e.count for e in ev if e.key in LAUNCHES) / steps,
+        "syncs_per_step": sum(e.count for e in ev if e.key in SYNCS) / steps,
+        "memcpy_calls_per_step": sum(
+            e.count for e in ev if e.key in ("cudaMemcpyAsync", "cudaMemcpy")
+        )
+        / steps,
+        "aten_ops_per_step": sum(e.count for e in ev if e.key.startswith("aten::")) / steps,
+    }
     res["gpu_idle_ms_per_step"] = res["wall_ms_per_step"] - kernel_ms
     out.mkdir(parents=True, exist_ok=True)
     (out / "step_profile.txt").write_text(
-        ev.table(sort_by="self_cpu_time_total", row_limit=45) + "\n\n"
-        + ev.table(sort_by="self_cuda_time_total", row_limit=45))
+        ev.table(sort_by="self_cpu_time_total", row_limit=45)
+        + "\n\n"
+        + ev.table(sort_by="self_cuda_time_total", row_limit=45)
+    )
     return res
 
 
@@ -94,7 +109,7 @@ def main() -> None:
     ap.add_argument("--out", default="step_profile_out")
     ap.add_argument("--steps", type=int, default=5)
     args = ap.parse_args(argv[:cut])
-    bench_args = argv[cut + 1:]
+    bench_args = argv[cut + 1 :]
     bours.time_loop = _capture_loop(bours.time_loop)  # training step
     bdata.time_loop = _capture_loop(bdata.time_loop)  # loader
     bench.time_alternating = _capture_alternating(bench.time_alternating)  # inference

@@ -60,11 +60,19 @@ def oracle_predictions(batch: Batch, cfg: Config) -> tuple[list[Predictions], in
     feats = torch.where(t.mask_targets.bool(), LOGIT, -LOGIT) if n else torch.zeros((1, hf, wf))
     cate_logits, kernel_preds, start = [], [], 0
     for s in h.num_grids:
-        cate_logits.append(cate[start:start + s * s].T.reshape(1, c, s, s))
-        kernel_preds.append(kern[start:start + s * s].T.reshape(1, -1, s, s))
+        cate_logits.append(cate[start : start + s * s].T.reshape(1, c, s, s))
+        kernel_preds.append(kern[start : start + s * s].T.reshape(1, -1, s, s))
         start += s * s
-    preds = postprocess(cate_logits, kernel_preds, feats.unsqueeze(0), batch.image_sizes,
-                        batch.orig_sizes, h.num_grids, h.strides, postprocess_cfg(cfg))
+    preds = postprocess(
+        cate_logits,
+        kernel_preds,
+        feats.unsqueeze(0),
+        batch.image_sizes,
+        batch.orig_sizes,
+        h.num_grids,
+        h.strides,
+        postprocess_cfg(cfg),
+    )
     return preds, int(winner[claimed].unique().numel())
 
 
@@ -90,8 +98,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--data-root", required=True, help="COCO layout: annotations/, {split}/")
     p.add_argument("--split", default="val")
     p.add_argument("--preset", default="solov2_light_mnv2_448", choices=sorted(PRESETS))
-    p.add_argument("--scale", type=int, nargs=2, metavar=("LONG", "SHORT"), default=None,
-                   help="test scale (default: the preset's)")
+    p.add_argument(
+        "--scale",
+        type=int,
+        nargs=2,
+        metavar=("LONG", "SHORT"),
+        default=None,
+        help="test scale (default: the preset's)",
+    )
     args = p.parse_args(argv)
     cfg = get_config(args.preset)
     cfg.data.data_root, cfg.data.val_split = args.data_root, args.split
@@ -99,8 +113,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg.data.test_scale = list(args.scale)
     with torch.inference_mode():
         m = ceiling(cfg, args.split)
-    print(f"oracle {cfg.name} at {cfg.data.test_scale} on {args.split}: "
-          f"{m['instances_with_a_cell']} of {m['instances']} instances own a grid cell")
+    print(
+        f"oracle {cfg.name} at {cfg.data.test_scale} on {args.split}: "
+        f"{m['instances_with_a_cell']} of {m['instances']} instances own a grid cell"
+    )
     print(format_table(m))
     return m
 

@@ -53,20 +53,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="solov2_light_mnv2_448", choices=sorted(PRESETS))
     p.add_argument("--iters", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=None,
-                   help="actual LR (default: the preset's base LR x batch / reference batch)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="actual LR (default: the preset's base LR x batch / reference batch)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
-    p.add_argument("--image-scale", type=int, nargs=2, metavar=("LONG", "SHORT"), default=None,
-                   help="train and test scale (default: the preset's test scale)")
-    p.add_argument("--backbone-weights", default=None,
-                   help=f"ImageNet backbone file (mobilenet_v2 presets default to {MNV2_WEIGHTS} "
-                        "under $SOLOV2_WEIGHTS_DIR, shared/weights, /work/shared/weights)")
+    p.add_argument(
+        "--image-scale",
+        type=int,
+        nargs=2,
+        metavar=("LONG", "SHORT"),
+        default=None,
+        help="train and test scale (default: the preset's test scale)",
+    )
+    p.add_argument(
+        "--backbone-weights",
+        default=None,
+        help=f"ImageNet backbone file (mobilenet_v2 presets default to {MNV2_WEIGHTS} "
+        "under $SOLOV2_WEIGHTS_DIR, shared/weights, /work/shared/weights)",
+    )
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--output-dir", default="runs/overfit")
-    p.add_argument("--min-area", type=float, default=0.0,
-                   help="only images whose objects all have COCO area >= this (e.g. 1024 = 32^2: "
-                        "no COCO 'small' objects)")
+    p.add_argument(
+        "--min-area",
+        type=float,
+        default=0.0,
+        help="only images whose objects all have COCO area >= this (e.g. 1024 = 32^2: "
+        "no COCO 'small' objects)",
+    )
     p.add_argument("--goal", type=float, default=90.0, help="segm AP to reach (reported)")
     p.add_argument("--fail-below", action="store_true", help="exit 1 when segm AP < --goal")
     args = p.parse_args(argv)
@@ -80,9 +97,13 @@ def _find_weights(given: str | None) -> str | None:
         if not os.path.isfile(given):
             raise SystemExit(f"--backbone-weights {given}: file not found")
         return given
-    for d in (os.environ.get("SOLOV2_WEIGHTS_DIR", ""), "shared/weights", ".data/weights",
-              str(Path(__file__).resolve().parents[1] / "shared" / "weights"),
-              "/work/shared/weights"):
+    for d in (
+        os.environ.get("SOLOV2_WEIGHTS_DIR", ""),
+        "shared/weights",
+        ".data/weights",
+        str(Path(__file__).resolve().parents[1] / "shared" / "weights"),
+        "/work/shared/weights",
+    ):
         if d and os.path.isfile(os.path.join(d, MNV2_WEIGHTS)):
             return os.path.join(d, MNV2_WEIGHTS)
     return None
@@ -93,10 +114,16 @@ def write_subset(json_path: str, n: int, out_path: Path, min_area: float = 0.0) 
     with ``min_area``, none smaller than that many pixels), and all their annotations (crowd ones
     included, for evaluation), to ``out_path``; returns their ids."""
     data = load_coco_json(json_path)
-    usable = {a["image_id"] for a in data["annotations"]
-              if not a.get("iscrowd", 0) and a.get("segmentation") and a.get("area", 1) > 0}
-    too_small = {a["image_id"] for a in data["annotations"]
-                 if not a.get("iscrowd", 0) and a.get("area", 0) < min_area}
+    usable = {
+        a["image_id"]
+        for a in data["annotations"]
+        if not a.get("iscrowd", 0) and a.get("segmentation") and a.get("area", 1) > 0
+    }
+    too_small = {
+        a["image_id"]
+        for a in data["annotations"]
+        if not a.get("iscrowd", 0) and a.get("area", 0) < min_area
+    }
     images = [im for im in data["images"] if im["id"] in usable - too_small][:n]
     if not images:
         raise SystemExit(f"{json_path}: no image with a usable annotation")
@@ -132,13 +159,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if bb.name == "mobilenet_v2":
         bb.weights = _find_weights(args.backbone_weights)
         if bb.weights is None:
-            raise SystemExit(f"{args.preset} needs the ImageNet MobileNetV2 weights: pass "
-                             f"--backbone-weights PATH/{MNV2_WEIGHTS}")
+            raise SystemExit(
+                f"{args.preset} needs the ImageNet MobileNetV2 weights: pass "
+                f"--backbone-weights PATH/{MNV2_WEIGHTS}"
+            )
     elif args.backbone_weights:
         bb.weights = args.backbone_weights
     elif bb.frozen_stages or bb.norm_eval:
-        print(f"{args.preset}: no backbone weights, training from random initialisation with "
-              "every stage and BatchNorm trainable (frozen_stages=0, norm_eval=False)")
+        print(
+            f"{args.preset}: no backbone weights, training from random initialisation with "
+            "every stage and BatchNorm trainable (frozen_stages=0, norm_eval=False)"
+        )
         bb.frozen_stages, bb.norm_eval = 0, False
 
     s = cfg.solver
@@ -149,31 +180,58 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     s.base_lr, s.autoscale_lr = lr, False
     s.max_iters = args.iters
     s.warmup_iters = max(1, min(500, args.iters // 10))
-    s.steps = [math.ceil(0.75 * args.iters / iters_per_epoch),
-               math.ceil(0.9 * args.iters / iters_per_epoch)]
+    s.steps = [
+        math.ceil(0.75 * args.iters / iters_per_epoch),
+        math.ceil(0.9 * args.iters / iters_per_epoch),
+    ]
     s.epochs = math.ceil(args.iters / iters_per_epoch)
     s.checkpoint_period = args.iters  # one checkpoint, at the end
     s.eval_period = 0
     s.log_period = max(1, args.iters // 20)
     s.amp = args.amp
 
-    print(f"overfit {args.preset} on {n} image(s) of {src_json} (ids {ids}): {args.iters} "
-          f"iterations, batch {args.batch_size}, lr {lr:g}, scale {scale}, no flip, "
-          f"amp {args.amp}", flush=True)
-    metrics = run_training(cfg, str(out), device=args.device, overwrite=True)  # a re-run starts over
+    print(
+        f"overfit {args.preset} on {n} image(s) of {src_json} (ids {ids}): {args.iters} "
+        f"iterations, batch {args.batch_size}, lr {lr:g}, scale {scale}, no flip, "
+        f"amp {args.amp}",
+        flush=True,
+    )
+    metrics = run_training(
+        cfg, str(out), device=args.device, overwrite=True
+    )  # a re-run starts over
     segm = float(metrics.get("segm", {}).get("AP", float("nan")))
     bbox = float(metrics.get("bbox", {}).get("AP", float("nan")))
     ok = segm > args.goal
-    print(f"overfit {args.preset}: segm AP {segm:.2f}, bbox AP {bbox:.2f} on the {n} training "
-          f"image(s) after {args.iters} iterations (goal > {args.goal:g}: "
-          f"{'met' if ok else 'NOT met'})", flush=True)
-    summary = {"preset": args.preset, "image_ids": ids, "iters": args.iters,
-               "batch_size": args.batch_size, "lr": lr, "scale": scale, "amp": args.amp,
-               "segm_AP": segm, "bbox_AP": bbox, "goal": args.goal, "goal_met": ok,
-               "img_per_s": metrics.get("img_per_s")}
-    (out / "overfit.json").write_text(json.dumps(
-        {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-         for k, v in summary.items()}, indent=1) + "\n")
+    print(
+        f"overfit {args.preset}: segm AP {segm:.2f}, bbox AP {bbox:.2f} on the {n} training "
+        f"image(s) after {args.iters} iterations (goal > {args.goal:g}: "
+        f"{'met' if ok else 'NOT met'})",
+        flush=True,
+    )
+    summary = {
+        "preset": args.preset,
+        "image_ids": ids,
+        "iters": args.iters,
+        "batch_size": args.batch_size,
+        "lr": lr,
+        "scale": scale,
+        "amp": args.amp,
+        "segm_AP": segm,
+        "bbox_AP": bbox,
+        "goal": args.goal,
+        "goal_met": ok,
+        "img_per_s": metrics.get("img_per_s"),
+    }
+    (out / "overfit.json").write_text(
+        json.dumps(
+            {
+                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in summary.items()
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     if args.fail_below and not ok:
         raise SystemExit(1)
     return {"summary": summary, "metrics": metrics}

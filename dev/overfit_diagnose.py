@@ -57,16 +57,19 @@ def per_image_ap(gt_json: Path, results_json: Path) -> dict[int, tuple[float, in
     return out
 
 
-def losses(model: torch.nn.Module, batch: Batch, cfg: Config,
-           device: torch.device) -> list[dict]:
+def losses(model: torch.nn.Module, batch: Batch, cfg: Config, device: torch.device) -> list[dict]:
     """Loss components of each image of ``batch``, in the batch's padded frame."""
     batch = batch.to(device)
     rows = []
     with torch.no_grad():
         for i in range(len(batch.image_ids)):
-            one = Batch(images=batch.images[i:i + 1], image_sizes=batch.image_sizes[i:i + 1],
-                        orig_sizes=batch.orig_sizes[i:i + 1], image_ids=batch.image_ids[i:i + 1],
-                        targets=batch.targets[i:i + 1] if batch.targets else None)
+            one = Batch(
+                images=batch.images[i : i + 1],
+                image_sizes=batch.image_sizes[i : i + 1],
+                orig_sizes=batch.orig_sizes[i : i + 1],
+                image_ids=batch.image_ids[i : i + 1],
+                targets=batch.targets[i : i + 1] if batch.targets else None,
+            )
             rows.append({k: float(v) for k, v in train_step(model, one, cfg, "none").items()})
     return rows
 
@@ -97,8 +100,17 @@ def diagnose(run_dir: str | Path, device: torch.device) -> tuple[Path, list[dict
         alone = losses(model, collate([s], cfg.data.size_divisor), cfg, device)[0]
         canvas_losses, canvas = in_canvas[s.image_id]
         ap_i, n = ap.get(s.image_id, (float("nan"), len(s.instances)))
-        rows.append({"image_id": s.image_id, "size": tuple(s.image.shape[-2:]), "canvas": canvas,
-                     "instances": n, "ap": ap_i, "alone": alone, "canvas_losses": canvas_losses})
+        rows.append(
+            {
+                "image_id": s.image_id,
+                "size": tuple(s.image.shape[-2:]),
+                "canvas": canvas,
+                "instances": n,
+                "ap": ap_i,
+                "alone": alone,
+                "canvas_losses": canvas_losses,
+            }
+        )
     return ckpt, rows
 
 
@@ -109,14 +121,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     ckpt, rows = diagnose(args.run_dir, torch.device(args.device))
     print(f"checkpoint {ckpt}")
-    print("| image | h x w (canvas) | instances | segm AP | cate alone / canvas "
-          "| mask alone / canvas |")
+    print(
+        "| image | h x w (canvas) | instances | segm AP | cate alone / canvas "
+        "| mask alone / canvas |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
         (h, w), (hc, wc), a, c = r["size"], r["canvas"], r["alone"], r["canvas_losses"]
-        print(f"| {r['image_id']} | {h}x{w} ({hc}x{wc}) | {r['instances']} | {r['ap']:.1f} "
-              f"| {a['loss_cate']:.3f} / {c['loss_cate']:.3f} "
-              f"| {a['loss_mask']:.3f} / {c['loss_mask']:.3f} |")
+        print(
+            f"| {r['image_id']} | {h}x{w} ({hc}x{wc}) | {r['instances']} | {r['ap']:.1f} "
+            f"| {a['loss_cate']:.3f} / {c['loss_cate']:.3f} "
+            f"| {a['loss_mask']:.3f} / {c['loss_mask']:.3f} |"
+        )
     return rows
 
 

@@ -73,8 +73,12 @@ def mask_iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter))
 
 
-def near_tie_candidates(cate_logits: Sequence[Tensor], score_thr: float,
-                        nms_pre: int | None = None, eps: float = TIE_EPS) -> int:
+def near_tie_candidates(
+    cate_logits: Sequence[Tensor],
+    score_thr: float,
+    nms_pre: int | None = None,
+    eps: float = TIE_EPS,
+) -> int:
     """How many (cell, class) candidates of one image are within ``eps`` of flipping.
 
     Args:
@@ -109,15 +113,25 @@ def near_tie_candidates(cate_logits: Sequence[Tensor], score_thr: float,
 
 def _describe(side: Side, i: int, other: Side) -> str:
     same = other.labels == side.labels[i]
-    best = float(mask_iou(side.masks[i:i + 1], other.masks[same]).max()) if same.any() else 0.0
-    return (f"score {float(side.scores[i]):.4f} label {int(side.labels[i])} area "
-            f"{int(side.masks[i].sum())} (best same-label IoU in the other list {best:.3f})")
+    best = float(mask_iou(side.masks[i : i + 1], other.masks[same]).max()) if same.any() else 0.0
+    return (
+        f"score {float(side.scores[i]):.4f} label {int(side.labels[i])} area "
+        f"{int(side.masks[i].sum())} (best same-label IoU in the other list {best:.3f})"
+    )
 
 
-def assert_same_instances(ref: object, got: object, *, score_tol: float = 1e-3,
-                          iou: float = 0.9, thresholds: Sequence[float] = (),
-                          max_det: int | None = None, ties: int = 0,
-                          margin: float | None = None, min_matched: int = 1) -> int:
+def assert_same_instances(
+    ref: object,
+    got: object,
+    *,
+    score_tol: float = 1e-3,
+    iou: float = 0.9,
+    thresholds: Sequence[float] = (),
+    max_det: int | None = None,
+    ties: int = 0,
+    margin: float | None = None,
+    min_matched: int = 1,
+) -> int:
     """Assert that ``got`` shows a user the instances of ``ref``.
 
     Args:
@@ -139,7 +153,8 @@ def assert_same_instances(ref: object, got: object, *, score_tol: float = 1e-3,
     a, b = Side.of(ref), Side.of(got)
     margin = score_tol if margin is None else margin
     assert a.masks.shape[1:] == b.masks.shape[1:] or 0 in (len(a.scores), len(b.scores)), (
-        f"mask sizes differ: {tuple(a.masks.shape)} vs {tuple(b.masks.shape)}")
+        f"mask sizes differ: {tuple(a.masks.shape)} vs {tuple(b.masks.shape)}"
+    )
     ious = mask_iou(a.masks, b.masks) if len(a.scores) and len(b.scores) else None
     taken = torch.zeros(len(b.scores), dtype=torch.bool)
     pairs: list[tuple[int, int]] = []
@@ -174,16 +189,22 @@ def assert_same_instances(ref: object, got: object, *, score_tol: float = 1e-3,
         top = max(float(a.scores[i]), float(b.scores[j]))
         return ties > 0 and any(
             lab == int(a.labels[i]) and s > top and bool((m & (a.masks[i] | b.masks[j])).any())
-            for m, lab, s in alone)
+            for m, lab, s in alone
+        )
 
-    bad = [(float(a.scores[i]), float(b.scores[j]), int(a.labels[i])) for i, j in pairs
-           if abs(float(a.scores[i] - b.scores[j])) > score_tol and not knocked_on(i, j)]
+    bad = [
+        (float(a.scores[i]), float(b.scores[j]), int(a.labels[i]))
+        for i, j in pairs
+        if abs(float(a.scores[i] - b.scores[j])) > score_tol and not knocked_on(i, j)
+    ]
     assert len(bad) <= ties, (  # a culprit out of both outputs: one pair per near-tie
-        f"matched instances whose scores differ by more than {score_tol}: {bad[:5]}")
+        f"matched instances whose scores differ by more than {score_tol}: {bad[:5]}"
+    )
     assert len(unexplained) <= 2 * ties, (
         f"{len(unexplained)} instance(s) in one list only, away from every threshold "
         f"{list(thresholds)} (margin {margin}) with {ties} near-tie candidate(s) to explain "
-        f"them: {unexplained[:6]}")
+        f"them: {unexplained[:6]}"
+    )
     assert len(pairs) >= min_matched, f"only {len(pairs)} matched instance(s)"
     return len(pairs)
 

@@ -23,8 +23,6 @@ from solov2.model import build_model
 CLASSES = ("circle", "square", "triangle", "star")
 
 
-
-
 class Payload:
     """Unpickling this runs ``os.system("touch MARKER")``."""
 
@@ -49,8 +47,10 @@ def _fake_mmengine() -> dict[str, Any]:
             self.runtime_info = {"iter": 1000, "epoch": np.int64(36)}
 
     mods = {}
-    for name, cls in (("mmengine.logging.history_buffer", HistoryBuffer),
-                      ("mmengine.logging.message_hub", MessageHub)):
+    for name, cls in (
+        ("mmengine.logging.history_buffer", HistoryBuffer),
+        ("mmengine.logging.message_hub", MessageHub),
+    ):
         mod = types.ModuleType(name)
         cls.__module__, cls.__qualname__ = name, cls.__name__
         setattr(mod, cls.__name__, cls)
@@ -63,30 +63,48 @@ def to_mmdet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for k, v in state.items():
         for old, new in RENAMES["mmdet"]:
             if k.startswith(new):
-                k = old + k[len(new):]
+                k = old + k[len(new) :]
                 break
         out[k] = v
     return out
 
 
-def save_mmengine_file(path: Path, state: dict[str, torch.Tensor], marker: Path,
-                       evil_in_weights: bool = False, legacy: bool = True,
-                       classes: tuple[str, ...] = CLASSES) -> None:
+def save_mmengine_file(
+    path: Path,
+    state: dict[str, torch.Tensor],
+    marker: Path,
+    evil_in_weights: bool = False,
+    legacy: bool = True,
+    classes: tuple[str, ...] = CLASSES,
+) -> None:
     mods = _fake_mmengine()
     saved = {n: sys.modules.get(n) for n in ("mmengine", "mmengine.logging", *mods)}
-    sys.modules.update({"mmengine": types.ModuleType("mmengine"),
-                        "mmengine.logging": types.ModuleType("mmengine.logging"), **mods})
+    sys.modules.update(
+        {
+            "mmengine": types.ModuleType("mmengine"),
+            "mmengine.logging": types.ModuleType("mmengine.logging"),
+            **mods,
+        }
+    )
     try:
         weights = to_mmdet(state)
         if evil_in_weights:
             weights["mask_head.conv_cls.weight"] = Payload(marker)  # type: ignore[assignment]
         hub = mods["mmengine.logging.message_hub"].MessageHub()
-        ckpt = {"meta": {"mmengine_version": "0.7.3", "epoch": 36, "iter": 1000,
-                         "cfg": "model = dict(type='SOLOv2')", "seed": np.int64(0),
-                         "dataset_meta": {"classes": classes, "palette": [(220, 20, 60)] * 4},
-                         "note": Payload(marker)},
-                "state_dict": weights, "message_hub": hub,
-                "param_schedulers": [{"base_lrs": [0.01], "last_step": 36}]}
+        ckpt = {
+            "meta": {
+                "mmengine_version": "0.7.3",
+                "epoch": 36,
+                "iter": 1000,
+                "cfg": "model = dict(type='SOLOv2')",
+                "seed": np.int64(0),
+                "dataset_meta": {"classes": classes, "palette": [(220, 20, 60)] * 4},
+                "note": Payload(marker),
+            },
+            "state_dict": weights,
+            "message_hub": hub,
+            "param_schedulers": [{"base_lrs": [0.01], "last_step": 36}],
+        }
         torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy)
     finally:
         for n, m in saved.items():

@@ -20,12 +20,14 @@ _RESIZE_BUDGET = 1 << 27
 
 def _level_strides(num_grids: list[int], strides: list[int], device: torch.device) -> Tensor:
     """float32 ``[T]``: the stride of the level each flat cell belongs to."""
-    return torch.cat([torch.full((s * s,), float(st), device=device)
-                      for s, st in zip(num_grids, strides)])
+    return torch.cat(
+        [torch.full((s * s,), float(st), device=device) for s, st in zip(num_grids, strides)]
+    )
 
 
-def _pad_by_image(values: list[tuple[Tensor, float]], batch_idx: Tensor, b: int,
-                  kmax: int) -> list[Tensor]:
+def _pad_by_image(
+    values: list[tuple[Tensor, float]], batch_idx: Tensor, b: int, kmax: int
+) -> list[Tensor]:
     """Scatter per-candidate tensors ``[N, ...]`` into padded ``[B, kmax, ...]`` tensors, each
     padded with its fill value (``kmax`` >= the largest count of one image, >= 1)."""
     counts = torch.bincount(batch_idx, minlength=b)
@@ -92,7 +94,10 @@ def postprocess(
     # pad per image to [B, K, ...]; dropped and padded entries carry score -1 and sort last
     k_scores, k_labels, k_soft, k_area = _pad_by_image(
         [(cand_scores.masked_fill(~keep, -1.0), -1.0), (label, 0), (soft, 0.0), (area, 0.0)],
-        bi, b, kmax)
+        bi,
+        b,
+        kmax,
+    )
     order = torch.sort(k_scores, dim=1, descending=True, stable=True).indices[:, : cfg.nms_pre]
     k_scores = k_scores.gather(1, order)
     k_labels = k_labels.gather(1, order)
@@ -102,8 +107,9 @@ def postprocess(
     # invalid entries get unique negative labels so they never suppress anything
     uniq = -1 - torch.arange(k_labels.shape[1], device=device).expand_as(k_labels)
     k_labels = torch.where(valid, k_labels, uniq)
-    decay = matrix_nms_sorted((k_soft > cfg.mask_thr).flatten(2), k_labels, k_scores,
-                              cfg.kernel, cfg.sigma, areas=k_area)
+    decay = matrix_nms_sorted(
+        (k_soft > cfg.mask_thr).flatten(2), k_labels, k_scores, cfg.kernel, cfg.sigma, areas=k_area
+    )
     k_scores = torch.where(valid, k_scores * decay, torch.full_like(k_scores, -1.0))
     k_scores = k_scores.masked_fill(k_scores < cfg.update_thr, -1.0)
     order = torch.sort(k_scores, dim=1, descending=True, stable=True).indices
@@ -119,20 +125,30 @@ def postprocess(
         h, w = (int(v) for v in image_sizes[i])
         oh, ow = (int(v) for v in orig_sizes[i])
         if n == 0:
-            results.append(Predictions(
-                torch.zeros((0, oh, ow), dtype=torch.bool, device=device),
-                torch.zeros((0,), dtype=torch.long, device=device),
-                torch.zeros((0,), dtype=torch.float32, device=device),
-                torch.zeros((0, 4), dtype=torch.float32, device=device)))
+            results.append(
+                Predictions(
+                    torch.zeros((0, oh, ow), dtype=torch.bool, device=device),
+                    torch.zeros((0,), dtype=torch.long, device=device),
+                    torch.zeros((0,), dtype=torch.float32, device=device),
+                    torch.zeros((0, 4), dtype=torch.float32, device=device),
+                )
+            )
             continue
         masks = torch.empty((n, oh, ow), dtype=torch.bool, device=device)
         step = max(1, _RESIZE_BUDGET // (oh * ow))  # bounded float memory for huge images
         for j in range(0, n, step):
             k = min(j + step, n)
-            up = F.interpolate(k_soft[i, j:k].unsqueeze(0), size=(hf * 4, wf * 4),
-                               mode="bilinear", align_corners=False)[:, :, :h, :w]
-            masks[j:k] = F.interpolate(up, size=(oh, ow), mode="bilinear",
-                                              align_corners=False)[0] > cfg.mask_thr
-        results.append(Predictions(masks, k_labels[i, :n], k_scores[i, :n].float(),
-                                   masks_to_boxes(masks)))
+            up = F.interpolate(
+                k_soft[i, j:k].unsqueeze(0),
+                size=(hf * 4, wf * 4),
+                mode="bilinear",
+                align_corners=False,
+            )[:, :, :h, :w]
+            masks[j:k] = (
+                F.interpolate(up, size=(oh, ow), mode="bilinear", align_corners=False)[0]
+                > cfg.mask_thr
+            )
+        results.append(
+            Predictions(masks, k_labels[i, :n], k_scores[i, :n].float(), masks_to_boxes(masks))
+        )
     return results

@@ -19,8 +19,15 @@ from solov2 import bench
 from solov2.benchmarks import maskrcnn
 from solov2.cli import build_parser
 
-SIDE_KEYS = {"img_per_s", "ms_per_iter_median", "ms_p10", "ms_p90", "peak_mem_mb", "iters",
-             "total_s"}
+SIDE_KEYS = {
+    "img_per_s",
+    "ms_per_iter_median",
+    "ms_p10",
+    "ms_p90",
+    "peak_mem_mb",
+    "iters",
+    "total_s",
+}
 
 
 @pytest.fixture
@@ -36,14 +43,34 @@ def small_peer(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(maskrcnn, "peer_model", small)
     monkeypatch.setattr(maskrcnn, "PEER_DETECTIONS", 5)
-    monkeypatch.setattr(bench, "bench_matrix_nms",
-                        functools.partial(bench.bench_matrix_nms, n=50, h=40, w=60))
+    monkeypatch.setattr(
+        bench, "bench_matrix_nms", functools.partial(bench.bench_matrix_nms, n=50, h=40, w=60)
+    )
 
 
 def _run(mode: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    args = build_parser().parse_args([
-        "bench", "--config", "solov2_demo", "--mode", mode, "--device", "cpu", "--size", "64x96",
-        "--batch-size", "1", "--iters", "2", "--warmup", "1", "--compare", "maskrcnn", "--json"])
+    args = build_parser().parse_args(
+        [
+            "bench",
+            "--config",
+            "solov2_demo",
+            "--mode",
+            mode,
+            "--device",
+            "cpu",
+            "--size",
+            "64x96",
+            "--batch-size",
+            "1",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--compare",
+            "maskrcnn",
+            "--json",
+        ]
+    )
     assert bench.run_bench(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("ours (SOLOv2)") for line in out)  # the table
@@ -55,7 +82,13 @@ def _run(mode: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
         assert r[side]["peak_mem_mb"] is None  # CPU
     assert r["ratio"] == pytest.approx(r["ours"]["img_per_s"] / r["peer"]["img_per_s"])
     assert (r["config"], r["mode"], r["device"], r["size"], r["amp"], r["batch_size"]) == (
-        "solov2_demo", mode, "cpu", "64x96", "none", 1)
+        "solov2_demo",
+        mode,
+        "cpu",
+        "64x96",
+        "none",
+        1,
+    )
     assert r["torch"] == torch.__version__ and r["torchvision"]
     return r
 
@@ -99,9 +132,26 @@ def test_bench_train_real_data(tmp_path: Path, capsys: pytest.CaptureFixture[str
     cfg = get_config("solov2_demo")
     cfg.data.train_scales = [[96, 64]]
     save_yaml(cfg, tmp_path / "demo64.yaml")
-    args = build_parser().parse_args([
-        "bench", "--config", str(tmp_path / "demo64.yaml"), "--mode", "train", "--device", "cpu",
-        "--real", str(tmp_path), "--batch-size", "1", "--iters", "2", "--warmup", "1", "--json"])
+    args = build_parser().parse_args(
+        [
+            "bench",
+            "--config",
+            str(tmp_path / "demo64.yaml"),
+            "--mode",
+            "train",
+            "--device",
+            "cpu",
+            "--real",
+            str(tmp_path),
+            "--batch-size",
+            "1",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+        ]
+    )
     assert bench.run_bench(args) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["ours"]["img_per_s"] > 0 and r["peer"] is None and r["ratio"] is None
@@ -115,7 +165,8 @@ def _mini_dataset(tmp_path: Path) -> Path:
     make_synthetic_coco(tmp_path, num_train=3, num_val=1, image_size=(48, 64), empty_fraction=0)
     (tmp_path / "train").rename(tmp_path / "mini")
     (tmp_path / "annotations" / "instances_train.json").rename(
-        tmp_path / "annotations" / "instances_mini.json")
+        tmp_path / "annotations" / "instances_mini.json"
+    )
     return tmp_path
 
 
@@ -125,15 +176,41 @@ def test_bench_loader_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     from solov2.cli import parse_args
 
     root = _mini_dataset(tmp_path)
-    n_inst = [len(a) for a in [json.loads((root / "annotations" / "instances_mini.json")
-                                          .read_text())["annotations"]]][0]
+    n_inst = [
+        len(a)
+        for a in [
+            json.loads((root / "annotations" / "instances_mini.json").read_text())["annotations"]
+        ]
+    ][0]
     out = {}
     for compact in ("true", "false"):
-        args = parse_args(["bench", "--config", "solov2_demo", "--mode", "loader", "--device",
-                           "cpu", "--data-root", str(root), "--train-split", "mini",
-                           "--workers", "0", "--batch-size", "3", "--iters", "2", "--warmup", "1",
-                           "data.train_scales=[[128,96]]", "data.flip_prob=0.0",
-                           f"data.compact_masks={compact}", "--json"])
+        args = parse_args(
+            [
+                "bench",
+                "--config",
+                "solov2_demo",
+                "--mode",
+                "loader",
+                "--device",
+                "cpu",
+                "--data-root",
+                str(root),
+                "--train-split",
+                "mini",
+                "--workers",
+                "0",
+                "--batch-size",
+                "3",
+                "--iters",
+                "2",
+                "--warmup",
+                "1",
+                "data.train_scales=[[128,96]]",
+                "data.flip_prob=0.0",
+                f"data.compact_masks={compact}",
+                "--json",
+            ]
+        )
         assert bench.run_bench(args) == 0
         text = capsys.readouterr().out.strip().splitlines()
         assert any(line.startswith("loader:") for line in text)
@@ -161,7 +238,8 @@ def test_bench_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_time_alternating_orders_blocks_and_keeps_each_pipelines_times(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Known answer on a fake clock: pipeline A takes 1 ms per call, B 3 ms; warm-ups first, in
     turn; then blocks of iters // blocks calls in the order A B B A A B; each side's statistics
     are its own calls only."""
@@ -175,12 +253,19 @@ def test_time_alternating_orders_blocks_and_keeps_each_pipelines_times(
         def step(i: int) -> None:
             calls.append((name, i))
             now[0] += ms / 1e3
+
         return lambda: step
 
-    res = timing.time_alternating([make("A", 1.0), make("B", 3.0)], warmup=2, iters=6,
-                                  device=torch.device("cpu"), batch_size=4, blocks=3)
+    res = timing.time_alternating(
+        [make("A", 1.0), make("B", 3.0)],
+        warmup=2,
+        iters=6,
+        device=torch.device("cpu"),
+        batch_size=4,
+        blocks=3,
+    )
     names = "".join(n for n, _ in calls)
-    assert names == "AABB" + "AA" "BB" "BB" "AA" "AA" "BB"
+    assert names == "AABB" + "AABBBBAAAABB"
     assert [i for n, i in calls if n == "A"] == [0, 1, 2, 3, 4, 5, 6, 7]  # sets keep rotating
     a, b = res
     assert a["iters"] == b["iters"] == 6 and a["peak_mem_mb"] is None
@@ -189,8 +274,9 @@ def test_time_alternating_orders_blocks_and_keeps_each_pipelines_times(
     assert a["img_per_s"] == pytest.approx(4000.0) and b["total_s"] == pytest.approx(0.018)
 
 
-def test_peer_amp_sets_the_peers_autocast_only(small_peer: None, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_peer_amp_sets_the_peers_autocast_only(
+    small_peer: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``--peer-amp`` is the peer's autocast dtype (ours keeps ``--amp``), recorded in the JSON."""
     from solov2.benchmarks import ours
 
@@ -200,14 +286,33 @@ def test_peer_amp_sets_the_peers_autocast_only(small_peer: None, monkeypatch: py
         def autocast(device: torch.device, amp: str) -> Any:
             seen[side].add(amp)
             return real(device, amp)
+
         return autocast
 
     monkeypatch.setattr(maskrcnn, "autocast", spy("peer", maskrcnn.autocast))
     monkeypatch.setattr(ours, "autocast", spy("ours", ours.autocast))
-    args = build_parser().parse_args([
-        "bench", "--config", "solov2_demo", "--mode", "infer", "--device", "cpu", "--size",
-        "64x96", "--iters", "1", "--warmup", "0", "--compare", "maskrcnn", "--peer-amp", "bf16",
-        "--json"])
+    args = build_parser().parse_args(
+        [
+            "bench",
+            "--config",
+            "solov2_demo",
+            "--mode",
+            "infer",
+            "--device",
+            "cpu",
+            "--size",
+            "64x96",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--compare",
+            "maskrcnn",
+            "--peer-amp",
+            "bf16",
+            "--json",
+        ]
+    )
     assert bench.run_bench(args) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (r["amp"], r["peer_amp"]) == ("none", "bf16")

@@ -23,8 +23,10 @@ from solov2.presets import get_config
 
 # find_spec, not importorskip: importing mmdet at collection would put mmengine in sys.modules
 # for the whole session (tests/test_safe_unpickle.py checks that loading never imports it)
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("mmdet") is None,
-                                reason="mmdet not installed (optional: --compare mmdet)")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("mmdet") is None,
+    reason="mmdet not installed (optional: --compare mmdet)",
+)
 PRESET = "solov2_light_r18_448"
 
 
@@ -34,8 +36,9 @@ def _unload_mmdet() -> Iterator[None]:
     before, finders = set(sys.modules), list(sys.meta_path)
     yield
     for name in set(sys.modules) - before:  # pure Python packages and stubs only
-        if (name.split(".")[0] in ("mmdet", "mmengine", "mmcv")
-                or isinstance(sys.modules[name], peer_mod._Stub)):
+        if name.split(".")[0] in ("mmdet", "mmengine", "mmcv") or isinstance(
+            sys.modules[name], peer_mod._Stub
+        ):
             del sys.modules[name]
     sys.meta_path[:] = finders
 
@@ -51,16 +54,35 @@ def test_same_weights_same_outputs() -> None:
         ours = model(x, torch.tensor([[96, 128]]))
         inputs = peer.data_preprocessor({"inputs": [x[0]], "data_samples": None}, False)["inputs"]
         kernels, cates, feats = peer.mask_head(peer.extract_feat(inputs))
-    for a, b in zip([*ours.cate_logits, *ours.kernel_preds, ours.mask_feats],
-                    [*cates, *kernels, feats]):
+    for a, b in zip(
+        [*ours.cate_logits, *ours.kernel_preds, ours.mask_feats], [*cates, *kernels, feats]
+    ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["infer", "train"])
 def test_bench_compare_mmdet(mode: str, capsys: pytest.CaptureFixture[str]) -> None:
-    args = parse_args(["bench", "--config", PRESET, "--mode", mode, "--device", "cpu",
-                       "--size", "64x96", "--iters", "1", "--warmup", "0", "--compare", "mmdet",
-                       "--json", "model.test.nms_pre=50"])
+    args = parse_args(
+        [
+            "bench",
+            "--config",
+            PRESET,
+            "--mode",
+            mode,
+            "--device",
+            "cpu",
+            "--size",
+            "64x96",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--compare",
+            "mmdet",
+            "--json",
+            "model.test.nms_pre=50",
+        ]
+    )
     assert bench.run_bench(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("peer (mmdet SOLOv2)") for line in out)

@@ -37,8 +37,14 @@ def _resume_state() -> dict:
         "optimizer": {
             "state": {0: {"momentum_buffer": torch.ones(4, 3, 3, 3)}, 1: {}},
             "param_groups": [
-                {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False,
-                 "foreach": None, "params": [0, 1]}
+                {
+                    "lr": 0.01,
+                    "momentum": 0.9,
+                    "weight_decay": 1e-4,
+                    "nesterov": False,
+                    "foreach": None,
+                    "params": [0, 1],
+                }
             ],
         },
         "scheduler": {"last_epoch": 7, "base_lrs": [0.01]},
@@ -185,8 +191,10 @@ def test_missing_corrupt_truncated(tmp_path: Path) -> None:
 def test_mmcv_style_checkpoint_returned_as_is(tmp_path: Path) -> None:
     path = tmp_path / "SOLOv2_R50_3x.pth"
     sd = {"backbone.conv1.weight": torch.ones(2, 3, 1, 1)}
-    torch.save({"meta": {"mmdet_version": "1.0.0", "CLASSES": ("person", "bicycle")},
-                "state_dict": sd}, path)
+    torch.save(
+        {"meta": {"mmdet_version": "1.0.0", "CLASSES": ("person", "bicycle")}, "state_dict": sd},
+        path,
+    )
     out = load_checkpoint(path)
     assert out["meta"]["CLASSES"] == ("person", "bicycle")
     assert torch.equal(out["state_dict"]["backbone.conv1.weight"], sd["backbone.conv1.weight"])

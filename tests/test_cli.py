@@ -16,9 +16,15 @@ from solov2.data.coco import CocoInstances, DataWarning
 from solov2.data.synthetic import make_synthetic_coco
 from solov2.engine.score_results import read_results, to_coco_results
 
-TINY = ["model.head.num_grids=[12,10,8,6,4]", "data.train_scales=[[96,64]]",
-        "data.test_scale=[96,64]", "solver.batch_size=2", "solver.log_period=1",
-        "solver.warmup_iters=2", "solver.checkpoint_period=2"]
+TINY = [
+    "model.head.num_grids=[12,10,8,6,4]",
+    "data.train_scales=[[96,64]]",
+    "data.test_scale=[96,64]",
+    "solver.batch_size=2",
+    "solver.log_period=1",
+    "solver.warmup_iters=2",
+    "solver.checkpoint_period=2",
+]
 
 
 def _shared() -> Path | None:
@@ -32,11 +38,21 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_train_resume_eval_infer(data: Path, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_resume_eval_infer(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
-    base = ["train", "--config", "solov2_demo", "--data-root", str(data), "--device", "cpu",
-            "--output-dir", str(out)]
+    base = [
+        "train",
+        "--config",
+        "solov2_demo",
+        "--data-root",
+        str(data),
+        "--device",
+        "cpu",
+        "--output-dir",
+        str(out),
+    ]
     assert main([*base, "--max-iters", "4", "--no-eval", *TINY]) == 0
     assert "steady-state throughput" in capsys.readouterr().out.strip().splitlines()[-1]
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
@@ -54,8 +70,24 @@ def test_train_resume_eval_infer(data: Path, tmp_path: Path,
     assert any("segm/AP" in r for r in rows)  # evaluation at the end of the resumed run
 
     ev = tmp_path / "eval"
-    assert main(["eval", "--checkpoint", str(out), "--data-root", str(data), "--split", "val",
-                 "--device", "cpu", "--output-dir", str(ev)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(out),
+                "--data-root",
+                str(data),
+                "--split",
+                "val",
+                "--device",
+                "cpu",
+                "--output-dir",
+                str(ev),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((ev / "metrics.json").read_text())
     assert set(metrics["segm"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert (ev / "coco_instances_results.json").is_file()
@@ -66,52 +98,150 @@ def test_train_resume_eval_infer(data: Path, tmp_path: Path,
     # the barely trained model detects nothing at the preset thresholds: a config without
     # thresholds, capped at 20 per image, for the detection caps and predictions files below
     loose = tmp_path / "loose.yaml"
-    save_yaml(apply_overrides(load_yaml(out / "config.yaml"), [
-        "model.test.score_thr=0.0", "model.test.update_thr=0.0", "model.test.max_per_img=20"]),
-        loose)
+    save_yaml(
+        apply_overrides(
+            load_yaml(out / "config.yaml"),
+            ["model.test.score_thr=0.0", "model.test.update_thr=0.0", "model.test.max_per_img=20"],
+        ),
+        loose,
+    )
     got = {}
     for cap in ("default", "3"):
-        assert main(["eval", "--checkpoint", str(out), "--config", str(loose), "--data-root",
-                     str(data), "--split", "val", "--device", "cpu", "--output-dir",
-                     str(tmp_path / f"eval_{cap}"),
-                     *(["--max-dets", cap] if cap != "default" else [])]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--checkpoint",
+                    str(out),
+                    "--config",
+                    str(loose),
+                    "--data-root",
+                    str(data),
+                    "--split",
+                    "val",
+                    "--device",
+                    "cpu",
+                    "--output-dir",
+                    str(tmp_path / f"eval_{cap}"),
+                    *(["--max-dets", cap] if cap != "default" else []),
+                ]
+            )
+            == 0
+        )
         got[cap] = json.loads((tmp_path / f"eval_{cap}" / "metrics.json").read_text())
     assert got["default"]["max_dets"] == 20 and got["3"]["max_dets"] == 3
     assert got["default"]["num_detections"] == 4 * 20
     assert got["3"]["segm"]["AP"] <= got["default"]["segm"]["AP"] + 1e-9  # AP grows with cap
     # scoring the written results file again gives the same numbers, without the model
-    assert main(["eval", "--results", str(tmp_path / "eval_default" /
-                                          "coco_instances_results.json"),
-                 "--data-root", str(data), "--split", "val", "--max-dets", "20",
-                 "--output-dir", str(tmp_path / "rescored")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--results",
+                str(tmp_path / "eval_default" / "coco_instances_results.json"),
+                "--data-root",
+                str(data),
+                "--split",
+                "val",
+                "--max-dets",
+                "20",
+                "--output-dir",
+                str(tmp_path / "rescored"),
+            ]
+        )
+        == 0
+    )
     rescored = json.loads((tmp_path / "rescored" / "metrics.json").read_text())
     for key in ("segm", "bbox", "per_category", "num_detections", "images", "max_dets"):
         assert rescored[key] == got["default"][key], key
     # the fast path (channels-last FastModel; fp32 on CPU) scores the same
-    assert main(["eval", "--checkpoint", str(out), "--data-root", str(data), "--split", "val",
-                 "--device", "cpu", "--output-dir", str(tmp_path / "eval_fast"), "--fast"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(out),
+                "--data-root",
+                str(data),
+                "--split",
+                "val",
+                "--device",
+                "cpu",
+                "--output-dir",
+                str(tmp_path / "eval_fast"),
+                "--fast",
+            ]
+        )
+        == 0
+    )
     fast = json.loads((tmp_path / "eval_fast" / "metrics.json").read_text())
     assert fast["segm"] == pytest.approx(metrics["segm"], abs=0.05)
 
     vis = tmp_path / "vis"
-    assert main(["infer", "--checkpoint", str(out / "model_final.safetensors"),
-                 str(data / "val"), "--output-dir", str(vis), "--device", "cpu",
-                 "--score-thr", "0.0"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--checkpoint",
+                str(out / "model_final.safetensors"),
+                str(data / "val"),
+                "--output-dir",
+                str(vis),
+                "--device",
+                "cpu",
+                "--score-thr",
+                "0.0",
+            ]
+        )
+        == 0
+    )
     assert len(list(vis.glob("*.png"))) == 4
     preds = json.loads((vis / "predictions.json").read_text())
-    assert all({"file_name", "category_id", "score", "bbox", "segmentation"} <= set(p)
-               for p in preds)
+    assert all(
+        {"file_name", "category_id", "score", "bbox", "segmentation"} <= set(p) for p in preds
+    )
     # infer's predictions.json (file names as given, scores rounded) scores as eval did
-    assert main(["infer", "--checkpoint", str(out), "--config", str(loose), str(data / "val"),
-                 "--output-dir", str(tmp_path / "vis_loose"), "--device", "cpu",
-                 "--score-thr", "0.0"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--checkpoint",
+                str(out),
+                "--config",
+                str(loose),
+                str(data / "val"),
+                "--output-dir",
+                str(tmp_path / "vis_loose"),
+                "--device",
+                "cpu",
+                "--score-thr",
+                "0.0",
+            ]
+        )
+        == 0
+    )
     # the synthetic ids are 1, 3, 7, 9; infer writes label + 1 (the checkpoint does not store
     # the dataset's ids): matched by category_name, with a warning
     conflict = "entries have a category_id whose dataset name is not their category_name"
     with pytest.warns(DataWarning, match=conflict):
-        assert main(["eval", "--results", str(tmp_path / "vis_loose" / "predictions.json"),
-                     "--data-root", str(data), "--split", "val", "--max-dets", "20",
-                     "--output-dir", str(tmp_path / "scored")]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--results",
+                    str(tmp_path / "vis_loose" / "predictions.json"),
+                    "--data-root",
+                    str(data),
+                    "--split",
+                    "val",
+                    "--max-dets",
+                    "20",
+                    "--output-dir",
+                    str(tmp_path / "scored"),
+                ]
+            )
+            == 0
+        )
     scored = json.loads((tmp_path / "scored" / "metrics.json").read_text())
     assert scored["skipped_entries"] == 0 and scored["num_detections"] == 80
     assert scored["segm"] == pytest.approx(got["default"]["segm"], abs=1e-6, nan_ok=True)
@@ -125,10 +255,23 @@ def test_train_resume_eval_infer(data: Path, tmp_path: Path,
     assert sorted(map(key, mine)) == sorted(map(key, theirs))
 
 
-def test_bad_config_key_is_one_line(data: Path, tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["train", "--config", "solov2_demo", "--data-root", str(data), "--device", "cpu",
-                 "--output-dir", str(tmp_path), "model.head.nope=1"])
+def test_bad_config_key_is_one_line(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "train",
+            "--config",
+            "solov2_demo",
+            "--data-root",
+            str(data),
+            "--device",
+            "cpu",
+            "--output-dir",
+            str(tmp_path),
+            "model.head.nope=1",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "model.head.nope" in err[0]
 
@@ -138,12 +281,31 @@ def test_a_few_iterations_on_coco128(tmp_path: Path) -> None:
     shared = _shared()
     assert shared is not None
     out = tmp_path / "coco128"
-    code = main(["train", "--config", "solov2_light_mnv2_448", "--device", "cpu",
-                 "--data-root", str(shared / "datasets" / "coco128_seg"),
-                 "--train-split", "train", "--val-split", "val", "--output-dir", str(out),
-                 "--max-iters", "3", "--no-eval",
-                 "--backbone-weights", str(shared / "weights" / "mobilenet_v2-b0353104.pth"),
-                 "data.train_scales=[[192,128]]", "solver.batch_size=2", "solver.log_period=1"])
+    code = main(
+        [
+            "train",
+            "--config",
+            "solov2_light_mnv2_448",
+            "--device",
+            "cpu",
+            "--data-root",
+            str(shared / "datasets" / "coco128_seg"),
+            "--train-split",
+            "train",
+            "--val-split",
+            "val",
+            "--output-dir",
+            str(out),
+            "--max-iters",
+            "3",
+            "--no-eval",
+            "--backbone-weights",
+            str(shared / "weights" / "mobilenet_v2-b0353104.pth"),
+            "data.train_scales=[[192,128]]",
+            "solver.batch_size=2",
+            "solver.log_period=1",
+        ]
+    )
     assert code == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
@@ -156,8 +318,19 @@ def test_a_few_iterations_on_coco128(tmp_path: Path) -> None:
 def test_overrides_may_come_between_options(capsys: pytest.CaptureFixture[str]) -> None:
     from solov2.cli import parse_args
 
-    args = parse_args(["train", "--config", "solov2_demo", "solver.base_lr=0.1", "--no-eval",
-                       "solver.max_iters=3", "--profile", "1:2", "model.head.sigma=0.3"])
+    args = parse_args(
+        [
+            "train",
+            "--config",
+            "solov2_demo",
+            "solver.base_lr=0.1",
+            "--no-eval",
+            "solver.max_iters=3",
+            "--profile",
+            "1:2",
+            "model.head.sigma=0.3",
+        ]
+    )
     assert args.opts == ["solver.base_lr=0.1", "solver.max_iters=3", "model.head.sigma=0.3"]
     assert args.no_eval and args.profile == "1:2"
     with pytest.raises(SystemExit):

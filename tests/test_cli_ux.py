@@ -18,8 +18,9 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_help_does_not_import_torch() -> None:
@@ -39,7 +40,8 @@ def test_help_does_not_import_torch() -> None:
         "            pass\n"
         "    seen[' '.join(argv) or '-'] = ('usage: solov2' in buf.getvalue(),\n"
         "                                   'torch' in sys.modules)\n"
-        "print(json.dumps(seen))\n")
+        "print(json.dumps(seen))\n"
+    )
     r = _python(code)
     assert r.returncode == 0, r.stderr
     seen = json.loads(r.stdout.strip().splitlines()[-1])
@@ -47,9 +49,11 @@ def test_help_does_not_import_torch() -> None:
 
 
 def test_python_m_solov2_help_does_not_import_torch() -> None:
-    r = _python("import runpy, sys\nsys.argv = ['solov2', '--help']\n"
-                "try:\n    runpy.run_module('solov2', run_name='__main__')\n"
-                "except SystemExit:\n    pass\nprint('torch' in sys.modules)")
+    r = _python(
+        "import runpy, sys\nsys.argv = ['solov2', '--help']\n"
+        "try:\n    runpy.run_module('solov2', run_name='__main__')\n"
+        "except SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    )
     assert r.returncode == 0, r.stderr
     assert "usage: solov2" in r.stdout and r.stdout.strip().splitlines()[-1] == "False"
 
@@ -66,8 +70,11 @@ def test_package_attributes_still_resolve() -> None:
 # ----------------------------------------------------------------------------------------------
 # one grammar: a.b=value on every command, --print-config, solov2 config
 
-TINY = ["model.head.num_grids=[12,10,8,6,4]", "data.train_scales=[[96,64]]",
-        "data.test_scale=[96,64]"]
+TINY = [
+    "model.head.num_grids=[12,10,8,6,4]",
+    "data.train_scales=[[96,64]]",
+    "data.test_scale=[96,64]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +101,17 @@ def _yaml(text: str) -> dict:
     return yaml.safe_load(text)
 
 
-@pytest.mark.parametrize("cmd", [
-    ["infer", "--checkpoint", "c.pth", "img.jpg", "--output-dir", "o"],
-    ["export", "--checkpoint", "c.pth", "--output", "m.onnx"],
-    ["bench", "--config", "solov2_demo"],
-    ["eval", "--checkpoint", "c.pth"],
-    ["convert", "--from", "official", "--config", "solov2_demo", "a.pth", "b.pth"],
-    ["demo"],
-])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["infer", "--checkpoint", "c.pth", "img.jpg", "--output-dir", "o"],
+        ["export", "--checkpoint", "c.pth", "--output", "m.onnx"],
+        ["bench", "--config", "solov2_demo"],
+        ["eval", "--checkpoint", "c.pth"],
+        ["convert", "--from", "official", "--config", "solov2_demo", "a.pth", "b.pth"],
+        ["demo"],
+    ],
+)
 def test_every_command_takes_overrides_anywhere(cmd: list[str]) -> None:
     from solov2.cli import parse_args
 
@@ -131,20 +141,39 @@ def test_config_command_prints_the_resolved_preset(capsys: pytest.CaptureFixture
 
 
 def test_config_of_a_preset_does_not_import_torch() -> None:
-    r = _python("import sys\nfrom solov2.cli import main\n"
-                "main(['config', 'solov2_r50_fpn_1x', 'solver.epochs=3'])\n"
-                "print('torch' in sys.modules)")
+    r = _python(
+        "import sys\nfrom solov2.cli import main\n"
+        "main(['config', 'solov2_r50_fpn_1x', 'solver.epochs=3'])\n"
+        "print('torch' in sys.modules)"
+    )
     assert r.returncode == 0, r.stderr
     assert "epochs: 3" in r.stdout and r.stdout.strip().splitlines()[-1] == "False"
 
 
 def test_print_config_train_applies_flags_and_trains_nothing(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from solov2.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "--config", "solov2_demo", "--batch-size", "3", "--lr", "0.02",
-                 "--output-dir", str(out), "--print-config", "data.workers=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "solov2_demo",
+                "--batch-size",
+                "3",
+                "--lr",
+                "0.02",
+                "--output-dir",
+                str(out),
+                "--print-config",
+                "data.workers=1",
+            ]
+        )
+        == 0
+    )
     cfg = _yaml(capsys.readouterr().out)
     assert (cfg["solver"]["batch_size"], cfg["solver"]["base_lr"]) == (3, 0.02)
     assert cfg["data"]["workers"] == 1 and not out.exists()
@@ -153,8 +182,21 @@ def test_print_config_train_applies_flags_and_trains_nothing(
 def test_print_config_of_a_checkpoint(ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from solov2.cli import main
 
-    assert main(["infer", "--checkpoint", str(ckpt), "x.jpg", "--output-dir", "o",
-                 "--print-config", "model.test.max_per_img=7"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--checkpoint",
+                str(ckpt),
+                "x.jpg",
+                "--output-dir",
+                "o",
+                "--print-config",
+                "model.test.max_per_img=7",
+            ]
+        )
+        == 0
+    )
     cfg = _yaml(capsys.readouterr().out)
     assert cfg["model"]["test"]["max_per_img"] == 7 and cfg["data"]["class_names"][0] == "a"
     assert main(["config", str(ckpt)]) == 0
@@ -162,7 +204,8 @@ def test_print_config_of_a_checkpoint(ckpt: Path, capsys: pytest.CaptureFixture[
 
 
 def test_infer_score_thr_below_the_candidate_threshold_keeps_instances(
-        ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A random model's category scores sit near the 0.01 prior, far below
     model.test.score_thr 0.1: --score-thr 0.001 must return them (it used to return none)."""
     import numpy as np
@@ -173,21 +216,71 @@ def test_infer_score_thr_below_the_candidate_threshold_keeps_instances(
     img = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 96, 3), np.uint8)).save(img)
     out = tmp_path / "pred"
-    assert main(["infer", "--checkpoint", str(ckpt), str(img), "--output-dir", str(out),
-                 "--device", "cpu", "--score-thr", "0.001"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--checkpoint",
+                str(ckpt),
+                str(img),
+                "--output-dir",
+                str(out),
+                "--device",
+                "cpu",
+                "--score-thr",
+                "0.001",
+            ]
+        )
+        == 0
+    )
     preds = json.loads((out / "predictions.json").read_text())
     assert preds and all(0.001 <= p["score"] < 0.1 for p in preds)
     # an override reaches the post-processing: at most 2 instances
-    assert main(["infer", "--checkpoint", str(ckpt), str(img), "--output-dir", str(out),
-                 "--device", "cpu", "--score-thr", "0.001", "model.test.max_per_img=2"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--checkpoint",
+                str(ckpt),
+                str(img),
+                "--output-dir",
+                str(out),
+                "--device",
+                "cpu",
+                "--score-thr",
+                "0.001",
+                "model.test.max_per_img=2",
+            ]
+        )
+        == 0
+    )
     assert 1 <= len(json.loads((out / "predictions.json").read_text())) <= 2
 
 
 def test_bench_takes_overrides(capsys: pytest.CaptureFixture[str]) -> None:
     from solov2.cli import main
 
-    assert main(["bench", "--config", "solov2_demo", "--device", "cpu", "--size", "64x96",
-                 "--iters", "1", "--warmup", "0", "--json", "name=renamed", *TINY]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--config",
+                "solov2_demo",
+                "--device",
+                "cpu",
+                "--size",
+                "64x96",
+                "--iters",
+                "1",
+                "--warmup",
+                "0",
+                "--json",
+                "name=renamed",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["config"] == "renamed"
 
 
@@ -195,19 +288,25 @@ def test_bench_takes_overrides(capsys: pytest.CaptureFixture[str]) -> None:
 # one-line errors for bad numbers
 
 
-@pytest.mark.parametrize(("argv", "needles"), [
-    (["train", "--config", "solov2_demo", "--batch-size", "0"], ["--batch-size", "0"]),
-    (["train", "--config", "solov2_demo", "--lr", "-0.01"], ["--lr", "-0.01"]),
-    (["train", "--config", "solov2_demo", "--epochs", "x"], ["--epochs", "'x'"]),
-    (["train", "--config", "solov2_demo", "--workers", "-1"], ["--workers"]),
-    (["eval", "--checkpoint", "c", "--batch-size", "0"], ["--batch-size"]),
-    (["infer", "--checkpoint", "c", "i.jpg", "--output-dir", "o", "--score-thr", "1.5"],
-     ["--score-thr", "1.5"]),
-    (["bench", "--config", "solov2_demo", "--iters", "0"], ["--iters"]),
-    (["train", "--config", "solov2_demo", "--no-such-flag"], ["--no-such-flag"]),
-])
-def test_bad_flag_values_are_one_line(argv: list[str], needles: list[str],
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["train", "--config", "solov2_demo", "--batch-size", "0"], ["--batch-size", "0"]),
+        (["train", "--config", "solov2_demo", "--lr", "-0.01"], ["--lr", "-0.01"]),
+        (["train", "--config", "solov2_demo", "--epochs", "x"], ["--epochs", "'x'"]),
+        (["train", "--config", "solov2_demo", "--workers", "-1"], ["--workers"]),
+        (["eval", "--checkpoint", "c", "--batch-size", "0"], ["--batch-size"]),
+        (
+            ["infer", "--checkpoint", "c", "i.jpg", "--output-dir", "o", "--score-thr", "1.5"],
+            ["--score-thr", "1.5"],
+        ),
+        (["bench", "--config", "solov2_demo", "--iters", "0"], ["--iters"]),
+        (["train", "--config", "solov2_demo", "--no-such-flag"], ["--no-such-flag"]),
+    ],
+)
+def test_bad_flag_values_are_one_line(
+    argv: list[str], needles: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     from _errors import one_line_error
 
     from solov2.cli import main
@@ -218,14 +317,18 @@ def test_bad_flag_values_are_one_line(argv: list[str], needles: list[str],
     one_line_error(capsys.readouterr().err, argv[0], *needles)
 
 
-@pytest.mark.parametrize(("override", "needle"), [
-    ("solver.batch_size=0", "solver.batch_size=0: must be >= 1"),
-    ("solver.base_lr=-0.01", "solver.base_lr=-0.01: must be > 0"),
-    ("model.test.score_thr=2", "model.test.score_thr=2.0: must be in [0, 1]"),
-    ("solver.amp=fp8", "solver.amp='fp8'"),
-])
-def test_bad_override_values_are_one_line(override: str, needle: str,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("solver.batch_size=0", "solver.batch_size=0: must be >= 1"),
+        ("solver.base_lr=-0.01", "solver.base_lr=-0.01: must be > 0"),
+        ("model.test.score_thr=2", "model.test.score_thr=2.0: must be in [0, 1]"),
+        ("solver.amp=fp8", "solver.amp='fp8'"),
+    ],
+)
+def test_bad_override_values_are_one_line(
+    override: str, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from _errors import one_line_error
 
     from solov2.cli import main
@@ -235,7 +338,8 @@ def test_bad_override_values_are_one_line(override: str, needle: str,
 
 
 def test_missing_arguments_do_not_list_the_optional_overrides(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from _errors import one_line_error
 
     from solov2.cli import main

@@ -63,18 +63,36 @@ def _build_gt() -> tuple[COCO, dict[int, list[tuple[np.ndarray, int]]], dict[int
     for img_id, objs in objects.items():
         for mask, label in objs:
             seg = _rle(mask)
-            anns.append({"image_id": img_id, "category_id": CAT_IDS[label], "segmentation": seg,
-                         "iscrowd": 0})
+            anns.append(
+                {
+                    "image_id": img_id,
+                    "category_id": CAT_IDS[label],
+                    "segmentation": seg,
+                    "iscrowd": 0,
+                }
+            )
     # one polygon annotation (rectangle 70..90 x 20..40 in image 30, label 0)
-    anns.append({"image_id": 30, "category_id": CAT_IDS[0], "iscrowd": 0,
-                 "segmentation": [[70, 20, 90, 20, 90, 40, 70, 40]]})
+    anns.append(
+        {
+            "image_id": 30,
+            "category_id": CAT_IDS[0],
+            "iscrowd": 0,
+            "segmentation": [[70, 20, 90, 20, 90, 40, 70, 40]],
+        }
+    )
     # crowd as uncompressed RLE, as COCO stores it
     cm = crowd[20]
     flat = np.asfortranarray(cm).flatten(order="F")
     changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
     counts = np.diff(np.concatenate([[0], changes])).tolist()
-    anns.append({"image_id": 20, "category_id": CAT_IDS[1], "iscrowd": 1,
-                 "segmentation": {"size": [H, W], "counts": counts}})
+    anns.append(
+        {
+            "image_id": 20,
+            "category_id": CAT_IDS[1],
+            "iscrowd": 1,
+            "segmentation": {"size": [H, W], "counts": counts},
+        }
+    )
     dataset = {
         "images": [{"id": i, "height": H, "width": W, "file_name": f"{i}.jpg"} for i in objects],
         "categories": [{"id": c, "name": n} for c, n in zip(CAT_IDS, NAMES)],
@@ -91,15 +109,25 @@ def _build_gt() -> tuple[COCO, dict[int, list[tuple[np.ndarray, int]]], dict[int
         a["area"] = float(mask_util.area(rle))
         a["bbox"] = mask_util.toBbox(rle).tolist()
     assert np.array_equal(coco.annToMask(coco.loadAnns(anns[-1]["id"])[0]), cm)
-    gt = {img: [(coco.annToMask(a), CAT_IDS.index(a["category_id"]))
-                for a in coco.imgToAnns[img] if not a["iscrowd"]] for img in objects}
+    gt = {
+        img: [
+            (coco.annToMask(a), CAT_IDS.index(a["category_id"]))
+            for a in coco.imgToAnns[img]
+            if not a["iscrowd"]
+        ]
+        for img in objects
+    }
     return coco, gt, crowd
 
 
 def _preds(objs: list[tuple[np.ndarray, int]], label_map=None) -> Predictions:
     if not objs:
-        return Predictions(torch.zeros((0, H, W), dtype=torch.bool), torch.zeros(0, dtype=torch.int64),
-                           torch.zeros(0), torch.zeros((0, 4)))
+        return Predictions(
+            torch.zeros((0, H, W), dtype=torch.bool),
+            torch.zeros(0, dtype=torch.int64),
+            torch.zeros(0),
+            torch.zeros((0, 4)),
+        )
     masks = torch.from_numpy(np.stack([m for m, _ in objs])).bool()
     labels = torch.tensor([label_map(lb) if label_map else lb for _, lb in objs])
     scores = torch.linspace(1.0, 0.9, len(objs))
@@ -181,8 +209,10 @@ def test_backends_agree_and_gt_untouched(gt) -> None:
     if len(BACKENDS) < 2:
         pytest.skip("faster-coco-eval not installed")
     coco, objects, _ = gt
-    noisy = {img: [(np.roll(mk, k, axis=0), lb) for k, (mk, lb) in enumerate(objs)]
-             for img, objs in objects.items()}
+    noisy = {
+        img: [(np.roll(mk, k, axis=0), lb) for k, (mk, lb) in enumerate(objs)]
+        for img, objs in objects.items()
+    }
     a = _evaluate(coco, noisy, "faster")
     b = _evaluate(coco, noisy, "pycocotools")
     for task in ("segm", "bbox"):
@@ -229,15 +259,18 @@ def test_results_table_and_files(gt, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "coco_instances_results.json").read_text()) == res
     saved = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: NaN -> null
     assert saved["segm"]["AP"] == pytest.approx(100.0) and saved["segm"]["APs"] is None
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco_instances_results.json",
-                                                          "metrics.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "coco_instances_results.json",
+        "metrics.json",
+    ]
 
 
 def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     coco, objects, _ = _build_gt()
     ev = CocoEvaluator(coco, CAT_IDS, NAMES, backend="pycocotools")
     # rank 0: images 10, 20; rank 1: 30 and a padded duplicate of 10 (DistributedSampler)
@@ -247,8 +280,9 @@ def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
     is_main = ev.gather()
     if is_main:
         m = ev.evaluate()
-        Path(out).write_text(json.dumps({"AP": m["segm"]["AP"], "n": m["num_detections"],
-                                         "imgs": ev.image_ids}))
+        Path(out).write_text(
+            json.dumps({"AP": m["segm"]["AP"], "n": m["num_detections"], "imgs": ev.image_ids})
+        )
     else:
         assert ev.results() == []
     dist.destroy_process_group()
@@ -270,12 +304,23 @@ def _dense_gt(n: int) -> COCO:
     for k in range(n):
         y, x = divmod(k, 30)
         seg = _rle(_rect(x * 5, y * 5, x * 5 + 4, y * 5 + 4))
-        anns.append({"id": k + 1, "image_id": 1, "category_id": CAT_IDS[0], "iscrowd": 0,
-                     "segmentation": seg, "area": 16.0, "bbox": [x * 5, y * 5, 4, 4]})
+        anns.append(
+            {
+                "id": k + 1,
+                "image_id": 1,
+                "category_id": CAT_IDS[0],
+                "iscrowd": 0,
+                "segmentation": seg,
+                "area": 16.0,
+                "bbox": [x * 5, y * 5, 4, 4],
+            }
+        )
     coco = COCO()
-    coco.dataset = {"images": [{"id": 1, "height": H, "width": W, "file_name": "1.jpg"}],
-                    "categories": [{"id": c, "name": nm} for c, nm in zip(CAT_IDS, NAMES)],
-                    "annotations": anns}
+    coco.dataset = {
+        "images": [{"id": 1, "height": H, "width": W, "file_name": "1.jpg"}],
+        "categories": [{"id": c, "name": nm} for c, nm in zip(CAT_IDS, NAMES)],
+        "annotations": anns,
+    }
     coco.createIndex()
     return coco
 

@@ -27,8 +27,9 @@ from solov2.data.loader import SeededItems, build_train_loader, collate, dataset
 from solov2.structures import PackedMasks
 from solov2.targets import build_targets
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning",
-                                        "ignore:indexing with dtype torch.uint8")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation:DeprecationWarning", "ignore:indexing with dtype torch.uint8"
+)
 
 
 def _random_masks(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
@@ -70,12 +71,20 @@ def _uncompressed(m: np.ndarray) -> list[int]:
 @pytest.mark.parametrize("kernel", ["mask", "interpolate"])
 def test_nearest_index_is_the_resize_kernel(kernel: str) -> None:
     rng = np.random.default_rng(1)
-    for h, w, nh, nw in [(7, 9, 7, 9), (5, 6, 10, 12), (40, 31, 13, 9), (23, 17, 61, 44),
-                         (520, 696, 800, 1071), (480, 640, 427, 569), (3, 1000, 2, 1333)]:
+    for h, w, nh, nw in [
+        (7, 9, 7, 9),
+        (5, 6, 10, 12),
+        (40, 31, 13, 9),
+        (23, 17, 61, 44),
+        (520, 696, 800, 1071),
+        (480, 640, 427, 569),
+        (3, 1000, 2, 1333),
+    ]:
         m = torch.from_numpy(_random_masks(rng, 3, h, w))
         if kernel == "mask":
-            want = TF.resize(tv_tensors.Mask(m), [nh, nw],
-                             interpolation=InterpolationMode.NEAREST).as_subclass(torch.Tensor)
+            want = TF.resize(
+                tv_tensors.Mask(m), [nh, nw], interpolation=InterpolationMode.NEAREST
+            ).as_subclass(torch.Tensor)
         else:
             want = F.interpolate(m[None], size=(nh, nw), mode="nearest")[0]
         rows, cols = nearest_index(h, nh, kernel), nearest_index(w, nw, kernel)
@@ -88,8 +97,11 @@ def test_pack_masks_round_trip_with_flip_and_frame() -> None:
     masks = _random_masks(rng, 12, h, w)
     rows, cols = nearest_index(h, nh), nearest_index(w, nw)
     dense = torch.from_numpy(masks)[:, rows][:, :, cols].flip(-1)
-    sources = [c for c in (rle_crop(mask_utils.encode(np.asfortranarray(m))) for m in masks)
-               if c is not None]
+    sources = [
+        c
+        for c in (rle_crop(mask_utils.encode(np.asfortranarray(m))) for m in masks)
+        if c is not None
+    ]
     packed, kept = pack_masks(sources, rows, cols, True, (nh, nw))
     nonempty = [i for i, m in enumerate(masks) if m.any()]
     want = dense[nonempty][[k for k in kept]]
@@ -97,9 +109,12 @@ def test_pack_masks_round_trip_with_flip_and_frame() -> None:
     framed = packed.with_frame(nh + 7, nw + 3)
     got = framed.to_dense()
     assert got.shape == (len(kept), nh + 7, nw + 3) and got.dtype == torch.uint8
-    assert torch.equal(got[:, :nh, :nw], want) and got[:, nh:].sum() == 0 and got[:, :, nw:].sum() == 0
-    empty = PackedMasks(torch.zeros(0, dtype=torch.uint8), torch.zeros((0, 4), dtype=torch.int64),
-                        (5, 6))
+    assert (
+        torch.equal(got[:, :nh, :nw], want) and got[:, nh:].sum() == 0 and got[:, :, nw:].sum() == 0
+    )
+    empty = PackedMasks(
+        torch.zeros(0, dtype=torch.uint8), torch.zeros((0, 4), dtype=torch.int64), (5, 6)
+    )
     assert empty.to_dense().shape == (0, 5, 6)
     with pytest.raises(ValueError):
         packed.with_frame(nh - 1, nw)
@@ -107,8 +122,10 @@ def test_pack_masks_round_trip_with_flip_and_frame() -> None:
 
 def _pair(root: Path, scales: list[list[int]], **kw: object) -> tuple[SeededItems, SeededItems]:
     base = dict(data_root=str(root), train_split="train", train_scales=scales, **kw)
-    return (SeededItems(dataset_from_config(DataCfg(**base, compact_masks=True), "train", True)),
-            SeededItems(dataset_from_config(DataCfg(**base, compact_masks=False), "train", True)))
+    return (
+        SeededItems(dataset_from_config(DataCfg(**base, compact_masks=True), "train", True)),
+        SeededItems(dataset_from_config(DataCfg(**base, compact_masks=False), "train", True)),
+    )
 
 
 def _assert_same_batches(compact: SeededItems, dense: SeededItems, keys: list[list[tuple]]) -> int:
@@ -125,12 +142,20 @@ def _assert_same_batches(compact: SeededItems, dense: SeededItems, keys: list[li
             assert ta.masks.dtype == tb.masks.dtype and torch.equal(ta.masks, tb.masks)
             n += len(ta)
         hf, wf = a.images.shape[-2] // 4, a.images.shape[-1] // 4
-        grids, ranges = [40, 36, 24, 16, 12], [[1, 96], [48, 192], [96, 384], [192, 768],
-                                                [384, 2048]]
+        grids, ranges = (
+            [40, 36, 24, 16, 12],
+            [[1, 96], [48, 192], [96, 384], [192, 768], [384, 2048]],
+        )
         ga = build_targets(a.targets or [], (hf, wf), grids, ranges, 80)
         gb = build_targets(b.targets or [], (hf, wf), grids, ranges, 80)
-        for f in ("cate_labels", "pos_batch", "pos_cell", "pos_inst", "mask_targets",
-                  "num_pos_cells"):
+        for f in (
+            "cate_labels",
+            "pos_batch",
+            "pos_cell",
+            "pos_inst",
+            "mask_targets",
+            "num_pos_cells",
+        ):
             assert torch.equal(getattr(ga, f), getattr(gb, f)), f
     return n
 
@@ -138,8 +163,7 @@ def _assert_same_batches(compact: SeededItems, dense: SeededItems, keys: list[li
 @pytest.mark.skipif(not (SHARED / "datasets" / "coco128_seg").is_dir(), reason="no coco128")
 def test_compact_equals_dense_on_coco128() -> None:
     """Polygons and RLE, several scales (up and down), flips: same batches and targets."""
-    compact, dense = _pair(SHARED / "datasets" / "coco128_seg",
-                           [[640, 400], [320, 200], [97, 61]])
+    compact, dense = _pair(SHARED / "datasets" / "coco128_seg", [[640, 400], [320, 200], [97, 61]])
     keys = [[(i, 77 + i), (i + 1, 78 + i)] for i in range(0, 24, 3)]
     assert _assert_same_batches(compact, dense, keys) > 50
 
@@ -161,21 +185,30 @@ def test_compact_equals_dense_when_json_size_differs(tmp_path: Path) -> None:
     images, anns = [], []
     for i, ((jh, jw), (fh, fw)) in enumerate([((40, 60), (52, 71)), ((50, 30), (33, 21))]):
         Image.fromarray(rng.integers(0, 255, (fh, fw, 3), dtype=np.uint8)).save(
-            tmp_path / "train" / f"{i}.png")
+            tmp_path / "train" / f"{i}.png"
+        )
         images.append({"id": i + 1, "file_name": f"{i}.png", "height": jh, "width": jw})
         m1, m2 = _random_masks(rng, 2, jh, jw)
         m1[3:9, 4:12] = 1
-        m2[jh // 2:, jw // 2:] = 1
+        m2[jh // 2 :, jw // 2 :] = 1
         rle = mask_utils.encode(np.asfortranarray(m1))
         rle["counts"] = rle["counts"].decode()
-        anns += [{"segmentation": rle},
-                 {"segmentation": {"size": [jh, jw], "counts": _uncompressed(m2)}},
-                 {"segmentation": [[1, 1, jw - 5, 2, jw / 2, jh - 3]]}]
+        anns += [
+            {"segmentation": rle},
+            {"segmentation": {"size": [jh, jw], "counts": _uncompressed(m2)}},
+            {"segmentation": [[1, 1, jw - 5, 2, jw / 2, jh - 3]]},
+        ]
     for k, a in enumerate(anns):
         a.update(id=k + 1, image_id=k // 3 + 1, category_id=1 + k % 2, iscrowd=0)
-    (tmp_path / "annotations" / "instances_train.json").write_text(json.dumps(
-        {"images": images, "annotations": anns,
-         "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}))
+    (tmp_path / "annotations" / "instances_train.json").write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+            }
+        )
+    )
     with pytest.warns(UserWarning, match="masks resized with nearest"):
         compact, dense = _pair(tmp_path, [[90, 60], [40, 25]], min_size=0)
         keys = [[(0, s)] for s in range(6)] + [[(1, s)] for s in range(6)]
@@ -189,10 +222,15 @@ def test_compact_loader_through_a_worker(tmp_path: Path) -> None:
     make_synthetic_coco(tmp_path, num_train=4, num_val=1, image_size=(48, 64), empty_fraction=0)
     out = []
     for compact in (True, False):
-        cfg = DataCfg(data_root=str(tmp_path), train_split="train", train_scales=[[96, 64]],
-                      compact_masks=compact)
-        loader = build_train_loader(dataset_from_config(cfg, "train", True), 2, 1,
-                                    aspect_grouping=False, seed=3)
+        cfg = DataCfg(
+            data_root=str(tmp_path),
+            train_split="train",
+            train_scales=[[96, 64]],
+            compact_masks=compact,
+        )
+        loader = build_train_loader(
+            dataset_from_config(cfg, "train", True), 2, 1, aspect_grouping=False, seed=3
+        )
         loader.set_epoch(0)
         out.append([b.to("cpu") for b in loader])
     for a, b in zip(*out):
@@ -211,9 +249,11 @@ def _pack(masks: torch.Tensor) -> PackedMasks:
         boxes.append([x1, y1, x2, y2])
         crops.append(m[y1:y2, x1:x2].ravel())
     flat = np.concatenate(crops) if crops else np.zeros(0, np.uint8)
-    return PackedMasks(torch.from_numpy(np.packbits(flat)),
-                       torch.tensor(boxes, dtype=torch.int64).view(-1, 4),
-                       (masks.shape[1], masks.shape[2]))
+    return PackedMasks(
+        torch.from_numpy(np.packbits(flat)),
+        torch.tensor(boxes, dtype=torch.int64).view(-1, 4),
+        (masks.shape[1], masks.shape[2]),
+    )
 
 
 def test_unpack_masks_of_a_batch_equals_each_image_alone() -> None:
@@ -239,10 +279,15 @@ def test_unpack_masks_of_a_batch_equals_each_image_alone() -> None:
     got = unpack_masks(packs)
     for a, b, p in zip(got, dense, packs):
         assert torch.equal(a, b) and torch.equal(p.to_dense(), b)
-    targets = [Instances(p, torch.zeros(len(p), dtype=torch.int64),
-                         torch.zeros(len(p), 4)) for p in packs]
-    batch = Batch(torch.zeros(len(packs), 3, h, w, dtype=torch.uint8),
-                  torch.tensor([[h, w]] * len(packs)), torch.tensor([[h, w]] * len(packs)),
-                  list(range(len(packs))), targets).to("cpu")
+    targets = [
+        Instances(p, torch.zeros(len(p), dtype=torch.int64), torch.zeros(len(p), 4)) for p in packs
+    ]
+    batch = Batch(
+        torch.zeros(len(packs), 3, h, w, dtype=torch.uint8),
+        torch.tensor([[h, w]] * len(packs)),
+        torch.tensor([[h, w]] * len(packs)),
+        list(range(len(packs))),
+        targets,
+    ).to("cpu")
     for t, b in zip(batch.targets or [], dense):
         assert torch.equal(t.masks, b)  # type: ignore[arg-type]

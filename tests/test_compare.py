@@ -53,8 +53,21 @@ def _is_ap(v: object) -> bool:
 def test_compare_tiny_end_to_end(data: Path, tmp_path: Path) -> None:
     cmp = _load("compare_maskrcnn")
     out = tmp_path / "out"
-    summary = cmp.main(["--pairing", "tiny", "--data-root", str(data), "--output-dir", str(out),
-                        "--eval-train", "--workers", "0", "--overlays", "2"])
+    summary = cmp.main(
+        [
+            "--pairing",
+            "tiny",
+            "--data-root",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--eval-train",
+            "--workers",
+            "0",
+            "--overlays",
+            "2",
+        ]
+    )
     res = summary["results"]
     for who in ("ours", "peer"):
         r = res[who]
@@ -67,8 +80,10 @@ def test_compare_tiny_end_to_end(data: Path, tmp_path: Path) -> None:
     assert res["ours"]["model"] == "solov2_demo"
     assert summary["settings"]["train_scales"] == [[96, 64]]
     # the default LRs: each model's reference LR scaled to the batch of 2
-    assert summary["settings"]["lr"] == {"ours": pytest.approx(0.01 * 2 / 8),
-                                         "peer": pytest.approx(0.02 * 2 / 16)}
+    assert summary["settings"]["lr"] == {
+        "ours": pytest.approx(0.01 * 2 / 8),
+        "peer": pytest.approx(0.02 * 2 / 16),
+    }
 
     written = json.loads((out / "compare.json").read_text())
     assert written["pairing"] == "tiny"
@@ -86,9 +101,28 @@ def test_compare_tiny_end_to_end(data: Path, tmp_path: Path) -> None:
 
 def test_compare_time_budget_stops_both(data: Path, tmp_path: Path) -> None:
     cmp = _load("compare_maskrcnn")
-    summary = cmp.main(["--pairing", "tiny", "--data-root", str(data), "--output-dir",
-                        str(tmp_path), "--workers", "0", "--iters", "50", "--time-budget", "1e-6",
-                        "--lr", "0.001", "--overlays", "1", "--warmup", "7"])
+    summary = cmp.main(
+        [
+            "--pairing",
+            "tiny",
+            "--data-root",
+            str(data),
+            "--output-dir",
+            str(tmp_path),
+            "--workers",
+            "0",
+            "--iters",
+            "50",
+            "--time-budget",
+            "1e-6",
+            "--lr",
+            "0.001",
+            "--overlays",
+            "1",
+            "--warmup",
+            "7",
+        ]
+    )
     assert summary["loop"]["warmup_iters"] == 7  # --warmup overrides min(500, iters / 10)
     for who in ("ours", "peer"):
         r = summary["results"][who]
@@ -117,8 +151,13 @@ def test_peer_inputs_unpad_and_shift_labels() -> None:
     masks0[0, 5:10, 7:20] = 1
     t0 = Instances(masks0, torch.tensor([0]), torch.tensor([[7.0, 5.0, 20.0, 10.0]]))
     t1 = Instances.empty(64, 96)
-    batch = Batch(images, torch.tensor([[40, 90], [64, 70]]), torch.tensor([[80, 180], [64, 70]]),
-                  [1, 2], [t0, t1])
+    batch = Batch(
+        images,
+        torch.tensor([[40, 90], [64, 70]]),
+        torch.tensor([[80, 180], [64, 70]]),
+        [1, 2],
+        [t0, t1],
+    )
     imgs, tgts = cmp.peer_inputs(batch)
     assert [tuple(i.shape) for i in imgs] == [(3, 40, 90), (3, 64, 70)]
     assert imgs[0].dtype == torch.float32 and float(imgs[0].max()) == 1.0
@@ -145,8 +184,13 @@ def test_mnv2_peer_backbone_loads_imagenet_keys(tmp_path: Path) -> None:
     assert all(p.requires_grad for p in backbone.body["4"].parameters())
     assert backbone.fpn.inner_blocks[3][0].in_channels == 1280
     feats = backbone(torch.zeros(1, 3, 64, 64))
-    assert [tuple(f.shape[-2:]) for f in feats.values()] == [(16, 16), (8, 8), (4, 4), (2, 2),
-                                                             (1, 1)]
+    assert [tuple(f.shape[-2:]) for f in feats.values()] == [
+        (16, 16),
+        (8, 8),
+        (4, 4),
+        (2, 2),
+        (1, 1),
+    ]
 
 
 def test_r50_peer_trains_every_batchnorm() -> None:
@@ -157,16 +201,35 @@ def test_r50_peer_trains_every_batchnorm() -> None:
     assert peer.roi_heads.box_predictor.cls_score.out_features == 81
     assert (peer.transform.min_size, peer.transform.max_size) == ((800,), 1333)
     cmp.peer_train_mode(peer, norm_eval)
-    assert all(m.training for m in peer.backbone.body.modules()
-               if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(
+        m.training for m in peer.backbone.body.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
 
 
 def test_overfit_tiny(data: Path, tmp_path: Path) -> None:
     of = _load("overfit")
     out = tmp_path / "of"
-    res = of.main(["--data-root", str(data), "--preset", "solov2_demo", "--iters", "2",
-                   "--image-scale", "96", "64", "--batch-size", "2", "--num-images", "4",
-                   "--workers", "0", "--output-dir", str(out)])
+    res = of.main(
+        [
+            "--data-root",
+            str(data),
+            "--preset",
+            "solov2_demo",
+            "--iters",
+            "2",
+            "--image-scale",
+            "96",
+            "64",
+            "--batch-size",
+            "2",
+            "--num-images",
+            "4",
+            "--workers",
+            "0",
+            "--output-dir",
+            str(out),
+        ]
+    )
     s = res["summary"]
     assert len(s["image_ids"]) == 4
     assert _is_ap(s["segm_AP"]) and _is_ap(s["bbox_AP"])
@@ -191,16 +254,26 @@ def test_overfit_tiny(data: Path, tmp_path: Path) -> None:
 def test_overfit_subset_min_area(tmp_path: Path) -> None:
     of = _load("overfit")
     poly = [[0, 0, 10, 0, 10, 10]]
-    coco = {"images": [{"id": i, "file_name": f"{i}.jpg", "height": 100, "width": 100}
-                       for i in (1, 2, 3, 4)],
-            "categories": [{"id": 1, "name": "a"}],
-            "annotations": [
-                {"id": 1, "image_id": 1, "category_id": 1, "area": 2000, "segmentation": poly},
-                {"id": 2, "image_id": 1, "category_id": 1, "area": 50, "segmentation": poly},
-                {"id": 3, "image_id": 2, "category_id": 1, "area": 1500, "segmentation": poly},
-                {"id": 4, "image_id": 3, "category_id": 1, "area": 40, "segmentation": poly,
-                 "iscrowd": 1},  # a small crowd region does not exclude image 3
-                {"id": 5, "image_id": 3, "category_id": 1, "area": 1100, "segmentation": poly}]}
+    coco = {
+        "images": [
+            {"id": i, "file_name": f"{i}.jpg", "height": 100, "width": 100} for i in (1, 2, 3, 4)
+        ],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "area": 2000, "segmentation": poly},
+            {"id": 2, "image_id": 1, "category_id": 1, "area": 50, "segmentation": poly},
+            {"id": 3, "image_id": 2, "category_id": 1, "area": 1500, "segmentation": poly},
+            {
+                "id": 4,
+                "image_id": 3,
+                "category_id": 1,
+                "area": 40,
+                "segmentation": poly,
+                "iscrowd": 1,
+            },  # a small crowd region does not exclude image 3
+            {"id": 5, "image_id": 3, "category_id": 1, "area": 1100, "segmentation": poly},
+        ],
+    }
     src = tmp_path / "in.json"
     src.write_text(json.dumps(coco))
     assert of.write_subset(str(src), 10, tmp_path / "a.json") == [1, 2, 3]
@@ -218,11 +291,18 @@ def test_oracle_ceiling_reproduces_targets() -> None:
     masks = torch.zeros((2, 128, 128), dtype=torch.uint8)
     masks[0, 16:80, 24:88] = 1  # 64x64 square, class 2
     masks[1, 100:106, 100:106] = 1  # 6x6: 4 px at stride 4 <= stride 8, class 1
-    inst = Instances(masks, torch.tensor([2, 1]),
-                     torch.tensor([[24.0, 16.0, 88.0, 80.0], [100.0, 100.0, 106.0, 106.0]]))
-    batch = Batch(images=torch.zeros((1, 3, 128, 128), dtype=torch.uint8),
-                  image_sizes=torch.tensor([[128, 128]]), orig_sizes=torch.tensor([[128, 128]]),
-                  image_ids=[1], targets=[inst])
+    inst = Instances(
+        masks,
+        torch.tensor([2, 1]),
+        torch.tensor([[24.0, 16.0, 88.0, 80.0], [100.0, 100.0, 106.0, 106.0]]),
+    )
+    batch = Batch(
+        images=torch.zeros((1, 3, 128, 128), dtype=torch.uint8),
+        image_sizes=torch.tensor([[128, 128]]),
+        orig_sizes=torch.tensor([[128, 128]]),
+        image_ids=[1],
+        targets=[inst],
+    )
     preds, owning = oracle.oracle_predictions(batch, cfg)
     assert owning == 2
     p = preds[0]
@@ -240,8 +320,19 @@ def test_dense_pairing_and_one_cap_for_both(tmp_path: Path) -> None:
     cmp = _load("compare_maskrcnn")
     weights = tmp_path / "mobilenet_v2-b0353104.pth"
     weights.write_bytes(b"")  # configure_ours only checks that the file exists
-    args = cmp.parse_args(["--pairing", "dense", "--data-root", "x", "--max-dets", "300",
-                           "--backbone-weights", str(weights), "model.head.sigma=0.3"])
+    args = cmp.parse_args(
+        [
+            "--pairing",
+            "dense",
+            "--data-root",
+            "x",
+            "--max-dets",
+            "300",
+            "--backbone-weights",
+            str(weights),
+            "model.head.sigma=0.3",
+        ]
+    )
     cfg = cmp.configure_ours("dense", args)
     assert cfg.name == "solov2_light_mnv2_dense" and cfg.model.head.rel_coords
     assert cfg.model.test.max_per_img == 300 and cfg.model.head.sigma == 0.3

@@ -34,8 +34,8 @@ def _sample(h: int, w: int, seed: int) -> Sample:
     g = torch.Generator().manual_seed(seed)
     img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
     masks = torch.zeros((2, h, w), dtype=torch.uint8)
-    masks[0, 2: h // 2, 3: w // 2] = 1
-    masks[1, h // 3:, w // 4: w - 2] = 1
+    masks[0, 2 : h // 2, 3 : w // 2] = 1
+    masks[1, h // 3 :, w // 4 : w - 2] = 1
     boxes = torch.tensor([[3, 2, w // 2, h // 2], [w // 4, h // 3, w - 2, h]], dtype=torch.float32)
     return Sample(img, Instances(masks, torch.tensor([seed % 4, 1]), boxes), seed, (h, w))
 
@@ -51,14 +51,22 @@ def test_collate_pads_to_the_canvas() -> None:
 def _batches() -> list[Batch]:
     """Batches of different content sizes on two canvases: A, B, A', B', A."""
     canvases = [(64, 96), (96, 64)]
-    pairs = [((50, 70), (60, 90)), ((90, 40), (70, 60)), ((64, 96), (33, 50)),
-             ((96, 64), (80, 33)), ((40, 40), (50, 80))]
-    return [collate([_sample(*a, 2 * i), _sample(*b, 2 * i + 1)], 32, canvases=canvases)
-            for i, (a, b) in enumerate(pairs)]
+    pairs = [
+        ((50, 70), (60, 90)),
+        ((90, 40), (70, 60)),
+        ((64, 96), (33, 50)),
+        ((96, 64), (80, 33)),
+        ((40, 40), (50, 80)),
+    ]
+    return [
+        collate([_sample(*a, 2 * i), _sample(*b, 2 * i + 1)], 32, canvases=canvases)
+        for i, (a, b) in enumerate(pairs)
+    ]
 
 
-def _run(backend: Any) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]],
-                                int, list[int]]:
+def _run(
+    backend: Any,
+) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]], int, list[int]]:
     torch._dynamo.reset()
     cfg = get_config("solov2_demo")
     torch.manual_seed(0)
@@ -115,9 +123,14 @@ def test_training_canvases(tmp_path: Any) -> None:
     from solov2.engine.run import _canvases
 
     make_synthetic_coco(tmp_path, num_train=3, num_val=1, image_size=(48, 64), empty_fraction=0)
-    cfg = apply_overrides(get_config("solov2_demo"), [
-        f"data.data_root={tmp_path}", "data.train_split=train",
-        "data.train_scales=[[128,96],[96,64],[64,32]]"])
+    cfg = apply_overrides(
+        get_config("solov2_demo"),
+        [
+            f"data.data_root={tmp_path}",
+            "data.train_split=train",
+            "data.train_scales=[[128,96],[96,64],[64,32]]",
+        ],
+    )
     ds = dataset_from_config(cfg.data, "train", train=True)
     assert _canvases(cfg, ds, compile=False) is None
     # 48x64 landscape images at the three scales: 96x128, 64x96 (64x85 padded), 32x64 (32x43)
@@ -126,9 +139,9 @@ def test_training_canvases(tmp_path: Any) -> None:
     assert _canvases(cfg, ds, compile=False) == [(32, 64), (64, 96), (96, 128)]
 
 
-
 def test_coordconv_uses_its_symbolic_linspace_for_symbolic_sizes_only(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Concrete sizes take ``torch.linspace`` even where ``torch.compiler.is_exporting()`` says
     true, as it did inside ``torch.compile`` on torch 2.11: there the export-only formula
     (``torch.sym_max`` on a plain int returns an int) broke the head's loop, and dynamo compiled
@@ -145,8 +158,9 @@ def test_coordconv_uses_its_symbolic_linspace_for_symbolic_sizes_only(
     monkeypatch.setattr(layers, "_linspace_symbolic", symbolic_only)
     monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
     x = torch.zeros(1, 4, 5, 7)
-    want = torch.stack([torch.linspace(-1, 1, 7).expand(5, 7),
-                        torch.linspace(-1, 1, 5).view(5, 1).expand(5, 7)])
+    want = torch.stack(
+        [torch.linspace(-1, 1, 7).expand(5, 7), torch.linspace(-1, 1, 5).view(5, 1).expand(5, 7)]
+    )
     torch.testing.assert_close(layers.coord_features(x)[0], want, rtol=0, atol=0)
     torch._dynamo.reset()
     dyn = torch.compile(layers.coord_features, dynamic=True, fullgraph=True, backend="eager")

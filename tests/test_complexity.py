@@ -14,22 +14,28 @@ from solov2.model import build_model
 from solov2.presets import get_config
 
 
-@pytest.mark.parametrize(("preset", "weights", "head_size"), [
-    ("solov2_r50_fpn_1x", ResNet50_Weights.IMAGENET1K_V1, 2048),
-    ("solov2_light_mnv2_448", MobileNet_V2_Weights.IMAGENET1K_V1, 1280),
-])
-def test_backbone_matches_torchvision_published_numbers(preset: str, weights, head_size: int
-                                                        ) -> None:
+@pytest.mark.parametrize(
+    ("preset", "weights", "head_size"),
+    [
+        ("solov2_r50_fpn_1x", ResNet50_Weights.IMAGENET1K_V1, 2048),
+        ("solov2_light_mnv2_448", MobileNet_V2_Weights.IMAGENET1K_V1, 1280),
+    ],
+)
+def test_backbone_matches_torchvision_published_numbers(
+    preset: str, weights, head_size: int
+) -> None:
     """At 224x224 our backbone is torchvision's classifier minus its final Linear: torchvision's
     published parameter count and GFLOPs (multiply-adds) less that layer's."""
     c = model_complexity(get_config(preset), (224, 224))
     fc_macs = head_size * 1000
     assert c["params"]["backbone"] == weights.meta["num_params"] - fc_macs - 1000
-    assert c["gflops"]["backbone"] == pytest.approx(2 * (weights.meta["_ops"] - fc_macs / 1e9),
-                                                    abs=2e-3)
+    assert c["gflops"]["backbone"] == pytest.approx(
+        2 * (weights.meta["_ops"] - fc_macs / 1e9), abs=2e-3
+    )
     g = c["gflops"]
-    assert g["total"] == pytest.approx(g["backbone"] + g["neck"] + g["head"] + g["mask_branch"],
-                                       abs=5e-3)
+    assert g["total"] == pytest.approx(
+        g["backbone"] + g["neck"] + g["head"] + g["mask_branch"], abs=5e-3
+    )
 
 
 def test_deformable_convs_are_counted() -> None:
@@ -55,13 +61,28 @@ def test_bench_reports_complexity_at_the_timed_input(capsys: pytest.CaptureFixtu
     assert bench_input_size(cfg, "infer", (64, 96), real=False) == (160, 256)
     assert bench_input_size(cfg, "train", (70, 96), real=False) == (96, 96)
     assert bench_input_size(cfg, "train", (70, 96), real=True) is None
-    args = build_parser().parse_args(["bench", "--config", "solov2_demo", "--device", "cpu",
-                                      "--size", "64x96", "--iters", "1", "--warmup", "0",
-                                      "--json"])
+    args = build_parser().parse_args(
+        [
+            "bench",
+            "--config",
+            "solov2_demo",
+            "--device",
+            "cpu",
+            "--size",
+            "64x96",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ]
+    )
     assert bench.run_bench(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     r = json.loads(out[-1])
     assert r["complexity"] == model_complexity(cfg, (160, 256))
     params = r["complexity"]["params"]["total"]
-    assert any(line.startswith(f"model: {params / 1e6:.2f}M params") and "at 160x256" in line
-               for line in out)
+    assert any(
+        line.startswith(f"model: {params / 1e6:.2f}M params") and "at 160x256" in line
+        for line in out
+    )

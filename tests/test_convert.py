@@ -36,7 +36,7 @@ def to_layout(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Te
     for k, v in state.items():
         for old, new in RENAMES[source]:
             if k.startswith(new):
-                k = old + k[len(new):]
+                k = old + k[len(new) :]
                 break
         out[k] = v
     return out
@@ -44,15 +44,21 @@ def to_layout(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Te
 
 def official_file(tmp_path: Path, state: dict[str, torch.Tensor], name: str = "src.pth") -> Path:
     path = tmp_path / name
-    meta = {"mmdet_version": "1.0.0+95f3732", "config": "model = dict(type='SOLOv2')",
-            "CLASSES": ("circle", "square", "triangle", "star"), "epoch": 36, "iter": 1000}
+    meta = {
+        "mmdet_version": "1.0.0+95f3732",
+        "config": "model = dict(type='SOLOv2')",
+        "CLASSES": ("circle", "square", "triangle", "star"),
+        "epoch": 36,
+        "iter": 1000,
+    }
     torch.save({"state_dict": state, "meta": meta}, path)
     return path
 
 
 def outputs(model: torch.nn.Module) -> list[torch.Tensor]:
-    img = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8,
-                        generator=torch.Generator().manual_seed(3))
+    img = torch.randint(
+        0, 256, (1, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(3)
+    )
     with torch.no_grad():
         out = model.eval()(img)
     return [*out.cate_logits, *out.kernel_preds, out.mask_feats]
@@ -109,8 +115,12 @@ def test_key_errors_list_everything(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as e:
         convert_checkpoint(official_file(tmp_path, src_state), tmp_path / "dst.pth", PRESET)
     msg = str(e.value)
-    for name in ("bbox_head.extra_conv.weight", "head.solo_kernel.bias",
-                 "neck.fpn_convs.0.conv.weight", "bbox_head.solo_cate.weight: (7, 64, 3, 3)"):
+    for name in (
+        "bbox_head.extra_conv.weight",
+        "head.solo_kernel.bias",
+        "neck.fpn_convs.0.conv.weight",
+        "bbox_head.solo_cate.weight: (7, 64, 3, 3)",
+    ):
         assert name in msg
     assert not (tmp_path / "dst.pth").exists()
 
@@ -135,8 +145,7 @@ def test_pickle_payload_in_metadata_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     ours = random_state()
     src = tmp_path / "evil.pth"
-    torch.save({"state_dict": to_layout(ours, "official"),
-                "meta": {"x": _Payload(marker)}}, src)
+    torch.save({"state_dict": to_layout(ours, "official"), "meta": {"x": _Payload(marker)}}, src)
     report = convert_checkpoint(src, tmp_path / "dst.pth", PRESET)
     assert any(n.endswith(".mkdir") for n in report.ignored) and "mkdir" in str(report)
     assert not marker.exists()

@@ -48,11 +48,19 @@ def rect(x1: float, y1: float, x2: float, y2: float) -> list[float]:
     return [x1, y1, x2, y1, x2, y2, x1, y2]
 
 
-def write_dataset(root: Path, anns: list[dict[str, Any]], images: list[dict[str, Any]] | None = None,
-                  cats: list[dict[str, Any]] | None = None, write_images: bool = True) -> Path:
+def write_dataset(
+    root: Path,
+    anns: list[dict[str, Any]],
+    images: list[dict[str, Any]] | None = None,
+    cats: list[dict[str, Any]] | None = None,
+    write_images: bool = True,
+) -> Path:
     """A COCO json (``root/ann.json``) and solid-colour PNGs (``root/img/``); returns json path."""
-    images = images if images is not None else [{"id": 1, "file_name": "a.png", "height": 20,
-                                                  "width": 30}]
+    images = (
+        images
+        if images is not None
+        else [{"id": 1, "file_name": "a.png", "height": 20, "width": 30}]
+    )
     cats = cats if cats is not None else [{"id": 1, "name": "thing"}]
     for i, a in enumerate(anns):
         a.setdefault("id", i + 1)
@@ -111,8 +119,9 @@ def test_rle_compressed_and_uncompressed_round_trip(tmp_path: Path) -> None:
     flat = m2.flatten(order="F")  # uncompressed RLE: column-major runs, starting with zeros
     change = np.flatnonzero(np.diff(flat)) + 1
     counts = np.diff(np.concatenate([[0], change, [flat.size]])).tolist()
-    write_dataset(tmp_path, [{"segmentation": rle}, {"segmentation": {"size": [20, 30],
-                                                                      "counts": counts}}])
+    write_dataset(
+        tmp_path, [{"segmentation": rle}, {"segmentation": {"size": [20, 30], "counts": counts}}]
+    )
     inst = load(tmp_path)[0].instances
     assert torch.equal(inst.masks[0], torch.from_numpy(m1))
     assert torch.equal(inst.masks[1], torch.from_numpy(m2))
@@ -121,11 +130,15 @@ def test_rle_compressed_and_uncompressed_round_trip(tmp_path: Path) -> None:
 
 def test_crowd_excluded_and_category_mapping(tmp_path: Path) -> None:
     cats = [{"id": 90, "name": "c90"}, {"id": 5, "name": "c5"}, {"id": 2, "name": "c2"}]
-    write_dataset(tmp_path, [
-        {"segmentation": [rect(0, 0, 5, 5)], "category_id": 90},
-        {"segmentation": [rect(10, 0, 15, 5)], "category_id": 2},
-        {"segmentation": [rect(0, 10, 5, 15)], "category_id": 5, "iscrowd": 1},
-    ], cats=cats)
+    write_dataset(
+        tmp_path,
+        [
+            {"segmentation": [rect(0, 0, 5, 5)], "category_id": 90},
+            {"segmentation": [rect(10, 0, 15, 5)], "category_id": 2},
+            {"segmentation": [rect(0, 10, 5, 15)], "category_id": 5, "iscrowd": 1},
+        ],
+        cats=cats,
+    )
     ds = load(tmp_path)
     assert ds.cat_ids == [2, 5, 90] and ds.class_names == ["c2", "c5", "c90"]
     inst = ds[0].instances
@@ -136,14 +149,21 @@ def test_crowd_excluded_and_category_mapping(tmp_path: Path) -> None:
 
 
 def test_negatives_kept_or_filtered(tmp_path: Path) -> None:
-    images = [{"id": 1, "file_name": "a.png", "height": 20, "width": 30},
-              {"id": 2, "file_name": "b.png", "height": 20, "width": 30},
-              {"id": 3, "file_name": "c.png", "height": 8, "width": 30},
-              {"id": 4, "file_name": "d.png", "height": 20, "width": 30}]
-    write_dataset(tmp_path, [{"segmentation": [rect(0, 0, 5, 5)]},
-                             {"segmentation": [rect(0, 0, 5, 5)], "image_id": 3},
-                             {"segmentation": [rect(0, 0, 5, 5)], "image_id": 4, "iscrowd": 1}],
-                  images=images)
+    images = [
+        {"id": 1, "file_name": "a.png", "height": 20, "width": 30},
+        {"id": 2, "file_name": "b.png", "height": 20, "width": 30},
+        {"id": 3, "file_name": "c.png", "height": 8, "width": 30},
+        {"id": 4, "file_name": "d.png", "height": 20, "width": 30},
+    ]
+    write_dataset(
+        tmp_path,
+        [
+            {"segmentation": [rect(0, 0, 5, 5)]},
+            {"segmentation": [rect(0, 0, 5, 5)], "image_id": 3},
+            {"segmentation": [rect(0, 0, 5, 5)], "image_id": 4, "iscrowd": 1},
+        ],
+        images=images,
+    )
     ds = load(tmp_path, train=True)
     assert ds.image_ids == [1, 2, 3, 4]
     neg = ds[1]
@@ -156,21 +176,29 @@ def test_negatives_kept_or_filtered(tmp_path: Path) -> None:
 
 
 def test_degenerate_annotations_skipped_with_warnings(tmp_path: Path) -> None:
-    write_dataset(tmp_path, [
-        {"segmentation": [rect(0, 0, 5, 5)]},
-        {"id": 11, "segmentation": [[1, 1, 4, 4]]},  # 2 points
-        {"id": 12, "segmentation": []},
-        {"id": 13},  # no segmentation
-        {"id": 14, "segmentation": [rect(0, 0, 5, 5)], "bbox": [0, 0, 0, 5]},
-        {"id": 15, "segmentation": [[1, 1, 5, 1, 9, 1]]},  # collinear: decodes to 0 px
-        {"id": 16, "segmentation": [rect(2, 2, 6, 6), [1, 2, 3]]},  # bad part dropped only
-    ])
+    write_dataset(
+        tmp_path,
+        [
+            {"segmentation": [rect(0, 0, 5, 5)]},
+            {"id": 11, "segmentation": [[1, 1, 4, 4]]},  # 2 points
+            {"id": 12, "segmentation": []},
+            {"id": 13},  # no segmentation
+            {"id": 14, "segmentation": [rect(0, 0, 5, 5)], "bbox": [0, 0, 0, 5]},
+            {"id": 15, "segmentation": [[1, 1, 5, 1, 9, 1]]},  # collinear: decodes to 0 px
+            {"id": 16, "segmentation": [rect(2, 2, 6, 6), [1, 2, 3]]},  # bad part dropped only
+        ],
+    )
     with pytest.warns(DataWarning) as rec:
         ds = load(tmp_path)
         inst = ds[0].instances
     msgs = [str(w.message) for w in rec]
-    for aid, reason in [(11, "3 points"), (12, "empty"), (13, "missing"), (14, "bbox"),
-                        (15, "zero area")]:
+    for aid, reason in [
+        (11, "3 points"),
+        (12, "empty"),
+        (13, "missing"),
+        (14, "bbox"),
+        (15, "zero area"),
+    ]:
         hit = [m for m in msgs if f"annotation {aid}:" in m]
         assert len(hit) == 1 and reason in hit[0] and "ann.json" in hit[0] and "image 1" in hit[0]
     assert ds.stats["skipped_annotations"] == 5 and ds.stats["dropped_polygon_parts"] == 1
@@ -179,8 +207,12 @@ def test_degenerate_annotations_skipped_with_warnings(tmp_path: Path) -> None:
 
 def test_path_traversal_skipped(tmp_path: Path) -> None:
     (tmp_path / "secret.png").write_bytes(b"x")
-    images = [{"id": i, "file_name": f, "height": 20, "width": 30} for i, f in enumerate(
-        ["../secret.png", "/etc/passwd", "sub/../../secret.png", "C:\\x.png", "sub/../a.png"], 1)]
+    images = [
+        {"id": i, "file_name": f, "height": 20, "width": 30}
+        for i, f in enumerate(
+            ["../secret.png", "/etc/passwd", "sub/../../secret.png", "C:\\x.png", "sub/../a.png"], 1
+        )
+    ]
     write_dataset(tmp_path, [], images=images)
     Image.new("RGB", (30, 20)).save(tmp_path / "img" / "a.png")
     with pytest.warns(DataWarning, match="outside the image folder"):
@@ -190,24 +222,31 @@ def test_path_traversal_skipped(tmp_path: Path) -> None:
     assert ds[0].image.shape == (3, 20, 30)
 
 
-@pytest.mark.parametrize(("case", "expect"), [
-    ("missing_file", "annotation file not found"),
-    ("bad_json", "invalid JSON at line 1 column"),
-    ("top_list", "top level must be an object"),
-    ("no_annotations", "missing top-level key 'annotations'"),
-    ("bad_category", "annotations[0] (id=7) has category_id 999 not in categories"),
-    ("bad_image_id", "annotations[0] (id=7) has image_id 42 not in images"),
-    ("bad_width", "images[0].width must be a positive integer"),
-    ("bad_segmentation", "annotations[0] (id=7).segmentation must be"),
-    ("no_images", "'images' is empty"),
-    ("dup_image", "images[1] duplicates image id 1"),
-    ("no_folder", "image folder not found"),
-])
+@pytest.mark.parametrize(
+    ("case", "expect"),
+    [
+        ("missing_file", "annotation file not found"),
+        ("bad_json", "invalid JSON at line 1 column"),
+        ("top_list", "top level must be an object"),
+        ("no_annotations", "missing top-level key 'annotations'"),
+        ("bad_category", "annotations[0] (id=7) has category_id 999 not in categories"),
+        ("bad_image_id", "annotations[0] (id=7) has image_id 42 not in images"),
+        ("bad_width", "images[0].width must be a positive integer"),
+        ("bad_segmentation", "annotations[0] (id=7).segmentation must be"),
+        ("no_images", "'images' is empty"),
+        ("dup_image", "images[1] duplicates image id 1"),
+        ("no_folder", "image folder not found"),
+    ],
+)
 def test_fatal_errors_one_line(tmp_path: Path, case: str, expect: str) -> None:
     img = {"id": 1, "file_name": "a.png", "height": 20, "width": 30}
-    data: Any = {"images": [img], "categories": [{"id": 1, "name": "x"}],
-                 "annotations": [{"id": 7, "image_id": 1, "category_id": 1,
-                                  "segmentation": [rect(0, 0, 5, 5)]}]}
+    data: Any = {
+        "images": [img],
+        "categories": [{"id": 1, "name": "x"}],
+        "annotations": [
+            {"id": 7, "image_id": 1, "category_id": 1, "segmentation": [rect(0, 0, 5, 5)]}
+        ],
+    }
     (tmp_path / "img").mkdir()
     path = tmp_path / "ann.json"
     text = None
@@ -250,7 +289,10 @@ def test_read_image_modes(tmp_path: Path) -> None:
     cases: dict[str, tuple[Image.Image, tuple[int, int, int]]] = {
         "gray.png": (Image.new("L", (6, 4), 77), (77, 77, 77)),
         "rgba.png": (Image.new("RGBA", (6, 4), (1, 2, 3, 0)), (1, 2, 3)),
-        "pal.png": (Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE), (200, 100, 50)),
+        "pal.png": (
+            Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE),
+            (200, 100, 50),
+        ),
         "cmyk.jpg": (Image.new("CMYK", (6, 4), (0, 0, 0, 0)), (255, 255, 255)),
         "g16.png": (Image.fromarray(np.full((4, 6), 65535, np.uint16)), (255, 255, 255)),
         "g16b.png": (Image.fromarray(np.full((4, 6), 32896, np.uint16)), (128, 128, 128)),
@@ -276,12 +318,15 @@ def test_read_image_modes(tmp_path: Path) -> None:
 
 
 def test_truncated_image_skipped_and_next_returned(tmp_path: Path) -> None:
-    images = [{"id": 1, "file_name": "a.jpg", "height": 64, "width": 64},
-              {"id": 2, "file_name": "b.png", "height": 20, "width": 30}]
+    images = [
+        {"id": 1, "file_name": "a.jpg", "height": 64, "width": 64},
+        {"id": 2, "file_name": "b.png", "height": 20, "width": 30},
+    ]
     write_dataset(tmp_path, [{"segmentation": [rect(0, 0, 5, 5)], "image_id": 2}], images=images)
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
-        buf, format="JPEG")
+        buf, format="JPEG"
+    )
     (tmp_path / "img" / "a.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     ds = load(tmp_path)
     with pytest.warns(DataWarning, match="a.jpg"):
@@ -354,9 +399,13 @@ def test_flip_flips_mask_and_box() -> None:
 def make_sample(h: int, w: int, n: int, image_id: int) -> Sample:
     masks = torch.zeros(n, h, w, dtype=torch.uint8)
     masks[:, :2, :2] = 1
-    return Sample(torch.full((3, h, w), 7, dtype=torch.uint8),
-                  Instances(masks, torch.zeros(n, dtype=torch.int64), boxes_from_masks(masks)),
-                  image_id, (h * 2, w * 2), f"{image_id}.png")
+    return Sample(
+        torch.full((3, h, w), 7, dtype=torch.uint8),
+        Instances(masks, torch.zeros(n, dtype=torch.int64), boxes_from_masks(masks)),
+        image_id,
+        (h * 2, w * 2),
+        f"{image_id}.png",
+    )
 
 
 def test_collate_pads_to_multiple_of_32() -> None:
@@ -413,10 +462,20 @@ def test_grouped_batch_sampler_no_group_starves() -> None:
 
 
 def test_loaders_deterministic(tmp_path: Path) -> None:
-    images = [{"id": i, "file_name": f"{i}.png", "height": 20 if i % 2 else 30,
-               "width": 30 if i % 2 else 20} for i in range(1, 9)]
-    write_dataset(tmp_path, [{"segmentation": [rect(0, 0, 5, 5)], "image_id": i}
-                             for i in range(1, 9)], images=images)
+    images = [
+        {
+            "id": i,
+            "file_name": f"{i}.png",
+            "height": 20 if i % 2 else 30,
+            "width": 30 if i % 2 else 20,
+        }
+        for i in range(1, 9)
+    ]
+    write_dataset(
+        tmp_path,
+        [{"segmentation": [rect(0, 0, 5, 5)], "image_id": i} for i in range(1, 9)],
+        images=images,
+    )
     ds = load(tmp_path, transform=build_transforms(True, [[64, 32], [48, 24]], 0.5))
 
     def epoch_ids(epoch: int) -> list[list[int]]:
@@ -447,8 +506,10 @@ def test_loaders_deterministic(tmp_path: Path) -> None:
 def test_dataset_from_config(tmp_path: Path) -> None:
     write_dataset(tmp_path / "root" / "x", [{"segmentation": [rect(0, 0, 5, 5)]}])
     (tmp_path / "root" / "annotations").mkdir()
-    os.replace(tmp_path / "root" / "x" / "ann.json",
-               tmp_path / "root" / "annotations" / "instances_val.json")
+    os.replace(
+        tmp_path / "root" / "x" / "ann.json",
+        tmp_path / "root" / "annotations" / "instances_val.json",
+    )
     os.replace(tmp_path / "root" / "x" / "img", tmp_path / "root" / "val")
     cfg = DataCfg(data_root=str(tmp_path / "root"), val_split="val", test_scale=[64, 32])
     ds = dataset_from_config(cfg, "val", train=False)
@@ -461,8 +522,13 @@ def test_dataset_from_config(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not COCO128.is_dir(), reason="coco128_seg not available")
 def test_coco128_train_items() -> None:
-    ds = CocoInstances(COCO128 / "annotations" / "instances_train.json", COCO128 / "train",
-                       build_transforms(True, [[320, 256]], 0.5), train=True, filter_empty=True)
+    ds = CocoInstances(
+        COCO128 / "annotations" / "instances_train.json",
+        COCO128 / "train",
+        build_transforms(True, [[320, 256]], 0.5),
+        train=True,
+        filter_empty=True,
+    )
     assert len(ds) == 100 and len(ds.class_names) == 80 and ds.cat_ids[-1] == 90
     for i in range(3):
         s = ds[i]

@@ -34,11 +34,13 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _datasets(synth: Path) -> list[CocoInstances]:
-    out = [CocoInstances(synth / "annotations" / "instances_train.json", synth / "train",
-                         train=True)]
+    out = [
+        CocoInstances(synth / "annotations" / "instances_train.json", synth / "train", train=True)
+    ]
     if BBBC.is_dir():
-        out.append(CocoInstances(BBBC / "annotations" / "instances_train.json", BBBC / "train",
-                                 train=True))
+        out.append(
+            CocoInstances(BBBC / "annotations" / "instances_train.json", BBBC / "train", train=True)
+        )
     return out
 
 
@@ -66,8 +68,9 @@ def test_geometry_is_the_training_pipelines(synth: Path, scale: list[int]) -> No
             rles, _, (h, w) = ds.annotation_rles(i)
             if not rles:
                 continue
-            area, sums, boxes = _geometry(_segments(rles, h), len(rles), (h, w),
-                                          rescale_size(h, w, scale))
+            area, sums, boxes = _geometry(
+                _segments(rles, h), len(rles), (h, w), rescale_size(h, w, scale)
+            )
             batch = collate([ds[i]])
             t = batch.targets[0]
             keep = area > 0  # the transform drops masks that the resize empties
@@ -100,9 +103,18 @@ def test_levels_match_the_assignment_on_full_masks(synth: Path) -> None:
             if not len(t):
                 continue
             cx, cy = center_of_mass(t.masks)
-            a = assign_cells(t.boxes, cx, cy, t.masks.flatten(1).any(1),
-                             torch.zeros(len(t), dtype=torch.long), 1, tuple(t.masks.shape[-2:]),
-                             head.num_grids, head.scale_ranges, head.sigma)
+            a = assign_cells(
+                t.boxes,
+                cx,
+                cy,
+                t.masks.flatten(1).any(1),
+                torch.zeros(len(t), dtype=torch.long),
+                1,
+                tuple(t.masks.shape[-2:]),
+                head.num_grids,
+                head.scale_ranges,
+                head.sigma,
+            )
             for lv in range(5):
                 for m in torch.nonzero(a.hit[lv]).flatten().tolist():
                     hit[lv] += 1
@@ -111,12 +123,16 @@ def test_levels_match_the_assignment_on_full_masks(synth: Path) -> None:
     assert [lv.instances for lv in st.levels] == (hit / 2).tolist()
     assert [lv.lose_all for lv in st.levels] == (lose_all / 2).tolist()
     assert lose_all.sum() > 0  # the case is exercised
-    assert sum(st.instances_per_image) == st.instances == sum(
-        len(ds.annotation_rles(i)[0]) for i in range(len(ds)))
+    assert (
+        sum(st.instances_per_image)
+        == st.instances
+        == sum(len(ds.annotation_rles(i)[0]) for i in range(len(ds)))
+    )
 
 
-def _write_coco(root: Path, boxes: list[list[tuple[int, int, int, int]]],
-                size: tuple[int, int] = (64, 64)) -> Path:
+def _write_coco(
+    root: Path, boxes: list[list[tuple[int, int, int, int]]], size: tuple[int, int] = (64, 64)
+) -> Path:
     """Images with square masks ``(x, y, w, h)``; returns the data root (split ``train``)."""
     from PIL import Image
 
@@ -128,11 +144,22 @@ def _write_coco(root: Path, boxes: list[list[tuple[int, int, int, int]]],
         images.append({"id": i + 1, "file_name": f"{i}.png", "height": size[0], "width": size[1]})
         for x, y, w, h in objs:
             poly = [x, y, x + w, y, x + w, y + h, x, y + h]
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1,
-                         "segmentation": [poly], "area": w * h, "bbox": [x, y, w, h],
-                         "iscrowd": 0})
-    (root / "annotations" / "instances_train.json").write_text(json.dumps(
-        {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "blob"}]}))
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "segmentation": [poly],
+                    "area": w * h,
+                    "bbox": [x, y, w, h],
+                    "iscrowd": 0,
+                }
+            )
+    (root / "annotations" / "instances_train.json").write_text(
+        json.dumps(
+            {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "blob"}]}
+        )
+    )
     return root
 
 
@@ -140,8 +167,10 @@ def test_known_collisions_caps_and_unassigned(tmp_path: Path) -> None:
     """64x64 images at scale 64 (no resize), grid 4 (16 px cells), one level 1-20 px:
     two 6-px squares in one cell (the first loses its only cell), one far away, one 30-px
     square (fits no level); image 2 holds 1 square. max_per_img 2: image 1 exceeds it by 2."""
-    root = _write_coco(tmp_path / "d", [[(1, 1, 6, 6), (8, 2, 6, 6), (40, 40, 6, 6),
-                                         (20, 30, 30, 30)], [(30, 30, 8, 8)]])
+    root = _write_coco(
+        tmp_path / "d",
+        [[(1, 1, 6, 6), (8, 2, 6, 6), (40, 40, 6, 6), (20, 30, 30, 30)], [(30, 30, 8, 8)]],
+    )
     cfg = get_config("solov2_demo")
     cfg.data.train_scales = [[64, 64]]
     cfg.model.head.num_grids, cfg.model.head.strides = [4], [8]
@@ -165,11 +194,20 @@ def test_known_collisions_caps_and_unassigned(tmp_path: Path) -> None:
     assert dataset_stats(ds, cfg).levels[0].lose_all == 0
 
 
-def test_cli_stats_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_stats_and_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = _write_coco(tmp_path / "d", [[(1, 1, 6, 6), (8, 2, 6, 6)], [(30, 30, 8, 8)]])
-    base = ["--config", "solov2_demo", "--data-root", str(root), "--split", "train",
-            "data.train_scales=[[64,64]]", "model.head.num_grids=[4,4,4,4,4]"]
+    base = [
+        "--config",
+        "solov2_demo",
+        "--data-root",
+        str(root),
+        "--split",
+        "train",
+        "data.train_scales=[[64,64]]",
+        "model.head.num_grids=[4,4,4,4,4]",
+    ]
     out = tmp_path / "s.json"
     assert main(["data", "stats", *base, "--json", str(out)]) == 0
     text = capsys.readouterr().out
@@ -178,8 +216,7 @@ def test_cli_stats_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     d = json.loads(out.read_text())
     assert d["instances"] == 3 and d["levels"][0]["lose_all"] == 1
     assert main(["data", "show", *base, "--output-dir", str(tmp_path / "vis")]) == 0
-    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == ["0.png", "1.png",
-                                                                    "labels.png"]
+    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == ["0.png", "1.png", "labels.png"]
     from PIL import Image
 
     drawn = np.asarray(Image.open(tmp_path / "vis" / "0.png"))

@@ -37,7 +37,7 @@ COMMON = [
     "model.test.score_thr=0.0",  # keep the low-score detections of a barely trained model:
     "model.test.update_thr=0.0",  # a non-trivial evaluation
     "model.test.nms_pre=2000",  # > every candidate (360 cells x 4 classes): no rescored cut,
-]                               # whose near-ties _match.near_tie_candidates cannot see
+]  # whose near-ties _match.near_tie_candidates cannot see
 
 
 @pytest.fixture(scope="module")
@@ -50,23 +50,59 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                        "SOLOV2_FAULT_RANK_ITER")}
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "SOLOV2_DIST_TIMEOUT": "60",
-                **extra})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "RANK",
+            "WORLD_SIZE",
+            "LOCAL_RANK",
+            "MASTER_ADDR",
+            "MASTER_PORT",
+            "SOLOV2_FAULT_RANK_ITER",
+        )
+    }
+    env.update(
+        {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "SOLOV2_DIST_TIMEOUT": "60", **extra}
+    )
     return env
 
 
 def _torchrun(args: list[str], *, restarts: int = 0) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "--max-restarts", str(restarts), *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--max-restarts",
+        str(restarts),
+        *args,
+    ]
 
 
 def _train_args(data_root: Path, out: Path, batch: int, iters: int) -> list[str]:
-    return ["train", "--config", "solov2_demo", "--device", "cpu", "--data-root", str(data_root),
-            "--output-dir", str(out), "--batch-size", str(batch), "--max-iters", str(iters),
-            "--workers", "0", *COMMON, "--resume"]  # --resume last: it takes an optional value
+    return [
+        "train",
+        "--config",
+        "solov2_demo",
+        "--device",
+        "cpu",
+        "--data-root",
+        str(data_root),
+        "--output-dir",
+        str(out),
+        "--batch-size",
+        str(batch),
+        "--max-iters",
+        str(iters),
+        "--workers",
+        "0",
+        *COMMON,
+        "--resume",
+    ]  # --resume last: it takes an optional value
 
 
 def _losses(out: Path) -> dict[int, float | None]:
@@ -99,8 +135,10 @@ def _parity_worker(data_root: str, out_json: str) -> None:
     torch.use_deterministic_algorithms(True)
     info = init_distributed("cpu")
     rank = info.rank
-    cfg = apply_overrides(get_config("solov2_demo"), [
-        *COMMON, f"data.data_root={data_root}", "model.backbone.norm_eval=True"])
+    cfg = apply_overrides(
+        get_config("solov2_demo"),
+        [*COMMON, f"data.data_root={data_root}", "model.backbone.norm_eval=True"],
+    )
     items = SeededItems(dataset_from_config(cfg.data, "train", train=True))
 
     def batch(idx: list[int], items: SeededItems = items) -> Any:
@@ -111,8 +149,10 @@ def _parity_worker(data_root: str, out_json: str) -> None:
     ref_mean, ref_full = copy.deepcopy(model), copy.deepcopy(model)
     ddp = DistributedDataParallel(model)
     lr = 0.01
-    opts = {n: build_optimizer(m, cfg, lr) for n, m in
-            (("ddp", model), ("mean", ref_mean), ("full", ref_full))}
+    opts = {
+        n: build_optimizer(m, cfg, lr)
+        for n, m in (("ddp", model), ("mean", ref_mean), ("full", ref_full))
+    }
 
     def step(name: str, loss: torch.Tensor, params: Any, cfg: Any = cfg) -> None:
         opts[name].zero_grad(set_to_none=True)
@@ -129,8 +169,7 @@ def _parity_worker(data_root: str, out_json: str) -> None:
         traj["ddp"].append(float(logged) / 2)
         step("ddp", loss, model.parameters())
         if rank == 0:
-            ml = sum(sum(train_step(ref_mean, batch(h), cfg, "none").values())
-                     for h in halves) / 2
+            ml = sum(sum(train_step(ref_mean, batch(h), cfg, "none").values()) for h in halves) / 2
             traj["mean"].append(float(ml))
             step("mean", ml, ref_mean.parameters())
             fl = sum(train_step(ref_full, batch(halves[0] + halves[1]), cfg, "none").values())
@@ -138,21 +177,33 @@ def _parity_worker(data_root: str, out_json: str) -> None:
             step("full", fl, ref_full.parameters())
     sums = all_gather_object(sum(float(p.double().sum()) for p in model.parameters()))
     if rank == 0:
-        def max_diff(other: torch.nn.Module) -> float:
-            return max(float((a - b).abs().max()) for a, b in
-                       zip(model.parameters(), other.parameters()))
 
-        results = {**traj, "param_diff_mean": max_diff(ref_mean),
-                   "param_diff_full": max_diff(ref_full), "rank_param_sums": sums}
+        def max_diff(other: torch.nn.Module) -> float:
+            return max(
+                float((a - b).abs().max()) for a, b in zip(model.parameters(), other.parameters())
+            )
+
+        results = {
+            **traj,
+            "param_diff_mean": max_diff(ref_mean),
+            "param_diff_full": max_diff(ref_full),
+            "rank_param_sums": sums,
+        }
         Path(out_json).write_text(json.dumps(results, indent=1))
     cleanup()
 
 
-def test_ddp_gradient_average_equals_mean_of_per_rank_losses(data_root: Path,
-                                                              tmp_path: Path) -> None:
+def test_ddp_gradient_average_equals_mean_of_per_rank_losses(
+    data_root: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "parity.json"
-    proc = subprocess.run(_torchrun([__file__, "parity", str(data_root), str(out)]),
-                          env=_env(), capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        _torchrun([__file__, "parity", str(data_root), str(out)]),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     r = json.loads(out.read_text())
     print(json.dumps(r))
@@ -174,16 +225,21 @@ def test_ddp_gradient_average_equals_mean_of_per_rank_losses(data_root: Path,
 # 2. torchrun end to end: NaN on one rank, killed rank + restart + resume, sharded evaluation
 
 
-def test_torchrun_train_restart_resume_and_sharded_eval(data_root: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_torchrun_train_restart_resume_and_sharded_eval(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "ddp"
     # rank 1: NaN loss at iteration 2 (every rank must skip that step together), SIGKILL at
     # iteration 5 (after the checkpoint of iteration 4); torchrun restarts both ranks once
     t0 = time.perf_counter()
     proc = subprocess.run(
         _torchrun(["-m", "solov2", *_train_args(data_root, out, 2, 6)], restarts=1),
-        env=_env(SOLOV2_FAULT_RANK_ITER="1:2:nan,1:5:kill"), capture_output=True, text=True,
-        timeout=300, stdin=subprocess.DEVNULL)
+        env=_env(SOLOV2_FAULT_RANK_ITER="1:2:nan,1:5:kill"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     elapsed = time.perf_counter() - t0
     proc.stdout += proc.stderr
     _check(proc)
@@ -192,9 +248,16 @@ def test_torchrun_train_restart_resume_and_sharded_eval(data_root: Path, tmp_pat
     assert "non-finite loss on another rank, step skipped" in log
     assert "resumed from" in log and "model_0000004.pth at iteration 4" in log
     assert "rank1" not in log  # rank 0 alone writes the log
-    for name in ("model_0000002.pth", "model_0000004.pth", "model_final.pth",
-                 "model_final.safetensors", "last_checkpoint", "metrics.jsonl",
-                 "eval/metrics.json", "eval/coco_instances_results.json"):
+    for name in (
+        "model_0000002.pth",
+        "model_0000004.pth",
+        "model_final.pth",
+        "model_final.safetensors",
+        "last_checkpoint",
+        "metrics.jsonl",
+        "eval/metrics.json",
+        "eval/coco_instances_results.json",
+    ):
         assert (out / name).is_file(), name
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
     assert "exitcode  : -9" in proc.stdout or "exitcode: -9" in proc.stdout
@@ -210,17 +273,37 @@ def test_torchrun_train_restart_resume_and_sharded_eval(data_root: Path, tmp_pat
         assert main([*_train_args(data_root, single, 4, 6)[:-1], "--no-eval"]) == 0
         monkeypatch.delenv("SOLOV2_FAULT_RANK_ITER")
         # the sharded final evaluation == `solov2 eval` of the final checkpoint in one process
-        assert main(["eval", "--checkpoint", str(out / "model_final.pth"), "--device", "cpu",
-                     "--data-root", str(data_root), "--output-dir", str(tmp_path / "eval1"),
-                     "--workers", "0"]) == 0  # test thresholds: the checkpoint's config
+        assert (
+            main(
+                [
+                    "eval",
+                    "--checkpoint",
+                    str(out / "model_final.pth"),
+                    "--device",
+                    "cpu",
+                    "--data-root",
+                    str(data_root),
+                    "--output-dir",
+                    str(tmp_path / "eval1"),
+                    "--workers",
+                    "0",
+                ]
+            )
+            == 0
+        )  # test thresholds: the checkpoint's config
     finally:
         torch.set_num_threads(threads)
     ddp_loss, single_loss = _losses(out), _losses(single)
     assert sorted(ddp_loss) == list(range(1, 7)) and ddp_loss[2] is None
-    rel = {i: abs(ddp_loss[i] - single_loss[i]) / single_loss[i]  # type: ignore[operator]
-           for i in ddp_loss if i != 2}
-    print(f"torchrun job {elapsed:.1f} s; loss 2 ranks x 2 vs 1 x 4: {ddp_loss} vs "
-          f"{single_loss}; relative differences {rel}")
+    rel = {
+        i: abs(ddp_loss[i] - single_loss[i]) / single_loss[i]  # type: ignore[operator]
+        for i in ddp_loss
+        if i != 2
+    }
+    print(
+        f"torchrun job {elapsed:.1f} s; loss 2 ranks x 2 vs 1 x 4: {ddp_loss} vs "
+        f"{single_loss}; relative differences {rel}"
+    )
     # not exact by design: each rank normalises its losses by its own positives (the reference's
     # per-GPU normalisation) and trainable BatchNorm sees 2-image batches instead of 4; the exact
     # DDP == mean-of-rank-losses check is the first test of this file
@@ -249,8 +332,9 @@ def _flat(m: Any, prefix: str = "") -> dict[str, float]:
     return {prefix: float(m)} if isinstance(m, (int, float)) else {}
 
 
-def _same_detections(ckpt: Path, data_root: Path, det_a: list[dict[str, Any]],
-                     det_b: list[dict[str, Any]]) -> int:
+def _same_detections(
+    ckpt: Path, data_root: Path, det_a: list[dict[str, Any]], det_b: list[dict[str, Any]]
+) -> int:
     """Per image: COCO detections ``det_a`` and ``det_b`` show the same instances (their
     near-tie candidates counted on the checkpoint's outputs). Returns how many pairs of lists
     needed the near-tie allowance."""
@@ -270,8 +354,11 @@ def _same_detections(ckpt: Path, data_root: Path, det_a: list[dict[str, Any]],
     def side(dets: list[dict[str, Any]], image_id: int) -> tuple[torch.Tensor, ...]:
         mine = [d for d in dets if d["image_id"] == image_id]
         masks = mask_util.decode([d["segmentation"] for d in mine]).transpose(2, 0, 1)
-        return (torch.from_numpy(masks.copy()), torch.tensor([d["category_id"] for d in mine]),
-                torch.tensor([d["score"] for d in mine]))
+        return (
+            torch.from_numpy(masks.copy()),
+            torch.tensor([d["category_id"] for d in mine]),
+            torch.tensor([d["score"] for d in mine]),
+        )
 
     needed = 0
     for image_id in sorted({d["image_id"] for d in det_a}):
@@ -280,8 +367,15 @@ def _same_detections(ckpt: Path, data_root: Path, det_a: list[dict[str, Any]],
         with torch.no_grad():
             ties = near_tie_candidates(model(batch, sizes).cate_logits, cfg.model.test.score_thr)
         a, b = side(det_a, image_id), side(det_b, image_id)
-        n = assert_same_instances(a, b, score_tol=1e-5, iou=0.98, ties=ties,
-                                  max_det=cfg.model.test.max_per_img, min_matched=1)
+        n = assert_same_instances(
+            a,
+            b,
+            score_tol=1e-5,
+            iou=0.98,
+            ties=ties,
+            max_det=cfg.model.test.max_per_img,
+            min_matched=1,
+        )
         needed += n < max(len(a[2]), len(b[2]))
     return needed
 
@@ -296,8 +390,11 @@ def test_crashing_or_hung_rank_ends_the_job(data_root: Path, tmp_path: Path) -> 
         jobs[kind] = subprocess.Popen(
             _torchrun(["-m", "solov2", *_train_args(data_root, tmp_path / kind, 2, 6)]),
             env=_env(SOLOV2_FAULT_RANK_ITER=f"1:2:{kind}", SOLOV2_DIST_TIMEOUT=timeout),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            text=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
     t0 = time.perf_counter()
     outs = {k: p.communicate(timeout=180)[0] for k, p in jobs.items()}
     print(f"both jobs ended after {time.perf_counter() - t0:.1f} s")
@@ -306,14 +403,18 @@ def test_crashing_or_hung_rank_ends_the_job(data_root: Path, tmp_path: Path) -> 
         assert f"rank 1, iteration 2: injecting fault '{kind}'" in text, text[-4000:]
         if kind == "raise":  # a race: rank 0's collective fails when rank 1's process exits,
             # and torchrun sends rank 0 SIGTERM when it sees that exit; either ends rank 0
-            assert ("rank 0 of 2: training failed" in text
-                    or "Signal 15 (SIGTERM) received by PID" in text), text[-4000:]
+            assert (
+                "rank 0 of 2: training failed" in text
+                or "Signal 15 (SIGTERM) received by PID" in text
+            ), text[-4000:]
         else:  # rank 1 hangs: rank 0 gives up after the collective timeout, with its message
             assert "rank 0 of 2: training failed" in text, text[-4000:]
         assert not (tmp_path / kind / "model_final.pth").exists()
     assert "InjectedFault: rank 1, iteration 2: injected failure" in outs["raise"]
     # rank 0 gave up after SOLOV2_DIST_TIMEOUT=5 s with a pointer to the likely cause
-    assert "collective timeout 5 s, set by SOLOV2_DIST_TIMEOUT" in outs["hang"], outs["hang"][-4000:]
+    assert "collective timeout 5 s, set by SOLOV2_DIST_TIMEOUT" in outs["hang"], outs["hang"][
+        -4000:
+    ]
 
 
 if __name__ == "__main__":  # worker of the parity test, launched by torchrun

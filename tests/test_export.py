@@ -90,11 +90,16 @@ def test_onnx_model_is_the_predictor(exported) -> None:
         pred = predictor(img)
         # onnxruntime rounds convolutions (and a few resized pixels, by one level) differently:
         # the same instances, scores within 1e-3, near-tie candidates / threshold margins aside
-        assert_same_instances(pred, (torch.from_numpy(masks), torch.from_numpy(labels),
-                                     torch.from_numpy(scores)),
-                              score_tol=1e-3, iou=0.9, ties=predictor_ties(predictor, img),
-                              thresholds=[test.update_thr], max_det=test.max_per_img,
-                              min_matched=max(5, len(pred) - 4))
+        assert_same_instances(
+            pred,
+            (torch.from_numpy(masks), torch.from_numpy(labels), torch.from_numpy(scores)),
+            score_tol=1e-3,
+            iou=0.9,
+            ties=predictor_ties(predictor, img),
+            thresholds=[test.update_thr],
+            max_det=test.max_per_img,
+            min_matched=max(5, len(pred) - 4),
+        )
         t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
         batch, sizes, _ = preprocess_images([t], predictor.scale, predictor.size_divisor)
         with torch.inference_mode():
@@ -109,16 +114,27 @@ def test_wrapper_computes_the_predictor_in_pytorch(exported) -> None:
     (no resize, or the same kernel): the post-processing is the dynamic path's, ties included."""
     _, _, predictor = exported
     cfg = predictor.cfg
-    wrapper = ExportWrapper(predictor.model, list(cfg.data.test_scale), cfg.data.size_divisor,
-                            list(cfg.model.head.num_grids), list(cfg.model.head.strides),
-                            cfg.model.test).eval()
+    wrapper = ExportWrapper(
+        predictor.model,
+        list(cfg.data.test_scale),
+        cfg.data.size_divisor,
+        list(cfg.model.head.num_grids),
+        list(cfg.model.head.strides),
+        cfg.model.test,
+    ).eval()
     for k, (h, w) in enumerate([(64, 96), (120, 40)]):
         img = smooth_image(h, w, 10 + k)
         with torch.inference_mode():
             got = wrapper(torch.from_numpy(img))
-        assert_same_instances(predictor(img), got, score_tol=1e-5, iou=0.99, min_matched=10,
-                              thresholds=[cfg.model.test.update_thr],
-                              max_det=cfg.model.test.max_per_img)
+        assert_same_instances(
+            predictor(img),
+            got,
+            score_tol=1e-5,
+            iou=0.99,
+            min_matched=10,
+            thresholds=[cfg.model.test.update_thr],
+            max_det=cfg.model.test.max_per_img,
+        )
 
 
 def test_onnx_metadata_is_the_contract(exported) -> None:
@@ -141,11 +157,16 @@ def test_onnx_tiny_and_extreme_images(exported) -> None:
         img = g.integers(0, 256, (h, w, 3), dtype=np.uint8)
         masks, labels, scores = sess.run(None, {"image": img})
         assert masks.shape[1:] == (h, w) and len(labels) == len(scores) == len(masks)
-        assert_same_instances(predictor(img), (torch.from_numpy(masks), torch.from_numpy(labels),
-                                               torch.from_numpy(scores)),
-                              score_tol=1e-3, iou=0.9, ties=predictor_ties(predictor, img),
-                              thresholds=[test.update_thr], max_det=test.max_per_img,
-                              min_matched=0)
+        assert_same_instances(
+            predictor(img),
+            (torch.from_numpy(masks), torch.from_numpy(labels), torch.from_numpy(scores)),
+            score_tol=1e-3,
+            iou=0.9,
+            ties=predictor_ties(predictor, img),
+            thresholds=[test.update_thr],
+            max_det=test.max_per_img,
+            min_matched=0,
+        )
 
 
 def test_export_cli_writes_nothing_on_failure(tmp_path: Path) -> None:
@@ -180,8 +201,9 @@ def test_onnx_mask_window_and_rel_coords_are_the_predictor(tmp_path: Path) -> No
     assert main(["export", "--checkpoint", str(ckpt), "--output", str(path)]) == 0
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     predictor = Predictor.from_checkpoint(ckpt, device="cpu")
-    no_window = Predictor.from_checkpoint(ckpt, device="cpu",
-                                          overrides=["model.head.mask_window=0"])
+    no_window = Predictor.from_checkpoint(
+        ckpt, device="cpu", overrides=["model.head.mask_window=0"]
+    )
     no_rel = Predictor.from_checkpoint(ckpt, device="cpu")
     with torch.no_grad():
         no_rel.model.head.solo_kernel.bias[e:].zero_()
@@ -191,11 +213,16 @@ def test_onnx_mask_window_and_rel_coords_are_the_predictor(tmp_path: Path) -> No
         img = smooth_image(h, w, 20 + k)
         masks, labels, scores = sess.run(None, {"image": img})
         pred = predictor(img)
-        assert_same_instances(pred, (torch.from_numpy(masks), torch.from_numpy(labels),
-                                     torch.from_numpy(scores)),
-                              score_tol=1e-3, iou=0.9, ties=predictor_ties(predictor, img),
-                              thresholds=[test.update_thr], max_det=test.max_per_img,
-                              min_matched=max(3, len(pred) - 4))
+        assert_same_instances(
+            pred,
+            (torch.from_numpy(masks), torch.from_numpy(labels), torch.from_numpy(scores)),
+            score_tol=1e-3,
+            iou=0.9,
+            ties=predictor_ties(predictor, img),
+            thresholds=[test.update_thr],
+            max_det=test.max_per_img,
+            min_matched=max(3, len(pred) - 4),
+        )
         for name, other in (("window", no_window(img)), ("rel", no_rel(img))):
             changed[name] += len(other) != len(pred) or not torch.equal(other.masks, pred.masks)
     assert all(changed.values()), changed  # neither option is a no-op on these images

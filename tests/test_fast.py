@@ -23,8 +23,10 @@ def test_fast_model_matches_plain_model_on_cpu() -> None:
     with torch.inference_mode():
         ref = model(images, sizes)
         fast = FastModel(model, channels_last=True)(images, sizes)
-    for a, b in zip(ref.cate_logits + ref.kernel_preds + [ref.mask_feats],
-                    fast.cate_logits + fast.kernel_preds + [fast.mask_feats]):
+    for a, b in zip(
+        ref.cate_logits + ref.kernel_preds + [ref.mask_feats],
+        fast.cate_logits + fast.kernel_preds + [fast.mask_feats],
+    ):
         torch.testing.assert_close(b.contiguous(), a, rtol=1e-4, atol=1e-4)
     h = cfg.model.head
     args = (sizes, sizes, h.num_grids, h.strides, postprocess_cfg(cfg))
@@ -34,11 +36,17 @@ def test_fast_model_matches_plain_model_on_cpu() -> None:
     # near-tie candidates or instances at update_thr / the max_per_img cut in one list alone
     test = postprocess_cfg(cfg)
     for i, (a, b) in enumerate(zip(p_ref, p_fast)):
-        ties = near_tie_candidates([x[i:i + 1] for x in ref.cate_logits], test.score_thr)
-        assert_same_instances(a, b, score_tol=1e-4, iou=0.95, ties=ties,
-                              thresholds=[test.update_thr], max_det=test.max_per_img,
-                              min_matched=5)
-
+        ties = near_tie_candidates([x[i : i + 1] for x in ref.cate_logits], test.score_thr)
+        assert_same_instances(
+            a,
+            b,
+            score_tol=1e-4,
+            iou=0.95,
+            ties=ties,
+            thresholds=[test.update_thr],
+            max_det=test.max_per_img,
+            min_matched=5,
+        )
 
 
 def test_fold_batchnorm_keeps_the_function_and_leaves_deformable_convs_alone() -> None:
@@ -52,8 +60,11 @@ def test_fold_batchnorm_keeps_the_function_and_leaves_deformable_convs_alone() -
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 64, 96, generator=g)
-    for name, dcn, expect in (("resnet18", "none", 20), ("mobilenet_v2", "none", 52),
-                              ("resnet50", "v2", 53 - 13)):
+    for name, dcn, expect in (
+        ("resnet18", "none", 20),
+        ("mobilenet_v2", "none", 52),
+        ("resnet50", "v2", 53 - 13),
+    ):
         net = build_backbone(name, dcn=dcn).eval()
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):

@@ -32,12 +32,18 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 PY = sys.executable
 H, W = 64, 96
 # a tiny solov2_demo: 32-channel head, 96x64 inputs
-TINY = ["model.head.num_grids=[12,10,8,6,4]", "model.fpn_channels=32",
-        "model.head.in_channels=32", "model.head.seg_feat_channels=32",
-        "model.head.kernel_channels=32", "model.head.stacked_convs=1",
-        "model.mask_feat.mid_channels=32", "data.train_scales=[[96,64]]",
-        "data.test_scale=[96,64]", "solver.log_period=1"]
-
+TINY = [
+    "model.head.num_grids=[12,10,8,6,4]",
+    "model.fpn_channels=32",
+    "model.head.in_channels=32",
+    "model.head.seg_feat_channels=32",
+    "model.head.kernel_channels=32",
+    "model.head.stacked_convs=1",
+    "model.mask_feat.mid_channels=32",
+    "data.train_scales=[[96,64]]",
+    "data.test_scale=[96,64]",
+    "solver.log_period=1",
+]
 
 
 def rect(x1: float, y1: float, x2: float, y2: float) -> list[float]:
@@ -48,14 +54,21 @@ def jpeg(path: Path, h: int = H, w: int = W, mode: str = "RGB", **save: Any) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.zeros((h, w, 3), np.uint8)
     arr[:, :] = (40, 90, 160)
-    arr[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = (230, 200, 20)
+    arr[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = (230, 200, 20)
     Image.fromarray(arr).convert(mode).save(path, **save)
     return path
 
 
 def good_ann(aid: int, iid: int, **kw: Any) -> dict[str, Any]:
-    a = {"id": aid, "image_id": iid, "category_id": 1, "iscrowd": 0,
-         "segmentation": [rect(20, 14, 70, 50)], "bbox": [20, 14, 50, 36], "area": 1800.0}
+    a = {
+        "id": aid,
+        "image_id": iid,
+        "category_id": 1,
+        "iscrowd": 0,
+        "segmentation": [rect(20, 14, 70, 50)],
+        "bbox": [20, 14, 50, 36],
+        "area": 1800.0,
+    }
     a.update(kw)
     return a
 
@@ -70,10 +83,13 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def valid_coco(n: int = 2) -> dict[str, Any]:
-    return {"images": [{"id": i, "file_name": f"{i:03d}.jpg", "height": H, "width": W}
-                       for i in range(1, n + 1)],
-            "annotations": [good_ann(i, i) for i in range(1, n + 1)],
-            "categories": [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]}
+    return {
+        "images": [
+            {"id": i, "file_name": f"{i:03d}.jpg", "height": H, "width": W} for i in range(1, n + 1)
+        ],
+        "annotations": [good_ann(i, i) for i in range(1, n + 1)],
+        "categories": [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}],
+    }
 
 
 def make_split(root: Path, data: Any, split: str = "train", n_images: int = 2) -> tuple[Path, Path]:
@@ -84,9 +100,26 @@ def make_split(root: Path, data: Any, split: str = "train", n_images: int = 2) -
 
 
 def train_argv(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--config", "solov2_demo", "--data-root", str(root), "--output-dir",
-            str(out), "--max-iters", "1", "--batch-size", "2", "--workers", "0", "--device",
-            "cpu", "--no-eval", *extra, *TINY]
+    return [
+        "train",
+        "--config",
+        "solov2_demo",
+        "--data-root",
+        str(root),
+        "--output-dir",
+        str(out),
+        "--max-iters",
+        "1",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-eval",
+        *extra,
+        *TINY,
+    ]
 
 
 def tiny_checkpoint(path: Path, num_classes: int = 2) -> Path:
@@ -97,18 +130,22 @@ def tiny_checkpoint(path: Path, num_classes: int = 2) -> Path:
     from solov2.model import build_model
     from solov2.presets import get_config
 
-    cfg = _resolve_config(build_parser().parse_args(["eval", "--checkpoint", "x", *TINY]),
-                          get_config("solov2_demo"))
+    cfg = _resolve_config(
+        build_parser().parse_args(["eval", "--checkpoint", "x", *TINY]), get_config("solov2_demo")
+    )
     cfg.model.num_classes = num_classes
     cfg.data.class_names = [f"c{i}" for i in range(num_classes)]
     torch.manual_seed(0)
-    save_checkpoint(path, {"model": build_model(cfg).state_dict(),
-                           "config": config_to_dict(cfg), "iteration": 0})
+    save_checkpoint(
+        path,
+        {"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg), "iteration": 0},
+    )
     return path
 
 
 # ---------------------------------------------------------------------------------------------
 # fatal: one line naming the file and the field, exit code 2, no traceback
+
 
 def _coco_with(**changes: Any) -> dict[str, Any]:
     d = valid_coco()
@@ -137,36 +174,59 @@ FATAL_JSON: dict[str, tuple[Any, list[str]]] = {
     "malformed_json": ("{'images': [],}", ["invalid JSON"]),
     "top_level_list": ("[1, 2, 3]", ["top level must be an object"]),
     "not_utf8": (b"\xff\xfe\xfa{", ["invalid JSON"]),
-    "missing_annotations_key": (_coco_with(annotations=None),
-                                ["missing top-level key 'annotations'"]),
+    "missing_annotations_key": (
+        _coco_with(annotations=None),
+        ["missing top-level key 'annotations'"],
+    ),
     "missing_images_key": (_coco_with(images=None), ["missing top-level key 'images'"]),
     "images_not_list": (_coco_with(images={"1": "a.jpg"}), ["'images' must be a list"]),
     "empty_categories": (_coco_with(categories=[]), ["'categories' is empty"]),
-    "unknown_category_id": (_ann_changed(category_id=99),
-                            ["annotations[0] (id=1)", "category_id 99 not in categories"]),
-    "unknown_image_id": (_ann_changed(image_id=42),
-                         ["annotations[0] (id=1)", "image_id 42 not in images"]),
-    "height_is_string": (_img_changed(height="64"), ["images[0].height",
-                                                      "must be a positive integer"]),
+    "unknown_category_id": (
+        _ann_changed(category_id=99),
+        ["annotations[0] (id=1)", "category_id 99 not in categories"],
+    ),
+    "unknown_image_id": (
+        _ann_changed(image_id=42),
+        ["annotations[0] (id=1)", "image_id 42 not in images"],
+    ),
+    "height_is_string": (
+        _img_changed(height="64"),
+        ["images[0].height", "must be a positive integer"],
+    ),
     "zero_width": (_img_changed(width=0), ["images[0].width", "must be a positive integer"]),
-    "no_file_name": (_coco_with(images=[{"id": 1, "height": H, "width": W}]),
-                     ["images[0]", "missing required field 'file_name'"]),
-    "duplicate_image_id": (_coco_with(images=valid_coco()["images"] * 2),
-                           ["images[2]", "duplicates image id 1"]),
-    "bad_rle_size": (_ann_changed(segmentation={"size": "64x96", "counts": "abc"}),
-                     ["annotations[0] (id=1).segmentation.size", "must be [height, width]"]),
-    "polygon_not_numbers": (_ann_changed(segmentation=[["a", "b", "c", "d", "e", "f"]]),
-                            ["annotations[0] (id=1).segmentation[0]", "must be a list of numbers"]),
+    "no_file_name": (
+        _coco_with(images=[{"id": 1, "height": H, "width": W}]),
+        ["images[0]", "missing required field 'file_name'"],
+    ),
+    "duplicate_image_id": (
+        _coco_with(images=valid_coco()["images"] * 2),
+        ["images[2]", "duplicates image id 1"],
+    ),
+    "bad_rle_size": (
+        _ann_changed(segmentation={"size": "64x96", "counts": "abc"}),
+        ["annotations[0] (id=1).segmentation.size", "must be [height, width]"],
+    ),
+    "polygon_not_numbers": (
+        _ann_changed(segmentation=[["a", "b", "c", "d", "e", "f"]]),
+        ["annotations[0] (id=1).segmentation[0]", "must be a list of numbers"],
+    ),
     "bad_iscrowd": (_ann_changed(iscrowd=2), ["annotations[0] (id=1).iscrowd", "must be 0 or 1"]),
-    "all_file_names_escape": (_coco_with(images=[
-        {"id": 1, "file_name": "../../x.jpg", "height": H, "width": W},
-        {"id": 2, "file_name": "/etc/passwd", "height": H, "width": W}]), ["no usable images"]),
+    "all_file_names_escape": (
+        _coco_with(
+            images=[
+                {"id": 1, "file_name": "../../x.jpg", "height": H, "width": W},
+                {"id": 2, "file_name": "/etc/passwd", "height": H, "width": W},
+            ]
+        ),
+        ["no usable images"],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(FATAL_JSON))
-def test_fatal_annotation_file(tmp_path: Path, capfd: pytest.CaptureFixture[str],
-                               case: str) -> None:
+def test_fatal_annotation_file(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], case: str
+) -> None:
     data, needles = FATAL_JSON[case]
     json_path, _ = make_split(tmp_path / "d", data)
     with warnings.catch_warnings():
@@ -179,12 +239,17 @@ def test_fatal_annotation_file(tmp_path: Path, capfd: pytest.CaptureFixture[str]
 
 
 def test_fatal_missing_annotation_file_and_image_folder(
-        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "d"
     (root / "train").mkdir(parents=True)
     assert main(train_argv(root, tmp_path / "o")) == 2
-    one_line_error(capfd.readouterr().err, "train",
-                   str(root / "annotations" / "instances_train.json"), "annotation file not found")
+    one_line_error(
+        capfd.readouterr().err,
+        "train",
+        str(root / "annotations" / "instances_train.json"),
+        "annotation file not found",
+    )
 
     json_path, images = make_split(root, valid_coco())
     os.rename(images, root / "elsewhere")
@@ -193,8 +258,12 @@ def test_fatal_missing_annotation_file_and_image_folder(
 
     # explicit --train-json that is a directory
     argv = train_argv(root, tmp_path / "o")
-    argv[argv.index("--data-root"):argv.index("--data-root") + 2] = [
-        "--train-json", str(root / "annotations"), "--train-images", str(root / "elsewhere")]
+    argv[argv.index("--data-root") : argv.index("--data-root") + 2] = [
+        "--train-json",
+        str(root / "annotations"),
+        "--train-images",
+        str(root / "elsewhere"),
+    ]
     assert main(argv) == 2
     one_line_error(capfd.readouterr().err, "train", str(root / "annotations"))
 
@@ -202,11 +271,23 @@ def test_fatal_missing_annotation_file_and_image_folder(
 def test_fatal_eval_annotation_file(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     ckpt = tiny_checkpoint(tmp_path / "m.pth")
     json_path, _ = make_split(tmp_path / "d", _ann_changed(category_id=7), split="val")
-    rc = main(["eval", "--checkpoint", str(ckpt), "--data-root", str(tmp_path / "d"),
-               "--device", "cpu", "--output-dir", str(tmp_path / "ev")])
+    rc = main(
+        [
+            "eval",
+            "--checkpoint",
+            str(ckpt),
+            "--data-root",
+            str(tmp_path / "d"),
+            "--device",
+            "cpu",
+            "--output-dir",
+            str(tmp_path / "ev"),
+        ]
+    )
     assert rc == 2
-    one_line_error(capfd.readouterr().err, "eval", str(json_path), "annotations[0] (id=1)",
-                   "category_id 7")
+    one_line_error(
+        capfd.readouterr().err, "eval", str(json_path), "annotations[0] (id=1)", "category_id 7"
+    )
 
 
 def test_fatal_real_cli_subprocesses(tmp_path: Path) -> None:
@@ -227,17 +308,40 @@ def test_fatal_real_cli_subprocesses(tmp_path: Path) -> None:
         f.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
     cmds = {
-        "train-missing-key": (train_argv(a, tmp_path / "oa"),
-                              [str(ja), "missing top-level key 'categories'"]),
-        "eval-unknown-category": (["eval", "--checkpoint", str(ckpt), "--data-root", str(b),
-                                   "--device", "cpu", "--output-dir", str(tmp_path / "ob")],
-                                  [str(jb), "annotations[0] (id=1)", "category_id 5"]),
-        "train-unreadable-in-worker": (train_argv(c, tmp_path / "oc", "--workers", "1"),
-                                       [str(jc), "none of the 2 images", str(images_c)]),
+        "train-missing-key": (
+            train_argv(a, tmp_path / "oa"),
+            [str(ja), "missing top-level key 'categories'"],
+        ),
+        "eval-unknown-category": (
+            [
+                "eval",
+                "--checkpoint",
+                str(ckpt),
+                "--data-root",
+                str(b),
+                "--device",
+                "cpu",
+                "--output-dir",
+                str(tmp_path / "ob"),
+            ],
+            [str(jb), "annotations[0] (id=1)", "category_id 5"],
+        ),
+        "train-unreadable-in-worker": (
+            train_argv(c, tmp_path / "oc", "--workers", "1"),
+            [str(jc), "none of the 2 images", str(images_c)],
+        ),
     }
-    procs = {k: subprocess.Popen([PY, "-m", "solov2", *argv], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-             for k, (argv, _) in cmds.items()}
+    procs = {
+        k: subprocess.Popen(
+            [PY, "-m", "solov2", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        for k, (argv, _) in cmds.items()
+    }
     for k, p in procs.items():
         try:
             out, err = p.communicate(timeout=120)
@@ -314,8 +418,11 @@ def make_zoo(root: Path) -> tuple[Path, Path, dict[str, int]]:
         "missing_segmentation": {"segmentation": None},
         "zero_area": {"area": 0},
         "zero_size_box": {"bbox": [20, 14, 0, 36]},
-        "polygon_outside_image": {"segmentation": [rect(200, 200, 230, 230)], "area": 900.0,
-                                  "bbox": [200, 200, 30, 30]},
+        "polygon_outside_image": {
+            "segmentation": [rect(200, 200, 230, 230)],
+            "area": 900.0,
+            "bbox": [200, 200, 30, 30],
+        },
         "rle_wrong_size": {"segmentation": {"size": [10, 10], "counts": "fake"}},
         "non_finite_polygon": {"segmentation": [[10, 10, 30, 10, 1e400, 30]]},
     }
@@ -329,12 +436,26 @@ def make_zoo(root: Path) -> tuple[Path, Path, dict[str, int]]:
     return json_path, img, ids
 
 
-ZOO_PARSE_WARNINGS = ["path_escape", "path_absolute", "path_windows_escape",
-                      "polygon_2_points", "polygon_odd_coords", "empty_segmentation",
-                      "missing_segmentation", "zero_area", "zero_size_box", "rle_wrong_size",
-                      "non_finite_polygon"]
-ZOO_ITEM_WARNINGS = ["truncated_jpeg", "corrupt_jpeg", "missing_file", "json_size_mismatch",
-                     "polygon_outside_image"]
+ZOO_PARSE_WARNINGS = [
+    "path_escape",
+    "path_absolute",
+    "path_windows_escape",
+    "polygon_2_points",
+    "polygon_odd_coords",
+    "empty_segmentation",
+    "missing_segmentation",
+    "zero_area",
+    "zero_size_box",
+    "rle_wrong_size",
+    "non_finite_polygon",
+]
+ZOO_ITEM_WARNINGS = [
+    "truncated_jpeg",
+    "corrupt_jpeg",
+    "missing_file",
+    "json_size_mismatch",
+    "polygon_outside_image",
+]
 
 
 def test_recoverable_faults_dataset(tmp_path: Path) -> None:
@@ -359,13 +480,18 @@ def test_recoverable_faults_dataset(tmp_path: Path) -> None:
         assert sum(f"image {ids[name]}: skipped" in m for m in parse_msgs) == 1, name
     for name in ZOO_PARSE_WARNINGS[3:]:
         assert sum(f"annotation {ids[name]}: skipped" in m for m in parse_msgs) == 1, name
-    assert sum(f"annotation {ids['polygon_outside_image']}: skipped, mask has zero area" in m
-               for m in item_msgs) == 1
+    assert (
+        sum(
+            f"annotation {ids['polygon_outside_image']}: skipped, mask has zero area" in m
+            for m in item_msgs
+        )
+        == 1
+    )
     for name in ("truncated_jpeg", "corrupt_jpeg", "missing_file"):
-        assert sum(f"image {ids[name]}:" in m and "next readable item" in m
-                   for m in item_msgs) == 1, name
-    assert sum(f"image {ids['json_size_mismatch']}:" in m and "48x72" in m
-               for m in item_msgs) == 1
+        assert (
+            sum(f"image {ids[name]}:" in m and "next readable item" in m for m in item_msgs) == 1
+        ), name
+    assert sum(f"image {ids['json_size_mismatch']}:" in m and "48x72" in m for m in item_msgs) == 1
 
     st = ds.stats
     assert st["images_in_file"] == 16
@@ -381,8 +507,16 @@ def test_recoverable_faults_dataset(tmp_path: Path) -> None:
     bad_ids = {ids[k] for k in ("truncated_jpeg", "corrupt_jpeg", "missing_file")}
     assert not bad_ids & set(samples)  # substituted by the next readable item
     # the unusual formats decode to 3-channel uint8 images and train normally
-    for name in ("ok", "grayscale", "rgba", "16bit", "cmyk", "exif_rotated",
-                 "json_size_mismatch", "bad_annotations"):
+    for name in (
+        "ok",
+        "grayscale",
+        "rgba",
+        "16bit",
+        "cmyk",
+        "exif_rotated",
+        "json_size_mismatch",
+        "bad_annotations",
+    ):
         s = samples[ids[name]]
         assert s.image.dtype == torch.uint8 and s.image.shape[0] == 3, name
         assert s.image.shape[1:] == (64, 96), name
@@ -437,10 +571,19 @@ def test_very_large_image_resized_within_memory(tmp_path: Path) -> None:
     arr[1500:4500, 2000:6000] = (250, 10, 10)
     Image.fromarray(arr).save(big, quality=80)
     del arr
-    data = {"images": [{"id": 1, "file_name": "big.jpg", "height": 6000, "width": 8000}],
-            "annotations": [good_ann(1, 1, segmentation=[rect(2000, 1500, 6000, 4500)],
-                                     bbox=[2000, 1500, 4000, 3000], area=12e6)],
-            "categories": [{"id": 1, "name": "thing"}]}
+    data = {
+        "images": [{"id": 1, "file_name": "big.jpg", "height": 6000, "width": 8000}],
+        "annotations": [
+            good_ann(
+                1,
+                1,
+                segmentation=[rect(2000, 1500, 6000, 4500)],
+                bbox=[2000, 1500, 4000, 3000],
+                area=12e6,
+            )
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
     jp = write_json(tmp_path / "big.json", data)
     ds = CocoInstances(jp, big.parent, build_transforms(True, [[96, 64]], 0.0), train=True)
     try:
@@ -470,8 +613,9 @@ def test_resize_independent_of_thread_count(size: tuple[int, int, int, int]) -> 
     from solov2.data.transforms import resize_uint8
 
     h0, w0, h, w = size
-    img = torch.randint(0, 256, (3, h0, w0), generator=torch.Generator().manual_seed(0),
-                        dtype=torch.uint8)
+    img = torch.randint(
+        0, 256, (3, h0, w0), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     threads = torch.get_num_threads()
     try:
         out = []
@@ -489,8 +633,9 @@ def test_resize_independent_of_thread_count(size: tuple[int, int, int, int]) -> 
 
 
 @pytest.fixture(scope="module", params=[0, 2], ids=["workers0", "workers2"])
-def zoo_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-            ) -> tuple[subprocess.CompletedProcess, dict]:
+def zoo_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess, dict]:
     root = tmp_path_factory.mktemp("zoo")
     _, _, ids = make_zoo(root)
     out = root / "out"
@@ -500,13 +645,13 @@ def zoo_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     argv[argv.index("--batch-size") + 1] = "13"
     argv[argv.index("--workers") + 1] = str(request.param)
     env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
-    p = subprocess.run([PY, "-m", "solov2", *argv], capture_output=True, text=True, env=env,
-                       timeout=300, cwd=root)
+    p = subprocess.run(
+        [PY, "-m", "solov2", *argv], capture_output=True, text=True, env=env, timeout=300, cwd=root
+    )
     return p, ids
 
 
-def test_recoverable_faults_training_cli(zoo_run: tuple[subprocess.CompletedProcess, dict]
-                                         ) -> None:
+def test_recoverable_faults_training_cli(zoo_run: tuple[subprocess.CompletedProcess, dict]) -> None:
     p, ids = zoo_run
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Traceback" not in p.stderr
@@ -525,9 +670,15 @@ def test_epoch_summary_counts_skips(zoo_run: tuple[subprocess.CompletedProcess, 
     p, _ = zoo_run
     summary = [ln for ln in p.stdout.splitlines() if "data after epoch 1:" in ln]
     assert len(summary) == 1, p.stdout[-3000:]
-    for item in ("unsafe_paths 3", "skipped_annotations 9", "unreadable_images 3",
-                 "size_mismatch 1", "crowd_annotations 1", "skipped_images 3",
-                 "images_in_file 16"):
+    for item in (
+        "unsafe_paths 3",
+        "skipped_annotations 9",
+        "unreadable_images 3",
+        "size_mismatch 1",
+        "crowd_annotations 1",
+        "skipped_images 3",
+        "images_in_file 16",
+    ):
         assert item in summary[0], (item, summary[0])
 
 
@@ -542,8 +693,21 @@ def test_eval_skips_unreadable_images_with_one_warning_each(tmp_path: Path) -> N
     out = tmp_path / "ev"
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        rc = main(["eval", "--checkpoint", str(ckpt), "--data-root", str(tmp_path / "d"),
-                   "--device", "cpu", "--output-dir", str(out), "--batch-size", "2"])
+        rc = main(
+            [
+                "eval",
+                "--checkpoint",
+                str(ckpt),
+                "--data-root",
+                str(tmp_path / "d"),
+                "--device",
+                "cpu",
+                "--output-dir",
+                str(out),
+                "--batch-size",
+                "2",
+            ]
+        )
     assert rc == 0
     msgs = [str(w.message) for w in rec if issubclass(w.category, DataWarning)]
     assert len(msgs) == 2, msgs

@@ -29,15 +29,23 @@ from solov2.engine.checkpoint import (
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 PY = sys.executable
-TINY = ["model.head.num_grids=[12,10,8,6,4]", "model.fpn_channels=32",
-        "model.head.in_channels=32", "model.head.seg_feat_channels=32",
-        "model.head.kernel_channels=32", "model.head.stacked_convs=1",
-        "model.mask_feat.mid_channels=32", "data.test_scale=[96,64]", "solver.log_period=1",
-        # two scales and flips: augmentation randomness that a resume must reproduce
-        "data.train_scales=[[96,64],[80,48]]", "solver.checkpoint_period=2",
-        "solver.warmup_iters=2", "solver.base_lr=0.05"]
+TINY = [
+    "model.head.num_grids=[12,10,8,6,4]",
+    "model.fpn_channels=32",
+    "model.head.in_channels=32",
+    "model.head.seg_feat_channels=32",
+    "model.head.kernel_channels=32",
+    "model.head.stacked_convs=1",
+    "model.mask_feat.mid_channels=32",
+    "data.test_scale=[96,64]",
+    "solver.log_period=1",
+    # two scales and flips: augmentation randomness that a resume must reproduce
+    "data.train_scales=[[96,64],[80,48]]",
+    "solver.checkpoint_period=2",
+    "solver.warmup_iters=2",
+    "solver.base_lr=0.05",
+]
 N_ITERS = 6  # 6 training images, batch 2: 3 iterations per epoch, checkpoints at 2 and 4
-
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +56,28 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train_argv(data_root: Path, out: Path, *extra: str, iters: int = N_ITERS) -> list[str]:
-    return ["train", "--config", "solov2_demo", "--data-root", str(data_root), "--output-dir",
-            str(out), "--max-iters", str(iters), "--batch-size", "2", "--workers", "0",
-            "--device", "cpu", "--no-eval", "--seed", "3", *TINY, *extra]
+    return [
+        "train",
+        "--config",
+        "solov2_demo",
+        "--data-root",
+        str(data_root),
+        "--output-dir",
+        str(out),
+        "--max-iters",
+        str(iters),
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-eval",
+        "--seed",
+        "3",
+        *TINY,
+        *extra,
+    ]
 
 
 class Run:
@@ -61,12 +88,20 @@ class Run:
         self.out = out
         self.console = out / f"console{len(list(out.glob('console*.txt')))}.txt"
         self._f = open(self.console, "w")
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1",
-                        PYTHONWARNINGS="ignore::DeprecationWarning", **(env or {}))
+        full_env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            PYTHONWARNINGS="ignore::DeprecationWarning",
+            **(env or {}),
+        )
         # its own process group, like a job under a terminal or a scheduler
-        self.proc = subprocess.Popen([PY, "-m", "solov2", *argv], stdout=self._f,
-                                     stderr=subprocess.STDOUT, env=full_env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [PY, "-m", "solov2", *argv],
+            stdout=self._f,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+        )
 
     def signal_group(self, sig: int) -> None:
         """Signal the whole process group (main process and DataLoader workers), as Ctrl-C
@@ -245,8 +280,7 @@ def test_sigkill_then_resume_is_bitwise_exact(data_root: Path, run_a: Run) -> No
     assert_bitwise_equal(final_weights(run_a), b)
 
 
-def test_sigterm_sigint_save_exit_cleanly_and_resume_exactly(data_root: Path,
-                                                             run_a: Run) -> None:
+def test_sigterm_sigint_save_exit_cleanly_and_resume_exactly(data_root: Path, run_a: Run) -> None:
     """SIGTERM, then SIGINT, to the whole process group, DataLoader workers included; each
     run saves a checkpoint at the iteration it was at and exits with 0; the third run finishes.
     Runs with 2, 1 and 0 workers: the per-item seeding makes the data independent of them."""
@@ -285,9 +319,12 @@ def test_sigterm_sigint_save_exit_cleanly_and_resume_exactly(data_root: Path,
 # numerics
 
 
-def test_nonfinite_loss_skips_step_then_stops(data_root: Path, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch,
-                                              capfd: pytest.CaptureFixture[str]) -> None:
+def test_nonfinite_loss_skips_step_then_stops(
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     real = train_mod.solov2_losses
     bad = {2: float("nan"), 4: float("inf"), 5: float("nan"), 6: float("nan")}
     calls = {"n": 0}
@@ -301,19 +338,31 @@ def test_nonfinite_loss_skips_step_then_stops(data_root: Path, tmp_path: Path,
 
     monkeypatch.setattr(train_mod, "solov2_losses", losses)
     out = tmp_path / "nan"
-    rc = main(train_argv(data_root, out, "solver.max_nonfinite=3", "solver.checkpoint_period=1",
-                         "solver.keep_checkpoints=0",
-                         iters=10))
+    rc = main(
+        train_argv(
+            data_root,
+            out,
+            "solver.max_nonfinite=3",
+            "solver.checkpoint_period=1",
+            "solver.keep_checkpoints=0",
+            iters=10,
+        )
+    )
     stdout, err = capfd.readouterr()
     assert rc == 2
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("solov2 train: error: stopping at iteration 6: 3 consecutive "
-                               "non-finite losses (last: {'loss_cate': nan, 'loss_mask': nan})")
+    assert lines[0].startswith(
+        "solov2 train: error: stopping at iteration 6: 3 consecutive "
+        "non-finite losses (last: {'loss_cate': nan, 'loss_mask': nan})"
+    )
     log = (out / "log.txt").read_text()
     for it in (2, 4, 5):
-        assert re.search(rf"iteration {it}: non-finite loss \{{'loss_cate': (nan|inf), "
-                         rf"'loss_mask': (nan|inf)\}}, step skipped", log), it
+        assert re.search(
+            rf"iteration {it}: non-finite loss \{{'loss_cate': (nan|inf), "
+            rf"'loss_mask': (nan|inf)\}}, step skipped",
+            log,
+        ), it
     assert "iteration 3: non-finite" not in log  # a finite loss resets the count
     assert not (out / "model_final.pth").exists()
     # a skipped step leaves the parameters alone (BatchNorm statistics still move)

@@ -39,15 +39,26 @@ def _index(n_out: int, n_in: int) -> np.ndarray:
     return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(int), n_in - 1)
 
 
-@pytest.mark.parametrize(("h", "w", "H", "W"), [
-    (7, 5, 21, 16), (30, 40, 75, 101), (3, 3, 3, 3), (5, 9, 13, 30), (8, 8, 5, 6)])
-def test_upsample_rle_is_the_rle_of_the_upsampled_mask(h: int, w: int, H: int,  # noqa: N803
-                                                       W: int) -> None:  # noqa: N803
+@pytest.mark.parametrize(
+    ("h", "w", "H", "W"),
+    [(7, 5, 21, 16), (30, 40, 75, 101), (3, 3, 3, 3), (5, 9, 13, 30), (8, 8, 5, 6)],
+)
+def test_upsample_rle_is_the_rle_of_the_upsampled_mask(
+    h: int,
+    w: int,
+    H: int,  # noqa: N803
+    W: int,
+) -> None:  # noqa: N803
     rng = np.random.default_rng(h * w)
     stripes = np.zeros((h, w), bool)
     stripes[:, ::2] = True  # uniform columns of both values, side by side
-    for m in (rng.random((h, w)) > 0.5, np.zeros((h, w), bool), np.ones((h, w), bool),
-              stripes, ~stripes):
+    for m in (
+        rng.random((h, w)) > 0.5,
+        np.zeros((h, w), bool),
+        np.ones((h, w), bool),
+        stripes,
+        ~stripes,
+    ):
         full = m[_index(H, h)][:, _index(W, w)]
         ref = mask_util.encode(np.asfortranarray(full.astype(np.uint8)))
         assert upsample_rle(m, (H, W)) == {"size": [H, W], "counts": ref["counts"].decode()}
@@ -76,8 +87,9 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from solov2.model import build_model
     from solov2.presets import get_config
 
-    cfg = apply_overrides(get_config("solov2_demo"), ["model.head.num_grids=[12,10,8,6,4]",
-                                                      "data.test_scale=[96,64]"])
+    cfg = apply_overrides(
+        get_config("solov2_demo"), ["model.head.num_grids=[12,10,8,6,4]", "data.test_scale=[96,64]"]
+    )
     cfg.data.class_names = ["a", "b", "c", "d"]
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model_final.pth"
@@ -86,13 +98,31 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_infer_reduces_huge_images_and_keeps_full_size_predictions(
-        big: Path, ckpt: Path, tmp_path: Path) -> None:
+    big: Path, ckpt: Path, tmp_path: Path
+) -> None:
     from solov2.cli import main
 
     out = tmp_path / "pred"
-    assert main(["infer", "--checkpoint", str(ckpt), str(big), "--output-dir", str(out),
-                 "--device", "cpu", "--score-thr", "0.001", "--max-pixels", "1000000",
-                 "model.test.max_per_img=4"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--checkpoint",
+                str(ckpt),
+                str(big),
+                "--output-dir",
+                str(out),
+                "--device",
+                "cpu",
+                "--score-thr",
+                "0.001",
+                "--max-pixels",
+                "1000000",
+                "model.test.max_per_img=4",
+            ]
+        )
+        == 0
+    )
     with Image.open(out / "big.png") as vis:
         assert vis.width * vis.height <= 1_000_000 and vis.height > vis.width
     preds = json.loads((out / "predictions.json").read_text())

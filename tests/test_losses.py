@@ -23,8 +23,12 @@ def _focal(x: float, t: int, alpha: float = 0.25, gamma: float = 2.0) -> float:
     return -(1 - alpha) * p**gamma * math.log(1 - p)
 
 
-def _targets(cate: list[list[int]], pairs: list[tuple[int, int, int]], masks: torch.Tensor,
-             num_pos_cells: int) -> Targets:
+def _targets(
+    cate: list[list[int]],
+    pairs: list[tuple[int, int, int]],
+    masks: torch.Tensor,
+    num_pos_cells: int,
+) -> Targets:
     lt = torch.tensor
     return Targets(
         cate_labels=lt(cate, dtype=torch.long),
@@ -38,8 +42,10 @@ def _targets(cate: list[list[int]], pairs: list[tuple[int, int, int]], masks: to
 
 def test_focal_term_by_hand() -> None:
     # 1 image, 1 level, grid 2x2, 2 classes; cell 1 (row 0, col 1) is class 1; rest background (2)
-    logits = [[[0.5, -1.0], [2.0, -3.0]],  # class 0, rows x cols
-              [[-0.5, 1.5], [0.0, -2.0]]]  # class 1
+    logits = [
+        [[0.5, -1.0], [2.0, -3.0]],  # class 0, rows x cols
+        [[-0.5, 1.5], [0.0, -2.0]],
+    ]  # class 1
     cate = torch.tensor(logits).unsqueeze(0)  # [1, 2, 2, 2]
     labels = [[2, 1, 2, 2]]
     expected = 0.0
@@ -98,8 +104,12 @@ def test_mask_term_mean_over_pairs_and_weight() -> None:
     onehot = torch.zeros_like(flat)
     onehot[0, 3, 1] = 1
     onehot[1, 4, 0] = 1
-    total = sum(_focal(float(flat[b, c, k]), int(onehot[b, c, k]))
-                for b in range(2) for c in range(5) for k in range(3))
+    total = sum(
+        _focal(float(flat[b, c, k]), int(onehot[b, c, k]))
+        for b in range(2)
+        for c in range(5)
+        for k in range(3)
+    )
     assert math.isclose(out["loss_cate"].item(), total / 3, rel_tol=1e-5)
     # weights scale linearly
     out2 = solov2_losses(cate, kernels, feats, t, cate_weight=2.0, dice_weight=1.0)
@@ -119,9 +129,14 @@ def test_flatten_levels_order() -> None:
 
 def test_zero_positives_finite_and_differentiable() -> None:
     torch.manual_seed(0)
-    cate = [torch.randn(2, 4, 3, 3, requires_grad=True), torch.randn(2, 4, 2, 2, requires_grad=True)]
-    kernels = [torch.randn(2, 8, 3, 3, requires_grad=True),
-               torch.randn(2, 8, 2, 2, requires_grad=True)]
+    cate = [
+        torch.randn(2, 4, 3, 3, requires_grad=True),
+        torch.randn(2, 4, 2, 2, requires_grad=True),
+    ]
+    kernels = [
+        torch.randn(2, 8, 3, 3, requires_grad=True),
+        torch.randn(2, 8, 2, 2, requires_grad=True),
+    ]
     feats = torch.randn(2, 8, 8, 8, requires_grad=True)
     t = _targets([[4] * 13, [4] * 13], [], torch.zeros(0, 8, 8), num_pos_cells=0)
     out = solov2_losses(cate, kernels, feats, t)
@@ -146,7 +161,7 @@ def test_dynamic_masks_equals_conv_loop() -> None:
     got = dynamic_masks(kernels, batch_idx, feats)
     assert got.shape == (len(batch_idx), h, w)
     for p, bi in enumerate(batch_idx.tolist()):
-        ref = F.conv2d(feats[bi:bi + 1], kernels[p].view(1, e, 1, 1))[0, 0]
+        ref = F.conv2d(feats[bi : bi + 1], kernels[p].view(1, e, 1, 1))[0, 0]
         torch.testing.assert_close(got[p], ref, rtol=1e-5, atol=1e-5)
     assert dynamic_masks(kernels[:0], batch_idx[:0], feats).shape == (0, h, w)
     # gradients flow to both inputs
@@ -164,12 +179,17 @@ def test_bf16_autocast_loss_is_float32_and_close() -> None:
     kernels = [torch.randn(2, e, 4, 4) * 0.3, torch.randn(2, e, 2, 2) * 0.3]
     feats = torch.rand(2, e, h, w)
     masks = (torch.rand(3, h, w) > 0.6).to(torch.uint8)
-    t = _targets([[3] * 5 + [0] + [3] * 14, [3] * 17 + [2] + [3] * 2],
-                 [(0, 5, 0), (0, 5, 1), (1, 17, 2)], masks, num_pos_cells=2)
+    t = _targets(
+        [[3] * 5 + [0] + [3] * 14, [3] * 17 + [2] + [3] * 2],
+        [(0, 5, 0), (0, 5, 1), (1, 17, 2)],
+        masks,
+        num_pos_cells=2,
+    )
     ref = solov2_losses(cate, kernels, feats, t)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        half = solov2_losses([c.bfloat16() for c in cate], [k.bfloat16() for k in kernels],
-                             feats.bfloat16(), t)
+        half = solov2_losses(
+            [c.bfloat16() for c in cate], [k.bfloat16() for k in kernels], feats.bfloat16(), t
+        )
     for key in ("loss_cate", "loss_mask"):
         assert half[key].dtype == torch.float32
         assert math.isclose(half[key].item(), ref[key].item(), rel_tol=2e-2)

@@ -27,8 +27,14 @@ def test_cell_windows_known_answer() -> None:
 
 def _one_pair_targets(mask: torch.Tensor, cell: int) -> Targets:
     one = torch.tensor([0])
-    return Targets(torch.full((1, 16 + 4), 1), one, torch.tensor([cell]), one,
-                   mask.unsqueeze(0).to(torch.uint8), torch.tensor(1))
+    return Targets(
+        torch.full((1, 16 + 4), 1),
+        one,
+        torch.tensor([cell]),
+        one,
+        mask.unsqueeze(0).to(torch.uint8),
+        torch.tensor(1),
+    )
 
 
 def test_window_dice_ignores_what_lies_outside_the_window() -> None:
@@ -43,8 +49,9 @@ def test_window_dice_ignores_what_lies_outside_the_window() -> None:
     kern = [torch.ones((1, 1, 4, 4)), torch.ones((1, 1, 2, 2))]
     t = _one_pair_targets(target, 0)
     whole = solov2_losses(cate, kern, feat, t, dice_weight=1.0)["loss_mask"]
-    windowed = solov2_losses(cate, kern, feat, t, dice_weight=1.0, num_grids=[4, 2],
-                             window=[4.0, 8.0])["loss_mask"]
+    windowed = solov2_losses(
+        cate, kern, feat, t, dice_weight=1.0, num_grids=[4, 2], window=[4.0, 8.0]
+    )["loss_mask"]
     assert float(whole) > 0.3  # 1 - 2*4 / (8 + 4): the blob counts
     assert float(windowed) < 1e-3
 
@@ -62,12 +69,10 @@ def test_postprocess_window_confines_masks_and_a_huge_window_changes_nothing() -
     sizes = torch.tensor([[64, 96]])
     test = PostprocessCfg(score_thr=0.3, update_thr=0.0)
     plain = postprocess(cate, kern, feats, sizes, sizes, grids, strides, test)[0]
-    huge = postprocess(cate, kern, feats, sizes, sizes, grids, strides, test,
-                       window=[1e6] * 5)[0]
+    huge = postprocess(cate, kern, feats, sizes, sizes, grids, strides, test, window=[1e6] * 5)[0]
     assert len(plain) > 0
     assert torch.equal(plain.masks, huge.masks) and torch.equal(plain.scores, huge.scores)
-    small = postprocess(cate, kern, feats, sizes, sizes, grids, strides, test,
-                        window=[12.0] * 5)[0]
+    small = postprocess(cate, kern, feats, sizes, sizes, grids, strides, test, window=[12.0] * 5)[0]
     assert len(small) > 0
     # every mask fits in a 24 + 4 px square (window side + one stride-4 pixel of bilinear spill)
     for m in small.masks:

@@ -21,8 +21,13 @@ def _f(x: float, kernel: str, sigma: float) -> float:
     return math.exp(-sigma * x * x) if kernel == "gaussian" else 1.0 - x
 
 
-def reference_matrix_nms(masks: torch.Tensor, labels: list[int], scores: list[float],
-                         kernel: str = "gaussian", sigma: float = 2.0) -> list[float]:
+def reference_matrix_nms(
+    masks: torch.Tensor,
+    labels: list[int],
+    scores: list[float],
+    kernel: str = "gaussian",
+    sigma: float = 2.0,
+) -> list[float]:
     """Plain-Python float64 Matrix NMS; returns decayed scores in the input order.
 
     Ties in score: the earlier input counts as higher-scored (Python's sort is stable).
@@ -59,7 +64,7 @@ def _random_case(gen: torch.Generator, n: int, num_classes: int, ties: bool):
         cy, cx = centres[int(torch.randint(3, (1,), generator=gen))].tolist()
         hh, ww = torch.randint(1, 4, (2,), generator=gen).tolist()
         dy, dx = torch.randint(-1, 2, (2,), generator=gen).tolist()
-        masks[k, max(cy + dy - hh, 0):cy + dy + hh, max(cx + dx - ww, 0):cx + dx + ww] = True
+        masks[k, max(cy + dy - hh, 0) : cy + dy + hh, max(cx + dx - ww, 0) : cx + dx + ww] = True
     labels = torch.randint(num_classes, (n,), generator=gen)
     if ties:
         scores = torch.tensor([0.9, 0.6, 0.3])[torch.randint(3, (n,), generator=gen)]
@@ -90,8 +95,9 @@ def test_matches_reference_transcription(kernel: str, sigma: float, ties: bool) 
         for m in (masks, masks.float()):  # bool and float masks
             got = matrix_nms(m, labels, scores, kernel=kernel, sigma=sigma)
             assert got.dtype == scores.dtype and got.shape == scores.shape
-            torch.testing.assert_close(got.double(), torch.tensor(expected, dtype=torch.float64),
-                                       rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(
+                got.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-6
+            )
         # the test must be able to fail: some masks really are decayed
         assert (torch.tensor(expected) < scores.double() - 1e-3).any()
 
@@ -108,8 +114,7 @@ def test_ties_broken_by_input_order() -> None:
 def test_empty_and_single() -> None:
     empty = matrix_nms(torch.zeros(0, 5, 5), torch.zeros(0, dtype=torch.long), torch.zeros(0))
     assert empty.shape == (0,)
-    one = matrix_nms(torch.ones(1, 5, 5, dtype=torch.bool), torch.tensor([3]),
-                     torch.tensor([0.37]))
+    one = matrix_nms(torch.ones(1, 5, 5, dtype=torch.bool), torch.tensor([3]), torch.tensor([0.37]))
     torch.testing.assert_close(one, torch.tensor([0.37]))
 
 
@@ -145,8 +150,11 @@ def test_sorted_variant_is_batched() -> None:
     order = torch.sort(scores, descending=True).indices
     flat = masks.reshape(10, -1)[order]
     one = matrix_nms_sorted(flat, labels[order], scores[order])
-    two = matrix_nms_sorted(torch.stack([flat, flat]), torch.stack([labels[order]] * 2),
-                            torch.stack([scores[order]] * 2))
+    two = matrix_nms_sorted(
+        torch.stack([flat, flat]),
+        torch.stack([labels[order]] * 2),
+        torch.stack([scores[order]] * 2),
+    )
     assert two.shape == (2, 10)
     torch.testing.assert_close(two[0], one)
     torch.testing.assert_close(two[1], one)
@@ -166,8 +174,9 @@ def test_linear_kernel_identical_masks_is_finite() -> None:
 
 
 @pytest.mark.parametrize("method", ["fp16", "int8"])
-@pytest.mark.parametrize("shape", [(7, 5000), (2, 9, 4104), (3, 2048), (4, 8), (0, 304),
-                                   (2, 0, 16)])
+@pytest.mark.parametrize(
+    "shape", [(7, 5000), (2, 9, 4104), (3, 2048), (4, 8), (0, 304), (2, 0, 16)]
+)
 def test_tensor_core_intersections_are_exact(shape: tuple[int, ...], method: str) -> None:
     # The GPU paths (int8 -> int32 product; fp16 products in chunks of 2048 pixels) must give
     # the exact integer counts, also when one pair overlaps in more than 2048 pixels.

@@ -27,9 +27,16 @@ from solov2.targets import build_targets
 # network as r50_fpn_3x), the light presets, mnv2 and demo; the presets below keep every module
 # and parameter shape but run with small grids.
 SMALL = [5, 4, 3, 2, 2]
-SMALL_GRIDS = {name: SMALL for name in ("solov2_r50_fpn_3x", "solov2_r101_fpn_3x",
-                                        "solov2_r101_dcn_fpn_3x", "solov2_x101_dcn_fpn_3x",
-                                        "solov2_light_r50_dcn_512")}
+SMALL_GRIDS = {
+    name: SMALL
+    for name in (
+        "solov2_r50_fpn_3x",
+        "solov2_r101_fpn_3x",
+        "solov2_r101_dcn_fpn_3x",
+        "solov2_x101_dcn_fpn_3x",
+        "solov2_light_r50_dcn_512",
+    )
+}
 # CPU deform_conv2d runs one small matmul per group and image: the DCN R101/X101 backbones
 # (23 DCN blocks in C4, 64 groups for X101) run at 32 x 32 (C5 and P6 are 1 x 1)
 INPUT_SIZE = {"solov2_r101_dcn_fpn_3x": 32, "solov2_x101_dcn_fpn_3x": 32}
@@ -48,8 +55,8 @@ def _instances(size: int) -> Instances:
     """Two rectangles: 3/8 and ~3/4 of the frame (24 and ~47 px at 64 x 64)."""
     masks = torch.zeros((2, size, size), dtype=torch.uint8)
     a, q = size // 16, 3 * size // 8
-    masks[0, a:a + q, 2 * a:2 * a + q] = 1
-    masks[1, size // 6:size - size // 16, size // 3:] = 1
+    masks[0, a : a + q, 2 * a : 2 * a + q] = 1
+    masks[1, size // 6 : size - size // 16, size // 3 :] = 1
     return Instances(masks, torch.tensor([1, 3]), masks_to_boxes(masks))
 
 
@@ -75,11 +82,23 @@ def test_forward_backward_every_preset(name: str) -> None:
     assert out.mask_feats.shape == (b, h.kernel_channels, size // 4, size // 4)
     assert (out.mask_feats >= 0).all()  # final ReLU
 
-    targets = build_targets([_instances(size)] * b, (size // 4, size // 4), h.num_grids,
-                            h.scale_ranges, cfg.model.num_classes, h.sigma)
+    targets = build_targets(
+        [_instances(size)] * b,
+        (size // 4, size // 4),
+        h.num_grids,
+        h.scale_ranges,
+        cfg.model.num_classes,
+        h.sigma,
+    )
     assert targets.pos_batch.numel() > 0
-    losses = solov2_losses(out.cate_logits, out.kernel_preds, out.mask_feats, targets,
-                           num_grids=h.num_grids, **mask_geometry(cfg.model))
+    losses = solov2_losses(
+        out.cate_logits,
+        out.kernel_preds,
+        out.mask_feats,
+        targets,
+        num_grids=h.num_grids,
+        **mask_geometry(cfg.model),
+    )
     total = losses["loss_cate"] + losses["loss_mask"]
     assert torch.isfinite(total)
     total.backward()
@@ -91,10 +110,15 @@ def test_forward_backward_every_preset(name: str) -> None:
         else:
             assert p.requires_grad, pname
             assert p.grad is not None and torch.isfinite(p.grad).all(), pname
-    for pname in ("head.solo_cate.weight", "head.solo_kernel.weight",
-                  "head.kernel_convs.0.gn.weight", "head.cate_convs.0.gn.weight",
-                  "mask_feat_head.conv_pred.0.gn.weight", "neck.lateral_convs.0.conv.weight",
-                  "neck.fpn_convs.3.conv.weight"):
+    for pname in (
+        "head.solo_cate.weight",
+        "head.solo_kernel.weight",
+        "head.kernel_convs.0.gn.weight",
+        "head.cate_convs.0.gn.weight",
+        "mask_feat_head.conv_pred.0.gn.weight",
+        "neck.lateral_convs.0.conv.weight",
+        "neck.fpn_convs.3.conv.weight",
+    ):
         assert model.get_parameter(pname).grad.abs().sum() > 0, pname
 
     norm_eval = cfg.model.backbone.norm_eval
@@ -143,9 +167,12 @@ def test_init_facts() -> None:
     torch.testing.assert_close(head.solo_cate.bias, torch.full((80,), -math.log(99.0)))
     assert abs(-math.log(99.0) - (-4.59512)) < 1e-5
     assert (head.solo_kernel.bias == 0).all()
-    convs = ([m.conv.weight for m in head.kernel_convs] + [m.conv.weight for m in head.cate_convs]
-             + [head.solo_cate.weight, head.solo_kernel.weight]
-             + [m.weight for m in mf.modules() if isinstance(m, nn.Conv2d)])
+    convs = (
+        [m.conv.weight for m in head.kernel_convs]
+        + [m.conv.weight for m in head.cate_convs]
+        + [head.solo_cate.weight, head.solo_kernel.weight]
+        + [m.weight for m in mf.modules() if isinstance(m, nn.Conv2d)]
+    )
     for w in convs:
         assert 0.0097 < float(w.std()) < 0.0103 and abs(float(w.mean())) < 1e-3
     gns = [m for m in list(head.modules()) + list(mf.modules()) if isinstance(m, nn.GroupNorm)]
@@ -169,8 +196,13 @@ def test_init_facts() -> None:
 
 
 def _bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.weight": (c,), f"{prefix}.bias": (c,), f"{prefix}.running_mean": (c,),
-            f"{prefix}.running_var": (c,), f"{prefix}.num_batches_tracked": ()}
+    return {
+        f"{prefix}.weight": (c,),
+        f"{prefix}.bias": (c,),
+        f"{prefix}.running_mean": (c,),
+        f"{prefix}.running_var": (c,),
+        f"{prefix}.num_batches_tracked": (),
+    }
 
 
 def _offset(prefix: str, cin: int, k: int, dcn: str | None) -> dict[str, tuple[int, ...]]:
@@ -180,8 +212,9 @@ def _offset(prefix: str, cin: int, k: int, dcn: str | None) -> dict[str, tuple[i
     return {f"{prefix}.conv_offset.weight": (ch, cin, k, k), f"{prefix}.conv_offset.bias": (ch,)}
 
 
-def official_resnet(depth: int, dcn: str | None = None, groups: int = 1,
-                    base_width: int = 64) -> tuple[dict[str, tuple[int, ...]], list[int]]:
+def official_resnet(
+    depth: int, dcn: str | None = None, groups: int = 1, base_width: int = 64
+) -> tuple[dict[str, tuple[int, ...]], list[int]]:
     """``backbone.*`` keys of mmdet v1 ResNet/ResNeXt (= torchvision names), DCN in C3-C5."""
     blocks = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}[depth]
     basic = depth < 50
@@ -215,9 +248,18 @@ def official_resnet(depth: int, dcn: str | None = None, groups: int = 1,
     return keys, outs
 
 
-def official_layout(depth: int, seg_ch: int, stacked: int, e: int, backbone_dcn: str | None = None,
-                    head_dcn: str | None = None, head_dcn_at: str = "all", mask_dcn: bool = False,
-                    groups: int = 1, base_width: int = 64) -> dict[str, tuple[int, ...]]:
+def official_layout(
+    depth: int,
+    seg_ch: int,
+    stacked: int,
+    e: int,
+    backbone_dcn: str | None = None,
+    head_dcn: str | None = None,
+    head_dcn_at: str = "all",
+    mask_dcn: bool = False,
+    groups: int = 1,
+    base_width: int = 64,
+) -> dict[str, tuple[int, ...]]:
     keys, c_outs = official_resnet(depth, backbone_dcn, groups, base_width)
     for i, c in enumerate(c_outs):  # FPN: 256 channels, conv with bias, no norm
         keys[f"neck.lateral_convs.{i}.conv.weight"] = (256, c, 1, 1)
@@ -254,7 +296,7 @@ def _ours(name: str) -> dict[str, tuple[int, ...]]:
     sd = build_model(name).state_dict()
     out = {}
     for k, v in sd.items():
-        out[("bbox_head." + k[len("head."):]) if k.startswith("head.") else k] = tuple(v.shape)
+        out[("bbox_head." + k[len("head.") :]) if k.startswith("head.") else k] = tuple(v.shape)
     assert len(out) == len(sd)
     return out
 
@@ -300,15 +342,17 @@ def test_parity_r101_dcn_v2() -> None:
 
 
 def test_parity_x101_dcn_v2() -> None:
-    official = official_layout(101, 512, 4, 256, backbone_dcn="v2", head_dcn="v2", mask_dcn=True,
-                               groups=64, base_width=4)
+    official = official_layout(
+        101, 512, 4, 256, backbone_dcn="v2", head_dcn="v2", mask_dcn=True, groups=64, base_width=4
+    )
     assert official["backbone.layer1.0.conv2.weight"] == (256, 4, 3, 3)
     _assert_same(_ours("solov2_x101_dcn_fpn_3x"), official)
 
 
 def test_parity_light_r50_dcn_v1() -> None:
-    official = official_layout(50, 256, 3, 128, backbone_dcn="v1", head_dcn="v1",
-                               head_dcn_at="last")
+    official = official_layout(
+        50, 256, 3, 128, backbone_dcn="v1", head_dcn="v1", head_dcn_at="last"
+    )
     ours = _ours("solov2_light_r50_dcn_512")
     assert ours["backbone.layer3.5.conv2.conv_offset.weight"] == (18, 256, 3, 3)
     assert ours["bbox_head.kernel_convs.2.conv.conv_offset.weight"] == (18, 256, 3, 3)

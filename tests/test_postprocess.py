@@ -23,10 +23,12 @@ NUM_CLASSES = 3
 HF = WF = 16  # mask features -> padded input 64 x 64
 
 
-def craft(cands: list[tuple[int, int, int, int, float, int]],
-          regions: list[tuple[int, int, int, int]], batch: int = 1,
-          region_values: dict[int, torch.Tensor] | None = None
-          ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+def craft(
+    cands: list[tuple[int, int, int, int, float, int]],
+    regions: list[tuple[int, int, int, int]],
+    batch: int = 1,
+    region_values: dict[int, torch.Tensor] | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """Head outputs. ``cands``: (image, level, row, col, class, score, region) with 7 fields."""
     e = 1 + len(regions)
     cate = [torch.full((batch, NUM_CLASSES, s, s), -20.0) for s in GRIDS]
@@ -54,7 +56,7 @@ def region_mask(reg: tuple[int, int, int, int]) -> torch.Tensor:
     """
     y0, y1, x0, x1 = reg
     m = torch.zeros(HF * 4, WF * 4, dtype=torch.bool)
-    m[y0 * 4:y1 * 4, x0 * 4:x1 * 4] = True
+    m[y0 * 4 : y1 * 4, x0 * 4 : x1 * 4] = True
     for y, dy_in in ((y0 * 4, y0 > 0), (y1 * 4 - 1, y1 < HF)):
         for x, dx_in in ((x0 * 4, x0 > 0), (x1 * 4 - 1, x1 < WF)):
             if dy_in and dx_in:
@@ -63,8 +65,16 @@ def region_mask(reg: tuple[int, int, int, int]) -> torch.Tensor:
 
 
 def run(cate, kernels, feats, sizes=((64, 64),), origs=((64, 64),), **cfg):
-    return postprocess(cate, kernels, feats, torch.tensor(sizes), torch.tensor(origs),
-                       GRIDS, STRIDES, PostprocessCfg(**cfg))
+    return postprocess(
+        cate,
+        kernels,
+        feats,
+        torch.tensor(sizes),
+        torch.tensor(origs),
+        GRIDS,
+        STRIDES,
+        PostprocessCfg(**cfg),
+    )
 
 
 # regions on the 16 x 16 mask-feature grid: (y0, y1, x0, x1)
@@ -119,8 +129,9 @@ def test_thresholds_nms_pre_and_max_per_img() -> None:
     torch.testing.assert_close(pred.scores, torch.tensor([0.95 * 0.9, 0.75 * 0.9]))
     # nms_pre = 3 keeps the 3 best rescored candidates before NMS: 0.855, 0.72 (dup), 0.675
     (pred,) = run(*head, nms_pre=3)
-    torch.testing.assert_close(pred.scores, torch.tensor(
-        [0.95 * 0.9, 0.75 * 0.9, 0.80 * 0.9 * math.exp(-2.0)]))
+    torch.testing.assert_close(
+        pred.scores, torch.tensor([0.95 * 0.9, 0.75 * 0.9, 0.80 * 0.9 * math.exp(-2.0)])
+    )
     # score_thr: 0.09 passes at 0.08 (region R2 again, class 0, stays separate from class 1)
     (pred,) = run(*head, score_thr=0.08)
     assert len(pred) == 6
@@ -141,10 +152,9 @@ def test_maskness_rescoring_value() -> None:
 
 
 def test_points_nms_reference_2x2() -> None:
-    heat = torch.tensor([[0.1, 0.5, 0.4, 0.0],
-                         [0.3, 0.2, 0.6, 0.6],
-                         [0.9, 0.1, 0.0, 0.7],
-                         [0.2, 0.8, 0.1, 0.0]]).view(1, 1, 4, 4)
+    heat = torch.tensor(
+        [[0.1, 0.5, 0.4, 0.0], [0.3, 0.2, 0.6, 0.6], [0.9, 0.1, 0.0, 0.7], [0.2, 0.8, 0.1, 0.0]]
+    ).view(1, 1, 4, 4)
     # reference: max_pool2d(k=2, stride=1, pad=1)[:-1, :-1] == heat, i.e. a cell survives when it
     # is >= its up, left and up-left neighbours (ties survive)
     keep = torch.zeros(4, 4, dtype=torch.bool)
@@ -153,10 +163,15 @@ def test_points_nms_reference_2x2() -> None:
         for j in range(4):
             window = [float(h[a, b]) for a in (i - 1, i) for b in (j - 1, j) if a >= 0 and b >= 0]
             keep[i, j] = float(h[i, j]) == max(window)
-    by_hand = torch.tensor([[1, 1, 0, 0],
-                            [1, 0, 1, 1],  # (1,0): no up-left neighbour; (1,3) ties (1,2)
-                            [1, 0, 0, 1],
-                            [0, 0, 0, 0]], dtype=torch.bool)
+    by_hand = torch.tensor(
+        [
+            [1, 1, 0, 0],
+            [1, 0, 1, 1],  # (1,0): no up-left neighbour; (1,3) ties (1,2)
+            [1, 0, 0, 1],
+            [0, 0, 0, 0],
+        ],
+        dtype=torch.bool,
+    )
     assert torch.equal(keep, by_hand)
     got = points_nms(heat)
     assert torch.equal(got[0, 0], torch.where(by_hand, h, torch.zeros_like(h)))
@@ -197,16 +212,30 @@ def test_batched_equals_one_at_a_time() -> None:
         batched = run(cate, kernels, feats, sizes, origs, **cfg)
         counts = []
         for i in range(2):
-            (single,) = run([c[i:i + 1] for c in cate], [k[i:i + 1] for k in kernels],
-                            feats[i:i + 1], sizes[i:i + 1], origs[i:i + 1], **cfg)
+            (single,) = run(
+                [c[i : i + 1] for c in cate],
+                [k[i : i + 1] for k in kernels],
+                feats[i : i + 1],
+                sizes[i : i + 1],
+                origs[i : i + 1],
+                **cfg,
+            )
             got = batched[i]
             assert got.masks.shape[1:] == tuple(origs[i])
             # the same category scores, hence the same candidates (no near-tie can flip); the
             # batched mask product may round differently: the user's view, not bit equality
             test = PostprocessCfg(**cfg)
-            counts.append(assert_same_instances(single, got, score_tol=1e-5, iou=0.99,
-                                                thresholds=[test.update_thr],
-                                                max_det=test.max_per_img, min_matched=2))
+            counts.append(
+                assert_same_instances(
+                    single,
+                    got,
+                    score_tol=1e-5,
+                    iou=0.99,
+                    thresholds=[test.update_thr],
+                    max_det=test.max_per_img,
+                    min_matched=2,
+                )
+            )
             assert len(got) == len(single)
         assert min(counts) >= 2  # a non-trivial comparison
         if cfg:
@@ -215,8 +244,7 @@ def test_batched_equals_one_at_a_time() -> None:
 
 def test_no_candidates_gives_empty_predictions() -> None:
     cate, kernels, feats = craft([(1, 0, 0, 0, 0, 0.95, 0)], [R1], batch=2)
-    empty, full = run(cate, kernels, feats, sizes=((64, 64), (48, 60)),
-                      origs=((30, 40), (96, 120)))
+    empty, full = run(cate, kernels, feats, sizes=((64, 64), (48, 60)), origs=((30, 40), (96, 120)))
     assert len(empty) == 0
     assert empty.masks.shape == (0, 30, 40) and empty.masks.dtype == torch.bool
     assert empty.labels.shape == (0,) and empty.labels.dtype == torch.int64
@@ -245,14 +273,21 @@ def test_eval_batch_result_does_not_depend_on_batch_mates() -> None:
     with torch.no_grad():  # make post-processing produce instances
         model.head.solo_cate.bias.fill_(1.0)
         model.head.solo_kernel.weight.mul_(50)
-    empty = Instances(torch.zeros((0, 1, 1), dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
-                      torch.zeros((0, 4)))
+    empty = Instances(
+        torch.zeros((0, 1, 1), dtype=torch.uint8),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros((0, 4)),
+    )
     g = torch.Generator().manual_seed(1)
-    samples = [Sample(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g), empty, i,
-                      (h, w)) for i, (h, w) in enumerate([(96, 64), (64, 96)])]
+    samples = [
+        Sample(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g), empty, i, (h, w))
+        for i, (h, w) in enumerate([(96, 64), (64, 96)])
+    ]
     both = predict_batch(model, collate(samples, with_targets=False), cfg, torch.device("cpu"))
-    alone = [predict_batch(model, collate([s], with_targets=False), cfg, torch.device("cpu"))[0]
-             for s in samples]
+    alone = [
+        predict_batch(model, collate([s], with_targets=False), cfg, torch.device("cpu"))[0]
+        for s in samples
+    ]
     assert sum(len(p) for p in both) > 0
     for a, b in zip(both, alone):
         assert torch.equal(a.labels, b.labels) and torch.equal(a.masks, b.masks)
@@ -273,8 +308,9 @@ def test_candidates_are_bounded_for_any_threshold(monkeypatch) -> None:
     cfg = pp.PostprocessCfg(score_thr=0.0, nms_pre=20, update_thr=0.0, max_per_img=500)
     seen = []
     real = pp._padded_mask_logits
-    monkeypatch.setattr(pp, "_padded_mask_logits",
-                        lambda k, *a, **kw: seen.append(k.shape[1]) or real(k, *a, **kw))
+    monkeypatch.setattr(
+        pp, "_padded_mask_logits", lambda k, *a, **kw: seen.append(k.shape[1]) or real(k, *a, **kw)
+    )
     monkeypatch.setattr(pp, "_CANDIDATE_BUDGET", 16 * 24 * 50)  # cap = max(20, 50) = 50
     out = pp.postprocess(cate, kern, feats, sizes, sizes, grids, strides, cfg)[0]
     assert seen == [50] and 0 < len(out) <= 50

@@ -43,8 +43,16 @@ def test_postprocess_equals_reference(chunked: bool, monkeypatch: pytest.MonkeyP
         for imgs in sets:
             x, sizes, orig = preprocess_images(imgs, scale)
             out = model(x, sizes)
-            args = (out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
-                    list(h.num_grids), list(h.strides), pp)
+            args = (
+                out.cate_logits,
+                out.kernel_preds,
+                out.mask_feats,
+                sizes,
+                orig,
+                list(h.num_grids),
+                list(h.strides),
+                pp,
+            )
             for a, b in zip(postprocess(*args), reference(*args)):
                 assert torch.equal(a.labels, b.labels) and torch.equal(a.scores, b.scores)
                 assert torch.equal(a.masks, b.masks) and torch.equal(a.boxes, b.boxes)
@@ -86,10 +94,16 @@ def test_padded_mask_logits_equal_the_per_candidate_ones() -> None:
         for rel in (None, units):
             kern = torch.randn(len(bi), e + (5 if rel else 0), generator=g)
             want = cell_mask_logits(kern, bi, cell, feats, grids, rel, kmax)
-            slots = pp._pad_by_image([(kern[:, :e], 0.0), (cell, 0), (kern[:, e:], 0.0)], bi, b,
-                                     kmax, torch.tensor(counts) if b > 1 else None)
-            got = pp._padded_mask_logits(slots[0], slots[2] if rel else None, slots[1], feats,
-                                         grids, rel)
+            slots = pp._pad_by_image(
+                [(kern[:, :e], 0.0), (cell, 0), (kern[:, e:], 0.0)],
+                bi,
+                b,
+                kmax,
+                torch.tensor(counts) if b > 1 else None,
+            )
+            got = pp._padded_mask_logits(
+                slots[0], slots[2] if rel else None, slots[1], feats, grids, rel
+            )
             rank = torch.cat([torch.arange(n) for n in counts])
             assert got.shape == (b, kmax, 12, 16)
             assert torch.equal(got[bi, rank], want)

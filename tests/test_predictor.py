@@ -54,8 +54,10 @@ def random_image(h: int, w: int, seed: int) -> np.ndarray:
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = tiny_config()
     path = tmp_path_factory.mktemp("ckpt") / "model_final.pth"
-    save_checkpoint(path, {"model": confident_model(cfg).state_dict(),
-                           "config": config_to_dict(cfg), "iteration": 0})
+    save_checkpoint(
+        path,
+        {"model": confident_model(cfg).state_dict(), "config": config_to_dict(cfg), "iteration": 0},
+    )
     return path
 
 
@@ -76,7 +78,8 @@ def test_resize_rule() -> None:
     assert resize_keep_ratio_size(50, 70, (96, 64)) == (64, 90)
     batch, sizes, orig = preprocess_images(
         [torch.zeros(3, 50, 70, dtype=torch.uint8), torch.zeros(3, 60, 60, dtype=torch.uint8)],
-        (96, 64))
+        (96, 64),
+    )
     assert batch.shape == (2, 3, 64, 96) and batch.dtype == torch.uint8
     assert sizes.tolist() == [[64, 90], [64, 64]] and orig.tolist() == [[50, 70], [60, 60]]
 
@@ -112,9 +115,16 @@ def test_batch_equals_one_by_one(predictor: Predictor) -> None:
         single = predictor(img)
         # batched convolutions round differently: the instances a user sees, not bit equality
         test = predictor.cfg.model.test
-        assert_same_instances(single, pred, score_tol=1e-4, iou=0.95,
-                              ties=predictor_ties(predictor, img), thresholds=[test.update_thr],
-                              max_det=test.max_per_img, min_matched=3)
+        assert_same_instances(
+            single,
+            pred,
+            score_tol=1e-4,
+            iou=0.95,
+            ties=predictor_ties(predictor, img),
+            thresholds=[test.update_thr],
+            max_det=test.max_per_img,
+            min_matched=3,
+        )
         assert pred.masks.shape == (len(pred), *img.shape[:2]) and pred.masks.dtype == torch.bool
         assert pred.boxes.shape == (len(pred), 4) and pred.masks.device.type == "cpu"
         assert torch.all(pred.scores[:-1] >= pred.scores[1:])
@@ -178,8 +188,9 @@ def test_run_infer(ckpt: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture)
     (src / "notes.txt").write_text("ignored")
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="solov2"):
-        ret = run_infer(ckpt, [str(src), str(src / "*.png")], out, score_thr=0.3, device="cpu",
-                        batch_size=2)
+        ret = run_infer(
+            ckpt, [str(src), str(src / "*.png")], out, score_thr=0.3, device="cpu", batch_size=2
+        )
     assert ret == out
     assert "broken.jpg" in caplog.text
     names = sorted(p.name for p in out.iterdir())
@@ -189,11 +200,13 @@ def test_run_infer(ckpt: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture)
     for r in results:
         assert r["score"] >= 0.3 and r["category_name"] in CLASSES
         assert r["category_id"] == CLASSES.index(r["category_name"]) + 1
-        mask = mask_util.decode({"size": r["segmentation"]["size"],
-                                 "counts": r["segmentation"]["counts"].encode()})
+        mask = mask_util.decode(
+            {"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"].encode()}
+        )
         h, w = np.asarray(Image.open(r["file_name"])).shape[:2]
         assert mask.shape == (h, w) and mask.any()
-        assert r["bbox"] == pytest.approx(mask_util.toBbox(mask_util.encode(
-            np.asfortranarray(mask))).tolist())
+        assert r["bbox"] == pytest.approx(
+            mask_util.toBbox(mask_util.encode(np.asfortranarray(mask))).tolist()
+        )
     with pytest.raises(UserError):
         run_infer(ckpt, [str(tmp_path / "missing")], out, device="cpu")

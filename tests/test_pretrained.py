@@ -28,6 +28,7 @@ from solov2.pretrained.table import Pretrained, Source, hash_in_name, mirror_url
 
 MMDET = "https://download.openmmlab.com/mmdetection/v2.0/solov2/"
 
+
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("published")
@@ -40,10 +41,19 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     url = f"{MMDET}solov2_demo_coco/solov2_demo_coco_20260101_000000-{sha[:8]}.pth"
     source = Source("mmdet", url, hash_in_name(url), 1.0, "test")
     image = root / "image.jpg"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-                    ).save(image)
-    return {"state": state, "data": data, "sha": sha, "source": source, "marker": marker,
-            "path": "/" + url.split("/", 3)[3], "image": image, "root": root}
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+        image
+    )
+    return {
+        "state": state,
+        "data": data,
+        "sha": sha,
+        "source": source,
+        "marker": marker,
+        "path": "/" + url.split("/", 3)[3],
+        "image": image,
+        "root": root,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,7 +79,7 @@ class Server:
                 if data is None:
                     self.send_error(404)
                     return
-                start = int(rng[len("bytes="):].rstrip("-")) if rng and server.ranges else 0
+                start = int(rng[len("bytes=") :].rstrip("-")) if rng and server.ranges else 0
                 if start >= len(data) > 0:
                     self.send_error(416)
                     return
@@ -96,8 +106,9 @@ class Server:
 
 
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        published: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, published: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
     """A fresh TORCH_HOME, the loopback server as SOLOV2_WEIGHTS_BASE_URL, and the demo
     checkpoint in the table as ``solov2_demo``."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -105,12 +116,18 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     server = Server({published["path"]: published["data"]})
     monkeypatch.setenv("SOLOV2_WEIGHTS_BASE_URL", server.base)
-    monkeypatch.setitem(PRETRAINED, "solov2_demo",
-                        Pretrained("solov2_demo", (published["source"],)))
+    monkeypatch.setitem(
+        PRETRAINED, "solov2_demo", Pretrained("solov2_demo", (published["source"],))
+    )
     cache = tmp_path / "torch" / "hub" / "checkpoints"
     name = published["source"].filename
-    yield {"server": server, "cache": cache, "raw": cache / name,
-           "converted": cache / "solov2" / (Path(name).stem + ".safetensors"), **published}
+    yield {
+        "server": server,
+        "cache": cache,
+        "raw": cache / name,
+        "converted": cache / "solov2" / (Path(name).stem + ".safetensors"),
+        **published,
+    }
     server.stop()
     assert not published["marker"].exists(), "a pickled payload ran"
 
@@ -126,8 +143,9 @@ def _same_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
 # download, cache, conversion
 
 
-def test_download_verify_convert_then_cache_hit(hub: dict[str, Any],
-                                                capfd: pytest.CaptureFixture[str]) -> None:
+def test_download_verify_convert_then_cache_hit(
+    hub: dict[str, Any], capfd: pytest.CaptureFixture[str]
+) -> None:
     path = resolve_weights("solov2_demo")
     err = capfd.readouterr().err
     assert path == hub["converted"] and path.is_file()
@@ -148,8 +166,9 @@ def test_download_verify_convert_then_cache_hit(hub: dict[str, Any],
     assert len(hub["server"].requests) == 1
 
 
-def test_offline_uses_the_download_when_only_it_is_cached(hub: dict[str, Any],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_uses_the_download_when_only_it_is_cached(
+    hub: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub["raw"].parent.mkdir(parents=True)
     hub["raw"].write_bytes(hub["data"])  # e.g. fetched by mmengine or by hand
     monkeypatch.setenv("SOLOV2_OFFLINE", "1")
@@ -157,8 +176,7 @@ def test_offline_uses_the_download_when_only_it_is_cached(hub: dict[str, Any],
     assert hub["server"].requests == []
 
 
-def test_resume_a_partial_download(hub: dict[str, Any],
-                                   capfd: pytest.CaptureFixture[str]) -> None:
+def test_resume_a_partial_download(hub: dict[str, Any], capfd: pytest.CaptureFixture[str]) -> None:
     half = len(hub["data"]) // 2
     hub["cache"].mkdir(parents=True)
     part = hub["raw"].with_name(hub["raw"].name + ".partial")
@@ -169,8 +187,9 @@ def test_resume_a_partial_download(hub: dict[str, Any],
     assert hub["raw"].read_bytes() == hub["data"] and not part.exists()
 
 
-def test_interrupted_download_resumes_next_time(hub: dict[str, Any],
-                                                capfd: pytest.CaptureFixture[str]) -> None:
+def test_interrupted_download_resumes_next_time(
+    hub: dict[str, Any], capfd: pytest.CaptureFixture[str]
+) -> None:
     server = hub["server"]
     server.cut_at = len(hub["data"]) // 3
     with pytest.raises(DownloadError, match="run again to resume"):
@@ -201,8 +220,9 @@ def test_bad_partial_is_downloaded_again_from_scratch(hub: dict[str, Any]) -> No
     assert hub["raw"].read_bytes() == hub["data"]
 
 
-def test_truncated_cached_file_is_downloaded_again(hub: dict[str, Any],
-                                                   capfd: pytest.CaptureFixture[str]) -> None:
+def test_truncated_cached_file_is_downloaded_again(
+    hub: dict[str, Any], capfd: pytest.CaptureFixture[str]
+) -> None:
     hub["cache"].mkdir(parents=True)
     hub["raw"].write_bytes(hub["data"][:1000])
     resolve_weights("solov2_demo")
@@ -210,44 +230,70 @@ def test_truncated_cached_file_is_downloaded_again(hub: dict[str, Any],
     assert hub["raw"].read_bytes() == hub["data"]
 
 
-def test_checksum_mismatch_keeps_nothing(hub: dict[str, Any],
-                                         capfd: pytest.CaptureFixture[str]) -> None:
-    hub["server"].files[hub["path"]] = hub["data"][:-1] + bytes([hub["data"][-1] ^ 0xFF])  # a replaced file
+def test_checksum_mismatch_keeps_nothing(
+    hub: dict[str, Any], capfd: pytest.CaptureFixture[str]
+) -> None:
+    hub["server"].files[hub["path"]] = hub["data"][:-1] + bytes(
+        [hub["data"][-1] ^ 0xFF]
+    )  # a replaced file
     assert main(["weights", "download", "solov2_demo", "--quiet"]) == 2
-    line = one_line_error(capfd.readouterr().err, "weights", "checksum mismatch",
-                          hub["sha"][:8], "deleted")
+    line = one_line_error(
+        capfd.readouterr().err, "weights", "checksum mismatch", hub["sha"][:8], "deleted"
+    )
     assert hub["server"].base in line
-    assert not hub["cache"].exists() or sorted(p.name for p in hub["cache"].rglob("*")
-                                               if p.is_file() and p.suffix != ".lock") == []
+    assert (
+        not hub["cache"].exists()
+        or sorted(p.name for p in hub["cache"].rglob("*") if p.is_file() and p.suffix != ".lock")
+        == []
+    )
 
 
-def test_offline_without_cache_says_what_to_fetch(hub: dict[str, Any],
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  capfd: pytest.CaptureFixture[str]) -> None:
+def test_offline_without_cache_says_what_to_fetch(
+    hub: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     image = str(hub["image"])
     hub["server"].stop()  # no network: connection refused
     argv = ["infer", "--weights", "solov2_demo", image, "--output-dir", str(hub["root"] / "o")]
     assert main(argv) == 2
-    one_line_error(capfd.readouterr().err, "infer", "solov2_demo: not in the cache",
-                   f"download {hub['server'].base}{hub['path']} and put it at {hub['raw']}")
+    one_line_error(
+        capfd.readouterr().err,
+        "infer",
+        "solov2_demo: not in the cache",
+        f"download {hub['server'].base}{hub['path']} and put it at {hub['raw']}",
+    )
     monkeypatch.setenv("SOLOV2_OFFLINE", "1")
     assert main(argv) == 2
-    one_line_error(capfd.readouterr().err, "infer", "SOLOV2_OFFLINE",
-                   f"put it at {hub['raw']}")
+    one_line_error(capfd.readouterr().err, "infer", "SOLOV2_OFFLINE", f"put it at {hub['raw']}")
     assert not hub["raw"].exists()
 
 
-def test_urls_and_names_on_every_command(hub: dict[str, Any], tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch,
-                                         capfd: pytest.CaptureFixture[str]) -> None:
+def test_urls_and_names_on_every_command(
+    hub: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     url = hub["server"].base + hub["path"]
     assert resolve_weights(url, progress=False) == hub["converted"]  # a URL of a known file
     assert main(["weights", "list"]) == 0
     listing = capfd.readouterr().out
     assert "solov2_demo" in listing and "converted" in listing and str(hub["cache"]) in listing
     out = tmp_path / "vis"
-    assert main(["infer", "--weights", "solov2_demo", str(hub["image"]), "--output-dir",
-                 str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--weights",
+                "solov2_demo",
+                str(hub["image"]),
+                "--output-dir",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert (out / "predictions.json").is_file()
     # export by name: the named file's weights reach the exporter (the ONNX trace itself, ~30 s
     # on 2 cores, is tests/test_export.py's)
@@ -261,8 +307,9 @@ def test_urls_and_names_on_every_command(hub: dict[str, Any], tmp_path: Path,
         return Path(output)
 
     monkeypatch.setattr(export_mod, "export_onnx", fake_export)
-    assert main(["export", "--checkpoint", "solov2_demo", "--output",
-                 str(tmp_path / "m.onnx")]) == 0
+    assert (
+        main(["export", "--checkpoint", "solov2_demo", "--output", str(tmp_path / "m.onnx")]) == 0
+    )
     assert exported["classes"] == list(CLASSES)
     for k, v in exported["state"].items():
         assert torch.equal(v, hub["state"][k]), k
@@ -281,20 +328,44 @@ def test_urls_and_names_on_every_command(hub: dict[str, Any], tmp_path: Path,
         resolve_weights(f"{hub['server'].base}/mine/model-00000000.safetensors", progress=False)
 
 
-def test_eval_and_train_init_take_a_name(hub: dict[str, Any], tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eval_and_train_init_take_a_name(
+    hub: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from solov2.data.synthetic import make_synthetic_coco
 
     data = tmp_path / "data"
     make_synthetic_coco(data, num_train=2, num_val=1, image_size=(64, 96), seed=0)
     monkeypatch.chdir(tmp_path)
-    assert main(["eval", "--weights", "solov2_demo", "--data-root", str(data), "--device",
-                 "cpu"]) == 0
+    assert (
+        main(["eval", "--weights", "solov2_demo", "--data-root", str(data), "--device", "cpu"]) == 0
+    )
     assert (tmp_path / "output" / "solov2_demo" / "eval" / "metrics.json").is_file()
     assert not list(hub["cache"].rglob("eval"))  # nothing written into the download cache
-    assert main(["train", "--config", "solov2_demo", "--data-root", str(data), "--max-iters",
-                 "1", "--batch-size", "1", "--workers", "0", "--device", "cpu", "--no-eval",
-                 "--output-dir", str(tmp_path / "ft"), "--init", "solov2_demo"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "solov2_demo",
+                "--data-root",
+                str(data),
+                "--max-iters",
+                "1",
+                "--batch-size",
+                "1",
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+                "--no-eval",
+                "--output-dir",
+                str(tmp_path / "ft"),
+                "--init",
+                "solov2_demo",
+            ]
+        )
+        == 0
+    )
     log = (tmp_path / "ft" / "log.txt").read_text()
     assert f"initialised from {hub['converted']}" in log
     # every tensor of the file was used
@@ -316,18 +387,23 @@ def test_table_is_the_published_one() -> None:
                 assert s.url == f"https://huggingface.co/xinlongwang/SOLO/resolve/main/{s.filename}"
                 assert s.sha256 is None
     r50 = PRETRAINED["solov2_r50_fpn_3x"].source()
-    assert r50.url == (MMDET + "solov2_r50_fpn_3x_coco/"
-                       "solov2_r50_fpn_3x_coco_20220512_125856-fed092d4.pth")
+    assert r50.url == (
+        MMDET + "solov2_r50_fpn_3x_coco/solov2_r50_fpn_3x_coco_20220512_125856-fed092d4.pth"
+    )
     assert r50.sha256 == "fed092d4" and r50.ap == 37.5
     assert mirror_url(r50.url, "http://127.0.0.1:1/") == (
         "http://127.0.0.1:1/mmdetection/v2.0/solov2/solov2_r50_fpn_3x_coco/"
-        "solov2_r50_fpn_3x_coco_20220512_125856-fed092d4.pth")
+        "solov2_r50_fpn_3x_coco_20220512_125856-fed092d4.pth"
+    )
 
 
 @pytest.mark.slow
-def test_infer_r50_3x_by_name_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         published: dict[str, Any],
-                                         capfd: pytest.CaptureFixture[str]) -> None:
+def test_infer_r50_3x_by_name_end_to_end(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    published: dict[str, Any],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     """``solov2 infer --weights solov2_r50_fpn_3x image.jpg`` against a loopback copy of the
     published URL (same path); the file is an R50 model in mmdet layout built here, so only its
     checksum differs from the real one (the table entry's hash is swapped for it)."""
@@ -347,8 +423,16 @@ def test_infer_r50_3x_by_name_end_to_end(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setitem(PRETRAINED, entry.name, replace(entry, sources=(fake,)))
     try:
         out = tmp_path / "vis"
-        argv = ["infer", "--weights", "solov2_r50_fpn_3x", str(published["image"]),
-                "--output-dir", str(out), "--device", "cpu"]
+        argv = [
+            "infer",
+            "--weights",
+            "solov2_r50_fpn_3x",
+            str(published["image"]),
+            "--output-dir",
+            str(out),
+            "--device",
+            "cpu",
+        ]
         assert main(argv) == 0, capfd.readouterr().err
     finally:
         server.stop()

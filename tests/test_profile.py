@@ -23,18 +23,20 @@ def _x(name: str, cat: str, ts: float, dur: float, tid: int = 1) -> dict[str, ob
 def test_summary_of_a_known_trace() -> None:
     # GPU: kernels 0-1000 us and 3000-4000 us, a copy 4000-4500 us: busy 2.5 ms of a 5 ms window
     # (the host op runs 0-5000 us); one 2 ms gap while the host sat in a stream sync.
-    trace = {"traceEvents": [
-        _x("step", "cpu_op", 0, 5000),
-        _x("aten::item", "cpu_op", 900, 2200),
-        _x("cudaStreamSynchronize", "cuda_runtime", 950, 2000),
-        _x("cudaLaunchKernel", "cuda_runtime", 2990, 5),
-        _x("aten::copy_", "cpu_op", 990, 20, tid=2),  # another thread (pin memory): not named
-        _x("cudaHostAlloc", "cuda_runtime", 990, 5, tid=2),
-        _x("conv", "kernel", 0, 1000),
-        _x("bn", "kernel", 3000, 1000),
-        _x("Memcpy DtoH", "gpu_memcpy", 4000, 500),
-        {"ph": "i", "name": "marker", "ts": 10},  # not a duration event: ignored
-    ]}
+    trace = {
+        "traceEvents": [
+            _x("step", "cpu_op", 0, 5000),
+            _x("aten::item", "cpu_op", 900, 2200),
+            _x("cudaStreamSynchronize", "cuda_runtime", 950, 2000),
+            _x("cudaLaunchKernel", "cuda_runtime", 2990, 5),
+            _x("aten::copy_", "cpu_op", 990, 20, tid=2),  # another thread (pin memory): not named
+            _x("cudaHostAlloc", "cuda_runtime", 990, 5, tid=2),
+            _x("conv", "kernel", 0, 1000),
+            _x("bn", "kernel", 3000, 1000),
+            _x("Memcpy DtoH", "gpu_memcpy", 4000, 500),
+            {"ph": "i", "name": "marker", "ts": 10},  # not a duration event: ignored
+        ]
+    }
     text = summarize_trace(trace, steps=2)
     assert "window 5.0 ms (2.5 ms/iteration), GPU busy 2.5 ms (50 %)" in text
     assert "host waiting in device syncs: 2.0 ms in 1 call(s)" in text
@@ -49,15 +51,31 @@ def test_bad_span_is_refused(text: str) -> None:
         parse_span(text)
 
 
-def test_train_profile_writes_trace_and_summary(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_profile_writes_trace_and_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "data"
     make_synthetic_coco(data, num_train=4, num_val=2, image_size=(64, 96), seed=1)
     out = tmp_path / "run"
-    argv = ["train", "--config", "solov2_demo", "--data-root", str(data), "--device", "cpu",
-            "--output-dir", str(out), "--max-iters", "3", "--no-eval", "--workers", "0",
-            "model.head.num_grids=[12,10,8,6,4]", "data.train_scales=[[96,64]]",
-            "solver.batch_size=2"]
+    argv = [
+        "train",
+        "--config",
+        "solov2_demo",
+        "--data-root",
+        str(data),
+        "--device",
+        "cpu",
+        "--output-dir",
+        str(out),
+        "--max-iters",
+        "3",
+        "--no-eval",
+        "--workers",
+        "0",
+        "model.head.num_grids=[12,10,8,6,4]",
+        "data.train_scales=[[96,64]]",
+        "solver.batch_size=2",
+    ]
     assert main([*argv, "--profile", "1:3"]) == 0
     summary = (out / "profile" / "rank0.txt").read_text()
     assert summary.startswith("rank 0: 2 profiled iteration(s)\nwindow ")
@@ -93,7 +111,8 @@ def test_checkpoint_cost_warns_once() -> None:
         cost.add(2.0, 22.0, 12)  # 4.0 s of 24 s: 17 %
         assert keep.messages == [
             "checkpoints take 17% of the training time (2.0 s every 12 iterations): raise "
-            "solver.checkpoint_period (iterations) for throughput"]
+            "solver.checkpoint_period (iterations) for throughput"
+        ]
         cost.add(2.0, 26.0, 12)
         CheckpointCost(enabled=False).add(5.0, 1.0, 1)  # ranks other than 0 stay quiet
         assert len(keep.messages) == 1  # once per run

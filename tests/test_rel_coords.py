@@ -52,8 +52,14 @@ def test_rel_coords_confine_a_mask_and_train() -> None:
     target = torch.zeros(8, 8)
     target[:2, :2] = 1
     one = torch.tensor([0])
-    t = Targets(torch.full((1, 16 + 4), 1), one, torch.tensor([0]), one,
-                target.unsqueeze(0).to(torch.uint8), torch.tensor(1))
+    t = Targets(
+        torch.full((1, 16 + 4), 1),
+        one,
+        torch.tensor([0]),
+        one,
+        target.unsqueeze(0).to(torch.uint8),
+        torch.tensor(1),
+    )
     cate = [torch.full((1, 1, 4, 4), -10.0), torch.full((1, 1, 2, 2), -10.0)]
     kern = [torch.zeros((1, 6, 4, 4)), torch.zeros((1, 6, 2, 2))]
     kern[0][0, 0] = 1.0
@@ -66,8 +72,9 @@ def test_rel_coords_confine_a_mask_and_train() -> None:
     # pixel centres 2, 6, 10 px -> offsets -1, 1, 3 units: inside iff u^2 + v^2 < 5
     assert set(zip(ys.tolist(), xs.tolist())) == {(0, 0), (0, 1), (1, 0), (1, 1)}
     whole = solov2_losses(cate, kern, feat, t, dice_weight=1.0)["loss_mask"]
-    with_rel = solov2_losses(cate, kern, feat, t, dice_weight=1.0, num_grids=[4, 2],
-                             rel_coords=units)["loss_mask"]
+    with_rel = solov2_losses(
+        cate, kern, feat, t, dice_weight=1.0, num_grids=[4, 2], rel_coords=units
+    )["loss_mask"]
     assert float(whole.detach()) > 0.8  # 64 painted pixels for a 4-pixel target
     assert float(with_rel.detach()) < 0.01
     with_rel.backward()
@@ -103,8 +110,19 @@ def test_config_builds_zero_initialised_extra_entries_and_reference_outputs() ->
         outs = []
         for net, geo in ((ref, {}), (model, mask_geometry(cfg.model))):
             o = net(x, sizes)
-            outs.append(postprocess(o.cate_logits, o.kernel_preds, o.mask_feats, sizes, sizes,
-                                    h.num_grids, h.strides, test, **geo)[0])
+            outs.append(
+                postprocess(
+                    o.cate_logits,
+                    o.kernel_preds,
+                    o.mask_feats,
+                    sizes,
+                    sizes,
+                    h.num_grids,
+                    h.strides,
+                    test,
+                    **geo,
+                )[0]
+            )
     assert len(outs[0]) > 0
     assert torch.equal(outs[0].masks, outs[1].masks)
     assert torch.allclose(outs[0].scores, outs[1].scores, atol=1e-6)

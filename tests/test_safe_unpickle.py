@@ -47,13 +47,21 @@ def test_mmengine_file_loads_without_running_code(tmp_path: Path, legacy: bool) 
     assert repr(ckpt["message_hub"]) == "<not loaded: mmengine.logging.message_hub.MessageHub>"
 
 
-def test_payload_in_the_weights_is_refused(tmp_path: Path,
-                                           capfd: pytest.CaptureFixture[str]) -> None:
+def test_payload_in_the_weights_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.pth"
     save_mmengine_file(path, random_state("solov2_demo"), marker, evil_in_weights=True)
-    argv = ["convert", "--from", "mmdet", "--config", "solov2_demo", str(path),
-            str(tmp_path / "out.safetensors")]
+    argv = [
+        "convert",
+        "--from",
+        "mmdet",
+        "--config",
+        "solov2_demo",
+        str(path),
+        str(tmp_path / "out.safetensors"),
+    ]
     assert main(argv) == 2
     line = one_line_error(capfd.readouterr().err, "convert", str(path), "refused")
     assert "GLOBAL" in line and "system" in line

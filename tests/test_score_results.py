@@ -49,13 +49,23 @@ def _write_dataset(root: Path, images: dict, h: int = H, w: int = W) -> None:
         f.touch()  # never read: scoring needs the JSON sizes only
         for x0, y0, x1, y1, cid in objs:
             seg = _poly(x0, y0, x1, y1) if iid == POLY_IMAGE else _rle(x0, y0, x1, y1, h, w)
-            anns.append({"id": len(anns) + 1, "image_id": iid, "category_id": cid,
-                         "segmentation": seg, "iscrowd": 0})  # no bbox/area: the dataset fills
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": iid,
+                    "category_id": cid,
+                    "segmentation": seg,
+                    "iscrowd": 0,
+                }
+            )  # no bbox/area: the dataset fills
             # them for COCOeval (bbox AP needs GT boxes)
-    data = {"images": [{"id": i, "file_name": n, "height": h, "width": w}
-                       for i, (n, _) in images.items()],
-            "categories": [{"id": c, "name": n} for c, n in CATS.items()],
-            "annotations": anns}
+    data = {
+        "images": [
+            {"id": i, "file_name": n, "height": h, "width": w} for i, (n, _) in images.items()
+        ],
+        "categories": [{"id": c, "name": n} for c, n in CATS.items()],
+        "annotations": anns,
+    }
     (root / "annotations" / "instances_val.json").write_text(json.dumps(data))
 
 
@@ -72,18 +82,44 @@ def _gt_as_coco_results(skip: tuple[int, ...] = ()) -> list[dict[str, Any]]:
         for x0, y0, x1, y1, cid in objs:
             if iid not in skip:
                 seg = _poly(x0, y0, x1, y1) if iid == POLY_IMAGE else _rle(x0, y0, x1, y1)
-                out.append({"image_id": iid, "category_id": cid, "segmentation": seg,
-                            "score": 1.0 - 0.01 * len(out)})
+                out.append(
+                    {
+                        "image_id": iid,
+                        "category_id": cid,
+                        "segmentation": seg,
+                        "score": 1.0 - 0.01 * len(out),
+                    }
+                )
     return out
 
 
-def _eval(tmp_path: Path, root: Path, entries: Any, *extra: str, raw: str | None = None,
-          name: str = "preds.json") -> tuple[int, Path]:
+def _eval(
+    tmp_path: Path,
+    root: Path,
+    entries: Any,
+    *extra: str,
+    raw: str | None = None,
+    name: str = "preds.json",
+) -> tuple[int, Path]:
     f = tmp_path / name
     f.write_text(raw if raw is not None else json.dumps(entries))
     out = tmp_path / "out"
-    code = main(["eval", "--results", str(f), "--data-root", str(root), "--val-split", "val",
-                 "--output-dir", str(out), "--backend", "pycocotools", *extra])
+    code = main(
+        [
+            "eval",
+            "--results",
+            str(f),
+            "--data-root",
+            str(root),
+            "--val-split",
+            "val",
+            "--output-dir",
+            str(out),
+            "--backend",
+            "pycocotools",
+            *extra,
+        ]
+    )
     return code, out
 
 
@@ -91,8 +127,9 @@ def _metrics(out: Path) -> dict[str, Any]:
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_coco_results_round_trip(root: Path, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_coco_results_round_trip(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out = _eval(tmp_path, root, _gt_as_coco_results())
     assert code == 0
     m = _metrics(out)
@@ -108,23 +145,36 @@ def test_coco_results_round_trip(root: Path, tmp_path: Path,
 def _as_infer_predictions(root: Path, tmp_path: Path) -> list[dict[str, Any]]:
     """GT in ``solov2 infer``'s format: file names as given on its command line, category ids
     ``label + 1`` (not the dataset's 3 and 7) with the right names."""
-    names = {1: str(root / "val" / "a.png"),  # under the image folder
-             2: "elsewhere/sub/b.png",  # trailing part sub/b.png
-             5: str(tmp_path / "copy" / "c.png"),  # trailing part c.png
-             9: "/somewhere/d.png"}  # unique basename
-    return [{"file_name": names[r["image_id"]],
-             "category_id": 1 + list(CATS).index(r["category_id"]),
-             "category_name": CATS[r["category_id"]], "score": r["score"],
-             "bbox": [0.0, 0.0, 1.0, 1.0],  # ignored: the bbox AP uses the masks' boxes
-             "segmentation": r["segmentation"]} for r in _gt_as_coco_results()]
+    names = {
+        1: str(root / "val" / "a.png"),  # under the image folder
+        2: "elsewhere/sub/b.png",  # trailing part sub/b.png
+        5: str(tmp_path / "copy" / "c.png"),  # trailing part c.png
+        9: "/somewhere/d.png",
+    }  # unique basename
+    return [
+        {
+            "file_name": names[r["image_id"]],
+            "category_id": 1 + list(CATS).index(r["category_id"]),
+            "category_name": CATS[r["category_id"]],
+            "score": r["score"],
+            "bbox": [0.0, 0.0, 1.0, 1.0],  # ignored: the bbox AP uses the masks' boxes
+            "segmentation": r["segmentation"],
+        }
+        for r in _gt_as_coco_results()
+    ]
 
 
 def test_infer_predictions_round_trip_and_skips(root: Path, tmp_path: Path) -> None:
     entries = _as_infer_predictions(root, tmp_path)
-    extra = [dict(entries[0], file_name="/other/unknown.png"),
-             dict(entries[0], file_name="clip.mp4", frame=3)]
-    with pytest.warns(DataWarning, match=r"2 of 8 entries are for images not in the dataset.*"
-                      r"e\.g\. entry 6 \(file_name '/other/unknown\.png'\)"):
+    extra = [
+        dict(entries[0], file_name="/other/unknown.png"),
+        dict(entries[0], file_name="clip.mp4", frame=3),
+    ]
+    with pytest.warns(
+        DataWarning,
+        match=r"2 of 8 entries are for images not in the dataset.*"
+        r"e\.g\. entry 6 \(file_name '/other/unknown\.png'\)",
+    ):
         code, out = _eval(tmp_path, root, entries + extra)
     assert code == 0
     m = _metrics(out)
@@ -146,8 +196,10 @@ def test_every_dataset_image_counts(root: Path, tmp_path: Path) -> None:
 def test_category_name_wins_over_a_conflicting_id(root: Path, tmp_path: Path) -> None:
     """solov2 infer writes ``label + 1`` ids when the checkpoint does not know the dataset's:
     these may be other dataset categories' ids. The names are the model's classes."""
-    entries = [dict(r, category_id=7 if r["category_id"] == 3 else 3,
-                    category_name=CATS[r["category_id"]]) for r in _gt_as_coco_results()]
+    entries = [
+        dict(r, category_id=7 if r["category_id"] == 3 else 3, category_name=CATS[r["category_id"]])
+        for r in _gt_as_coco_results()
+    ]
     with pytest.warns(DataWarning, match="6 entries have a category_id whose dataset name is not"):
         code, out = _eval(tmp_path, root, entries)
     assert code == 0 and _metrics(out)["segm"]["AP"] == pytest.approx(100.0)
@@ -161,14 +213,27 @@ def test_max_dets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """150 exact predictions in one image: a cap of 100 recalls 100/150 (67 of the 101 recall
     points), 150 or more score 100. The default cap follows model.test.max_per_img."""
     n, h, w = 150, 40, 160
-    squares = [(x * 5, y * 5, x * 5 + 4, y * 5 + 4, 3) for y, x in (divmod(k, 30) for k in range(n))]
+    squares = [
+        (x * 5, y * 5, x * 5 + 4, y * 5 + 4, 3) for y, x in (divmod(k, 30) for k in range(n))
+    ]
     root = tmp_path / "dense"
     _write_dataset(root, {1: ("1.png", squares)}, h, w)
-    entries = [{"image_id": 1, "category_id": 3, "segmentation": _rle(*s[:4], h, w),
-                "score": 1.0 - k / 1000} for k, s in enumerate(squares)]
+    entries = [
+        {
+            "image_id": 1,
+            "category_id": 3,
+            "segmentation": _rle(*s[:4], h, w),
+            "score": 1.0 - k / 1000,
+        }
+        for k, s in enumerate(squares)
+    ]
     got = {}
-    for key, extra in (("default", []), ("100", ["--max-dets", "100"]),
-                       ("150", ["--max-dets", "150"]), ("cfg", ["model.test.max_per_img=300"])):
+    for key, extra in (
+        ("default", []),
+        ("100", ["--max-dets", "100"]),
+        ("150", ["--max-dets", "150"]),
+        ("cfg", ["model.test.max_per_img=300"]),
+    ):
         code, out = _eval(tmp_path, root, entries, *extra)
         assert code == 0
         got[key] = _metrics(out)
@@ -185,6 +250,7 @@ def _mutate(fn):  # noqa: ANN001, ANN202
         entries = _gt_as_coco_results()
         fn(entries)
         return entries
+
     return make
 
 
@@ -193,24 +259,31 @@ BAD = {
     "entry_not_object": (_mutate(lambda e: e.__setitem__(0, 5)), ["entry 0 must be an object"]),
     "no_score": (_mutate(lambda e: e[1].pop("score")), ["entry 1", "'score'"]),
     "bad_score": (_mutate(lambda e: e[0].update(score="high")), ["entry 0.score"]),
-    "no_segmentation": (_mutate(lambda e: e[2].pop("segmentation")),
-                        ["entry 2", "'segmentation'"]),
-    "rle_size": (_mutate(lambda e: e[0].update(segmentation=_rle(0, 0, 4, 4, 20, 20))),
-                 ["entry 0.segmentation.size", "[20, 20]", "[40, 48]", "image 1"]),
-    "rle_counts": (_mutate(lambda e: e[0]["segmentation"].update(counts="!!")),
-                   ["entry 0.segmentation.counts"]),
-    "unknown_category": (_mutate(lambda e: e[3].update(category_id=99)),
-                         ["entry 3", "unknown category", "99", "3 'cat'"]),
+    "no_segmentation": (_mutate(lambda e: e[2].pop("segmentation")), ["entry 2", "'segmentation'"]),
+    "rle_size": (
+        _mutate(lambda e: e[0].update(segmentation=_rle(0, 0, 4, 4, 20, 20))),
+        ["entry 0.segmentation.size", "[20, 20]", "[40, 48]", "image 1"],
+    ),
+    "rle_counts": (
+        _mutate(lambda e: e[0]["segmentation"].update(counts="!!")),
+        ["entry 0.segmentation.counts"],
+    ),
+    "unknown_category": (
+        _mutate(lambda e: e[3].update(category_id=99)),
+        ["entry 3", "unknown category", "99", "3 'cat'"],
+    ),
     "no_image": (_mutate(lambda e: e[0].pop("image_id")), ["entry 0", "'image_id'"]),
-    "ambiguous_basename": (_mutate(lambda e: (e[0].pop("image_id"),
-                                              e[0].update(file_name="x/b.png"))),
-                           ["entry 0.file_name", "2 dataset images by basename"]),
+    "ambiguous_basename": (
+        _mutate(lambda e: (e[0].pop("image_id"), e[0].update(file_name="x/b.png"))),
+        ["entry 0.file_name", "2 dataset images by basename"],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_results_are_one_line_errors(case: str, root: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_results_are_one_line_errors(
+    case: str, root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     make, needles = BAD[case]
     code, out = _eval(tmp_path, root, make())
     assert code == 2
@@ -218,13 +291,15 @@ def test_bad_results_are_one_line_errors(case: str, root: Path, tmp_path: Path,
     assert not out.exists()  # nothing half-written
 
 
-@pytest.mark.parametrize(("argv", "needles"), [
-    ([], ["exactly one of --checkpoint"]),
-    (["--checkpoint", "x.pth", "--results", "p.json"], ["exactly one of --checkpoint"]),
-    (["--results", "p.json", "--max-dets", "0"], ["--max-dets 0", ">= 1"]),
-])
-def test_bad_flags(argv: list[str], needles: list[str],
-                   capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        ([], ["exactly one of --checkpoint"]),
+        (["--checkpoint", "x.pth", "--results", "p.json"], ["exactly one of --checkpoint"]),
+        (["--results", "p.json", "--max-dets", "0"], ["--max-dets 0", ">= 1"]),
+    ],
+)
+def test_bad_flags(argv: list[str], needles: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", *argv]) == 2
     one_line_error(capsys.readouterr().err, "eval", *needles)
 
@@ -233,6 +308,18 @@ def test_bad_files(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     code, _ = _eval(tmp_path, root, None, raw="[{")
     assert code == 2
     one_line_error(capsys.readouterr().err, "eval", "preds.json", "invalid JSON")
-    assert main(["eval", "--results", str(tmp_path / "none.json"), "--data-root", str(root),
-                 "--val-split", "val"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--results",
+                str(tmp_path / "none.json"),
+                "--data-root",
+                str(root),
+                "--val-split",
+                "val",
+            ]
+        )
+        == 2
+    )
     one_line_error(capsys.readouterr().err, "eval", "none.json", "results file not found")

@@ -23,11 +23,18 @@ from solov2.infer.predictor import Predictor
 from solov2.model import build_model
 from solov2.presets import get_config
 
-TINY = ["model.head.num_grids=[12,10,8,6,4]", "model.fpn_channels=32",
-        "model.head.in_channels=32", "model.head.seg_feat_channels=32",
-        "model.head.kernel_channels=32", "model.head.stacked_convs=1",
-        "model.mask_feat.mid_channels=32", "data.test_scale=[96,64]",
-        "model.test.nms_pre=60", "model.test.max_per_img=8"]
+TINY = [
+    "model.head.num_grids=[12,10,8,6,4]",
+    "model.fpn_channels=32",
+    "model.head.in_channels=32",
+    "model.head.seg_feat_channels=32",
+    "model.head.kernel_channels=32",
+    "model.head.stacked_convs=1",
+    "model.mask_feat.mid_channels=32",
+    "data.test_scale=[96,64]",
+    "model.test.nms_pre=60",
+    "model.test.max_per_img=8",
+]
 N_IMAGES = 1000
 WARMUP = 200
 
@@ -79,8 +86,11 @@ def test_predictor_soak_memory_flat(predictor: Predictor, tmp_path: Path) -> Non
         for x, p in zip(batch, preds):
             if isinstance(x, str):
                 continue
-            hw = tuple(x.shape[-2:]) if isinstance(x, torch.Tensor) else (
-                x.shape[:2] if isinstance(x, np.ndarray) else (x.height, x.width))
+            hw = (
+                tuple(x.shape[-2:])
+                if isinstance(x, torch.Tensor)
+                else (x.shape[:2] if isinstance(x, np.ndarray) else (x.height, x.width))
+            )
             assert tuple(p.masks.shape[-2:]) == tuple(hw)
             instances += len(p)
         done += n
@@ -95,9 +105,11 @@ def test_predictor_soak_memory_flat(predictor: Predictor, tmp_path: Path) -> Non
     elapsed = time.perf_counter() - t0
     assert base is not None
     peak = max(samples)
-    print(f"soak: {N_IMAGES} images, {instances} instances in {elapsed:.1f} s; RSS after "
-          f"warm-up {base / 2**20:.1f} MiB, max {peak / 2**20:.1f} MiB, final "
-          f"{samples[-1] / 2**20:.1f} MiB")
+    print(
+        f"soak: {N_IMAGES} images, {instances} instances in {elapsed:.1f} s; RSS after "
+        f"warm-up {base / 2**20:.1f} MiB, max {peak / 2**20:.1f} MiB, final "
+        f"{samples[-1] / 2**20:.1f} MiB"
+    )
     assert instances > N_IMAGES  # the post-processing really ran
     assert peak <= base * 1.05, (base, samples)
     assert peak - base < 16 * 2**20, (base, samples)  # and no slow leak hidden in the 5%

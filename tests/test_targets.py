@@ -39,8 +39,9 @@ def tight_boxes(masks: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def make_instances(rects: list[tuple[int, int, int, int]], labels: list[int],
-                   hp: int = HP, wp: int = WP) -> Instances:
+def make_instances(
+    rects: list[tuple[int, int, int, int]], labels: list[int], hp: int = HP, wp: int = WP
+) -> Instances:
     """Rectangles ``(y0, y1, x0, x1)`` (exclusive ends) in a padded frame."""
     masks = torch.zeros((len(rects), hp, wp), dtype=torch.uint8)
     for k, (y0, y1, x0, x1) in enumerate(rects):
@@ -102,8 +103,12 @@ def test_r50_two_objects_levels_and_cells() -> None:
     #    L2 (S=24): row 6.52 -> 6, region 5.58..7.45 -> 5..7; col 17.21 -> 17, 16.46..17.96 -> 16..17.
     inst = make_instances([(100, 160, 40, 100), (20, 120, 180, 280)], [3, 7])
     t = build_targets([inst], FEAT, R50_GRIDS, R50_RANGES, num_classes=80)
-    expected = (cells(0, range(19, 22), range(7, 10), 0) + cells(1, range(17, 20), range(7, 9), 0)
-                + cells(1, range(8, 11), range(24, 27), 1) + cells(2, range(5, 8), range(16, 18), 1))
+    expected = (
+        cells(0, range(19, 22), range(7, 10), 0)
+        + cells(1, range(17, 20), range(7, 9), 0)
+        + cells(1, range(8, 11), range(24, 27), 1)
+        + cells(2, range(5, 8), range(16, 18), 1)
+    )
     assert decode(t, R50_GRIDS) == sorted(expected)
     labels = {(b, lvl, r, c): (3 if i == 0 else 7) for b, lvl, r, c, i in expected}
     check_cate_map(t, R50_GRIDS, labels, bg=80)
@@ -130,8 +135,11 @@ def test_demo_config_small_objects() -> None:
     #    L1 (S=20): rows 12.93..13.55 -> 12..13; cols 13.47..13.97 -> 13.
     inst = make_instances([(30, 50, 30, 50), (150, 190, 200, 240)], [1, 2])
     t = build_targets([inst], FEAT, DEMO_GRIDS, DEMO_RANGES, num_classes=4)
-    expected = (cells(0, range(3, 4), range(2, 4), 0) + cells(0, range(15, 17), range(16, 17), 1)
-                + cells(1, range(12, 14), range(13, 14), 1))
+    expected = (
+        cells(0, range(3, 4), range(2, 4), 0)
+        + cells(0, range(15, 17), range(16, 17), 1)
+        + cells(1, range(12, 14), range(13, 14), 1)
+    )
     assert decode(t, DEMO_GRIDS) == sorted(expected)
     check_cate_map(t, DEMO_GRIDS, {(b, lvl, r, c): i + 1 for b, lvl, r, c, i in expected}, bg=4)
 
@@ -188,8 +196,9 @@ def test_empty_mask_instance_is_skipped() -> None:
     with_empty = Instances(masks, torch.tensor([3, 1, 2]), boxes)
     t = build_targets([with_empty], FEAT, DEMO_GRIDS, DEMO_RANGES, num_classes=4)
     ref = build_targets([inst], FEAT, DEMO_GRIDS, DEMO_RANGES, num_classes=4)
-    assert decode(t, DEMO_GRIDS) == [(b, lvl, r, c, i + 1) for b, lvl, r, c, i in
-                                     decode(ref, DEMO_GRIDS)]
+    assert decode(t, DEMO_GRIDS) == [
+        (b, lvl, r, c, i + 1) for b, lvl, r, c, i in decode(ref, DEMO_GRIDS)
+    ]
     assert torch.equal(t.cate_labels, ref.cate_labels)
     assert t.mask_targets.shape == (3, *FEAT)
     assert 0 not in t.pos_inst.tolist()
@@ -213,8 +222,9 @@ def test_empty_images() -> None:
     assert torch.equal(t.cate_labels[0], ta.cate_labels[0])
     assert torch.equal(t.cate_labels[1], torch.full((total,), 4))
     assert torch.equal(t.cate_labels[2], tb.cate_labels[0])
-    want = decode(ta, DEMO_GRIDS) + [(2, lvl, r, c, i + 1) for _, lvl, r, c, i in
-                                     decode(tb, DEMO_GRIDS)]
+    want = decode(ta, DEMO_GRIDS) + [
+        (2, lvl, r, c, i + 1) for _, lvl, r, c, i in decode(tb, DEMO_GRIDS)
+    ]
     assert decode(t, DEMO_GRIDS) == sorted(want)
     assert int(t.num_pos_cells) == int(ta.num_pos_cells) + int(tb.num_pos_cells)
     assert torch.equal(t.mask_targets, torch.cat([ta.mask_targets, tb.mask_targets]))
@@ -281,8 +291,9 @@ def test_downsample_masks_matches_cv2_emulation() -> None:
     want[1:5, 1:8] = 1
     assert torch.equal(got[6], want)
     # the quirk in the reference notes: torch bilinear (align_corners=False) >= 0.5 agrees
-    interp = F.interpolate(stack.float().unsqueeze(1), scale_factor=0.25, mode="bilinear",
-                           align_corners=False).squeeze(1)
+    interp = F.interpolate(
+        stack.float().unsqueeze(1), scale_factor=0.25, mode="bilinear", align_corners=False
+    ).squeeze(1)
     assert torch.equal(got, (interp >= 0.5).to(torch.uint8))
 
 
@@ -303,10 +314,16 @@ def test_mask_targets_are_the_downscaled_masks_per_pair() -> None:
 # independent loop transcription of the reference's solov2_target_single
 
 
-def reference_target_single(masks: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor,
-                            featmap_size: tuple[int, int], num_grids: list[int],
-                            scale_ranges: list[list[int]], num_classes: int, sigma: float = 0.2
-                            ) -> tuple[list[int], list[tuple[int, int]]]:
+def reference_target_single(
+    masks: torch.Tensor,
+    labels: torch.Tensor,
+    boxes: torch.Tensor,
+    featmap_size: tuple[int, int],
+    num_grids: list[int],
+    scale_ranges: list[list[int]],
+    num_classes: int,
+    sigma: float = 0.2,
+) -> tuple[list[int], list[tuple[int, int]]]:
     """One image, exactly as the reference describes: loop over levels, instances and cells.
 
     Returns the flat category map over all levels (background = ``num_classes``) and the list
@@ -353,22 +370,34 @@ def reference_target_single(masks: torch.Tensor, labels: torch.Tensor, boxes: to
     return cate_all, pairs
 
 
-def reference_targets(instances: list[Instances], featmap_size: tuple[int, int],
-                      num_grids: list[int], scale_ranges: list[list[int]], num_classes: int,
-                      sigma: float = 0.2) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+def reference_targets(
+    instances: list[Instances],
+    featmap_size: tuple[int, int],
+    num_grids: list[int],
+    scale_ranges: list[list[int]],
+    num_classes: int,
+    sigma: float = 0.2,
+) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
     """Batch wrapper: category map ``[B, T]`` and ``(image, flat cell, global instance)``."""
     cates, pairs, base = [], [], 0
     for b, inst in enumerate(instances):
-        cate, p = reference_target_single(inst.masks, inst.labels, inst.boxes, featmap_size,
-                                          num_grids, scale_ranges, num_classes, sigma)
+        cate, p = reference_target_single(
+            inst.masks,
+            inst.labels,
+            inst.boxes,
+            featmap_size,
+            num_grids,
+            scale_ranges,
+            num_classes,
+            sigma,
+        )
         cates.append(cate)
         pairs += [(b, c, base + k) for c, k in p]
         base += len(inst)
     return torch.tensor(cates, dtype=torch.int64), pairs
 
 
-def random_instances(gen: torch.Generator, n: int, hp: int, wp: int,
-                     num_classes: int) -> Instances:
+def random_instances(gen: torch.Generator, n: int, hp: int, wp: int, num_classes: int) -> Instances:
     """Random rectangles and ellipses (some tiny, some clipped by the border, some empty)."""
     masks = torch.zeros((n, hp, wp), dtype=torch.uint8)
     yy, xx = torch.meshgrid(torch.arange(hp), torch.arange(wp), indexing="ij")
@@ -383,9 +412,9 @@ def random_instances(gen: torch.Generator, n: int, hp: int, wp: int,
         cx = float(torch.rand((), generator=gen)) * wp
         if kind < 5:
             y0, x0 = max(0, int(cy - ah / 2)), max(0, int(cx - aw / 2))
-            masks[k, y0:max(y0 + 1, int(cy + ah / 2)), x0:max(x0 + 1, int(cx + aw / 2))] = 1
+            masks[k, y0 : max(y0 + 1, int(cy + ah / 2)), x0 : max(x0 + 1, int(cx + aw / 2))] = 1
         else:
-            masks[k] = (((yy - cy) / (ah / 2)) ** 2 + ((xx - cx) / (aw / 2)) ** 2 <= 1)
+            masks[k] = ((yy - cy) / (ah / 2)) ** 2 + ((xx - cx) / (aw / 2)) ** 2 <= 1
     labels = torch.randint(num_classes, (n,), generator=gen)
     return Instances(masks, labels, tight_boxes(masks))
 
@@ -403,8 +432,10 @@ def test_vectorised_matches_loop_reference_on_random_batches() -> None:
             batch = [random_instances(gen, c, hp, wp, nc) for c in counts]
             if trial == 2:  # non-tight (mmdet v1 style x2 = x1 + w - 1) boxes are used as given
                 shift = torch.tensor([0.0, 0.0, 1.0, 1.0])
-                batch = [Instances(i.masks, i.labels, i.boxes - shift * (i.boxes[:, 2:3] > 0))
-                         for i in batch]
+                batch = [
+                    Instances(i.masks, i.labels, i.boxes - shift * (i.boxes[:, 2:3] > 0))
+                    for i in batch
+                ]
             t = build_targets(batch, feat, grids, ranges, num_classes=nc)
             cate, pairs = reference_targets(batch, feat, grids, ranges, num_classes=nc)
             got = list(zip(t.pos_batch.tolist(), t.pos_cell.tolist(), t.pos_inst.tolist()))
@@ -430,8 +461,13 @@ def test_grid_line_tie_truncates_like_the_reference() -> None:
     assert torch.div(q, inv, rounding_mode="trunc").item() == 20
     masks = torch.zeros((1, hp, wp), dtype=torch.uint8)
     masks[0, 50:141, 115:206] = 1  # 91 x 91: centre of mass x = 160, level 0 only (scale 91)
-    t = build_targets([Instances(masks, torch.tensor([0]), tight_boxes(masks))],
-                      (hp // 4, wp // 4), R50_GRIDS, R50_RANGES, num_classes=80)
+    t = build_targets(
+        [Instances(masks, torch.tensor([0]), tight_boxes(masks))],
+        (hp // 4, wp // 4),
+        R50_GRIDS,
+        R50_RANGES,
+        num_classes=80,
+    )
     lvl0 = t.pos_cell[t.pos_cell < 40 * 40]
     # centre column 20, region 150.9..169.1 px = columns 18..21, window 20 +- 1 -> 19..21
     assert sorted(set((lvl0 % 40).tolist())) == [19, 20, 21]

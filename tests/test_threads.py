@@ -55,8 +55,25 @@ def test_commands_pick_threads_on_a_busy_machine(monkeypatch, capsys) -> None:  
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert main(["bench", "--config", "solov2_demo", "--device", "cpu", "--size", "64x96",
-                     "--iters", "1", "--warmup", "0", "model.head.num_grids=[12,10,8,6,4]"]) == 0
+        assert (
+            main(
+                [
+                    "bench",
+                    "--config",
+                    "solov2_demo",
+                    "--device",
+                    "cpu",
+                    "--size",
+                    "64x96",
+                    "--iters",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "model.head.num_grids=[12,10,8,6,4]",
+                ]
+            )
+            == 0
+        )
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)

@@ -15,8 +15,13 @@ from _errors import one_line_error
 from solov2.cli import main
 from solov2.data.synthetic import make_synthetic_coco
 
-TINY = ["model.head.num_grids=[12,10,8,6,4]", "data.train_scales=[[96,64]]",
-        "data.test_scale=[96,64]", "solver.batch_size=2", "solver.warmup_iters=2"]
+TINY = [
+    "model.head.num_grids=[12,10,8,6,4]",
+    "data.train_scales=[[96,64]]",
+    "data.test_scale=[96,64]",
+    "solver.batch_size=2",
+    "solver.warmup_iters=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +32,17 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--data-root", str(data), "--device", "cpu", "--output-dir", str(out),
-            "--no-eval", *extra]
+    return [
+        "train",
+        "--data-root",
+        str(data),
+        "--device",
+        "cpu",
+        "--output-dir",
+        str(out),
+        "--no-eval",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -39,52 +53,95 @@ def run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_resume_without_config_takes_the_checkpoints(data: Path, run: Path,
-                                                     tmp_path: Path) -> None:
+def test_resume_without_config_takes_the_checkpoints(data: Path, run: Path, tmp_path: Path) -> None:
     import torch
 
     out = tmp_path / "run"
     shutil.copytree(run, out)
     # no --config, no --output-dir: the run continues in the --resume folder with its config
-    assert main(["train", "--data-root", str(data), "--device", "cpu",
-                 "--no-eval", "--resume", str(out), "--max-iters", "3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data-root",
+                str(data),
+                "--device",
+                "cpu",
+                "--no-eval",
+                "--resume",
+                str(out),
+                "--max-iters",
+                "3",
+            ]
+        )
+        == 0
+    )
     ckpt = torch.load(out / "model_final.pth", weights_only=True)
     assert ckpt["iteration"] == 3
     assert ckpt["config"]["model"]["head"]["num_grids"] == [12, 10, 8, 6, 4]
     assert "resumed from" in (out / "log.txt").read_text()
 
 
-def test_train_without_config_or_resume_is_one_line(data: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_without_config_or_resume_is_one_line(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(_train(data, tmp_path / "x")) == 2
     one_line_error(capsys.readouterr().err, "train", "--config is required", "--resume")
 
 
 def test_resume_from_another_presets_checkpoint_is_one_line(
-        data: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     shutil.copytree(run, out)
-    code = main(["train", "--config", "solov2_light_mnv2_448", "--data-root", str(data),
-                 "--train-split", "train", "--device", "cpu", "--resume", str(out),
-                 "--max-iters", "3", "data.train_scales=[[96,64]]"])
+    code = main(
+        [
+            "train",
+            "--config",
+            "solov2_light_mnv2_448",
+            "--data-root",
+            str(data),
+            "--train-split",
+            "train",
+            "--device",
+            "cpu",
+            "--resume",
+            str(out),
+            "--max-iters",
+            "3",
+            "data.train_scales=[[96,64]]",
+        ]
+    )
     assert code == 2
-    line = one_line_error(capsys.readouterr().err, "train", "'solov2_demo' model",
-                          "'solov2_light_mnv2_448'", "model.backbone.name", "--init")
+    line = one_line_error(
+        capsys.readouterr().err,
+        "train",
+        "'solov2_demo' model",
+        "'solov2_light_mnv2_448'",
+        "model.backbone.name",
+        "--init",
+    )
     assert len(line) < 700
     # the refused run left the folder as it was
     assert (out / "config.yaml").read_text() == (run / "config.yaml").read_text()
 
 
-def test_missing_split_suggests_the_split_flag(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_split_suggests_the_split_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # the synthetic layout has instances_train.json / instances_val.json; a preset expecting
     # train2017 must say which flag picks them
     root = tmp_path / "d"
     make_synthetic_coco(root, num_train=2, num_val=1, image_size=(32, 32), seed=0)
     code = main(_train(root, tmp_path / "o", "--config", "solov2_r50_fpn_1x"))
     assert code == 2
-    one_line_error(capsys.readouterr().err, "train", "instances_train2017.json",
-                   "instances_train.json", "--train-split train")
+    one_line_error(
+        capsys.readouterr().err,
+        "train",
+        "instances_train2017.json",
+        "instances_train.json",
+        "--train-split train",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +161,30 @@ def unrelated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_init_that_loads_almost_nothing_stops(data: Path, unrelated: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    base = _train(data, tmp_path / "ft", "--config", "solov2_demo", "--max-iters", "1",
-                  "--init", str(unrelated), *TINY)
+def test_init_that_loads_almost_nothing_stops(
+    data: Path, unrelated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _train(
+        data,
+        tmp_path / "ft",
+        "--config",
+        "solov2_demo",
+        "--max-iters",
+        "1",
+        "--init",
+        str(unrelated),
+        *TINY,
+    )
     assert main(base) == 2
-    one_line_error(capsys.readouterr().err, "train", "--init", "mnv2.pth", "% of the weights",
-                   "'solov2_light_mnv2_448' model", "--init-allow-partial")
+    one_line_error(
+        capsys.readouterr().err,
+        "train",
+        "--init",
+        "mnv2.pth",
+        "% of the weights",
+        "'solov2_light_mnv2_448' model",
+        "--init-allow-partial",
+    )
     assert not (tmp_path / "ft" / "model_final.pth").exists()
     assert main([*base, "--init-allow-partial", "--output-dir", str(tmp_path / "ft2")]) == 0
 
@@ -119,18 +193,28 @@ def test_init_report_is_a_short_table(data: Path, run: Path, tmp_path: Path) -> 
     """Fine-tuning from the same model loads everything; the log shows counts per module and
     a few names, not every key on one line."""
     out = tmp_path / "ft"
-    assert main(_train(data, out, "--config", "solov2_demo", "--max-iters", "1", "--init",
-                       str(run), *TINY)) == 0
-    lines = [ln for ln in (out / "log.txt").read_text().splitlines()
-             if "initialised" in ln or "module" in ln or ln.split("] ")[-1].startswith("  ")]
+    assert (
+        main(
+            _train(
+                data, out, "--config", "solov2_demo", "--max-iters", "1", "--init", str(run), *TINY
+            )
+        )
+        == 0
+    )
+    lines = [
+        ln
+        for ln in (out / "log.txt").read_text().splitlines()
+        if "initialised" in ln or "module" in ln or ln.split("] ")[-1].startswith("  ")
+    ]
     text = "\n".join(lines)
     assert "initialised from" in text and "128/128 tensors loaded (100.0 % of the weights)" in text
     assert any(ln.split("] ")[-1].split() == ["backbone", "72", "0", "0", "0"] for ln in lines)
     assert max(len(ln) for ln in (out / "log.txt").read_text().splitlines()) < 300
 
 
-def test_second_run_into_a_used_dir_is_refused(data: Path, run: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_second_run_into_a_used_dir_is_refused(
+    data: Path, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     shutil.copytree(run, out)
     before = sorted(p.name for p in out.iterdir())
@@ -147,10 +231,28 @@ def test_second_run_into_a_used_dir_is_refused(data: Path, run: Path, tmp_path: 
 
 def test_only_the_newest_checkpoints_are_kept(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "keep"
-    assert main(_train(data, out, "--config", "solov2_demo", "--max-iters", "5", *TINY,
-                       "solver.checkpoint_period=1", "solver.keep_checkpoints=2")) == 0
+    assert (
+        main(
+            _train(
+                data,
+                out,
+                "--config",
+                "solov2_demo",
+                "--max-iters",
+                "5",
+                *TINY,
+                "solver.checkpoint_period=1",
+                "solver.keep_checkpoints=2",
+            )
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.glob("model_*")) == [
-        "model_0000003.pth", "model_0000004.pth", "model_final.pth", "model_final.safetensors"]
+        "model_0000003.pth",
+        "model_0000004.pth",
+        "model_final.pth",
+        "model_final.safetensors",
+    ]
     from solov2.presets import PRESETS
 
     assert {f().solver.keep_checkpoints for f in PRESETS.values()} == {3}
@@ -161,9 +263,9 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_feedback_from_the_first_iteration(data: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_feedback_from_the_first_iteration(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """log_period 25 but 3 iterations: the log has a line at iteration 1 (with its ETA), and a
     terminal gets a progress bar; a pipe does not."""
     out = tmp_path / "fb"

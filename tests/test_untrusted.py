@@ -28,12 +28,17 @@ from solov2.data.synthetic import make_synthetic_coco
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 PY = sys.executable
-TINY = ["model.head.num_grids=[12,10,8,6,4]", "model.fpn_channels=32",
-        "model.head.in_channels=32", "model.head.seg_feat_channels=32",
-        "model.head.kernel_channels=32", "model.head.stacked_convs=1",
-        "model.mask_feat.mid_channels=32", "data.train_scales=[[96,64]]",
-        "data.test_scale=[96,64]"]
-
+TINY = [
+    "model.head.num_grids=[12,10,8,6,4]",
+    "model.fpn_channels=32",
+    "model.head.in_channels=32",
+    "model.head.seg_feat_channels=32",
+    "model.head.kernel_channels=32",
+    "model.head.stacked_convs=1",
+    "model.mask_feat.mid_channels=32",
+    "data.train_scales=[[96,64]]",
+    "data.test_scale=[96,64]",
+]
 
 
 class Payload:
@@ -58,15 +63,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("untrusted")
     data = root / "data"
     make_synthetic_coco(data, num_train=2, num_val=1, image_size=(64, 96), seed=0)
-    cfg = _resolve_config(build_parser().parse_args(["eval", "--checkpoint", "x", *TINY]),
-                          get_config("solov2_demo"))
+    cfg = _resolve_config(
+        build_parser().parse_args(["eval", "--checkpoint", "x", *TINY]), get_config("solov2_demo")
+    )
     torch.manual_seed(0)
     good = root / "good.pth"
-    save_checkpoint(good, {"model": build_model(cfg).state_dict(),
-                           "config": config_to_dict(cfg), "iteration": 0})
+    save_checkpoint(
+        good,
+        {"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg), "iteration": 0},
+    )
     marker = root / "PWNED"
-    state = {"model": {"w": Payload(marker)}, "config": config_to_dict(cfg), "iteration": 2,
-             "optimizer": {}}
+    state = {
+        "model": {"w": Payload(marker)},
+        "config": config_to_dict(cfg),
+        "iteration": 2,
+        "optimizer": {},
+    }
     torch.save(state, root / "evil_zip.pth")
     torch.save(state, root / "evil_legacy.pth", _use_new_zipfile_serialization=False)
     with open(root / "evil_raw.pkl", "wb") as f:
@@ -76,8 +88,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     run.mkdir()
     (run / "model_0000002.pth").write_bytes((root / "evil_zip.pth").read_bytes())
     (run / "last_checkpoint").write_text("model_0000002.pth\n")
-    return {"root": root, "data": data, "good": good, "marker": marker, "run": run,
-            "image": next((data / "val").iterdir())}
+    return {
+        "root": root,
+        "data": data,
+        "good": good,
+        "marker": marker,
+        "run": run,
+        "image": next((data / "val").iterdir()),
+    }
 
 
 def test_payload_is_live(world: dict[str, Path]) -> None:
@@ -94,36 +112,83 @@ def test_payload_is_live(world: dict[str, Path]) -> None:
 
 def _command(name: str, w: dict[str, Path], ckpt: Path) -> list[str]:
     out = w["root"] / f"out_{name}_{ckpt.stem}"
-    train = ["train", "--config", "solov2_demo", "--data-root", str(w["data"]), "--max-iters",
-             "1", "--batch-size", "1", "--workers", "0", "--device", "cpu", "--no-eval", *TINY]
+    train = [
+        "train",
+        "--config",
+        "solov2_demo",
+        "--data-root",
+        str(w["data"]),
+        "--max-iters",
+        "1",
+        "--batch-size",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-eval",
+        *TINY,
+    ]
     return {
-        "eval": ["eval", "--checkpoint", str(ckpt), "--data-root", str(w["data"]), "--device",
-                 "cpu", "--output-dir", str(out)],
-        "infer": ["infer", "--checkpoint", str(ckpt), str(w["image"]), "--output-dir", str(out),
-                  "--device", "cpu"],
+        "eval": [
+            "eval",
+            "--checkpoint",
+            str(ckpt),
+            "--data-root",
+            str(w["data"]),
+            "--device",
+            "cpu",
+            "--output-dir",
+            str(out),
+        ],
+        "infer": [
+            "infer",
+            "--checkpoint",
+            str(ckpt),
+            str(w["image"]),
+            "--output-dir",
+            str(out),
+            "--device",
+            "cpu",
+        ],
         "export": ["export", "--checkpoint", str(ckpt), "--output", str(out / "m.onnx")],
         "train_init": [*train, "--output-dir", str(out), "--init", str(ckpt)],
         "train_resume_file": [*train, "--output-dir", str(out), "--resume", str(ckpt)],
         "train_resume_dir": [*train, "--output-dir", str(w["run"]), "--resume"],
-        "convert": ["convert", "--from", "official", "--config", "solov2_demo", str(ckpt),
-                    str(out / "converted.pth")],
+        "convert": [
+            "convert",
+            "--from",
+            "official",
+            "--config",
+            "solov2_demo",
+            str(ckpt),
+            str(out / "converted.pth"),
+        ],
     }[name]
 
 
-COMMANDS = ["eval", "infer", "export", "train_init", "train_resume_file", "train_resume_dir",
-            "convert"]
+COMMANDS = [
+    "eval",
+    "infer",
+    "export",
+    "train_init",
+    "train_resume_file",
+    "train_resume_dir",
+    "convert",
+]
 
 
 CONTAINERS = ["evil_zip.pth", "evil_legacy.pth", "evil_raw.pkl"]  # torch zip, legacy, raw pickle
 # the output directory of train_resume_dir holds one malicious file (a zip checkpoint)
-CASES = [(c, k) for c in COMMANDS for k in CONTAINERS
-         if c != "train_resume_dir" or k == "evil_zip.pth"]
+CASES = [
+    (c, k) for c in COMMANDS for k in CONTAINERS if c != "train_resume_dir" or k == "evil_zip.pth"
+]
 
 
 @pytest.mark.parametrize(("command", "container"), CASES)
-def test_pickled_code_refused_by_every_command(world: dict[str, Path], command: str,
-                                               container: str,
-                                               capfd: pytest.CaptureFixture[str]) -> None:
+def test_pickled_code_refused_by_every_command(
+    world: dict[str, Path], command: str, container: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     ckpt = world["root"] / container
     argv = _command(command, world, ckpt)
     assert main(argv) == 2
@@ -145,8 +210,9 @@ def test_pickled_code_refused_real_cli(world: dict[str, Path]) -> None:
     assert not world["marker"].exists()
 
 
-def test_pickle_disguised_as_safetensors_refused(world: dict[str, Path],
-                                                 capfd: pytest.CaptureFixture[str]) -> None:
+def test_pickle_disguised_as_safetensors_refused(
+    world: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
     fake = world["root"] / "evil.safetensors"
     fake.write_bytes((world["root"] / "evil_raw.pkl").read_bytes())
     argv = _command("infer", world, fake)
@@ -167,21 +233,60 @@ YAML_PAYLOADS = {
 
 
 @pytest.mark.parametrize("kind", sorted(YAML_PAYLOADS))
-def test_yaml_code_tags_refused(world: dict[str, Path], kind: str, tmp_path: Path,
-                                capfd: pytest.CaptureFixture[str]) -> None:
+def test_yaml_code_tags_refused(
+    world: dict[str, Path], kind: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     marker = tmp_path / "YAML_PWNED"
     evil = tmp_path / "evil.yaml"
     evil.write_text(YAML_PAYLOADS[kind].format(m=marker))
     runs = {
-        "train": ["train", "--config", str(evil), "--data-root", str(world["data"]),
-                  "--output-dir", str(tmp_path / "o"), "--max-iters", "1", "--device", "cpu"],
-        "eval": ["eval", "--checkpoint", str(world["good"]), "--config", str(evil),
-                 "--data-root", str(world["data"]), "--device", "cpu",
-                 "--output-dir", str(tmp_path / "e")],
-        "infer": ["infer", "--checkpoint", str(world["good"]), "--config", str(evil),
-                  str(world["image"]), "--output-dir", str(tmp_path / "i"), "--device", "cpu"],
-        "convert": ["convert", "--from", "official", "--config", str(evil), str(world["good"]),
-                    str(tmp_path / "c.pth")],
+        "train": [
+            "train",
+            "--config",
+            str(evil),
+            "--data-root",
+            str(world["data"]),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--max-iters",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        "eval": [
+            "eval",
+            "--checkpoint",
+            str(world["good"]),
+            "--config",
+            str(evil),
+            "--data-root",
+            str(world["data"]),
+            "--device",
+            "cpu",
+            "--output-dir",
+            str(tmp_path / "e"),
+        ],
+        "infer": [
+            "infer",
+            "--checkpoint",
+            str(world["good"]),
+            "--config",
+            str(evil),
+            str(world["image"]),
+            "--output-dir",
+            str(tmp_path / "i"),
+            "--device",
+            "cpu",
+        ],
+        "convert": [
+            "convert",
+            "--from",
+            "official",
+            "--config",
+            str(evil),
+            str(world["good"]),
+            str(tmp_path / "c.pth"),
+        ],
     }
     for cmd, argv in runs.items():
         assert main(argv) == 2, cmd
@@ -190,12 +295,24 @@ def test_yaml_code_tags_refused(world: dict[str, Path], kind: str, tmp_path: Pat
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.pth"))
 
 
-def test_override_values_are_literals(world: dict[str, Path], tmp_path: Path,
-                                      capfd: pytest.CaptureFixture[str]) -> None:
+def test_override_values_are_literals(
+    world: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     marker = tmp_path / "OVERRIDE_PWNED"
-    argv = ["train", "--config", "solov2_demo", "--data-root", str(world["data"]),
-            "--output-dir", str(tmp_path / "o"), "--max-iters", "1", "--device", "cpu",
-            f"solver.base_lr=__import__('os').system('touch {marker}')"]
+    argv = [
+        "train",
+        "--config",
+        "solov2_demo",
+        "--data-root",
+        str(world["data"]),
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--max-iters",
+        "1",
+        "--device",
+        "cpu",
+        f"solver.base_lr=__import__('os').system('touch {marker}')",
+    ]
     assert main(argv) == 2
     one_line_error(capfd.readouterr().err, "train", "solver.base_lr")
     assert not marker.exists()
@@ -204,10 +321,25 @@ def test_override_values_are_literals(world: dict[str, Path], tmp_path: Path,
 # ---------------------------------------------------------------------------------------------
 # output names taken from input files stay inside --output-dir
 
-HOSTILE_NAMES = ["..evil.png", "...png", ".hidden.png", "..\\..\\evil.png",
-                 "a\\..\\..\\..\\b.png", "$(touch x) & rm -rf ~.png", "-rf.png",
-                 "x" * 200 + ".png", "new\nline.png", "ünïcödé 名前.png", "CON.png", "dup.png",
-                 "dup.jpg", "DUP.png", "predictions.json.png", "..png", " .png"]
+HOSTILE_NAMES = [
+    "..evil.png",
+    "...png",
+    ".hidden.png",
+    "..\\..\\evil.png",
+    "a\\..\\..\\..\\b.png",
+    "$(touch x) & rm -rf ~.png",
+    "-rf.png",
+    "x" * 200 + ".png",
+    "new\nline.png",
+    "ünïcödé 名前.png",
+    "CON.png",
+    "dup.png",
+    "dup.jpg",
+    "DUP.png",
+    "predictions.json.png",
+    "..png",
+    " .png",
+]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -220,8 +352,9 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def test_infer_output_names_stay_inside_output_dir(world: dict[str, Path], tmp_path: Path,
-                                                   capfd: pytest.CaptureFixture[str]) -> None:
+def test_infer_output_names_stay_inside_output_dir(
+    world: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     inputs = tmp_path / "in" / "sub"
     inputs.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -232,9 +365,20 @@ def test_infer_output_names_stay_inside_output_dir(world: dict[str, Path], tmp_p
     out = tmp_path / "deep" / "er" / "out"
     before = _snapshot(tmp_path)
     # a folder, a path with '..' components and a glob, all naming the same files
-    argv = ["infer", "--checkpoint", str(world["good"]), str(inputs),
-            str(tmp_path / "in" / "sub" / ".." / "sub" / "-rf.png"), str(inputs / "*.png"),
-            "--output-dir", str(out), "--device", "cpu", "--score-thr", "0.0"]
+    argv = [
+        "infer",
+        "--checkpoint",
+        str(world["good"]),
+        str(inputs),
+        str(tmp_path / "in" / "sub" / ".." / "sub" / "-rf.png"),
+        str(inputs / "*.png"),
+        "--output-dir",
+        str(out),
+        "--device",
+        "cpu",
+        "--score-thr",
+        "0.0",
+    ]
     assert main(argv) == 0, capfd.readouterr().err
     after = _snapshot(tmp_path)
     changed = {p for p in after if before.get(p) != after[p]}

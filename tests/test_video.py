@@ -18,16 +18,32 @@ from solov2.infer.infer_cmd import video_decoder_class
 from solov2.infer.predictor import Predictor
 
 
-def test_video_without_torchcodec_fails_with_the_hint(ckpt: Path, tmp_path: Path,  # noqa: F811
-                                                      monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_video_without_torchcodec_fails_with_the_hint(
+    ckpt: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"\x00" * 64)
     monkeypatch.setitem(sys.modules, "torchcodec", None)  # import torchcodec -> ImportError
     monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)
     out = tmp_path / "out"
-    assert main(["infer", "--checkpoint", str(ckpt), str(clip), "--output-dir", str(out),
-                 "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "infer",
+                "--checkpoint",
+                str(ckpt),
+                str(clip),
+                "--output-dir",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(clip) in err[0]
     assert "pip install 'solov2[video]'" in err[0] and "torchcodec is not installed" in err[0]
@@ -53,11 +69,25 @@ def test_video_frames_are_predicted(ckpt: Path, tmp_path: Path) -> None:  # noqa
     clip = tmp_path / "clip.mp4"
     VideoEncoder(frames, frame_rate=5).to_file(str(clip))
     out = tmp_path / "out"
-    assert main(["infer", "--checkpoint", str(ckpt), str(clip), "--output-dir", str(out),
-                 "--device", "cpu", "--score-thr", "0.3"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--checkpoint",
+                str(ckpt),
+                str(clip),
+                "--output-dir",
+                str(out),
+                "--device",
+                "cpu",
+                "--score-thr",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["clip_000000.png", "clip_000001.png", "clip_000002.png",
-                     "predictions.json"]
+    assert names == ["clip_000000.png", "clip_000001.png", "clip_000002.png", "predictions.json"]
     results = json.loads((out / "predictions.json").read_text())
     predictor = Predictor.from_checkpoint(ckpt, device="cpu", score_thr=0.3)
     decoded = VideoDecoder(str(clip))
@@ -65,6 +95,7 @@ def test_video_frames_are_predicted(ckpt: Path, tmp_path: Path) -> None:  # noqa
         got = [r for r in results if r["frame"] == k]
         assert len(got) == len(expect)
         assert [r["score"] for r in got] == pytest.approx(expect.scores.tolist(), abs=1e-5)
-        assert all(r["file_name"] == str(clip) and r["segmentation"]["size"] == [48, 64]
-                   for r in got)
+        assert all(
+            r["file_name"] == str(clip) and r["segmentation"]["size"] == [48, 64] for r in got
+        )
     assert results  # the case is exercised

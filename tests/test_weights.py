@@ -46,8 +46,11 @@ def test_fabricated_resnet50(tmp_path: Path) -> None:
     assert torch.equal(own["layer4.2.bn3.running_var"], state["layer4.2.bn3.running_var"])
     assert torch.equal(own["layer3.0.downsample.0.weight"], state["layer3.0.downsample.0.weight"])
 
-    with pytest.raises(CheckpointError, match=r"resnet50-0676ba61\.pth: not ImageNet weights.*"
-                                              r"unexpected"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"resnet50-0676ba61\.pth: not ImageNet weights.*"
+        r"unexpected",
+    ):
         load_backbone_weights(build_model("solov2_demo"), path)  # ResNet-18 backbone
 
 
@@ -80,8 +83,10 @@ def test_finetune_other_class_count(tmp_path: Path, caplog: pytest.LogCaptureFix
     logger = logging.getLogger("solov2.test")
     with caplog.at_level(logging.INFO, logger="solov2.test"):
         report = init_from_checkpoint(model, path, logger)
-    assert [s.split()[0] for s in report.skipped] == ["head.solo_cate.weight",
-                                                      "head.solo_cate.bias"]
+    assert [s.split()[0] for s in report.skipped] == [
+        "head.solo_cate.weight",
+        "head.solo_cate.bias",
+    ]
     assert report.missing == [] and report.unexpected == []
     assert report.reinitialized == ["head.solo_cate.weight", "head.solo_cate.bias"]
     assert "head.solo_cate.weight" in caplog.text

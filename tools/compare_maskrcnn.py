@@ -83,53 +83,102 @@ from maskrcnn_compare.models import (  # noqa: E402
 )
 from maskrcnn_compare.run import run  # noqa: E402
 
-__all__ = ["PAIRINGS", "_mnv2_peer_backbone", "build_peer", "configure_ours", "lr_factor", "main",
-           "parse_args", "peer_inputs", "peer_train_mode"]
+__all__ = [
+    "PAIRINGS",
+    "_mnv2_peer_backbone",
+    "build_peer",
+    "configure_ours",
+    "lr_factor",
+    "main",
+    "parse_args",
+    "peer_inputs",
+    "peer_train_mode",
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Train SOLOv2 and torchvision Mask R-CNN on the same batches; compare COCO AP.")
-    p.add_argument("--pairing", required=True, metavar="{mnv2,dense,r50}",  # + "tiny" (tests)
-                   help="mnv2: solov2_light_mnv2_448 vs Mask R-CNN MobileNetV2-FPN (ImageNet); "
-                        "dense: solov2_light_mnv2_dense (relative-coordinate kernels) vs the "
-                        "same peer; "
-                        "r50: solov2_r50_fpn_1x vs maskrcnn_resnet50_fpn (random init)")
+        description="Train SOLOv2 and torchvision Mask R-CNN on the same batches; compare COCO AP."
+    )
+    p.add_argument(
+        "--pairing",
+        required=True,
+        metavar="{mnv2,dense,r50}",  # + "tiny" (tests)
+        help="mnv2: solov2_light_mnv2_448 vs Mask R-CNN MobileNetV2-FPN (ImageNet); "
+        "dense: solov2_light_mnv2_dense (relative-coordinate kernels) vs the "
+        "same peer; "
+        "r50: solov2_r50_fpn_1x vs maskrcnn_resnet50_fpn (random init)",
+    )
     p.add_argument("--data-root", required=True, help="COCO layout: annotations/, train/, val/")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="val")
-    p.add_argument("--iters", type=int, default=None,
-                   help="training iterations (default: 1000; with --time-budget alone: no cap)")
+    p.add_argument(
+        "--iters",
+        type=int,
+        default=None,
+        help="training iterations (default: 1000; with --time-budget alone: no cap)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="images per step (mnv2 8, r50 4)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="LR of ours (and of the peer unless --peer-lr); default: each model's "
-                        "reference LR scaled to the batch (ours 0.01*B/16, peer 0.02*B/16)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="LR of ours (and of the peer unless --peer-lr); default: each model's "
+        "reference LR scaled to the batch (ours 0.01*B/16, peer 0.02*B/16)",
+    )
     p.add_argument("--peer-lr", type=float, default=None, help="LR of Mask R-CNN")
     p.add_argument("--amp", choices=["none", "bf16"], default="none")
-    p.add_argument("--warmup", type=int, default=None, metavar="N",
-                   help="linear warmup iterations (default min(500, iters / 10); 500 with "
-                        "--time-budget alone). A short warmup makes SOLOv2's loss spike as the "
-                        "LR peaks: docs/RESULTS.md")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S",
-                   help="stop each model when its own training time reaches S seconds")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        metavar="N",
+        help="linear warmup iterations (default min(500, iters / 10); 500 with "
+        "--time-budget alone). A short warmup makes SOLOv2's loss spike as the "
+        "LR peaks: docs/RESULTS.md",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop each model when its own training time reaches S seconds",
+    )
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
     p.add_argument("--output-dir", default="runs/compare", help="where compare.json etc. go")
-    p.add_argument("--eval-train", action="store_true",
-                   help="also evaluate on the train split (fitting capacity)")
-    p.add_argument("--image-scale", type=int, nargs=2, metavar=("LONG", "SHORT"), default=None,
-                   help="train and test scale of both models (default: the preset's)")
-    p.add_argument("--backbone-weights", default=None,
-                   help=f"ImageNet MobileNetV2 file for mnv2 (default: {MNV2_WEIGHTS} under "
-                        "$SOLOV2_WEIGHTS_DIR, shared/weights, /work/shared/weights)")
+    p.add_argument(
+        "--eval-train",
+        action="store_true",
+        help="also evaluate on the train split (fitting capacity)",
+    )
+    p.add_argument(
+        "--image-scale",
+        type=int,
+        nargs=2,
+        metavar=("LONG", "SHORT"),
+        default=None,
+        help="train and test scale of both models (default: the preset's)",
+    )
+    p.add_argument(
+        "--backbone-weights",
+        default=None,
+        help=f"ImageNet MobileNetV2 file for mnv2 (default: {MNV2_WEIGHTS} under "
+        "$SOLOV2_WEIGHTS_DIR, shared/weights, /work/shared/weights)",
+    )
     p.add_argument("--workers", type=int, default=None, help="loader workers (preset default)")
     p.add_argument("--seed", type=int, default=None, help="data/init seed (preset default 42)")
     p.add_argument("--overlays", type=int, default=4, help="val images in overlays.png")
     p.add_argument("--log-period", type=int, default=20)
     p.add_argument("--verbose", action="store_true", help="our engine's INFO logs too")
-    p.add_argument("--max-dets", type=int, default=100, metavar="N",
-                   help="detections per image of both models (ours model.test.max_per_img, the "
-                        "peer's detections_per_img) and the evaluator's maxDets (default 100, "
-                        "COCO's; dense data holds more objects per image)")
+    p.add_argument(
+        "--max-dets",
+        type=int,
+        default=100,
+        metavar="N",
+        help="detections per image of both models (ours model.test.max_per_img, the "
+        "peer's detections_per_img) and the evaluator's maxDets (default 100, "
+        "COCO's; dense data holds more objects per image)",
+    )
     p.add_argument("opts", nargs="*", metavar="a.b=value", help="overrides of our config")
     args = p.parse_args(argv)
     if args.pairing not in PAIRINGS:

@@ -17,15 +17,33 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Config": ".config", "apply_overrides": ".config", "Predictor": ".infer.predictor",
-    "solov2_losses": ".losses", "SOLOv2": ".model", "build_model": ".model",
-    "matrix_nms": ".ops", "postprocess": ".postprocess", "PRESETS": ".presets",
-    "get_config": ".presets", "build_targets": ".targets",
+    "Config": ".config",
+    "apply_overrides": ".config",
+    "Predictor": ".infer.predictor",
+    "solov2_losses": ".losses",
+    "SOLOv2": ".model",
+    "build_model": ".model",
+    "matrix_nms": ".ops",
+    "postprocess": ".postprocess",
+    "PRESETS": ".presets",
+    "get_config": ".presets",
+    "build_targets": ".targets",
 }
 
-__all__ = ["Config", "PRESETS", "Predictor", "SOLOv2", "__version__", "apply_overrides",
-           "build_model", "build_targets", "get_config", "matrix_nms", "postprocess",
-           "solov2_losses"]
+__all__ = [
+    "Config",
+    "PRESETS",
+    "Predictor",
+    "SOLOv2",
+    "__version__",
+    "apply_overrides",
+    "build_model",
+    "build_targets",
+    "get_config",
+    "matrix_nms",
+    "postprocess",
+    "solov2_losses",
+]
 
 if TYPE_CHECKING:
     from .config import Config, apply_overrides

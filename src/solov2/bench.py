@@ -41,8 +41,17 @@ from .engine.complexity import bench_input_size, format_complexity, model_comple
 from .errors import UserError
 from .presets import get_config
 
-__all__ = ["N_SETS", "balance_work", "bench_matrix_nms", "format_report", "ours_model",
-           "parse_size", "run_bench", "synthetic_batch", "time_loop"]
+__all__ = [
+    "N_SETS",
+    "balance_work",
+    "bench_matrix_nms",
+    "format_report",
+    "ours_model",
+    "parse_size",
+    "run_bench",
+    "synthetic_batch",
+    "time_loop",
+]
 
 PEER_NAMES = {"maskrcnn": "peer (Mask R-CNN)", "mmdet": "peer (mmdet SOLOv2)"}
 
@@ -63,78 +72,126 @@ def resolve_config(args: argparse.Namespace) -> Config:
     if getattr(args, "real", None):
         args.data_root = args.data_root or args.real
         args.train_split = args.train_split or "train"
-    ns = argparse.Namespace(**{k: getattr(args, k, None) for k in (
-        "data_root", "train_split", "val_split", "train_json", "train_images", "val_json",
-        "val_images", "workers")}, opts=getattr(args, "opts", None) or [])
+    ns = argparse.Namespace(
+        **{
+            k: getattr(args, k, None)
+            for k in (
+                "data_root",
+                "train_split",
+                "val_split",
+                "train_json",
+                "train_images",
+                "val_json",
+                "val_images",
+                "workers",
+            )
+        },
+        opts=getattr(args, "opts", None) or [],
+    )
     return _resolve_config(ns, get_config(args.config))
 
 
 def _notes(args: argparse.Namespace, cfg: Config) -> list[str]:
     real = uses_real_data(cfg)
     if args.mode == "loader":
-        return ["timed: next(batch).to(device), synchronised: decode, augment, collate, "
-                "worker->main transfer, pinning, host->device copy, mask unpacking",
-                f"data.compact_masks={cfg.data.compact_masks}"]
+        return [
+            "timed: next(batch).to(device), synchronised: decode, augment, collate, "
+            "worker->main transfer, pinning, host->device copy, mask unpacking",
+            f"data.compact_masks={cfg.data.compact_masks}",
+        ]
     if args.mode == "infer":
-        notes = [f"ours: random head tweaked for crisp ~10% masks and ~{TARGET_CANDIDATES} "
-                 "candidates/image over score_thr (class logits normalised and shifted)"]
+        notes = [
+            f"ours: random head tweaked for crisp ~10% masks and ~{TARGET_CANDIDATES} "
+            "candidates/image over score_thr (class logits normalised and shifted)"
+        ]
         if args.compare == "mmdet":
-            notes.append("peer: mmdet SOLOv2 with our (converted) weights and test settings, "
-                         "our resize, its preprocessor and predict(rescale=True)")
+            notes.append(
+                "peer: mmdet SOLOv2 with our (converted) weights and test settings, "
+                "our resize, its preprocessor and predict(rescale=True)"
+            )
         else:
-            notes.append(f"peer: float [0,1] images, score_thresh 0, detections_per_img "
-                         f"{maskrcnn.PEER_DETECTIONS} (always that many pasted masks), "
-                         "transform min/max_size = our resized size")
+            notes.append(
+                f"peer: float [0,1] images, score_thresh 0, detections_per_img "
+                f"{maskrcnn.PEER_DETECTIONS} (always that many pasted masks), "
+                "transform min/max_size = our resized size"
+            )
         if args.compare:
-            notes.append("both models on the device, timed in alternating blocks "
-                         "(ours, peer, peer, ours, ...): drift falls on both alike")
+            notes.append(
+                "both models on the device, timed in alternating blocks "
+                "(ours, peer, peer, ours, ...): drift falls on both alike"
+            )
     else:
-        notes = ["step: forward, targets, losses, backward, clip 35, SGD lr 0.01 m 0.9 wd 1e-4",
-                 "data: " + ("real images via build_train_loader, loading timed" if real
-                             else f"{N_SETS} synthetic batches prebuilt on the device")]
+        notes = [
+            "step: forward, targets, losses, backward, clip 35, SGD lr 0.01 m 0.9 wd 1e-4",
+            "data: "
+            + (
+                "real images via build_train_loader, loading timed"
+                if real
+                else f"{N_SETS} synthetic batches prebuilt on the device"
+            ),
+        ]
         if args.compare == "mmdet":
-            notes.append("peer: mmdet SOLOv2 from the same weights, the same batches unpadded "
-                         "through its preprocessor, python focal loss")
+            notes.append(
+                "peer: mmdet SOLOv2 from the same weights, the same batches unpadded "
+                "through its preprocessor, python focal loss"
+            )
         elif args.compare:
             notes.append("peer: same batches unpadded, float [0,1], labels+1, its resize off")
     if args.compile and args.mode == "train":
-        notes.append("--compile: static shapes; real data padded to data.canvas_buckets "
-                     "(default 2) canvases per orientation")
+        notes.append(
+            "--compile: static shapes; real data padded to data.canvas_buckets "
+            "(default 2) canvases per orientation"
+        )
     return notes + ["--compile and --channels-last apply to ours only"]
 
 
 def format_report(r: dict[str, Any]) -> str:
     """The readable table of a :func:`run_bench` result."""
     peer_amp = f" (peer {r['peer_amp']})" if r.get("peer_amp") not in (None, r["amp"]) else ""
-    lines = [f"solov2 bench {r['config']} mode={r['mode']} device={r['device']} batch="
-             f"{r['batch_size']} size={r['size']} amp={r['amp']}{peer_amp} compile="
-             f"{r['compile']} channels_last={r['channels_last']} torch {r['torch']} "
-             f"torchvision {r['torchvision']}",
-             f"{'':22}{'img/s':>9}{'ms/iter':>10}{'p10':>9}{'p90':>9}{'peak MB':>9}{'iters':>7}"]
+    lines = [
+        f"solov2 bench {r['config']} mode={r['mode']} device={r['device']} batch="
+        f"{r['batch_size']} size={r['size']} amp={r['amp']}{peer_amp} compile="
+        f"{r['compile']} channels_last={r['channels_last']} torch {r['torch']} "
+        f"torchvision {r['torchvision']}",
+        f"{'':22}{'img/s':>9}{'ms/iter':>10}{'p10':>9}{'p90':>9}{'peak MB':>9}{'iters':>7}",
+    ]
     peer_name = PEER_NAMES.get(r.get("compare") or "", "peer")
     for key, name in (("ours", "ours (SOLOv2)"), ("peer", peer_name)):
         if s := r.get(key):
             mem = "-" if s["peak_mem_mb"] is None else f"{s['peak_mem_mb']:.0f}"
-            lines.append(f"{name:22}{s['img_per_s']:9.2f}{s['ms_per_iter_median']:10.1f}"
-                         f"{s['ms_p10']:9.1f}{s['ms_p90']:9.1f}{mem:>9}{s['iters']:7d}")
+            lines.append(
+                f"{name:22}{s['img_per_s']:9.2f}{s['ms_per_iter_median']:10.1f}"
+                f"{s['ms_p10']:9.1f}{s['ms_p90']:9.1f}{mem:>9}{s['iters']:7d}"
+            )
     if r["ratio"] is not None:
         lines.append(f"ratio ours/peer (img/s): {r['ratio']:.2f}x")
     if r["mode"] == "loader":
         s = r["ours"]
-        lines.append(f"loader: {s['instances_per_s']:.0f} instances/s "
-                     f"({s['instances_per_batch']:.0f} per batch), {s['mb_per_batch']:.1f} MB "
-                     f"per batch from {s['workers']} worker(s)")
+        lines.append(
+            f"loader: {s['instances_per_s']:.0f} instances/s "
+            f"({s['instances_per_batch']:.0f} per batch), {s['mb_per_batch']:.1f} MB "
+            f"per batch from {s['workers']} worker(s)"
+        )
     if "matrix_nms_ms" in r:
-        lines.append(f"matrix_nms, 500 masks 200x304: {r['matrix_nms_ms']:.2f} ms; ours: "
-                     f"{r['candidates_per_image']:.0f} candidates, "
-                     f"{r['detections_per_image']:.0f} detections per image")
+        lines.append(
+            f"matrix_nms, 500 masks 200x304: {r['matrix_nms_ms']:.2f} ms; ours: "
+            f"{r['candidates_per_image']:.0f} candidates, "
+            f"{r['detections_per_image']:.0f} detections per image"
+        )
     if r.get("complexity"):
         lines.append(format_complexity(r["complexity"]))
     return "\n".join(lines + [f"note: {n}" for n in r["notes"]])
 
 
-def _infer(args: argparse.Namespace, cfg: Config, device: torch.device, size: tuple[int, int],
-           model: torch.nn.Module, peer: Any, r: dict[str, Any]) -> None:
+def _infer(
+    args: argparse.Namespace,
+    cfg: Config,
+    device: torch.device,
+    size: tuple[int, int],
+    model: torch.nn.Module,
+    peer: Any,
+    r: dict[str, Any],
+) -> None:
     """Inference: ours and the peer both resident, timed in alternating blocks."""
     sets = image_sets(args.batch_size, size, device, torch.Generator().manual_seed(cfg.solver.seed))
     r["matrix_nms_ms"] = bench_matrix_nms(device=device, iters=args.iters, warmup=args.warmup)
@@ -154,8 +211,13 @@ def _infer(args: argparse.Namespace, cfg: Config, device: torch.device, size: tu
     r.update(work)
 
 
-def _run(args: argparse.Namespace, cfg: Config, device: torch.device,
-         size: tuple[int, int], r: dict[str, Any]) -> None:
+def _run(
+    args: argparse.Namespace,
+    cfg: Config,
+    device: torch.device,
+    size: tuple[int, int],
+    r: dict[str, Any],
+) -> None:
     """Time ours and the peer into ``r``: inference in alternating blocks, training one after
     the other (ours freed first)."""
     peer = None
@@ -191,26 +253,43 @@ def run_bench(args: argparse.Namespace) -> int:
     cfg, size = resolve_config(args), parse_size(args.size)
     real = uses_real_data(cfg)
     if args.mode == "loader" and not real:
-        raise UserError("--mode loader needs a dataset: --data-root DIR (with --train-split) "
-                        "or data.train_json=... data.train_images=...")
+        raise UserError(
+            "--mode loader needs a dataset: --data-root DIR (with --train-split) "
+            "or data.train_json=... data.train_images=..."
+        )
     if args.mode == "loader" and args.compare:
         raise UserError("--mode loader times the data pipeline only: drop --compare")
     r: dict[str, Any] = {
-        "ours": None, "peer": None, "ratio": None, "config": cfg.name, "mode": args.mode,
+        "ours": None,
+        "peer": None,
+        "ratio": None,
+        "config": cfg.name,
+        "mode": args.mode,
         "compare": args.compare,
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "batch_size": args.batch_size, "amp": args.amp,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "batch_size": args.batch_size,
+        "amp": args.amp,
         "peer_amp": peer_amp(args) if args.compare else None,
-        "size": (f"train scales {cfg.data.train_scales}" if real and args.mode != "infer"
-                 else f"{size[0]}x{size[1]}"),
-        "compile": bool(args.compile), "fast": bool(getattr(args, "fast", False)),
+        "size": (
+            f"train scales {cfg.data.train_scales}"
+            if real and args.mode != "infer"
+            else f"{size[0]}x{size[1]}"
+        ),
+        "compile": bool(args.compile),
+        "fast": bool(getattr(args, "fast", False)),
         "channels_last": bool(args.channels_last),
         "real": (cfg.data.train_json or cfg.data.data_root) if real else None,
         "train_split": cfg.data.train_split if real else None,
-        "overrides": list(getattr(args, "opts", None) or []), "notes": _notes(args, cfg)}
-    hw = (bench_input_size(cfg, args.mode, size, real and args.mode != "infer")
-          if args.mode != "loader" else None)
+        "overrides": list(getattr(args, "opts", None) or []),
+        "notes": _notes(args, cfg),
+    }
+    hw = (
+        bench_input_size(cfg, args.mode, size, real and args.mode != "infer")
+        if args.mode != "loader"
+        else None
+    )
     r["complexity"] = model_complexity(cfg, hw, args.batch_size) if hw else None  # before timing
     if args.mode == "loader":
         r["ours"] = run_loader(args, cfg, device)

@@ -9,8 +9,17 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["FRACTION", "NONNEG_INT", "POS_FLOAT", "POS_INT", "OneLineParser", "number",
-           "one_line", "one_line_warnings", "split_overrides"]
+__all__ = [
+    "FRACTION",
+    "NONNEG_INT",
+    "POS_FLOAT",
+    "POS_INT",
+    "OneLineParser",
+    "number",
+    "one_line",
+    "one_line_warnings",
+    "split_overrides",
+]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -20,8 +29,9 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
-def number(kind: type, lo: float, *, above: bool = False,
-           hi: float | None = None) -> Callable[[str], Any]:
+def number(
+    kind: type, lo: float, *, above: bool = False, hi: float | None = None
+) -> Callable[[str], Any]:
     """An argparse ``type`` accepting ``kind`` values >= ``lo`` (> with ``above``), <= ``hi``."""
     what = f"{'a number' if kind is float else 'an integer'} {'>' if above else '>='} {lo:g}"
     if hi is not None:
@@ -43,8 +53,9 @@ POS_INT, NONNEG_INT, POS_FLOAT = number(int, 1), number(int, 0), number(float, 0
 FRACTION = number(float, 0, hi=1)
 
 
-def one_line_warnings(message: Any, category: Any, filename: str, lineno: int,
-                      line: str | None = None) -> str:
+def one_line_warnings(
+    message: Any, category: Any, filename: str, lineno: int, line: str | None = None
+) -> str:
     return f"warning: {message}\n"
 
 
@@ -82,8 +93,9 @@ def _takes_value(parser: argparse.ArgumentParser, token: str) -> bool:
     return len(names) == 1 and opts[names[0]].nargs is None
 
 
-def split_overrides(parser: argparse.ArgumentParser, argv: list[str]
-                    ) -> tuple[argparse.ArgumentParser | None, list[str], list[str]]:
+def split_overrides(
+    parser: argparse.ArgumentParser, argv: list[str]
+) -> tuple[argparse.ArgumentParser | None, list[str], list[str]]:
     """``(command parser, the other tokens, the a.b=value tokens)`` of ``argv``: overrides may
     come anywhere after the command (also between options, or right after ``--resume``),
     except as the value of an option that needs one."""

@@ -325,8 +325,10 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "model.test.max_per_img": (">= 1", _pos),
     "model.test.kernel": ("gaussian or linear", lambda v: v in ("gaussian", "linear")),
     "model.test.sigma": ("> 0", _pos),
-    "data.train_scales": ("a non-empty list of [long, short] sizes > 0",
-                          lambda v: len(v) > 0 and all(_sizes(x) for x in v)),
+    "data.train_scales": (
+        "a non-empty list of [long, short] sizes > 0",
+        lambda v: len(v) > 0 and all(_sizes(x) for x in v),
+    ),
     "data.test_scale": ("[long, short] sizes > 0", _sizes),
     "data.flip_prob": ("in [0, 1]", _frac),
     "data.size_divisor": (">= 1", _pos),

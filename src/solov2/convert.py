@@ -67,24 +67,27 @@ class ConvertReport:
     ignored: list[str] = field(default_factory=list)  # metadata objects left as placeholders
 
     def __str__(self) -> str:
-        lines = [f"converted {self.num_tensors} tensors ({self.renamed} renamed) from the "
-                 f"{self.source} layout for {self.config} -> {self.dst}",
-                 f"class names: {self.class_names_from}"]
+        lines = [
+            f"converted {self.num_tensors} tensors ({self.renamed} renamed) from the "
+            f"{self.source} layout for {self.config} -> {self.dst}",
+            f"class names: {self.class_names_from}",
+        ]
         if self.filled:
             lines.append(f"filled {len(self.filled)} missing num_batches_tracked counter(s)")
         if self.dropped:
             lines.append(f"dropped {len(self.dropped)} key(s): {', '.join(self.dropped[:5])}")
         if self.ignored:
             more = f" (+{len(self.ignored) - 4} more)" if len(self.ignored) > 4 else ""
-            lines.append(f"metadata objects not loaded (never imported): "
-                         f"{', '.join(self.ignored[:4])}{more}")
+            lines.append(
+                f"metadata objects not loaded (never imported): {', '.join(self.ignored[:4])}{more}"
+            )
         return "\n".join(lines)
 
 
 def _rename(key: str, table: list[tuple[str, str]]) -> str:
     for old, new in table:
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     return key
 
 
@@ -134,11 +137,18 @@ def convert_state_dict(
             filled.append(key)
     unset = [k for k in own if k not in out and k not in mismatched]
     if unmapped or unset or wrong:
-        parts = [_listing(w, ks) for w, ks in (("unmapped source keys", unmapped),
-                                               ("model keys left unset", unset),
-                                               ("shape mismatches", wrong)) if ks]
-        raise CheckpointError(f"{where}: cannot convert from the {source} layout: "
-                              + "; ".join(parts))
+        parts = [
+            _listing(w, ks)
+            for w, ks in (
+                ("unmapped source keys", unmapped),
+                ("model keys left unset", unset),
+                ("shape mismatches", wrong),
+            )
+            if ks
+        ]
+        raise CheckpointError(
+            f"{where}: cannot convert from the {source} layout: " + "; ".join(parts)
+        )
     return {k: out[k] for k in own}, {"renamed": renamed, "filled": filled, "dropped": dropped}
 
 
@@ -146,11 +156,18 @@ def _class_names(ckpt: dict[str, Any], num_classes: int) -> tuple[list[str] | No
     meta = ckpt.get("meta")
     if isinstance(meta, dict):
         dataset_meta = meta.get("dataset_meta")
-        for names, where in ((meta.get("CLASSES"), "meta.CLASSES"),
-                             (dataset_meta.get("classes") if isinstance(dataset_meta, dict)
-                              else None, "meta.dataset_meta.classes")):
-            if isinstance(names, (list, tuple)) and len(names) == num_classes and all(
-                    isinstance(n, str) for n in names):
+        for names, where in (
+            (meta.get("CLASSES"), "meta.CLASSES"),
+            (
+                dataset_meta.get("classes") if isinstance(dataset_meta, dict) else None,
+                "meta.dataset_meta.classes",
+            ),
+        ):
+            if (
+                isinstance(names, (list, tuple))
+                and len(names) == num_classes
+                and all(isinstance(n, str) for n in names)
+            ):
                 return list(names), f"checkpoint {where}"
     return None, ""
 
@@ -200,8 +217,9 @@ def convert_checkpoint(
         if ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
             state = ckpt  # a bare state dict
         else:
-            raise CheckpointError(f"{src}: no 'state_dict' entry (keys: "
-                                  f"{', '.join(sorted(map(str, ckpt))[:8])})")
+            raise CheckpointError(
+                f"{src}: no 'state_dict' entry (keys: {', '.join(sorted(map(str, ckpt))[:8])})"
+            )
     cfg = config_name if isinstance(config_name, Config) else get_config(config_name)
     own = build_model(cfg).state_dict()
     converted, info = convert_state_dict(state, own, source, where=str(src))
@@ -218,5 +236,14 @@ def convert_checkpoint(
     else:
         meta = {"converted_from": src.name, "source": source}
         save_checkpoint(dst, {"model": converted, "config": config, "meta": meta})
-    return ConvertReport(dst, cfg.name, source, len(converted), int(info["renamed"]),
-                         info["filled"], info["dropped"], origin, placeholders_in(ckpt))
+    return ConvertReport(
+        dst,
+        cfg.name,
+        source,
+        len(converted),
+        int(info["renamed"]),
+        info["filled"],
+        info["dropped"],
+        origin,
+        placeholders_in(ckpt),
+    )

@@ -45,8 +45,9 @@ def padded_mask_logits(kernels: Tensor, mask_feats: Tensor) -> Tensor:
     return out.view(b, k, h, w)
 
 
-def dynamic_masks(kernels: Tensor, batch_idx: Tensor, mask_feats: Tensor,
-                  pmax: int | None = None) -> Tensor:
+def dynamic_masks(
+    kernels: Tensor, batch_idx: Tensor, mask_feats: Tensor, pmax: int | None = None
+) -> Tensor:
     """Mask logits of each kernel applied (1x1 conv) to its image's mask features.
 
     One ``bmm`` for the whole batch: kernels are grouped per image into a zero-padded
@@ -82,9 +83,15 @@ def dynamic_masks(kernels: Tensor, batch_idx: Tensor, mask_feats: Tensor,
     return res
 
 
-def cell_mask_logits(kernels: Tensor, batch_idx: Tensor, cells: Tensor, mask_feats: Tensor,
-                     num_grids: list[int] | None = None, rel_coords: list[float] | None = None,
-                     pmax: int | None = None) -> Tensor:
+def cell_mask_logits(
+    kernels: Tensor,
+    batch_idx: Tensor,
+    cells: Tensor,
+    mask_feats: Tensor,
+    num_grids: list[int] | None = None,
+    rel_coords: list[float] | None = None,
+    pmax: int | None = None,
+) -> Tensor:
     """Mask logits of cells' kernels: :func:`dynamic_masks` of the first E entries, plus (with
     ``rel_coords``, the per-level units of :func:`solov2.model.build.rel_coord_units`) the
     relative-coordinate logits of the last five (:func:`solov2.ops.masks.rel_coord_logits`).
@@ -102,8 +109,9 @@ def cell_mask_logits(kernels: Tensor, batch_idx: Tensor, cells: Tensor, mask_fea
     if rel_coords is None:
         return out
     assert num_grids is not None, "rel_coords needs num_grids"
-    return out.float() + rel_coord_logits(kernels[:, e:], cells, num_grids, rel_coords,
-                                          (out.shape[-2], out.shape[-1]))
+    return out.float() + rel_coord_logits(
+        kernels[:, e:], cells, num_grids, rel_coords, (out.shape[-2], out.shape[-1])
+    )
 
 
 def solov2_losses(
@@ -141,15 +149,17 @@ def solov2_losses(
     logits = flatten_levels(cate_logits).float()  # [B, T, C]
     num_classes = logits.shape[-1]
     onehot = F.one_hot(targets.cate_labels, num_classes + 1)[..., :num_classes].to(logits.dtype)
-    loss_cate = sigmoid_focal_loss(logits, onehot, alpha=focal_alpha, gamma=focal_gamma,
-                                   reduction="sum") / (targets.num_pos_cells.float() + 1)
+    loss_cate = sigmoid_focal_loss(
+        logits, onehot, alpha=focal_alpha, gamma=focal_gamma, reduction="sum"
+    ) / (targets.num_pos_cells.float() + 1)
     if targets.pos_batch.numel() == 0:
         zero = sum(k.sum() for k in kernel_preds) * 0.0 + mask_feats.sum() * 0.0
         loss_mask = zero.float()
     else:
         kernels = flatten_levels(kernel_preds)[targets.pos_batch, targets.pos_cell]  # [P, E]
-        pred = cell_mask_logits(kernels, targets.pos_batch, targets.pos_cell, mask_feats,
-                                num_grids, rel_coords)
+        pred = cell_mask_logits(
+            kernels, targets.pos_batch, targets.pos_cell, mask_feats, num_grids, rel_coords
+        )
         target = targets.mask_targets[targets.pos_inst]
         prob = pred.float().sigmoid()
         if window is not None:

@@ -39,15 +39,19 @@ def _keep_top(scores: Tensor, passed: Tensor, counts: list[int], cap: int) -> Te
 
 
 @functools.lru_cache(maxsize=32)
-def level_strides(num_grids: tuple[int, ...], strides: tuple[int, ...],
-                  device: torch.device) -> Tensor:
+def level_strides(
+    num_grids: tuple[int, ...], strides: tuple[int, ...], device: torch.device
+) -> Tensor:
     """float32 ``[T]``: the stride of the level each flat cell belongs to (cached per device:
     treat it as read-only)."""
-    return torch.cat([torch.full((s * s,), float(st), device=device)
-                      for s, st in zip(num_grids, strides)])
+    return torch.cat(
+        [torch.full((s * s,), float(st), device=device) for s, st in zip(num_grids, strides)]
+    )
 
 
-def candidate_inputs(cate_logits: list[Tensor], kernel_preds: list[Tensor]) -> tuple[Tensor, Tensor]:
+def candidate_inputs(
+    cate_logits: list[Tensor], kernel_preds: list[Tensor]
+) -> tuple[Tensor, Tensor]:
     """Post-processing's static-shape first stage (CUDA-graph friendly).
 
     Args:
@@ -58,13 +62,15 @@ def candidate_inputs(cate_logits: list[Tensor], kernel_preds: list[Tensor]) -> t
         ``(scores, kernels)``: float32 ``[B, T, C]`` sigmoid scores after the 2x2 points NMS and
         ``[B, T, E]`` kernels, over all ``T = sum S^2`` cells (level-major).
     """
-    scores = torch.cat([points_nms(x.float().sigmoid()).flatten(2).transpose(1, 2)
-                        for x in cate_logits], 1)
+    scores = torch.cat(
+        [points_nms(x.float().sigmoid()).flatten(2).transpose(1, 2) for x in cate_logits], 1
+    )
     return scores, flatten_levels(kernel_preds)
 
 
-def _pad_by_image(values: list[tuple[Tensor, float]], batch_idx: Tensor, b: int,
-                  kmax: int, counts: Tensor | None) -> list[Tensor]:
+def _pad_by_image(
+    values: list[tuple[Tensor, float]], batch_idx: Tensor, b: int, kmax: int, counts: Tensor | None
+) -> list[Tensor]:
     """Scatter per-candidate tensors ``[N, ...]`` (``batch_idx`` ascending, int64 ``counts``
     ``[B]`` per image) into padded ``[B, kmax, ...]`` tensors, each padded with its fill value
     (``kmax`` >= the largest count, >= 1). ``counts`` None: one image holding all ``N``."""
@@ -82,8 +88,14 @@ def _pad_by_image(values: list[tuple[Tensor, float]], batch_idx: Tensor, b: int,
     return outs
 
 
-def _padded_mask_logits(kernels: Tensor, rel: Tensor | None, cells: Tensor, mask_feats: Tensor,
-                        num_grids: list[int], rel_coords: list[float] | None) -> Tensor:
+def _padded_mask_logits(
+    kernels: Tensor,
+    rel: Tensor | None,
+    cells: Tensor,
+    mask_feats: Tensor,
+    num_grids: list[int],
+    rel_coords: list[float] | None,
+) -> Tensor:
     """Dynamic mask logits of padded candidates, as :func:`~solov2.losses.cell_mask_logits`
     computes them per candidate (the same products, so the same values).
 
@@ -101,12 +113,14 @@ def _padded_mask_logits(kernels: Tensor, rel: Tensor | None, cells: Tensor, mask
     out = padded_mask_logits(kernels, mask_feats)
     if rel is None or rel_coords is None:
         return out
-    return out.float() + rel_coord_logits(rel.flatten(0, 1), cells.flatten(), num_grids,
-                                          rel_coords, (hf, wf)).view(b, k, hf, wf)
+    return out.float() + rel_coord_logits(
+        rel.flatten(0, 1), cells.flatten(), num_grids, rel_coords, (hf, wf)
+    ).view(b, k, hf, wf)
 
 
-def _select(scores: Tensor, score_thr: float,
-            cap: int) -> tuple[Tensor, Tensor, Tensor, int, Tensor | None]:
+def _select(
+    scores: Tensor, score_thr: float, cap: int
+) -> tuple[Tensor, Tensor, Tensor, int, Tensor | None]:
     """The (image, cell, class) triples of ``scores`` ``[B, T, C]`` over ``score_thr``, at most
     about ``cap`` per image (each image's best, :func:`_keep_top`).
 
@@ -179,20 +193,32 @@ def postprocess(
     device = mask_feats.device
     scores, kernels = candidates or candidate_inputs(cate_logits, kernel_preds)
     cell_stride = level_strides(tuple(num_grids), tuple(strides), device)
-    bi, cell, label, kmax, counts_t = _select(scores, cfg.score_thr,
-                                              max(cfg.nms_pre, _CANDIDATE_BUDGET // (hf * wf)))
+    bi, cell, label, kmax, counts_t = _select(
+        scores, cfg.score_thr, max(cfg.nms_pre, _CANDIDATE_BUDGET // (hf * wf))
+    )
     # candidates padded per image to [B, K, ...] before their masks are computed, so the masks
     # are made in place; dropped and padded entries carry score -1 and sort last
     e = mask_feats.shape[1]
     kern = kernels[bi, cell]
     k_scores, k_labels, k_cells, k_kern, *k_rel = _pad_by_image(
         [(scores[bi, cell, label], -1.0), (label, 0), (cell, 0), (kern[:, :e], 0.0)]
-        + ([(kern[:, e:], 0.0)] if rel_coords is not None else []), bi, b, kmax, counts_t)
-    k_soft = _padded_mask_logits(k_kern, k_rel[0] if k_rel else None, k_cells, mask_feats,
-                                 num_grids, rel_coords).float().sigmoid()  # [B, K, Hf, Wf]
+        + ([(kern[:, e:], 0.0)] if rel_coords is not None else []),
+        bi,
+        b,
+        kmax,
+        counts_t,
+    )
+    k_soft = (
+        _padded_mask_logits(
+            k_kern, k_rel[0] if k_rel else None, k_cells, mask_feats, num_grids, rel_coords
+        )
+        .float()
+        .sigmoid()
+    )  # [B, K, Hf, Wf]
     if window is not None:
-        k_soft = k_soft * cell_windows(k_cells.flatten(), num_grids, window,
-                                       (hf, wf)).view(b, kmax, hf, wf)
+        k_soft = k_soft * cell_windows(k_cells.flatten(), num_grids, window, (hf, wf)).view(
+            b, kmax, hf, wf
+        )
     k_binary = k_soft > cfg.mask_thr
     k_area = k_binary.flatten(2).sum(2).float()
     keep = (k_area > cell_stride[k_cells]) & (k_scores >= 0)  # padding slots hold -1
@@ -207,8 +233,9 @@ def postprocess(
     # invalid entries get unique negative labels so they never suppress anything
     uniq = -1 - torch.arange(k_labels.shape[1], device=device).expand_as(k_labels)
     k_labels = torch.where(valid, k_labels, uniq)
-    decay = matrix_nms_sorted(k_binary.flatten(2), k_labels, k_scores, cfg.kernel, cfg.sigma,
-                              areas=k_area)
+    decay = matrix_nms_sorted(
+        k_binary.flatten(2), k_labels, k_scores, cfg.kernel, cfg.sigma, areas=k_area
+    )
     k_scores = torch.where(valid, k_scores * decay, torch.full_like(k_scores, -1.0))
     k_scores = k_scores.masked_fill(k_scores < cfg.update_thr, -1.0)
     order = torch.sort(k_scores, dim=1, descending=True, stable=True).indices
@@ -225,19 +252,23 @@ def postprocess(
         h, w = (int(v) for v in image_sizes[i])
         oh, ow = (int(v) for v in orig_sizes[i])
         if n == 0:
-            results.append(Predictions(
-                torch.zeros((0, oh, ow), dtype=torch.bool, device=device),
-                torch.zeros((0,), dtype=torch.long, device=device),
-                torch.zeros((0,), dtype=torch.float32, device=device),
-                torch.zeros((0, 4), dtype=torch.float32, device=device)))
+            results.append(
+                Predictions(
+                    torch.zeros((0, oh, ow), dtype=torch.bool, device=device),
+                    torch.zeros((0,), dtype=torch.long, device=device),
+                    torch.zeros((0,), dtype=torch.float32, device=device),
+                    torch.zeros((0, 4), dtype=torch.float32, device=device),
+                )
+            )
             continue
         masks, boxes = _paste_all(k_soft[i, :n], (h, w), (oh, ow), cfg.mask_thr)
         results.append(Predictions(masks, k_labels[i, :n], k_scores[i, :n].float(), boxes))
     return results
 
 
-def _paste_masks(soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int],
-                mask_thr: float) -> tuple[Tensor, Tensor]:
+def _paste_masks(
+    soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int], mask_thr: float
+) -> tuple[Tensor, Tensor]:
     """Soft masks at stride 4 to binary masks at the original resolution, and their boxes.
 
     Args:
@@ -253,16 +284,18 @@ def _paste_masks(soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int
     """
     hf, wf = soft.shape[-2:]
     h, w = image_size
-    up = F.interpolate(soft.unsqueeze(0), size=(hf * 4, wf * 4), mode="bilinear",
-                       align_corners=False)[:, :, :h, :w]
+    up = F.interpolate(
+        soft.unsqueeze(0), size=(hf * 4, wf * 4), mode="bilinear", align_corners=False
+    )[:, :, :h, :w]
     if tuple(orig_size) != (h, w):  # a bilinear resize to the same size is the identity
         up = F.interpolate(up, size=tuple(orig_size), mode="bilinear", align_corners=False)
     masks = up[0] > mask_thr
     return masks, masks_to_boxes(masks)
 
 
-def _paste_all(soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int],
-               mask_thr: float) -> tuple[Tensor, Tensor]:
+def _paste_all(
+    soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int], mask_thr: float
+) -> tuple[Tensor, Tensor]:
     """:func:`_paste_masks` over ``soft`` ``[n, Hf, Wf]`` in chunks of at most
     ``_RESIZE_BUDGET`` float elements at the original size (bounded memory for huge images);
     one chunk, the common case, returns its masks without a copy."""
@@ -273,6 +306,7 @@ def _paste_all(soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, 
     masks = torch.empty((n, *orig_size), dtype=torch.bool, device=soft.device)
     boxes = torch.empty((n, 4), dtype=torch.float32, device=soft.device)
     for j in range(0, n, step):
-        masks[j:j + step], boxes[j:j + step] = _paste_masks(soft[j:j + step], image_size,
-                                                           orig_size, mask_thr)
+        masks[j : j + step], boxes[j : j + step] = _paste_masks(
+            soft[j : j + step], image_size, orig_size, mask_thr
+        )
     return masks, boxes

@@ -44,19 +44,20 @@ class PackedMasks:
         return dataclasses.replace(self, frame=(int(height), int(width)))
 
     def pin_memory(self) -> PackedMasks:
-        return dataclasses.replace(self, bits=self.bits.pin_memory(),
-                                   boxes=self.boxes.pin_memory())
+        return dataclasses.replace(self, bits=self.bits.pin_memory(), boxes=self.boxes.pin_memory())
 
-    def to_dense(self, device: torch.device | str | None = None,
-                 non_blocking: bool = False) -> Tensor:
+    def to_dense(
+        self, device: torch.device | str | None = None, non_blocking: bool = False
+    ) -> Tensor:
         """uint8 ``[N, H, W]`` 0/1 masks on ``device`` (default: where the bits are): the packed
         bytes travel, the unpacking and the scatter into the frame run there, without a host
         sync."""
         return unpack_masks([self], device, non_blocking)[0]
 
 
-def unpack_masks(packs: list[PackedMasks], device: torch.device | str | None = None,
-                 non_blocking: bool = False) -> list[Tensor]:
+def unpack_masks(
+    packs: list[PackedMasks], device: torch.device | str | None = None, non_blocking: bool = False
+) -> list[Tensor]:
     """:meth:`PackedMasks.to_dense` of several images sharing one ``frame`` (a batch's canvas) in
     one pass: the same ~30 kernels for the whole batch instead of for each image (a batch of 16
     dispatched 612 ops per step image by image, 92 this way). The per-image bit streams are
@@ -85,7 +86,7 @@ def unpack_masks(packs: list[PackedMasks], device: torch.device | str | None = N
             starts = [0]
             for p in packs[:-1]:
                 starts.append(starts[-1] + 8 * int(p.bits.numel()))
-            flat = torch.cat([flat[s0:s0 + t] for s0, t in zip(starts, totals) if t])
+            flat = torch.cat([flat[s0 : s0 + t] for s0, t in zip(starts, totals) if t])
         x1, y1, x2, y2 = boxes.unbind(1)
         cw = x2 - x1
         area = cw * (y2 - y1)
@@ -119,7 +120,8 @@ class Instances:
         """On ``device``, masks dense (packed masks are unpacked there)."""
         m = self.masks
         return Instances(
-            m.to_dense(device, non_blocking) if isinstance(m, PackedMasks)
+            m.to_dense(device, non_blocking)
+            if isinstance(m, PackedMasks)
             else m.to(device, non_blocking=non_blocking),
             self.labels.to(device, non_blocking=non_blocking),
             self.boxes.to(device, non_blocking=non_blocking),
@@ -203,22 +205,40 @@ class Batch:
     def pin_memory(self) -> Batch:
         targets = None
         if self.targets is not None:
-            targets = [Instances(t.masks.pin_memory(), t.labels.pin_memory(), t.boxes.pin_memory())
-                       for t in self.targets]
-        return Batch(self.images.pin_memory(), self.image_sizes, self.orig_sizes, self.image_ids,
-                     targets, self.file_names, self.events)
+            targets = [
+                Instances(t.masks.pin_memory(), t.labels.pin_memory(), t.boxes.pin_memory())
+                for t in self.targets
+            ]
+        return Batch(
+            self.images.pin_memory(),
+            self.image_sizes,
+            self.orig_sizes,
+            self.image_ids,
+            targets,
+            self.file_names,
+            self.events,
+        )
 
 
-def _targets_to(targets: list[Instances], device: torch.device | str,
-                non_blocking: bool) -> list[Instances]:
+def _targets_to(
+    targets: list[Instances], device: torch.device | str, non_blocking: bool
+) -> list[Instances]:
     packs = [t.masks for t in targets]
-    if not (packs and all(isinstance(m, PackedMasks) for m in packs)
-            and len({m.frame for m in packs}) == 1):  # type: ignore[union-attr]
+    if not (
+        packs
+        and all(isinstance(m, PackedMasks) for m in packs)
+        and len({m.frame for m in packs}) == 1
+    ):  # type: ignore[union-attr]
         return [t.to(device, non_blocking) for t in targets]
     masks = unpack_masks(packs, device, non_blocking)  # type: ignore[arg-type]
-    return [Instances(m, t.labels.to(device, non_blocking=non_blocking),
-                      t.boxes.to(device, non_blocking=non_blocking))
-            for m, t in zip(masks, targets)]
+    return [
+        Instances(
+            m,
+            t.labels.to(device, non_blocking=non_blocking),
+            t.boxes.to(device, non_blocking=non_blocking),
+        )
+        for m, t in zip(masks, targets)
+    ]
 
 
 @dataclass
@@ -241,5 +261,9 @@ class Predictions:
         return int(self.scores.shape[0])
 
     def to(self, device: torch.device | str) -> Predictions:
-        return Predictions(self.masks.to(device), self.labels.to(device), self.scores.to(device),
-                           self.boxes.to(device))
+        return Predictions(
+            self.masks.to(device),
+            self.labels.to(device),
+            self.scores.to(device),
+            self.boxes.to(device),
+        )

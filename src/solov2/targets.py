@@ -94,10 +94,14 @@ def build_targets(
     m = sum(lens)
     if m == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
-        return Targets(torch.full((b, total_cells), num_classes, dtype=torch.long, device=device),
-                       empty, empty, empty, torch.zeros((0, hf, wf), dtype=torch.uint8,
-                                                        device=device),
-                       torch.zeros((), dtype=torch.long, device=device))
+        return Targets(
+            torch.full((b, total_cells), num_classes, dtype=torch.long, device=device),
+            empty,
+            empty,
+            empty,
+            torch.zeros((0, hf, wf), dtype=torch.uint8, device=device),
+            torch.zeros((), dtype=torch.long, device=device),
+        )
     masks = torch.cat([t.masks for t in instances if len(t)])
     labels = torch.cat([t.labels for t in instances]).to(device)
     boxes = torch.cat([t.boxes for t in instances]).to(device).float()
@@ -110,8 +114,14 @@ def build_targets(
     a = assign_cells(boxes, cx, cy, valid, img_idx, b, (hp, wp), num_grids, scale_ranges, sigma)
     claimed = a.winner >= 0
     cate = torch.where(claimed, labels[a.winner.clamp(min=0)], num_classes)
-    return Targets(cate.view(b, total_cells), a.pos_batch, a.pos_cell, a.pos_inst,
-                   downsample_masks(masks), claimed.sum())
+    return Targets(
+        cate.view(b, total_cells),
+        a.pos_batch,
+        a.pos_cell,
+        a.pos_inst,
+        downsample_masks(masks),
+        claimed.sum(),
+    )
 
 
 @dataclass
@@ -196,14 +206,20 @@ def assign_cells(
     offsets = torch.tensor([-1, 0, 1], device=device)
     ii = ch.unsqueeze(-1) + offsets.repeat_interleave(3)  # [L, M, 9], row-major 3x3
     jj = cw.unsqueeze(-1) + offsets.repeat(3)
-    ok = (hit.unsqueeze(-1) & (ii >= top.unsqueeze(-1)) & (ii <= down.unsqueeze(-1))
-          & (jj >= left.unsqueeze(-1)) & (jj <= right.unsqueeze(-1)))
+    ok = (
+        hit.unsqueeze(-1)
+        & (ii >= top.unsqueeze(-1))
+        & (ii <= down.unsqueeze(-1))
+        & (jj >= left.unsqueeze(-1))
+        & (jj <= right.unsqueeze(-1))
+    )
     # level-major, then instance, then cells row-major: the reference's order
     sel_l, sel_i, sel_k = ok.nonzero(as_tuple=True)
     pos_inst = sel_i
     pos_batch = img_idx[sel_i]
-    pos_cell = (first_cell[sel_l] + ii[sel_l, sel_i, sel_k] * grid[sel_l, 0]
-                + jj[sel_l, sel_i, sel_k])
+    pos_cell = (
+        first_cell[sel_l] + ii[sel_l, sel_i, sel_k] * grid[sel_l, 0] + jj[sel_l, sel_i, sel_k]
+    )
 
     # category map: the last instance (highest index) claiming a cell wins
     winner = torch.full((num_images * total_cells,), -1, dtype=torch.long, device=device)

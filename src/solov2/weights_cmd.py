@@ -16,9 +16,12 @@ def add_weights_parser(sub: Any) -> None:
     ws = w.add_subparsers(dest="action", required=True)
     ws.add_parser("list", help="known names, sources, published AP, what is cached")
     d = ws.add_parser("download", help="download, verify and convert into torch hub's cache")
-    d.add_argument("names", nargs="+", metavar="NAME",
-                   help="a name from `solov2 weights list` (NAME@official for the official "
-                        "file), or 'all'")
+    d.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="a name from `solov2 weights list` (NAME@official for the official file), or 'all'",
+    )
     d.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -67,8 +70,10 @@ def _download(names: list[str], quiet: bool) -> int:
         except KeyError as e:
             raise UserError(str(e.args[0])) from None
         if not known:
-            raise UserError(f"{spec}: not a known checkpoint name ({', '.join(PRETRAINED)}; "
-                            "NAME@official for the official file)")
+            raise UserError(
+                f"{spec}: not a known checkpoint name ({', '.join(PRETRAINED)}; "
+                "NAME@official for the official file)"
+            )
     for spec in specs:
         print(f"{spec}: {resolve_weights(spec, progress=not quiet)}")
     return 0

@@ -56,8 +56,15 @@ def _fin(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def run_step(t: Trainee, batch: Batch, it: int, progress: float, warmup: int, clip: float,
-             device: torch.device) -> None:
+def run_step(
+    t: Trainee,
+    batch: Batch,
+    it: int,
+    progress: float,
+    warmup: int,
+    clip: float,
+    device: torch.device,
+) -> None:
     lr = t.base_lr * lr_factor(it, progress, warmup)
     for g in t.optimizer.param_groups:
         g["lr"] = lr
@@ -78,8 +85,7 @@ def run_step(t: Trainee, batch: Batch, it: int, progress: float, warmup: int, cl
     _sync(device)
     dt = time.perf_counter() - t0
     if cuda:
-        t.step_mem_mb = max(t.step_mem_mb,
-                            (torch.cuda.max_memory_allocated(device) - base) / 2**20)
+        t.step_mem_mb = max(t.step_mem_mb, (torch.cuda.max_memory_allocated(device) - base) / 2**20)
     t.train_s += dt
     t.step_times.append(dt)
     t.iters += 1
@@ -98,15 +104,30 @@ def run_step(t: Trainee, batch: Batch, it: int, progress: float, warmup: int, cl
             t.stopped = f"diverged at iteration {it + 1} (20 consecutive non-finite losses)"
 
 
-def train_both(ours: Trainee, peer: Trainee, loader: Any, max_iters: int | None,
-               budget: float | None, device: torch.device, log_period: int,
-               clip: float = 35.0, warmup: int | None = None) -> dict[str, Any]:
+def train_both(
+    ours: Trainee,
+    peer: Trainee,
+    loader: Any,
+    max_iters: int | None,
+    budget: float | None,
+    device: torch.device,
+    log_period: int,
+    clip: float = 35.0,
+    warmup: int | None = None,
+) -> dict[str, Any]:
     return train_all((ours, peer), loader, max_iters, budget, device, log_period, clip, warmup)
 
 
-def train_all(trainees: Sequence[Trainee], loader: Any, max_iters: int | None,
-              budget: float | None, device: torch.device, log_period: int,
-              clip: float = 35.0, warmup: int | None = None) -> dict[str, Any]:
+def train_all(
+    trainees: Sequence[Trainee],
+    loader: Any,
+    max_iters: int | None,
+    budget: float | None,
+    device: torch.device,
+    log_period: int,
+    clip: float = 35.0,
+    warmup: int | None = None,
+) -> dict[str, Any]:
     """Every trainee steps on each batch of one data stream (``train_both`` for two)."""
     cap = max_iters if max_iters is not None else 10**12
     warmup = max(1, min(500, cap // 10) if warmup is None else warmup)
@@ -137,8 +158,10 @@ def train_all(trainees: Sequence[Trainee], loader: Any, max_iters: int | None,
                 parts = [f"iter {it}" + (f"/{cap}" if max_iters is not None else "")]
                 for t in trainees:
                     last = t.losses[-1] if t.losses else None
-                    parts.append(f"{t.name}: loss {last if last is None else round(last, 4)} "
-                                 f"lr {t.lrs[-1] if t.lrs else 0:.3g} train {t.train_s:.1f}s")
+                    parts.append(
+                        f"{t.name}: loss {last if last is None else round(last, 4)} "
+                        f"lr {t.lrs[-1] if t.lrs else 0:.3g} train {t.train_s:.1f}s"
+                    )
                 print("  " + "  |  ".join(parts), flush=True)
             if it >= cap or all(t.stopped for t in trainees):
                 done = True
@@ -148,20 +171,29 @@ def train_all(trainees: Sequence[Trainee], loader: Any, max_iters: int | None,
     for t in trainees:
         if t.stopped is None:
             t.stopped = f"{t.iters} iterations done"
-    return {"iterations_run": it, "epochs_started": epoch, "warmup_iters": warmup,
-            "data_s": round(data_s, 3), "loop_wall_s": round(time.perf_counter() - t_start, 3)}
-
+    return {
+        "iterations_run": it,
+        "epochs_started": epoch,
+        "warmup_iters": warmup,
+        "data_s": round(data_s, 3),
+        "loop_wall_s": round(time.perf_counter() - t_start, 3),
+    }
 
 
 def trainee_result(t: Trainee, batch_size: int, device: torch.device) -> dict[str, Any]:
     """A trained model's row of ``compare.json``: sizes, iterations, time, throughput, memory."""
-    steady = t.step_times[len(t.step_times) // 5:] or t.step_times
+    steady = t.step_times[len(t.step_times) // 5 :] or t.step_times
     return {
-        "model": t.name, "params": count_params(t.model)[0],
-        "trainable_params": count_params(t.model)[1], "lr": t.base_lr, "iters": t.iters,
-        "images": t.images, "train_s": round(t.train_s, 3),
+        "model": t.name,
+        "params": count_params(t.model)[0],
+        "trainable_params": count_params(t.model)[1],
+        "lr": t.base_lr,
+        "iters": t.iters,
+        "images": t.images,
+        "train_s": round(t.train_s, 3),
         "img_per_s": t.images / t.train_s if t.train_s > 0 else None,
         "img_per_s_median_step": (batch_size / statistics.median(steady)) if steady else None,
         "step_mem_mb": round(t.step_mem_mb, 1) if device.type == "cuda" else None,
-        "nonfinite_steps": t.nonfinite, "stopped": t.stopped,
+        "nonfinite_steps": t.nonfinite,
+        "stopped": t.stopped,
     }

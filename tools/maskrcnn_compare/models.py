@@ -46,20 +46,25 @@ PAIRINGS: dict[str, Pairing] = {
 }
 
 
-
 def find_mnv2_weights(given: str | None) -> str:
     if given:
         if not os.path.isfile(given):
             raise SystemExit(f"--backbone-weights {given}: file not found")
         return given
-    dirs = [os.environ.get("SOLOV2_WEIGHTS_DIR", ""), "shared/weights", ".data/weights",
-            str(Path(__file__).resolve().parents[2] / "shared" / "weights"),
-            "/work/shared/weights"]
+    dirs = [
+        os.environ.get("SOLOV2_WEIGHTS_DIR", ""),
+        "shared/weights",
+        ".data/weights",
+        str(Path(__file__).resolve().parents[2] / "shared" / "weights"),
+        "/work/shared/weights",
+    ]
     for d in dirs:
         if d and os.path.isfile(os.path.join(d, MNV2_WEIGHTS)):
             return os.path.join(d, MNV2_WEIGHTS)
-    raise SystemExit(f"--pairing mnv2 needs the ImageNet MobileNetV2 weights: pass "
-                     f"--backbone-weights PATH/{MNV2_WEIGHTS} (looked in {dirs})")
+    raise SystemExit(
+        f"--pairing mnv2 needs the ImageNet MobileNetV2 weights: pass "
+        f"--backbone-weights PATH/{MNV2_WEIGHTS} (looked in {dirs})"
+    )
 
 
 def configure_ours(pairing: str, args: argparse.Namespace) -> Config:
@@ -101,8 +106,9 @@ def _input_scale_transform_cls() -> type:
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
     class _InputScale(GeneralizedRCNNTransform):
-        def resize(self, image: Tensor, target: dict[str, Tensor] | None = None
-                   ) -> tuple[Tensor, dict[str, Tensor] | None]:
+        def resize(
+            self, image: Tensor, target: dict[str, Tensor] | None = None
+        ) -> tuple[Tensor, dict[str, Tensor] | None]:
             return image, target
 
     return _InputScale
@@ -111,9 +117,14 @@ def _input_scale_transform_cls() -> type:
 def _set_input_scale(peer: nn.Module, scale: tuple[int, int]) -> None:
     t = peer.transform
     cls = _input_scale_transform_cls()
-    peer.transform = cls(min_size=int(scale[1]), max_size=int(scale[0]),
-                         image_mean=list(t.image_mean), image_std=list(t.image_std),
-                         size_divisible=t.size_divisible, fixed_size=t.fixed_size)
+    peer.transform = cls(
+        min_size=int(scale[1]),
+        max_size=int(scale[0]),
+        image_mean=list(t.image_mean),
+        image_std=list(t.image_std),
+        size_divisible=t.size_divisible,
+        fixed_size=t.fixed_size,
+    )
 
 
 def _mnv2_peer_backbone(weights: str) -> nn.Module:
@@ -129,15 +140,18 @@ def _mnv2_peer_backbone(weights: str) -> nn.Module:
         if isinstance(state.get(key), dict):
             state = state[key]
     # torchvision's file: features.N.* (+ classifier.*); the FPN body is features itself: N.*
-    body_state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    body_state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     features.load_state_dict(body_state, strict=True)
     for i in range(MNV2_FROZEN_BLOCKS):
         for prm in features[i].parameters():
             prm.requires_grad_(False)
     return BackboneWithFPN(
-        features, return_layers={str(t): str(k) for k, t in enumerate(MNV2_TAPS)},
-        in_channels_list=[features[t].out_channels for t in MNV2_TAPS], out_channels=256,
-        extra_blocks=LastLevelMaxPool())
+        features,
+        return_layers={str(t): str(k) for k, t in enumerate(MNV2_TAPS)},
+        in_channels_list=[features[t].out_channels for t in MNV2_TAPS],
+        out_channels=256,
+        extra_blocks=LastLevelMaxPool(),
+    )
 
 
 def build_peer(pairing: str, num_classes: int, cfg: Config) -> tuple[nn.Module, bool]:
@@ -147,25 +161,34 @@ def build_peer(pairing: str, num_classes: int, cfg: Config) -> tuple[nn.Module, 
 
     if pairing in ("mnv2", "dense"):
         assert cfg.model.backbone.weights
-        peer = MaskRCNN(_mnv2_peer_backbone(cfg.model.backbone.weights),
-                        num_classes=num_classes + 1)
+        peer = MaskRCNN(
+            _mnv2_peer_backbone(cfg.model.backbone.weights), num_classes=num_classes + 1
+        )
         norm_eval = True
     elif pairing == "r50":
-        peer = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-                                     num_classes=num_classes + 1)
+        peer = maskrcnn_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=num_classes + 1
+        )
         norm_eval = False
         body = peer.backbone.body
         bns = [m for m in body.modules() if "BatchNorm" in type(m).__name__]
         assert all(type(m) is nn.BatchNorm2d for m in bns), "expected trainable BatchNorm2d"
         assert all(p.requires_grad for p in body.parameters()), "expected 5 trainable layers"
     elif pairing == "tiny":
-        backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None,
-                                       norm_layer=nn.BatchNorm2d, trainable_layers=5)
+        backbone = resnet_fpn_backbone(
+            backbone_name="resnet18", weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5
+        )
         # smoke-test pairing: fewer proposals, RoI samples and detections keep CPU runs short
-        peer = MaskRCNN(backbone, num_classes=num_classes + 1,
-                        rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100,
-                        rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50,
-                        box_batch_size_per_image=64, box_detections_per_img=20)
+        peer = MaskRCNN(
+            backbone,
+            num_classes=num_classes + 1,
+            rpn_pre_nms_top_n_train=200,
+            rpn_post_nms_top_n_train=100,
+            rpn_pre_nms_top_n_test=100,
+            rpn_post_nms_top_n_test=50,
+            box_batch_size_per_image=64,
+            box_detections_per_img=20,
+        )
         norm_eval = False
     else:
         raise ValueError(pairing)
@@ -203,15 +226,20 @@ def peer_inputs(batch: Batch) -> tuple[list[Tensor], list[dict[str, Tensor]] | N
         return images, None
     targets = []
     for (h, w), t in zip(sizes, batch.targets):
-        targets.append({"boxes": t.boxes.float().reshape(-1, 4),
-                        "labels": t.labels.long() + 1,
-                        "masks": t.masks[:, :h, :w].contiguous()})
+        targets.append(
+            {
+                "boxes": t.boxes.float().reshape(-1, 4),
+                "labels": t.labels.long() + 1,
+                "masks": t.masks[:, :h, :w].contiguous(),
+            }
+        )
     return images, targets
 
 
 @torch.inference_mode()
-def peer_predict(peer: nn.Module, batch: Batch, device: torch.device,
-                 amp: str = "none") -> list[Predictions]:
+def peer_predict(
+    peer: nn.Module, batch: Batch, device: torch.device, amp: str = "none"
+) -> list[Predictions]:
     """GeneralizedRCNN.forward, but with the original image sizes as the output frame: boxes are
     rescaled and masks pasted at the original resolution by torchvision's own postprocess."""
     batch = batch.to(device)
@@ -230,21 +258,37 @@ def peer_predict(peer: nn.Module, batch: Batch, device: torch.device,
     dets = peer.transform.postprocess(dets, image_list.image_sizes, orig)
     out = []
     for d, (h, w) in zip(dets, orig):
-        masks = d["masks"][:, 0] > 0.5 if len(d["scores"]) else torch.zeros(
-            (0, h, w), dtype=torch.bool, device=device)
+        masks = (
+            d["masks"][:, 0] > 0.5
+            if len(d["scores"])
+            else torch.zeros((0, h, w), dtype=torch.bool, device=device)
+        )
         order = torch.argsort(d["scores"], descending=True)
         masks = masks[order]
-        out.append(Predictions(masks, (d["labels"][order] - 1).long(), d["scores"][order],
-                               masks_to_boxes(masks)))
+        out.append(
+            Predictions(
+                masks, (d["labels"][order] - 1).long(), d["scores"][order], masks_to_boxes(masks)
+            )
+        )
     return out
 
 
-def evaluate_peer(peer: nn.Module, loader: Any, dataset: CocoInstances, device: torch.device,
-                  amp: str, output_dir: Path | None) -> dict[str, Any]:
+def evaluate_peer(
+    peer: nn.Module,
+    loader: Any,
+    dataset: CocoInstances,
+    device: torch.device,
+    amp: str,
+    output_dir: Path | None,
+) -> dict[str, Any]:
     was = peer.training
     peer.eval()
-    ev = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names,
-                       max_dets=peer.roi_heads.detections_per_img)
+    ev = CocoEvaluator(
+        dataset.coco,
+        dataset.cat_ids,
+        dataset.class_names,
+        max_dets=peer.roi_heads.detections_per_img,
+    )
     start = time.perf_counter()
     for batch in loader:
         preds = peer_predict(peer, batch, device, amp)
@@ -257,4 +301,3 @@ def evaluate_peer(peer: nn.Module, loader: Any, dataset: CocoInstances, device: 
     if output_dir is not None:
         write_results(output_dir, ev.results(), metrics)
     return metrics
-

@@ -35,12 +35,15 @@ def plot_curves(ours: Trainee, peer: Trainee, path: Path, labels: tuple[str, str
         ax.plot(xs, ys, lw=0.8, alpha=0.5, label="total loss")
         k = max(1, len(ys) // 50)
         if k > 1:
-            sm = [statistics.fmean([y for y in ys[max(0, i - k + 1):i + 1] if y == y] or [0.0])
-                  for i in range(len(ys))]
+            sm = [
+                statistics.fmean([y for y in ys[max(0, i - k + 1) : i + 1] if y == y] or [0.0])
+                for i in range(len(ys))
+            ]
             ax.plot(xs, sm, lw=1.6, label=f"moving mean ({k})")
         for name, vals in t.terms.items():
-            ax.plot(xs, [float("nan") if v is None else v for v in vals], lw=0.6, alpha=0.35,
-                    label=name)
+            ax.plot(
+                xs, [float("nan") if v is None else v for v in vals], lw=0.6, alpha=0.35, label=name
+            )
         ax.set_title(label)
         ax.set_xlabel("iteration")
         ax.set_ylabel("loss")
@@ -51,9 +54,17 @@ def plot_curves(ours: Trainee, peer: Trainee, path: Path, labels: tuple[str, str
     plt.close(fig)
 
 
-def plot_overlays(ours_model: nn.Module, peer_model: nn.Module, cfg: Config,
-                  val_set: CocoInstances, device: torch.device, amp: str, n: int, path: Path,
-                  labels: tuple[str, str]) -> list[int]:
+def plot_overlays(
+    ours_model: nn.Module,
+    peer_model: nn.Module,
+    cfg: Config,
+    val_set: CocoInstances,
+    device: torch.device,
+    amp: str,
+    n: int,
+    path: Path,
+    labels: tuple[str, str],
+) -> list[int]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,10 +74,12 @@ def plot_overlays(ours_model: nn.Module, peer_model: nn.Module, cfg: Config,
 
     raw = CocoInstances(val_set.json_path, val_set.image_dir, None, train=False)
     coco = val_set.coco
-    idx = [i for i, iid in enumerate(val_set.image_ids)
-           if coco.getAnnIds(imgIds=[iid], iscrowd=False)][:n] or [0]
-    batch = collate([val_set[i] for i in idx], size_divisor=cfg.data.size_divisor,
-                    with_targets=False)
+    idx = [
+        i for i, iid in enumerate(val_set.image_ids) if coco.getAnnIds(imgIds=[iid], iscrowd=False)
+    ][:n] or [0]
+    batch = collate(
+        [val_set[i] for i in idx], size_divisor=cfg.data.size_divisor, with_targets=False
+    )
     was = ours_model.training
     ours_model.eval()
     ours_preds = predict_batch(ours_model, batch, cfg, device, amp)
@@ -82,14 +95,18 @@ def plot_overlays(ours_model: nn.Module, peer_model: nn.Module, cfg: Config,
         image = read_image(raw.image_path(i))
         inst = sample.instances
         gt = Predictions(inst.masks.bool(), inst.labels, torch.ones(len(inst)), inst.boxes)
-        panels = [draw_predictions(image, gt, names, score_thr=0.0),
-                  draw_predictions(image, ours_preds[row].to("cpu"), names, score_thr=0.3),
-                  draw_predictions(image, peer_preds[row].to("cpu"), names, score_thr=0.3)]
+        panels = [
+            draw_predictions(image, gt, names, score_thr=0.0),
+            draw_predictions(image, ours_preds[row].to("cpu"), names, score_thr=0.3),
+            draw_predictions(image, peer_preds[row].to("cpu"), names, score_thr=0.3),
+        ]
         for col, (img, title) in enumerate(zip(panels, ("ground truth", *labels))):
             ax = axes[row][col]
             ax.imshow(img.permute(1, 2, 0).numpy())
-            ax.set_title(f"{title} (image {sample.image_id})" if col == 0 else
-                         f"{title} (score >= 0.3)", fontsize=9)
+            ax.set_title(
+                f"{title} (image {sample.image_id})" if col == 0 else f"{title} (score >= 0.3)",
+                fontsize=9,
+            )
             ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -115,8 +132,17 @@ def json_safe(obj: Any) -> Any:
 
 
 def format_report(rows: list[dict[str, Any]], eval_train: bool) -> str:
-    cols = ["model", "params(M)", "iters", "train s", "img/s", "val segm AP", "AP50", "AP75",
-            "val bbox AP"]
+    cols = [
+        "model",
+        "params(M)",
+        "iters",
+        "train s",
+        "img/s",
+        "val segm AP",
+        "AP50",
+        "AP75",
+        "val bbox AP",
+    ]
     if eval_train:
         cols += ["train segm AP", "train bbox AP"]
 
@@ -126,18 +152,28 @@ def format_report(rows: list[dict[str, Any]], eval_train: bool) -> str:
     table = [cols]
     for r in rows:
         v, tr = r["val"], r.get("train_eval")
-        line = [r["model"], f(r["params"] / 1e6, 2), f(r["iters"]), f(r["train_s"], 1),
-                f(r["img_per_s"], 2), f(_m(v, "segm", "AP")), f(_m(v, "segm", "AP50")),
-                f(_m(v, "segm", "AP75")), f(_m(v, "bbox", "AP"))]
+        line = [
+            r["model"],
+            f(r["params"] / 1e6, 2),
+            f(r["iters"]),
+            f(r["train_s"], 1),
+            f(r["img_per_s"], 2),
+            f(_m(v, "segm", "AP")),
+            f(_m(v, "segm", "AP50")),
+            f(_m(v, "segm", "AP75")),
+            f(_m(v, "bbox", "AP")),
+        ]
         if eval_train:
             line += [f(_m(tr, "segm", "AP")), f(_m(tr, "bbox", "AP"))]
         table.append(line)
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     out = []
     for j, row in enumerate(table):
-        out.append(" | ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])
-                              for i, c in enumerate(row)))
+        out.append(
+            " | ".join(
+                c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)
+            )
+        )
         if j == 0:
             out.append("-+-".join("-" * w for w in widths))
     return "\n".join(out)
-

@@ -20,8 +20,9 @@ from .timing import Step, time_loop
 N_SETS = 3  # distinct image sets / batches the timed loop rotates among
 
 
-def image_sets(b: int, size: tuple[int, int], device: torch.device,
-               g: torch.Generator) -> list[list[Tensor]]:
+def image_sets(
+    b: int, size: tuple[int, int], device: torch.device, g: torch.Generator
+) -> list[list[Tensor]]:
     """``N_SETS`` lists of ``b`` uint8 ``[3, h, w]`` images on ``device``: smooth colour fields
     plus noise."""
     h, w = size
@@ -33,8 +34,15 @@ def image_sets(b: int, size: tuple[int, int], device: torch.device,
     return sets
 
 
-def synthetic_batch(b: int, h: int, w: int, num_classes: int, device: torch.device,
-                    g: torch.Generator, size_divisor: int = 32) -> Batch:
+def synthetic_batch(
+    b: int,
+    h: int,
+    w: int,
+    num_classes: int,
+    device: torch.device,
+    g: torch.Generator,
+    size_divisor: int = 32,
+) -> Batch:
     """A padded training :class:`Batch` on ``device``: random images of ``h x w``, each with
     1-8 random rectangles/ellipses (masks uint8 in the padded frame, labels, boxes)."""
     from ..ops.masks import masks_to_boxes
@@ -80,14 +88,24 @@ def real_loader(args: argparse.Namespace, cfg: Config, canvas_k: int = 0) -> Any
     from ..data.loader import build_train_loader, dataset_from_config
 
     dataset = dataset_from_config(cfg.data, "train", train=True)
-    return build_train_loader(dataset, args.batch_size, loader_workers(args),
-                              aspect_grouping=cfg.data.aspect_grouping, seed=cfg.solver.seed,
-                              size_divisor=cfg.data.size_divisor,
-                              canvases=dataset_canvases(dataset, cfg.data, canvas_k))
+    return build_train_loader(
+        dataset,
+        args.batch_size,
+        loader_workers(args),
+        aspect_grouping=cfg.data.aspect_grouping,
+        seed=cfg.solver.seed,
+        size_divisor=cfg.data.size_divisor,
+        canvases=dataset_canvases(dataset, cfg.data, canvas_k),
+    )
 
 
-def batch_source(args: argparse.Namespace, cfg: Config, device: torch.device,
-                 size: tuple[int, int], canvas_k: int = 0) -> Callable[[], Step]:
+def batch_source(
+    args: argparse.Namespace,
+    cfg: Config,
+    device: torch.device,
+    size: tuple[int, int],
+    canvas_k: int = 0,
+) -> Callable[[], Step]:
     """A factory of ``get(i) -> Batch on the device``, each starting from the same batches: real
     data (``--real`` / ``--data-root`` / ``data.train_json``): the training loader, one
     continuous stream across epochs as in training, loading timed; else prebuilt synthetic
@@ -103,11 +121,18 @@ def batch_source(args: argparse.Namespace, cfg: Config, device: torch.device,
         def real() -> Step:
             it = loader.stream()
             return lambda i: fmt(next(it).to(device, non_blocking=True))
+
         return real
     g = torch.Generator().manual_seed(cfg.solver.seed)
-    batches = [fmt(synthetic_batch(args.batch_size, *size, cfg.model.num_classes, device, g,
-                                   cfg.data.size_divisor)) for _ in range(N_SETS)]
-    return lambda: (lambda i: batches[i % len(batches)])
+    batches = [
+        fmt(
+            synthetic_batch(
+                args.batch_size, *size, cfg.model.num_classes, device, g, cfg.data.size_divisor
+            )
+        )
+        for _ in range(N_SETS)
+    ]
+    return lambda: lambda i: batches[i % len(batches)]
 
 
 def _batch_bytes(b: Batch) -> int:
@@ -144,8 +169,12 @@ def run_loader(args: argparse.Namespace, cfg: Config, device: torch.device) -> d
     r = time_loop(step, warmup, args.iters, device, args.batch_size)
     r["img_per_s"] = args.batch_size * r["iters"] / max(r["total_s"], 1e-9)
     inst = sum(c[0] for c in counts) / max(1, len(counts))
-    r.update(warmup=warmup, instances_per_s=r["img_per_s"] * inst / args.batch_size,
-             instances_per_batch=inst, mb_per_batch=sum(c[1] for c in counts)
-             / max(1, len(counts)) / 2**20, workers=loader_workers(args),
-             compact_masks=cfg.data.compact_masks)
+    r.update(
+        warmup=warmup,
+        instances_per_s=r["img_per_s"] * inst / args.batch_size,
+        instances_per_batch=inst,
+        mb_per_batch=sum(c[1] for c in counts) / max(1, len(counts)) / 2**20,
+        workers=loader_workers(args),
+        compact_masks=cfg.data.compact_masks,
+    )
     return r

@@ -31,8 +31,9 @@ def peer_model(device: torch.device) -> nn.Module:
     return MaskRCNN(backbone, num_classes=91).to(device)
 
 
-def infer_step(args: argparse.Namespace, cfg: Config, device: torch.device,
-               sets: list[list[Tensor]]) -> Step:
+def infer_step(
+    args: argparse.Namespace, cfg: Config, device: torch.device, sets: list[list[Tensor]]
+) -> Step:
     """float [0, 1] images at the original size; its transform resizes to our test size;
     score threshold 0 and ``PEER_DETECTIONS`` pasted masks per image."""
     from ..infer.preprocess import resize_keep_ratio_size
@@ -51,22 +52,26 @@ def infer_step(args: argparse.Namespace, cfg: Config, device: torch.device,
     return step
 
 
-def time_train(args: argparse.Namespace, cfg: Config, device: torch.device,
-               source: Callable[[], Step]) -> dict[str, Any]:
+def time_train(
+    args: argparse.Namespace, cfg: Config, device: torch.device, source: Callable[[], Step]
+) -> dict[str, Any]:
     """The same batches unpadded, float [0, 1], labels + 1; the peer's resize disabled (batches
     arrive at their training size, as ours get them)."""
     net = peer_model(device)
     net.transform.resize = lambda image, target=None: (image, target)  # type: ignore
-    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=LR,
-                          momentum=cfg.solver.momentum, weight_decay=cfg.solver.weight_decay)
+    opt = torch.optim.SGD(
+        [p for p in net.parameters() if p.requires_grad],
+        lr=LR,
+        momentum=cfg.solver.momentum,
+        weight_decay=cfg.solver.weight_decay,
+    )
 
     def loss_fn(b: Batch) -> dict[str, Tensor]:
         images, targets = [], []
         for i, (h, w) in enumerate(b.image_sizes.tolist()):
             images.append(b.images[i, :, :h, :w].float().div_(255))
             t = b.targets[i]  # type: ignore[index]
-            targets.append({"boxes": t.boxes, "labels": t.labels + 1,
-                            "masks": t.masks[:, :h, :w]})  # type: ignore[index]
+            targets.append({"boxes": t.boxes, "labels": t.labels + 1, "masks": t.masks[:, :h, :w]})  # type: ignore[index]
         with autocast(device, peer_amp(args)):
             return net(images, targets)
 

@@ -44,8 +44,12 @@ PINS = "mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0"
 # imported by mmdet modules that SOLOv2 never runs (MOT visualisation, Hungarian assigners)
 _OPTIONAL = ("matplotlib", "scipy")
 _DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
-_FPN_IN = {18: [64, 128, 256, 512], 34: [64, 128, 256, 512], 50: [256, 512, 1024, 2048],
-           101: [256, 512, 1024, 2048]}
+_FPN_IN = {
+    18: [64, 128, 256, 512],
+    34: [64, 128, 256, 512],
+    50: [256, 512, 1024, 2048],
+    101: [256, 512, 1024, 2048],
+}
 
 
 class _Stub(types.ModuleType):
@@ -89,16 +93,23 @@ def _missing(name: str) -> bool:
         return True
 
 
-def _py_sigmoid_focal_loss(pred: Tensor, target: Tensor, weight: Tensor | None = None,
-                           gamma: float = 2.0, alpha: float = 0.25, reduction: str = "mean",
-                           avg_factor: float | None = None) -> Tensor:
+def _py_sigmoid_focal_loss(
+    pred: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    gamma: float = 2.0,
+    alpha: float = 0.25,
+    reduction: str = "mean",
+    avg_factor: float | None = None,
+) -> Tensor:
     """mmdet's CPU branch of ``FocalLoss``, for CUDA tensors too."""
     from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
 
     n = pred.size(1)
     onehot = F.one_hot(target, num_classes=n + 1)[:, :n]
-    return py_sigmoid_focal_loss(pred, onehot, weight, gamma=gamma, alpha=alpha,
-                                 reduction=reduction, avg_factor=avg_factor)
+    return py_sigmoid_focal_loss(
+        pred, onehot, weight, gamma=gamma, alpha=alpha, reduction=reduction, avg_factor=avg_factor
+    )
 
 
 def import_mmdet() -> Any:
@@ -116,8 +127,9 @@ def import_mmdet() -> Any:
         from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
     except ImportError as e:
-        raise UserError(f"--compare mmdet needs mmdetection ({e}); install it with "
-                        f"pip install {PINS}") from None
+        raise UserError(
+            f"--compare mmdet needs mmdetection ({e}); install it with pip install {PINS}"
+        ) from None
     register_all_modules()
     if _missing("mmcv._ext"):
         focal_loss.sigmoid_focal_loss = _py_sigmoid_focal_loss
@@ -128,39 +140,89 @@ def mmdet_config(cfg: Config) -> dict[str, Any]:
     """mmdet's ``SOLOv2`` model dict for our config (ResNet presets without DCN)."""
     m, h = cfg.model, cfg.model.head
     depth = _DEPTHS.get(m.backbone.name)
-    if (depth is None or m.backbone.dcn != "none" or h.dcn != "none" or m.mask_feat.dcn
-            or h.mask_window > 0 or h.rel_coords):
-        raise UserError(f"--compare mmdet: {cfg.name} has no mmdetection counterpart here "
-                        f"(ResNet-18/34/50/101 presets without DCN, mask windows or relative "
-                        f"coordinates only)")
+    if (
+        depth is None
+        or m.backbone.dcn != "none"
+        or h.dcn != "none"
+        or m.mask_feat.dcn
+        or h.mask_window > 0
+        or h.rel_coords
+    ):
+        raise UserError(
+            f"--compare mmdet: {cfg.name} has no mmdetection counterpart here "
+            f"(ResNet-18/34/50/101 presets without DCN, mask windows or relative "
+            f"coordinates only)"
+        )
     gn = {"type": "GN", "num_groups": 32, "requires_grad": True}
     t = m.test
     return {
         "type": "SOLOv2",
-        "data_preprocessor": {"type": "DetDataPreprocessor", "mean": list(m.pixel_mean),
-                              "std": list(m.pixel_std), "bgr_to_rgb": False, "pad_mask": True,
-                              "pad_size_divisor": cfg.data.size_divisor},
-        "backbone": {"type": "ResNet", "depth": depth, "num_stages": 4,
-                     "out_indices": (0, 1, 2, 3), "frozen_stages": m.backbone.frozen_stages,
-                     "norm_eval": m.backbone.norm_eval, "style": "pytorch"},
-        "neck": {"type": "FPN", "in_channels": _FPN_IN[depth], "out_channels": m.fpn_channels,
-                 "start_level": 0, "num_outs": 5},
+        "data_preprocessor": {
+            "type": "DetDataPreprocessor",
+            "mean": list(m.pixel_mean),
+            "std": list(m.pixel_std),
+            "bgr_to_rgb": False,
+            "pad_mask": True,
+            "pad_size_divisor": cfg.data.size_divisor,
+        },
+        "backbone": {
+            "type": "ResNet",
+            "depth": depth,
+            "num_stages": 4,
+            "out_indices": (0, 1, 2, 3),
+            "frozen_stages": m.backbone.frozen_stages,
+            "norm_eval": m.backbone.norm_eval,
+            "style": "pytorch",
+        },
+        "neck": {
+            "type": "FPN",
+            "in_channels": _FPN_IN[depth],
+            "out_channels": m.fpn_channels,
+            "start_level": 0,
+            "num_outs": 5,
+        },
         "mask_head": {
-            "type": "SOLOV2Head", "num_classes": m.num_classes, "in_channels": m.fpn_channels,
-            "feat_channels": h.seg_feat_channels, "stacked_convs": h.stacked_convs,
-            "strides": list(h.strides), "scale_ranges": [tuple(r) for r in h.scale_ranges],
-            "pos_scale": h.sigma, "num_grids": list(h.num_grids), "cls_down_index": 0,
-            "mask_feature_head": {"feat_channels": m.mask_feat.mid_channels, "start_level": 0,
-                                  "end_level": 3, "out_channels": h.kernel_channels,
-                                  "mask_stride": 4, "norm_cfg": gn},
+            "type": "SOLOV2Head",
+            "num_classes": m.num_classes,
+            "in_channels": m.fpn_channels,
+            "feat_channels": h.seg_feat_channels,
+            "stacked_convs": h.stacked_convs,
+            "strides": list(h.strides),
+            "scale_ranges": [tuple(r) for r in h.scale_ranges],
+            "pos_scale": h.sigma,
+            "num_grids": list(h.num_grids),
+            "cls_down_index": 0,
+            "mask_feature_head": {
+                "feat_channels": m.mask_feat.mid_channels,
+                "start_level": 0,
+                "end_level": 3,
+                "out_channels": h.kernel_channels,
+                "mask_stride": 4,
+                "norm_cfg": gn,
+            },
             "norm_cfg": gn,
-            "loss_mask": {"type": "DiceLoss", "use_sigmoid": True,
-                          "loss_weight": m.loss.dice_weight},
-            "loss_cls": {"type": "FocalLoss", "use_sigmoid": True, "gamma": m.loss.focal_gamma,
-                         "alpha": m.loss.focal_alpha, "loss_weight": m.loss.cate_weight}},
-        "test_cfg": {"nms_pre": t.nms_pre, "score_thr": t.score_thr, "mask_thr": t.mask_thr,
-                     "filter_thr": t.update_thr, "kernel": t.kernel, "sigma": t.sigma,
-                     "max_per_img": t.max_per_img},
+            "loss_mask": {
+                "type": "DiceLoss",
+                "use_sigmoid": True,
+                "loss_weight": m.loss.dice_weight,
+            },
+            "loss_cls": {
+                "type": "FocalLoss",
+                "use_sigmoid": True,
+                "gamma": m.loss.focal_gamma,
+                "alpha": m.loss.focal_alpha,
+                "loss_weight": m.loss.cate_weight,
+            },
+        },
+        "test_cfg": {
+            "nms_pre": t.nms_pre,
+            "score_thr": t.score_thr,
+            "mask_thr": t.mask_thr,
+            "filter_thr": t.update_thr,
+            "kernel": t.kernel,
+            "sigma": t.sigma,
+            "max_per_img": t.max_per_img,
+        },
     }
 
 
@@ -216,20 +278,29 @@ class DeviceMasks:
 
     def pad(self, out_shape: Sequence[int], pad_val: int = 0) -> DeviceMasks:
         dh, dw = int(out_shape[0]) - self.height, int(out_shape[1]) - self.width
-        return self if dh == dw == 0 else DeviceMasks(F.pad(self.masks, (0, dw, 0, dh),
-                                                           value=pad_val))
+        return (
+            self if dh == dw == 0 else DeviceMasks(F.pad(self.masks, (0, dw, 0, dh), value=pad_val))
+        )
 
 
 def _samples(shapes: Sequence[tuple[tuple[int, int], tuple[int, int]]]) -> list[Any]:
     from mmdet.structures import DetDataSample
 
-    return [DetDataSample(metainfo={"img_shape": s, "ori_shape": o,
-                                    "scale_factor": (s[1] / o[1], s[0] / o[0])})
-            for s, o in shapes]
+    return [
+        DetDataSample(
+            metainfo={"img_shape": s, "ori_shape": o, "scale_factor": (s[1] / o[1], s[0] / o[0])}
+        )
+        for s, o in shapes
+    ]
 
 
-def infer_step(args: argparse.Namespace, cfg: Config, device: torch.device,
-               sets: list[list[Tensor]], peer: nn.Module) -> Step:
+def infer_step(
+    args: argparse.Namespace,
+    cfg: Config,
+    device: torch.device,
+    sets: list[list[Tensor]],
+    peer: nn.Module,
+) -> Step:
     """uint8 images on the device -> our resize (``resize_uint8``) -> mmdet's preprocessor
     (normalise, pad) -> ``predict(rescale=True)``: masks at the original size."""
     from ..infer.preprocess import resize_keep_ratio_size, resize_uint8
@@ -246,29 +317,38 @@ def infer_step(args: argparse.Namespace, cfg: Config, device: torch.device,
             imgs.append(resize_uint8(im, nh, nw) if (nh, nw) != (h, w) else im)
             shapes.append(((nh, nw), (h, w)))
         with autocast(device, peer_amp(args)):
-            data = net.data_preprocessor({"inputs": imgs, "data_samples": _samples(shapes)},
-                                         False)
+            data = net.data_preprocessor({"inputs": imgs, "data_samples": _samples(shapes)}, False)
             return net.predict(data["inputs"], data["data_samples"], rescale=True)
 
     return step
 
 
-def time_train(args: argparse.Namespace, cfg: Config, device: torch.device,
-               source: Callable[[], Step], peer: nn.Module) -> dict[str, Any]:
+def time_train(
+    args: argparse.Namespace,
+    cfg: Config,
+    device: torch.device,
+    source: Callable[[], Step],
+    peer: nn.Module,
+) -> dict[str, Any]:
     """The same batches, unpadded uint8 (mmdet's preprocessor normalises and pads them back to
     the same canvas), ground truth as ``InstanceData`` over the device tensors."""
     from mmengine.structures import InstanceData
 
     net = peer.to(device)
-    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=LR,
-                          momentum=cfg.solver.momentum, weight_decay=cfg.solver.weight_decay)
+    opt = torch.optim.SGD(
+        [p for p in net.parameters() if p.requires_grad],
+        lr=LR,
+        momentum=cfg.solver.momentum,
+        weight_decay=cfg.solver.weight_decay,
+    )
 
     def loss_fn(b: Batch) -> dict[str, Tensor]:
         sizes = [(int(h), int(w)) for h, w in b.image_sizes.tolist()]
         samples = _samples([(s, s) for s in sizes])
         for s, t in zip(samples, b.targets or []):
-            s.gt_instances = InstanceData(bboxes=t.boxes, labels=t.labels,
-                                          masks=DeviceMasks(t.masks))  # type: ignore[arg-type]
+            s.gt_instances = InstanceData(
+                bboxes=t.boxes, labels=t.labels, masks=DeviceMasks(t.masks)
+            )  # type: ignore[arg-type]
         imgs = [b.images[i, :, :h, :w] for i, (h, w) in enumerate(sizes)]
         with autocast(device, peer_amp(args)):
             data = net.data_preprocessor({"inputs": imgs, "data_samples": samples}, True)

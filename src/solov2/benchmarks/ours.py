@@ -30,8 +30,13 @@ def ours_model(cfg: Config, device: torch.device, channels_last: bool) -> nn.Mod
 
 
 @torch.inference_mode()
-def balance_work(model: nn.Module, cfg: Config, batches: list[tuple[Tensor, Tensor]], amp: str,
-                 target: float = TARGET_CANDIDATES) -> None:
+def balance_work(
+    model: nn.Module,
+    cfg: Config,
+    batches: list[tuple[Tensor, Tensor]],
+    amp: str,
+    target: float = TARGET_CANDIDATES,
+) -> None:
     """Tweak a random-init head so post-processing does a trained model's work: ``solo_kernel``
     gives crisp masks of ~10% of the image; each class's logits get mean 0, std ``CATE_LOGIT_STD``
     and a common shift (bisection over the ``(images, sizes)`` batches) so that ~``target``
@@ -58,15 +63,18 @@ def balance_work(model: nn.Module, cfg: Config, batches: list[tuple[Tensor, Tens
     w.mul_(k)
     wb.mul_(k).sub_(1.3 * MASK_LOGIT_STD * u / mean.norm().clamp(min=1e-6))
     bias = cate.bias.view(1, -1, 1, 1)
-    raw = [torch.cat([o.cate_logits[lv].float() for o in outs]) - bias  # W x per level
-           for lv in range(len(outs[0].cate_logits))]
+    raw = [
+        torch.cat([o.cate_logits[lv].float() for o in outs]) - bias  # W x per level
+        for lv in range(len(outs[0].cate_logits))
+    ]
     flat = torch.cat([x.transpose(0, 1).flatten(1) for x in raw], 1)  # [C, cells]
     mu, scale = flat.mean(1), CATE_LOGIT_STD / flat.std(1).clamp(min=1e-6)
     z = [(x - mu.view(bias.shape)) * scale.view(bias.shape) for x in raw]
 
     def count(shift: float) -> float:
-        n = sum(int((points_nms((x + shift).sigmoid()) > cfg.model.test.score_thr).sum())
-                for x in z)
+        n = sum(
+            int((points_nms((x + shift).sigmoid()) > cfg.model.test.score_thr).sum()) for x in z
+        )
         return n / z[0].shape[0]
 
     lo, hi = -64.0, 64.0
@@ -77,17 +85,28 @@ def balance_work(model: nn.Module, cfg: Config, batches: list[tuple[Tensor, Tens
     cate.bias.copy_(hi - mu * scale)
 
 
-def infer_work(args: argparse.Namespace, cfg: Config, model: nn.Module,
-               sets: list[list[Tensor]]) -> None:
+def infer_work(
+    args: argparse.Namespace, cfg: Config, model: nn.Module, sets: list[list[Tensor]]
+) -> None:
     """Tweak ``model``'s head (:func:`balance_work`) on the preprocessed ``sets``."""
     from ..infer.preprocess import preprocess_images
 
-    balance_work(model, cfg, [preprocess_images(s, cfg.data.test_scale, cfg.data.size_divisor)[:2]
-                              for s in sets], args.amp)
+    balance_work(
+        model,
+        cfg,
+        [preprocess_images(s, cfg.data.test_scale, cfg.data.size_divisor)[:2] for s in sets],
+        args.amp,
+    )
 
 
-def infer_step(args: argparse.Namespace, cfg: Config, device: torch.device,
-               sets: list[list[Tensor]], model: nn.Module, work: dict[str, float]) -> Step:
+def infer_step(
+    args: argparse.Namespace,
+    cfg: Config,
+    device: torch.device,
+    sets: list[list[Tensor]],
+    model: nn.Module,
+    work: dict[str, float],
+) -> Step:
     """Our inference pipeline (resize, pad, network, post-processing to the original size) on
     the tweaked ``model`` as a step over ``sets``; ``work`` gets what it does (candidates and
     detections per image, counted eagerly before any ``--fast`` wrapping)."""
@@ -107,15 +126,26 @@ def infer_step(args: argparse.Namespace, cfg: Config, device: torch.device,
         x = x.contiguous(memory_format=fmt)
         with autocast(device, args.amp):
             out = net(x, sizes)
-        return out, postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
-                                h.num_grids, h.strides, pp, out.candidates, **geometry)
+        return out, postprocess(
+            out.cate_logits,
+            out.kernel_preds,
+            out.mask_feats,
+            sizes,
+            orig,
+            h.num_grids,
+            h.strides,
+            pp,
+            out.candidates,
+            **geometry,
+        )
 
     cands = dets = 0
     with torch.inference_mode():
         for imgs in sets:  # the work the tweak produces (untimed, eager)
             out, preds = run(imgs, model)
-            cands += sum(int((points_nms(c.float().sigmoid()) > pp.score_thr).sum())
-                         for c in out.cate_logits)
+            cands += sum(
+                int((points_nms(c.float().sigmoid()) > pp.score_thr).sum()) for c in out.cate_logits
+            )
             dets += sum(len(p) for p in preds)
     n = len(sets) * len(sets[0])
     work.update(candidates_per_image=cands / n, detections_per_image=dets / n)
@@ -123,8 +153,13 @@ def infer_step(args: argparse.Namespace, cfg: Config, device: torch.device,
         from ..infer.fast import FastModel
 
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
-        fwd = FastModel(model, dtype=dtype, channels_last=True,
-                        cuda_graphs=device.type == "cuda", compile=args.compile)
+        fwd = FastModel(
+            model,
+            dtype=dtype,
+            channels_last=True,
+            cuda_graphs=device.type == "cuda",
+            compile=args.compile,
+        )
 
     @torch.inference_mode()
     def step(i: int) -> list[Any]:
@@ -133,9 +168,15 @@ def infer_step(args: argparse.Namespace, cfg: Config, device: torch.device,
     return step
 
 
-def train_loop(model: nn.Module, opt: torch.optim.Optimizer,
-               loss_fn: Callable[[Batch], dict[str, Tensor]], get: Step, cfg: Config,
-               device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+def train_loop(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: Callable[[Batch], dict[str, Tensor]],
+    get: Step,
+    cfg: Config,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     """Time full steps: losses, backward (GradScaler for fp16, a no-op otherwise), clip, SGD."""
     params = [p for g in opt.param_groups for p in g["params"]]
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
@@ -154,13 +195,25 @@ def train_loop(model: nn.Module, opt: torch.optim.Optimizer,
     return time_loop(step, args.warmup, args.iters, device, args.batch_size)
 
 
-def time_train(args: argparse.Namespace, cfg: Config, device: torch.device,
-               source: Callable[[], Step], model: nn.Module) -> dict[str, Any]:
+def time_train(
+    args: argparse.Namespace,
+    cfg: Config,
+    device: torch.device,
+    source: Callable[[], Step],
+    model: nn.Module,
+) -> dict[str, Any]:
     """Time our training step (``train_step``, ``build_optimizer``); ``--compile``: static
     shapes (``compile_for_training``)."""
     from ..engine.train import build_optimizer, train_step
     from ..engine.train_setup import compile_for_training
 
     fwd = compile_for_training(model) if args.compile else model
-    return train_loop(model, build_optimizer(model, cfg, LR),
-                      lambda b: train_step(fwd, b, cfg, args.amp), source(), cfg, device, args)
+    return train_loop(
+        model,
+        build_optimizer(model, cfg, LR),
+        lambda b: train_step(fwd, b, cfg, args.amp),
+        source(),
+        cfg,
+        device,
+        args,
+    )

@@ -14,11 +14,20 @@ BLOCKS = 6  # alternating blocks per pipeline (time_alternating)
 
 
 def _stats(times: list[float], batch_size: int, peak_mb: float | None) -> dict[str, Any]:
-    p10, med, p90 = torch.tensor(times, dtype=torch.float64).quantile(
-        torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()  # linear interpolation
-    return {"img_per_s": batch_size / med, "ms_per_iter_median": med * 1e3, "ms_p10": p10 * 1e3,
-            "ms_p90": p90 * 1e3, "peak_mem_mb": peak_mb, "iters": len(times),
-            "total_s": sum(times)}
+    p10, med, p90 = (
+        torch.tensor(times, dtype=torch.float64)
+        .quantile(torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+        .tolist()
+    )  # linear interpolation
+    return {
+        "img_per_s": batch_size / med,
+        "ms_per_iter_median": med * 1e3,
+        "ms_p10": p10 * 1e3,
+        "ms_p90": p90 * 1e3,
+        "peak_mem_mb": peak_mb,
+        "iters": len(times),
+        "total_s": sum(times),
+    }
 
 
 def _timed(step: Step, i: int, device: torch.device) -> float:
@@ -29,8 +38,9 @@ def _timed(step: Step, i: int, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def time_loop(step: Step, warmup: int, iters: int, device: torch.device,
-              batch_size: int) -> dict[str, Any]:
+def time_loop(
+    step: Step, warmup: int, iters: int, device: torch.device, batch_size: int
+) -> dict[str, Any]:
     """Warm up, then time ``iters`` synchronised ``step(i)`` calls; resets the CUDA peak first."""
     if cuda := device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -39,9 +49,14 @@ def time_loop(step: Step, warmup: int, iters: int, device: torch.device,
     return _stats(times, batch_size, mem)
 
 
-def time_alternating(prepare: Sequence[Callable[[], Step]], warmup: int, iters: int,
-                     device: torch.device, batch_size: int,
-                     blocks: int = BLOCKS) -> list[dict[str, Any]]:
+def time_alternating(
+    prepare: Sequence[Callable[[], Step]],
+    warmup: int,
+    iters: int,
+    device: torch.device,
+    batch_size: int,
+    blocks: int = BLOCKS,
+) -> list[dict[str, Any]]:
     """Time several pipelines on one device in alternating blocks, so that a drift of clocks or
     host load during the run falls on all of them alike.
 
@@ -87,9 +102,14 @@ def autocast(device: torch.device, amp: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def bench_matrix_nms(n: int = 500, h: int = 200, w: int = 304,
-                     device: torch.device | str | None = None, iters: int = 20,
-                     warmup: int = 3) -> float:
+def bench_matrix_nms(
+    n: int = 500,
+    h: int = 200,
+    w: int = 304,
+    device: torch.device | str | None = None,
+    iters: int = 20,
+    warmup: int = 3,
+) -> float:
     """Median milliseconds of :func:`solov2.ops.matrix_nms` on ``n`` random ``h x w`` masks."""
     from ..ops import matrix_nms
 

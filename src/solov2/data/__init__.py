@@ -10,13 +10,25 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _WHERE = {
-    "CocoInstances": "coco", "DataWarning": "coco", "load_coco_json": "coco",
-    "ImageReadError": "io", "image_size": "io", "read_image": "io",
-    "GroupedBatchSampler": "loader", "RankStridedSampler": "loader", "ShuffleSampler": "loader",
-    "TrainLoader": "loader", "build_test_loader": "loader", "build_train_loader": "loader",
-    "collate": "loader", "dataset_from_config": "loader",
-    "DatasetStats": "stats", "LevelStats": "stats", "dataset_stats": "stats",
-    "boxes_from_masks": "transforms", "build_transforms": "transforms",
+    "CocoInstances": "coco",
+    "DataWarning": "coco",
+    "load_coco_json": "coco",
+    "ImageReadError": "io",
+    "image_size": "io",
+    "read_image": "io",
+    "GroupedBatchSampler": "loader",
+    "RankStridedSampler": "loader",
+    "ShuffleSampler": "loader",
+    "TrainLoader": "loader",
+    "build_test_loader": "loader",
+    "build_train_loader": "loader",
+    "collate": "loader",
+    "dataset_from_config": "loader",
+    "DatasetStats": "stats",
+    "LevelStats": "stats",
+    "dataset_stats": "stats",
+    "boxes_from_masks": "transforms",
+    "build_transforms": "transforms",
     "rescale_size": "transforms",
 }
 __all__ = [

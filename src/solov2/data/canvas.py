@@ -25,8 +25,13 @@ if TYPE_CHECKING:
 __all__ = ["canvas_buckets", "dataset_canvases", "pick_canvas"]
 
 
-def canvas_buckets(sizes: Sequence[tuple[int, int]], scales: Sequence[Sequence[int]],
-                   size_divisor: int, k: int, grouped: bool = True) -> list[tuple[int, int]]:
+def canvas_buckets(
+    sizes: Sequence[tuple[int, int]],
+    scales: Sequence[Sequence[int]],
+    size_divisor: int,
+    k: int,
+    grouped: bool = True,
+) -> list[tuple[int, int]]:
     """Bucket canvases ``(Hc, Wc)`` for a dataset, smallest area first.
 
     Every image is resized at every train scale and padded (``rescale_size``, ``padded_size``);
@@ -45,7 +50,8 @@ def canvas_buckets(sizes: Sequence[tuple[int, int]], scales: Sequence[Sequence[i
     for h, w in sizes:
         g = (w / h >= 1.0) if grouped else True
         groups.setdefault(g, []).extend(
-            padded_size(*rescale_size(h, w, s), size_divisor) for s in scales)
+            padded_size(*rescale_size(h, w, s), size_divisor) for s in scales
+        )
     out: set[tuple[int, int]] = set()
     for items in groups.values():
         items.sort(key=lambda p: (p[0] * p[1], p))
@@ -55,18 +61,25 @@ def canvas_buckets(sizes: Sequence[tuple[int, int]], scales: Sequence[Sequence[i
     return sorted(out, key=lambda p: (p[0] * p[1], p))
 
 
-def pick_canvas(height: int, width: int,
-                canvases: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
+def pick_canvas(
+    height: int, width: int, canvases: Sequence[tuple[int, int]]
+) -> tuple[int, int] | None:
     """The smallest-area canvas holding ``height x width``, or None if none does."""
     fits = [c for c in canvases if c[0] >= height and c[1] >= width]
     return min(fits, key=lambda p: (p[0] * p[1], p)) if fits else None
 
 
-def dataset_canvases(dataset: CocoInstances, data_cfg: DataCfg,
-                     k: int) -> list[tuple[int, int]] | None:
+def dataset_canvases(
+    dataset: CocoInstances, data_cfg: DataCfg, k: int
+) -> list[tuple[int, int]] | None:
     """:func:`canvas_buckets` of a training dataset (JSON sizes) under ``data_cfg``'s train
     scales, size divisor and aspect grouping; None when ``k <= 0``."""
     if k <= 0:
         return None
-    return canvas_buckets(dataset.image_sizes(), data_cfg.train_scales, data_cfg.size_divisor, k,
-                          data_cfg.aspect_grouping)
+    return canvas_buckets(
+        dataset.image_sizes(),
+        data_cfg.train_scales,
+        data_cfg.size_divisor,
+        k,
+        data_cfg.aspect_grouping,
+    )

@@ -67,8 +67,9 @@ def _safe_relpath(file_name: str) -> str | None:
     return p
 
 
-def _check_segmentation(c: FieldChecker, seg: Any, h: int, w: int, where: str,
-                        stats: dict[str, int]) -> tuple[str, Any] | str:
+def _check_segmentation(
+    c: FieldChecker, seg: Any, h: int, w: int, where: str, stats: dict[str, int]
+) -> tuple[str, Any] | str:
     """Validate one segmentation: ``(kind, data)`` if usable, else the skip reason.
 
     ``kind`` is ``"poly"`` (list of flat ``[x0, y0, x1, y1, ...]`` parts, pixel coordinates),
@@ -122,8 +123,10 @@ class _PackedList:
     (the copy-on-read memory growth of large Python lists in DataLoader workers)."""
 
     def __init__(self, items: Sequence[Any]) -> None:
-        bufs = [np.frombuffer(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8)
-                for x in items]
+        bufs = [
+            np.frombuffer(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8)
+            for x in items
+        ]
         self._ends = np.cumsum([len(b) for b in bufs], dtype=np.int64)
         self._data = np.concatenate(bufs) if bufs else np.zeros(0, dtype=np.uint8)
 
@@ -132,7 +135,7 @@ class _PackedList:
 
     def __getitem__(self, i: int) -> Any:
         start = int(self._ends[i - 1]) if i > 0 else 0
-        return pickle.loads(memoryview(self._data[start:int(self._ends[i])]))
+        return pickle.loads(memoryview(self._data[start : int(self._ends[i])]))
 
 
 class CocoInstances(Dataset[Sample]):
@@ -154,17 +157,36 @@ class CocoInstances(Dataset[Sample]):
     right/bottom edge; ``orig_size`` is the file's ``(H, W)``.
     """
 
-    def __init__(self, json_path: str | os.PathLike[str], image_dir: str | os.PathLike[str],
-                 transform: Transform | None = None, *, train: bool, filter_empty: bool = False,
-                 min_size: int = 0) -> None:
+    def __init__(
+        self,
+        json_path: str | os.PathLike[str],
+        image_dir: str | os.PathLike[str],
+        transform: Transform | None = None,
+        *,
+        train: bool,
+        filter_empty: bool = False,
+        min_size: int = 0,
+    ) -> None:
         self.json_path = os.fspath(json_path)
         self.image_dir = os.fspath(image_dir)
         self.transform = transform
         self.train = train
         self.stats: dict[str, int] = dict.fromkeys(
-            ("images_in_file", "skipped_images", "unsafe_paths", "filtered_empty",
-             "filtered_small", "missing_images", "unreadable_images", "size_mismatch",
-             "skipped_annotations", "dropped_polygon_parts", "crowd_annotations"), 0)
+            (
+                "images_in_file",
+                "skipped_images",
+                "unsafe_paths",
+                "filtered_empty",
+                "filtered_small",
+                "missing_images",
+                "unreadable_images",
+                "size_mismatch",
+                "skipped_annotations",
+                "dropped_polygon_parts",
+                "crowd_annotations",
+            ),
+            0,
+        )
         self._n_warned = 0
         self._bad: set[int] = set()  # indices found unreadable (per process)
         self._warned_ids: set[str] = set()  # keys of item-time problems already reported
@@ -190,8 +212,12 @@ class CocoInstances(Dataset[Sample]):
             records = kept
         self._set_records(records)
         if self._n_warned > MAX_WARNINGS:
-            warnings.warn(f"{self.json_path}: {self._n_warned - MAX_WARNINGS} more data warnings "
-                          f"were suppressed; counts: {self.stats}", DataWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.json_path}: {self._n_warned - MAX_WARNINGS} more data warnings "
+                f"were suppressed; counts: {self.stats}",
+                DataWarning,
+                stacklevel=2,
+            )
 
     # ------------------------------------------------------------------------------------------
 
@@ -248,9 +274,12 @@ class CocoInstances(Dataset[Sample]):
             if crowd not in (0, 1) or isinstance(crowd, float):
                 raise c.fail(f"{where}.iscrowd", f"must be 0 or 1, got {short_repr(crowd)}")
             bbox, area = ann.get("bbox"), ann.get("area")
-            if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4
-                                         and all(is_number(v) for v in bbox)):
-                raise c.fail(f"{where}.bbox", f"must be [x, y, width, height], got {short_repr(bbox)}")
+            if bbox is not None and not (
+                isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)
+            ):
+                raise c.fail(
+                    f"{where}.bbox", f"must be [x, y, width, height], got {short_repr(bbox)}"
+                )
             if area is not None and not is_number(area):
                 raise c.fail(f"{where}.area", f"must be a number, got {short_repr(area)}")
             _, _, h, w, anns = images[iid]
@@ -287,8 +316,10 @@ class CocoInstances(Dataset[Sample]):
             if rel is None:
                 stats["unsafe_paths"] += 1
                 stats["skipped_images"] += 1
-                note(f"{path}: image {iid}: skipped, file_name {short_repr(fname)} is absolute or "
-                     f"outside the image folder")
+                note(
+                    f"{path}: image {iid}: skipped, file_name {short_repr(fname)} is absolute or "
+                    f"outside the image folder"
+                )
                 continue
             records.append((iid, rel, h, w, anns))
         return records, eval_anns
@@ -347,8 +378,11 @@ class CocoInstances(Dataset[Sample]):
         rles = [_to_rle((kind, seg), h, w) for _, _, kind, seg in anns]
         areas = mask_utils.area(rles) if rles else []
         keep = [i for i, a in enumerate(areas) if a > 0]
-        return ([rles[i] for i in keep], torch.tensor([anns[i][1] for i in keep],
-                                                      dtype=torch.int64), (h, w))
+        return (
+            [rles[i] for i in keep],
+            torch.tensor([anns[i][1] for i in keep], dtype=torch.int64),
+            (h, w),
+        )
 
     def verify_images(self) -> list[str]:
         """Drop items whose image file does not exist (cheap ``stat``s); warn and return them."""
@@ -357,8 +391,10 @@ class CocoInstances(Dataset[Sample]):
         for r in missing:
             self.stats["missing_images"] += 1
             self.stats["skipped_images"] += 1
-            self._warn(f"{self.json_path}: image {r[0]}: skipped, file "
-                       f"{os.path.join(self.image_dir, r[1])} not found")
+            self._warn(
+                f"{self.json_path}: image {r[0]}: skipped, file "
+                f"{os.path.join(self.image_dir, r[1])} not found"
+            )
         if missing:
             gone = {r[0] for r in missing}
             self._set_records([r for r in records if r[0] not in gone])
@@ -378,18 +414,22 @@ class CocoInstances(Dataset[Sample]):
                 image = read_image(path)
             except OSError as e:
                 self._bad.add(j)
-                self._event(events, f"bad{self._records[j][0]}", "unreadable_images",
-                            f"{self.json_path}: image {self._records[j][0]}: {e}; "
-                            f"using the next readable item instead")
+                self._event(
+                    events,
+                    f"bad{self._records[j][0]}",
+                    "unreadable_images",
+                    f"{self.json_path}: image {self._records[j][0]}: {e}; "
+                    f"using the next readable item instead",
+                )
                 continue
             sample = self._make_sample(j, image, path, events)
             sample.events = events
             return sample
-        raise DataError(f"{self.json_path}: none of the {n} images in {self.image_dir} "
-                        f"could be read")
+        raise DataError(
+            f"{self.json_path}: none of the {n} images in {self.image_dir} could be read"
+        )
 
-    def _event(self, events: list[tuple[str, str, str]], key: str, counter: str,
-               msg: str) -> None:
+    def _event(self, events: list[tuple[str, str, str]], key: str, counter: str, msg: str) -> None:
         """A problem met while loading an item: counted and warned here, once per ``key``; in a
         DataLoader worker it travels with the sample instead, to be recorded by the main
         process (:meth:`record_events`), so counts and warnings are not split per worker."""
@@ -406,27 +446,37 @@ class CocoInstances(Dataset[Sample]):
                 self.stats[counter] += 1
                 self._warn(msg)
 
-    def _make_sample(self, index: int, image: Tensor, path: str,
-                     events: list[tuple[str, str, str]]) -> Sample:
+    def _make_sample(
+        self, index: int, image: Tensor, path: str, events: list[tuple[str, str, str]]
+    ) -> Sample:
         iid, _, h, w, anns = self._records[index]
         fh, fw = int(image.shape[1]), int(image.shape[2])
         if (fh, fw) != (h, w):
-            self._event(events, f"size{iid}", "size_mismatch",
-                        f"{self.json_path}: image {iid}: file {path} is {fh}x{fw} but the JSON "
-                        f"says {h}x{w}; using the file size (masks resized with nearest)")
+            self._event(
+                events,
+                f"size{iid}",
+                "size_mismatch",
+                f"{self.json_path}: image {iid}: file {path} is {fh}x{fw} but the JSON "
+                f"says {h}x{w}; using the file size (masks resized with nearest)",
+            )
         labels: list[int] = []
         if getattr(self.transform, "compact", False):  # masks packed, never a dense frame
             image, inst = self.transform.apply(  # type: ignore[union-attr]
-                image, self._crops(anns, iid, h, w, labels, events), labels, (h, w))
-            return Sample(image=image, instances=inst, image_id=iid, orig_size=(fh, fw),
-                          file_name=path)
+                image, self._crops(anns, iid, h, w, labels, events), labels, (h, w)
+            )
+            return Sample(
+                image=image, instances=inst, image_id=iid, orig_size=(fh, fw), file_name=path
+            )
         masks: list[np.ndarray] = []
         for aid, label, kind, seg in anns:
             m = _decode(kind, seg, h, w)
             if not m.any():
-                self._event(events, f"ann{aid}", "skipped_annotations",
-                            f"{self.json_path}: image {iid} annotation {aid}: skipped, "
-                            f"mask has zero area")
+                self._event(
+                    events,
+                    f"ann{aid}",
+                    "skipped_annotations",
+                    f"{self.json_path}: image {iid} annotation {aid}: skipped, mask has zero area",
+                )
                 continue
             masks.append(m)
             labels.append(label)
@@ -442,19 +492,28 @@ class CocoInstances(Dataset[Sample]):
             inst = Instances.empty(fh, fw)
         if self.transform is not None:
             image, inst = self.transform(image, inst)
-        return Sample(image=image, instances=inst, image_id=iid, orig_size=(fh, fw),
-                      file_name=path)
+        return Sample(image=image, instances=inst, image_id=iid, orig_size=(fh, fw), file_name=path)
 
-    def _crops(self, anns: list[tuple], iid: int, h: int, w: int, labels: list[int],
-               events: list[tuple[str, str, str]]) -> Iterator[Any]:
+    def _crops(
+        self,
+        anns: list[tuple],
+        iid: int,
+        h: int,
+        w: int,
+        labels: list[int],
+        events: list[tuple[str, str, str]],
+    ) -> Iterator[Any]:
         """Non-empty masks as crops of their boxes (:func:`~.compact.rle_crop`), in order,
         each label appended to ``labels``; zero-area masks skipped as in the dense path."""
         for aid, label, kind, seg in anns:
             crop = rle_crop(_to_rle((kind, seg), h, w) if kind != "urle" else seg)
             if crop is None:
-                self._event(events, f"ann{aid}", "skipped_annotations",
-                            f"{self.json_path}: image {iid} annotation {aid}: skipped, "
-                            f"mask has zero area")
+                self._event(
+                    events,
+                    f"ann{aid}",
+                    "skipped_annotations",
+                    f"{self.json_path}: image {iid} annotation {aid}: skipped, mask has zero area",
+                )
                 continue
             labels.append(label)
             yield crop

@@ -49,8 +49,9 @@ def nearest_index(size_in: int, size_out: int, kernel: str = "mask") -> np.ndarr
     idx = torch.arange(size_in, dtype=torch.int64)
     planes = torch.stack([(idx >> s) & 255 for s in (0, 8, 16)]).to(torch.uint8)[:, :, None]
     if kernel == "mask":
-        out = TF.resize(tv_tensors.Mask(planes), [size_out, 1],
-                        interpolation=InterpolationMode.NEAREST).as_subclass(Tensor)
+        out = TF.resize(
+            tv_tensors.Mask(planes), [size_out, 1], interpolation=InterpolationMode.NEAREST
+        ).as_subclass(Tensor)
     else:
         out = F.interpolate(planes[None], size=(size_out, 1), mode="nearest")[0]
     out = out[:, :, 0].to(torch.int64)
@@ -81,8 +82,12 @@ def rle_counts(rle: dict[str, Any]) -> np.ndarray:
     counts = rle["counts"]
     if not isinstance(counts, (str, bytes)):
         return np.asarray(counts, dtype=np.int64)
-    c = np.frombuffer(counts.encode() if isinstance(counts, str) else counts,
-                      dtype=np.uint8).astype(np.int64) - 48
+    c = (
+        np.frombuffer(
+            counts.encode() if isinstance(counts, str) else counts, dtype=np.uint8
+        ).astype(np.int64)
+        - 48
+    )
     if c.size == 0:
         return np.zeros(0, dtype=np.int64)
     last = np.flatnonzero((c & 0x20) == 0)  # the final group of each value
@@ -118,8 +123,13 @@ def rle_crop(rle: dict[str, Any]) -> tuple[np.ndarray, tuple[int, int, int, int]
 Source = tuple[np.ndarray, tuple[int, int, int, int]]  # a crop and its (y0, y1, x0, x1)
 
 
-def pack_masks(sources: Iterable[Source], rows: np.ndarray, cols: np.ndarray, flip: bool,
-               frame: tuple[int, int]) -> tuple[PackedMasks, list[int]]:
+def pack_masks(
+    sources: Iterable[Source],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    flip: bool,
+    frame: tuple[int, int],
+) -> tuple[PackedMasks, list[int]]:
     """Map mask crops through index maps and pack them.
 
     Args:
@@ -141,7 +151,7 @@ def pack_masks(sources: Iterable[Source], rows: np.ndarray, cols: np.ndarray, fl
         t = _tight(crop)  # a shrink may skip the mask's edge rows/columns, or all of them
         if t is None:
             continue
-        crop = crop[t[0]:t[1], t[2]:t[3]]
+        crop = crop[t[0] : t[1], t[2] : t[3]]
         y0, y1, x0, x1 = oy0 + t[0], oy0 + t[1], ox0 + t[2], ox0 + t[3]
         if flip:
             crop, x0, x1 = crop[:, ::-1], w - x1, w - x0
@@ -181,8 +191,13 @@ class CompactTrainTransform:
         flip = bool(torch.rand(1) < self.flip_prob) if self.flip_prob > 0 else False
         return nh, nw, flip
 
-    def apply(self, image: Tensor, masks: Iterable[Source], labels: Sequence[int],
-              ann_size: tuple[int, int]) -> tuple[Tensor, Instances]:
+    def apply(
+        self,
+        image: Tensor,
+        masks: Iterable[Source],
+        labels: Sequence[int],
+        ann_size: tuple[int, int],
+    ) -> tuple[Tensor, Instances]:
         """Transform ``image`` (uint8 ``[3, H, W]``, the file's size) and ``masks`` (crops with
         their boxes, :func:`rle_crop`, at the annotation size ``ann_size``; resized to
         ``H x W`` first when it differs, as the dense path does). ``labels[k]`` is the label

@@ -25,18 +25,26 @@ logger = logging.getLogger("solov2")
 
 def add_data_parser(sub: Any) -> None:
     """Register ``data stats`` and ``data show`` on the CLI's subparsers."""
-    d = sub.add_parser("data", help="dataset inspection: statistics against a preset, drawn "
-                       "ground truth")
+    d = sub.add_parser(
+        "data", help="dataset inspection: statistics against a preset, drawn ground truth"
+    )
     dsub = d.add_subparsers(dest="data_command", required=True)
-    st = dsub.add_parser("stats", help="instances per image, object sizes at the training "
-                         "scale, fit to the preset's FPN levels and grids (cell collisions)")
+    st = dsub.add_parser(
+        "stats",
+        help="instances per image, object sizes at the training "
+        "scale, fit to the preset's FPN levels and grids (cell collisions)",
+    )
     sh = dsub.add_parser("show", help="draw the ground truth of N images + labels.png summary")
     for p in (st, sh):
-        p.add_argument("--config", default="solov2_r50_fpn_1x",
-                       help="preset or YAML whose scales, levels and grids to check "
-                       "(default solov2_r50_fpn_1x)")
-        p.add_argument("--data-root", help="COCO-layout root: annotations/instances_{split}.json"
-                       " and {split}/")
+        p.add_argument(
+            "--config",
+            default="solov2_r50_fpn_1x",
+            help="preset or YAML whose scales, levels and grids to check "
+            "(default solov2_r50_fpn_1x)",
+        )
+        p.add_argument(
+            "--data-root", help="COCO-layout root: annotations/instances_{split}.json and {split}/"
+        )
         p.add_argument("--split", help="split name (default: the config's data.train_split)")
         p.add_argument("--annotations", help="annotation file (instead of --data-root/--split)")
         p.add_argument("--images", help="image folder (instead of --data-root/--split)")
@@ -111,7 +119,8 @@ def format_stats(st: DatasetStats) -> str:
         lines.append(
             f"{lv.level:>5} {rng:>10} {lv.grid:>5} {cell:>10} {_f(lv.instances):>10} "
             f"{lv.share:>6.1%} {sic:>26} {lv.cells_per_instance:>10.2f} {_f(lv.lose_all):>9} "
-            f"{lv.lose_all_share:>7.1%} {_f(lv.lose_some):>9}")
+            f"{lv.lose_all_share:>7.1%} {_f(lv.lose_some):>9}"
+        )
     un = st.unassigned
     lines += [
         "",
@@ -151,8 +160,11 @@ def _show(args: argparse.Namespace) -> int:
     written = save_ground_truth(ds, range(n), out, ds.class_names)
     print(f"drew the ground truth of {len(written)} images into {out}")
     fig = save_summary_figure(dataset_stats(ds, cfg, args.max_images), out / "labels.png")
-    print(f"wrote {fig}" if fig else "labels.png skipped: matplotlib is not installed "
-          "(pip install 'solov2[plot]')")
+    print(
+        f"wrote {fig}"
+        if fig
+        else "labels.png skipped: matplotlib is not installed (pip install 'solov2[plot]')"
+    )
     return 0
 
 

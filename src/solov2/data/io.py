@@ -20,8 +20,14 @@ from torch import Tensor
 
 from ..errors import DataError
 
-__all__ = ["MAX_IMAGE_PIXELS", "FieldChecker", "ImageReadError", "image_size", "load_coco_json",
-           "read_image"]
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "FieldChecker",
+    "ImageReadError",
+    "image_size",
+    "load_coco_json",
+    "read_image",
+]
 
 # Pillow refuses images above 2 * MAX_IMAGE_PIXELS (DecompressionBombError) and warns above it.
 # Its default (~89.5 Mpx) warns on 10000x9000 aerial/medical images, which are legitimate here;
@@ -133,8 +139,9 @@ def _one_line(e: BaseException) -> str:
 # annotation files
 
 
-def read_json_file(path: str | os.PathLike[str], what: str, expected: str,
-                   error: type[Exception]) -> Any:
+def read_json_file(
+    path: str | os.PathLike[str], what: str, expected: str, error: type[Exception]
+) -> Any:
     """Parse a JSON file; every failure is one ``error`` line naming ``path`` (``what``: e.g.
     "annotation file"; ``expected``: e.g. "a COCO JSON file")."""
     try:
@@ -147,8 +154,7 @@ def read_json_file(path: str | os.PathLike[str], what: str, expected: str,
     except OSError as e:
         raise error(f"{path}: cannot read {what} ({e.strerror})") from None
     except json.JSONDecodeError as e:
-        raise error(f"{path}: invalid JSON at line {e.lineno} column {e.colno} "
-                    f"({e.msg})") from None
+        raise error(f"{path}: invalid JSON at line {e.lineno} column {e.colno} ({e.msg})") from None
     except (UnicodeDecodeError, RecursionError) as e:
         raise error(f"{path}: invalid JSON ({type(e).__name__})") from None
 
@@ -157,8 +163,10 @@ def load_coco_json(json_path: str) -> dict[str, Any]:
     """Read a COCO JSON file and check its top level; raise :class:`DataError` on any failure."""
     data = read_json_file(json_path, "annotation file", "a COCO JSON file", DataError)
     if not isinstance(data, dict):
-        raise DataError(f"{json_path}: top level must be an object with 'images', 'annotations' "
-                        f"and 'categories', got {type(data).__name__}")
+        raise DataError(
+            f"{json_path}: top level must be an object with 'images', 'annotations' "
+            f"and 'categories', got {type(data).__name__}"
+        )
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise DataError(f"{json_path}: missing top-level key '{key}'")

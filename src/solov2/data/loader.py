@@ -29,12 +29,24 @@ from .transforms import build_transforms, padded_size, rescale_size
 if TYPE_CHECKING:
     from ..config import DataCfg
 
-__all__ = ["GroupedBatchSampler", "RankStridedSampler", "ShuffleSampler", "TrainLoader",
-           "build_test_loader", "build_train_loader", "collate", "dataset_from_config"]
+__all__ = [
+    "GroupedBatchSampler",
+    "RankStridedSampler",
+    "ShuffleSampler",
+    "TrainLoader",
+    "build_test_loader",
+    "build_train_loader",
+    "collate",
+    "dataset_from_config",
+]
 
 
-def collate(samples: Sequence[Sample], size_divisor: int = 32, with_targets: bool = True,
-            canvases: Sequence[tuple[int, int]] | None = None) -> Batch:
+def collate(
+    samples: Sequence[Sample],
+    size_divisor: int = 32,
+    with_targets: bool = True,
+    canvases: Sequence[tuple[int, int]] | None = None,
+) -> Batch:
     """Zero-pad images (and masks) at the bottom/right to a common multiple of ``size_divisor``,
     or to the smallest of ``canvases`` that holds them (:mod:`.canvas`; none holds them: the
     multiple of ``size_divisor``).
@@ -217,10 +229,17 @@ def stop_signal_guard() -> Callable[[int], None]:
     return functools.partial(_init_worker, _main_exiting())
 
 
-def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, *,
-                       aspect_grouping: bool, seed: int, distributed: bool = False,
-                       size_divisor: int = 32,
-                       canvases: Sequence[tuple[int, int]] | None = None) -> TrainLoader:
+def build_train_loader(
+    dataset: Dataset[Sample],
+    batch_size: int,
+    workers: int,
+    *,
+    aspect_grouping: bool,
+    seed: int,
+    distributed: bool = False,
+    size_divisor: int = 32,
+    canvases: Sequence[tuple[int, int]] | None = None,
+) -> TrainLoader:
     """Training loader: shuffled from ``seed`` (``DistributedSampler`` when ``distributed``),
     optionally aspect-ratio grouped, padded :class:`Batch` es.
 
@@ -235,34 +254,45 @@ def build_train_loader(dataset: Dataset[Sample], batch_size: int, workers: int, 
     n = len(dataset)  # type: ignore[arg-type]
     if distributed:
         if not (dist.is_available() and dist.is_initialized()):
-            raise UserError("build_train_loader: distributed=True but torch.distributed is not "
-                            "initialised (launch with torchrun)")
+            raise UserError(
+                "build_train_loader: distributed=True but torch.distributed is not "
+                "initialised (launch with torchrun)"
+            )
         sampler: Sampler[int] = DistributedSampler(dataset, shuffle=True, seed=seed)
     else:
         sampler = ShuffleSampler(n, seed)
     if aspect_grouping:
         ratios = getattr(dataset, "aspect_ratios", None)
         if ratios is None:
-            raise UserError("build_train_loader: aspect_grouping needs a dataset with "
-                            "aspect_ratios()")
+            raise UserError(
+                "build_train_loader: aspect_grouping needs a dataset with aspect_ratios()"
+            )
         groups = [0 if r >= 1.0 else 1 for r in ratios()]
         batch_sampler: Any = GroupedBatchSampler(sampler, groups, batch_size)
     else:
-        batch_sampler = EpochBatchSampler(sampler, batch_size,
-                                           drop_last=len(sampler) >= batch_size)  # type: ignore
+        batch_sampler = EpochBatchSampler(sampler, batch_size, drop_last=len(sampler) >= batch_size)  # type: ignore
     batches = ResumableBatches(batch_sampler, seed)
     loader = DataLoader(
-        SeededItems(dataset), batch_sampler=batches, num_workers=workers,
+        SeededItems(dataset),
+        batch_sampler=batches,
+        num_workers=workers,
         collate_fn=functools.partial(collate, size_divisor=size_divisor, canvases=canvases),
-        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
         worker_init_fn=stop_signal_guard() if workers > 0 else None,
     )
     return TrainLoader(loader, batches)
 
 
-def build_test_loader(dataset: Dataset[Sample], batch_size: int, workers: int, *,
-                      size_divisor: int = 32, with_targets: bool = False,
-                      test_scale: Sequence[int] | None = None) -> DataLoader:
+def build_test_loader(
+    dataset: Dataset[Sample],
+    batch_size: int,
+    workers: int,
+    *,
+    size_divisor: int = 32,
+    with_targets: bool = False,
+    test_scale: Sequence[int] | None = None,
+) -> DataLoader:
     """Sequential loader; with ``torch.distributed`` initialised, rank ``r`` of ``W`` gets items
     ``r, r + W, ...`` (no padding duplicates, so ranks may differ by one batch).
 
@@ -276,13 +306,18 @@ def build_test_loader(dataset: Dataset[Sample], batch_size: int, workers: int, *
     n = len(dataset)  # type: ignore[arg-type]
     keys = None
     if test_scale is not None and hasattr(dataset, "image_sizes"):
-        keys = [padded_size(*rescale_size(h, w, test_scale), size_divisor)
-                for h, w in dataset.image_sizes()]
+        keys = [
+            padded_size(*rescale_size(h, w, test_scale), size_divisor)
+            for h, w in dataset.image_sizes()
+        ]
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=RankStridedSampler(n, rank, world, keys),
-        num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=False,
-        collate_fn=functools.partial(collate, size_divisor=size_divisor,
-                                     with_targets=with_targets),
+        dataset,
+        batch_size=batch_size,
+        sampler=RankStridedSampler(n, rank, world, keys),
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=False,
+        collate_fn=functools.partial(collate, size_divisor=size_divisor, with_targets=with_targets),
         worker_init_fn=stop_signal_guard() if workers > 0 else None,
     )
 
@@ -314,20 +349,26 @@ def _split_hint(root: str | None, split: str) -> str:
     layout is there under other split names, else ``""``."""
     ann = os.path.join(root or "", "annotations")
     try:
-        names = sorted(n[len("instances_"):-len(".json")] for n in os.listdir(ann)
-                       if n.startswith("instances_") and n.endswith(".json"))
+        names = sorted(
+            n[len("instances_") : -len(".json")]
+            for n in os.listdir(ann)
+            if n.startswith("instances_") and n.endswith(".json")
+        )
     except OSError:
         return ""
     if not names:
         return ""
     best = next((n for n in names if split in n), names[0])
     shown = ", ".join(f"instances_{n}.json" for n in names[:4])
-    return (f"; {ann} has {shown}{' ...' if len(names) > 4 else ''}: pass --{split}-split "
-            f"{best} (data.{split}_split={best})")
+    return (
+        f"; {ann} has {shown}{' ...' if len(names) > 4 else ''}: pass --{split}-split "
+        f"{best} (data.{split}_split={best})"
+    )
 
 
-def dataset_from_config(data_cfg: DataCfg, split: Literal["train", "val"],
-                        train: bool) -> CocoInstances:
+def dataset_from_config(
+    data_cfg: DataCfg, split: Literal["train", "val"], train: bool
+) -> CocoInstances:
     """Build the dataset of ``split`` from a ``DataCfg``.
 
     Paths: ``data.{split}_json`` / ``data.{split}_images`` when set, else the COCO layout
@@ -346,5 +387,11 @@ def dataset_from_config(data_cfg: DataCfg, split: Literal["train", "val"],
         tf = build_transforms(True, data_cfg.train_scales, data_cfg.flip_prob)
     else:
         tf = build_transforms(False, [data_cfg.test_scale], 0.0)
-    return CocoInstances(json_path, image_dir, tf, train=train,
-                         filter_empty=data_cfg.filter_empty, min_size=data_cfg.min_size)
+    return CocoInstances(
+        json_path,
+        image_dir,
+        tf,
+        train=train,
+        filter_empty=data_cfg.filter_empty,
+        min_size=data_cfg.min_size,
+    )

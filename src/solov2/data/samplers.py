@@ -35,8 +35,9 @@ class RankStridedSampler(Sampler[int]):
     come sorted by key (stable), so equal keys are batched together; otherwise in order.
     """
 
-    def __init__(self, size: int, rank: int, world_size: int,
-                 keys: Sequence[Any] | None = None) -> None:
+    def __init__(
+        self, size: int, rank: int, world_size: int, keys: Sequence[Any] | None = None
+    ) -> None:
         if keys is not None and len(keys) != size:
             raise ValueError(f"keys: {len(keys)} for {size} items")
         self.size, self.rank, self.world_size, self.keys = size, rank, world_size, keys
@@ -83,8 +84,9 @@ class GroupedBatchSampler(BatchSampler):
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
-    def _one_epoch(self, carry: dict[int, list[int]]
-                   ) -> tuple[list[list[int]], dict[int, list[int]]]:
+    def _one_epoch(
+        self, carry: dict[int, list[int]]
+    ) -> tuple[list[list[int]], dict[int, list[int]]]:
         """The batches of the sampler's current order after ``carry``, and what carries on."""
         buffers = {g: list(v) for g, v in carry.items()}
         seen: dict[int, list[int]] = {}
@@ -106,7 +108,7 @@ class GroupedBatchSampler(BatchSampler):
             batches.append(batch)
             buffers[g] = []
         keep = self.batch_size - 1
-        left = {g: v[len(v) - keep:] for g, v in buffers.items() if v and keep > 0}
+        left = {g: v[len(v) - keep :] for g, v in buffers.items() if v and keep > 0}
         return batches, left
 
     def __iter__(self) -> Iterator[list[int]]:

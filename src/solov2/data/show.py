@@ -22,8 +22,9 @@ from .stats import DatasetStats
 __all__ = ["draw_ground_truth", "save_summary_figure"]
 
 
-def draw_ground_truth(image: Tensor, instances: Instances, class_names: Sequence[str],
-                      captions: bool | None = None) -> Tensor:
+def draw_ground_truth(
+    image: Tensor, instances: Instances, class_names: Sequence[str], captions: bool | None = None
+) -> Tensor:
     """Masks and boxes of ``instances`` over ``image``: each class in its ``solov2 infer`` colour
     (a single-class dataset: each instance in its own colour).
 
@@ -53,8 +54,13 @@ def draw_ground_truth(image: Tensor, instances: Instances, class_names: Sequence
     ok = [i for i in range(n) if b[i, 2] > b[i, 0] and b[i, 3] > b[i, 1]]
     if not ok:
         return out
-    return draw_bounding_boxes(out, b[ok], labels=[names[i] for i in ok] if show else None,
-                               colors=[colors[i] for i in ok], width=1)
+    return draw_bounding_boxes(
+        out,
+        b[ok],
+        labels=[names[i] for i in ok] if show else None,
+        colors=[colors[i] for i in ok],
+        width=1,
+    )
 
 
 def save_summary_figure(st: DatasetStats, path: str | os.PathLike[str]) -> Path | None:
@@ -82,22 +88,39 @@ def save_summary_figure(st: DatasetStats, path: str | os.PathLike[str]) -> Path 
     a.set_xscale("log")
     for lv in st.levels:
         lo, hi = lv.scale_range
-        a.axvspan(lo, hi, ymin=0.9 - 0.08 * lv.level, ymax=0.96 - 0.08 * lv.level, alpha=0.5,
-                  color=np.array(label_color(lv.level)) / 255, label=f"level {lv.level} "
-                  f"(S={lv.grid}) {lo}-{hi}")
-    a.set(title=f"sqrt(box area) at train scales {st.train_scales}", xlabel="px",
-          ylabel="instances per epoch")
+        a.axvspan(
+            lo,
+            hi,
+            ymin=0.9 - 0.08 * lv.level,
+            ymax=0.96 - 0.08 * lv.level,
+            alpha=0.5,
+            color=np.array(label_color(lv.level)) / 255,
+            label=f"level {lv.level} (S={lv.grid}) {lo}-{hi}",
+        )
+    a.set(
+        title=f"sqrt(box area) at train scales {st.train_scales}",
+        xlabel="px",
+        ylabel="instances per epoch",
+    )
     a.legend(fontsize=8, loc="center left")
     a = ax[1, 0]
     a.bar(range(len(st.class_names)), st.instances_per_class, color="#8172b2")
-    a.set_xticks(range(len(st.class_names)), st.class_names, rotation=90 if len(
-        st.class_names) > 8 else 0, fontsize=8 if len(st.class_names) > 20 else 10)
+    a.set_xticks(
+        range(len(st.class_names)),
+        st.class_names,
+        rotation=90 if len(st.class_names) > 8 else 0,
+        fontsize=8 if len(st.class_names) > 20 else 10,
+    )
     a.set(title="instances per class", ylabel="instances")
     a = ax[1, 1]
     x = [lv.level for lv in st.levels]
     a.bar(x, [lv.share for lv in st.levels], color="#4c72b0", label="share of instances")
-    a.bar(x, [lv.lose_all_share * lv.share for lv in st.levels], color="#c44e52",
-          label="...of which lose all cells")
+    a.bar(
+        x,
+        [lv.lose_all_share * lv.share for lv in st.levels],
+        color="#c44e52",
+        label="...of which lose all cells",
+    )
     a.set_xticks(x, [f"{lv.level}\nS={lv.grid}" for lv in st.levels])
     a.set(title="FPN levels", xlabel="level", ylabel="share of all instances")
     a.legend()
@@ -110,8 +133,9 @@ def save_summary_figure(st: DatasetStats, path: str | os.PathLike[str]) -> Path 
     return path
 
 
-def save_ground_truth(dataset: object, indices: Sequence[int], output_dir: Path,
-                      class_names: Sequence[str]) -> list[Path]:
+def save_ground_truth(
+    dataset: object, indices: Sequence[int], output_dir: Path, class_names: Sequence[str]
+) -> list[Path]:
     """Draw items ``indices`` of ``dataset`` (un-transformed samples) into ``output_dir``."""
     from ..infer.infer_cmd import safe_name
 

@@ -176,8 +176,9 @@ def _source_index(n_in: int, n_out: int) -> np.ndarray:
     return F.interpolate(src, size=(n_out, 1), mode="nearest").view(-1).long().numpy()
 
 
-def _geometry(segs: tuple[np.ndarray, ...], n: int, hw: tuple[int, int],
-              out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _geometry(
+    segs: tuple[np.ndarray, ...], n: int, hw: tuple[int, int], out_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per mask, in the resized frame: ``area`` int64 ``[N]``, ``sums`` (x, y pixel-index sums)
     int64 ``[N, 2]`` and tight ``boxes`` xyxy int64 ``[N, 4]`` (exclusive x2/y2, 0 if empty)."""
     mid, col, ya, yb = segs
@@ -188,13 +189,23 @@ def _geometry(segs: tuple[np.ndarray, ...], n: int, hw: tuple[int, int],
     a = nr * nc
     starts = np.flatnonzero(np.r_[True, mid[1:] != mid[:-1]])
     area = np.add.reduceat(a, starts)
-    sums = np.stack([np.add.reduceat(nr * ((clo + chi - 1) * nc // 2), starts),
-                     np.add.reduceat(nc * ((lo + hi - 1) * nr // 2), starts)], 1)
+    sums = np.stack(
+        [
+            np.add.reduceat(nr * ((clo + chi - 1) * nc // 2), starts),
+            np.add.reduceat(nc * ((lo + hi - 1) * nr // 2), starts),
+        ],
+        1,
+    )
     big, on = np.iinfo(np.int64).max, a > 0
-    boxes = np.stack([np.minimum.reduceat(np.where(on, clo, big), starts),
-                      np.minimum.reduceat(np.where(on, lo, big), starts),
-                      np.maximum.reduceat(np.where(on, chi, -1), starts),
-                      np.maximum.reduceat(np.where(on, hi, -1), starts)], 1)
+    boxes = np.stack(
+        [
+            np.minimum.reduceat(np.where(on, clo, big), starts),
+            np.minimum.reduceat(np.where(on, lo, big), starts),
+            np.maximum.reduceat(np.where(on, chi, -1), starts),
+            np.maximum.reduceat(np.where(on, hi, -1), starts),
+        ],
+        1,
+    )
     boxes[area == 0] = 0
     assert area.size == n
     return area, sums, boxes
@@ -223,8 +234,12 @@ class _Acc:
         self.in_cells = [[] for _ in range(n)]
 
 
-def _assign(acc: _Acc, group: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-            hw: tuple[int, int], cfg: Config) -> None:
+def _assign(
+    acc: _Acc,
+    group: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    hw: tuple[int, int],
+    cfg: Config,
+) -> None:
     """Run the target assignment on images of one padded size and add up its outcome."""
     head = cfg.model.head
     area = np.concatenate([g[0] for g in group])
@@ -235,15 +250,15 @@ def _assign(acc: _Acc, group: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     den = torch.from_numpy(area).float().clamp(min=1e-6)  # center_of_mass, float32
     cx, cy = (torch.from_numpy(sums[:, i]).float() / den for i in (0, 1))
     valid = torch.from_numpy(area > 0)
-    a = assign_cells(boxes, cx, cy, valid, img_idx, len(group), hw, head.num_grids,
-                     head.scale_ranges, head.sigma)
+    a = assign_cells(
+        boxes, cx, cy, valid, img_idx, len(group), hw, head.num_grids, head.scale_ranges, head.sigma
+    )
     m, nl = len(area), len(head.num_grids)
     total = sum(s * s for s in head.num_grids)
     owner = a.winner[a.pos_batch * total + a.pos_cell]
     key = a.pos_level * m + a.pos_inst
     ncells = torch.bincount(key, minlength=nl * m).view(nl, m)
-    nwon = torch.bincount(key, weights=(owner == a.pos_inst).double(),
-                          minlength=nl * m).view(nl, m)
+    nwon = torch.bincount(key, weights=(owner == a.pos_inst).double(), minlength=nl * m).view(nl, m)
     hit = a.hit
     acc.hit += hit.sum(1).numpy()
     acc.lose_all += (hit & (nwon == 0)).sum(1).numpy()
@@ -264,8 +279,9 @@ def _assign(acc: _Acc, group: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     acc.samples += len(group)
 
 
-def _measure(dataset: CocoInstances, indices: list[int], cfg: Config
-             ) -> tuple[_Acc, list[int], np.ndarray, list[float]]:
+def _measure(
+    dataset: CocoInstances, indices: list[int], cfg: Config
+) -> tuple[_Acc, list[int], np.ndarray, list[float]]:
     """Geometry of every (image, scale), grouped by padded size, and the assignment per group."""
     scales = cfg.data.train_scales
     acc = _Acc(len(cfg.model.head.num_grids))
@@ -280,8 +296,11 @@ def _measure(dataset: CocoInstances, indices: list[int], cfg: Config
             continue
         per_class += np.bincount(labels.numpy(), minlength=len(per_class))
         segs = _segments(rles, h)
-        areas.extend(np.add.reduceat(segs[3] - segs[2], np.flatnonzero(
-            np.r_[True, segs[0][1:] != segs[0][:-1]])).tolist())
+        areas.extend(
+            np.add.reduceat(
+                segs[3] - segs[2], np.flatnonzero(np.r_[True, segs[0][1:] != segs[0][:-1]])
+            ).tolist()
+        )
         for scale in scales:
             out_hw = rescale_size(h, w, scale)
             geo = _geometry(segs, len(rles), (h, w), out_hw)
@@ -307,38 +326,49 @@ def _warnings(st: DatasetStats, cfg: Config) -> list[str]:
     out = []
     for lv in st.levels:
         if lv.lose_all_share >= COLLISION_WARN and lv.share >= 0.01:
-            out.append(f"{lv.lose_all_share:.0%} of the instances at level {lv.level} (grid "
-                       f"{lv.grid}, {lv.scale_range[0]}-{lv.scale_range[1]} px) lose all their "
-                       f"grid cells to other instances: consider larger grids "
-                       f"(model.head.num_grids) or a larger training scale (data.train_scales)")
+            out.append(
+                f"{lv.lose_all_share:.0%} of the instances at level {lv.level} (grid "
+                f"{lv.grid}, {lv.scale_range[0]}-{lv.scale_range[1]} px) lose all their "
+                f"grid cells to other instances: consider larger grids "
+                f"(model.head.num_grids) or a larger training scale (data.train_scales)"
+            )
     n = max(1, st.instances)
     un = st.unassigned
     if un["total"] / n >= UNASSIGNED_WARN:
         ranges = cfg.model.head.scale_ranges
-        out.append(f"{un['total'] / n:.1%} of the instances fit no level ({un['too_small']:g} "
-                   f"smaller than {min(r[0] for r in ranges)} px, {un['too_large']:g} larger "
-                   f"than {max(r[1] for r in ranges)} px, {un['between']:g} between ranges at "
-                   f"the training scale): they are never trained (model.head.scale_ranges)")
+        out.append(
+            f"{un['total'] / n:.1%} of the instances fit no level ({un['too_small']:g} "
+            f"smaller than {min(r[0] for r in ranges)} px, {un['too_large']:g} larger "
+            f"than {max(r[1] for r in ranges)} px, {un['between']:g} between ranges at "
+            f"the training scale): they are never trained (model.head.scale_ranges)"
+        )
     if st.vanished / n >= UNASSIGNED_WARN:
-        out.append(f"{st.vanished / n:.1%} of the instances vanish in the resize to the training "
-                   f"scale (thinner than a pixel): consider a larger data.train_scales")
+        out.append(
+            f"{st.vanished / n:.1%} of the instances vanish in the resize to the training "
+            f"scale (thinner than a pixel): consider a larger data.train_scales"
+        )
     head = cfg.model.head
     if st.per_image["median"] >= DENSE_WARN and head.mask_window <= 0 and not head.rel_coords:
-        out.append(f"images hold a median of {st.per_image['median']:g} instances: with "
-                   f"whole-image masks a kernel that paints every object scores a Dice of "
-                   f"~{2 / (st.per_image['median'] + 1):.2f} per instance, nearly an empty "
-                   f"mask's, and training stalls; consider model.head.rel_coords=true (preset "
-                   f"solov2_light_mnv2_dense, docs/RESULTS.md section 4)")
+        out.append(
+            f"images hold a median of {st.per_image['median']:g} instances: with "
+            f"whole-image masks a kernel that paints every object scores a Dice of "
+            f"~{2 / (st.per_image['median'] + 1):.2f} per instance, nearly an empty "
+            f"mask's, and training stalls; consider model.head.rel_coords=true (preset "
+            f"solov2_light_mnv2_dense, docs/RESULTS.md section 4)"
+        )
     if st.images_over_max:
-        out.append(f"images hold up to {st.per_image['max']:g} instances but "
-                   f"model.test.max_per_img is {st.max_per_img}: {st.images_over_max} of "
-                   f"{st.images} images exceed it ({st.instances_over_max} instances can never "
-                   f"be predicted; raise model.test.max_per_img, and COCOeval's maxDets)")
+        out.append(
+            f"images hold up to {st.per_image['max']:g} instances but "
+            f"model.test.max_per_img is {st.max_per_img}: {st.images_over_max} of "
+            f"{st.images} images exceed it ({st.instances_over_max} instances can never "
+            f"be predicted; raise model.test.max_per_img, and COCOeval's maxDets)"
+        )
     return out
 
 
-def dataset_stats(dataset: CocoInstances, cfg: Config, max_images: int | None = None
-                  ) -> DatasetStats:
+def dataset_stats(
+    dataset: CocoInstances, cfg: Config, max_images: int | None = None
+) -> DatasetStats:
     """Statistics of ``dataset`` under ``cfg``'s training scales, FPN levels and grids.
 
     Args:
@@ -367,41 +397,68 @@ def dataset_stats(dataset: CocoInstances, cfg: Config, max_images: int | None = 
     for lv, (s, st) in enumerate(zip(head.num_grids, head.strides)):
         hit = acc.hit[lv] / k
         cells = np.concatenate(acc.in_cells[lv]) if acc.in_cells[lv] else np.zeros(0)
-        levels.append(LevelStats(
-            level=lv, scale_range=list(head.scale_ranges[lv]), grid=s, stride=st,
-            cell_px=[round(float(v), 1) for v in acc.cell_hw[lv] / max(1, acc.samples)],
-            instances=round(float(hit), 2), share=round(float(hit / max(1, total)), 4),
-            size_in_cells=_pct(cells, (10, 50, 90)),
-            cells_per_instance=round(float(acc.cells[lv] / max(1, acc.hit[lv])), 2),
-            lose_all=round(float(acc.lose_all[lv] / k), 2),
-            lose_some=round(float(acc.lose_some[lv] / k), 2),
-            lose_all_share=round(float(acc.lose_all[lv] / max(1, acc.hit[lv])), 4)))
+        levels.append(
+            LevelStats(
+                level=lv,
+                scale_range=list(head.scale_ranges[lv]),
+                grid=s,
+                stride=st,
+                cell_px=[round(float(v), 1) for v in acc.cell_hw[lv] / max(1, acc.samples)],
+                instances=round(float(hit), 2),
+                share=round(float(hit / max(1, total)), 4),
+                size_in_cells=_pct(cells, (10, 50, 90)),
+                cells_per_instance=round(float(acc.cells[lv] / max(1, acc.hit[lv])), 2),
+                lose_all=round(float(acc.lose_all[lv] / k), 2),
+                lose_some=round(float(acc.lose_some[lv] / k), 2),
+                lose_all_share=round(float(acc.lose_all[lv] / max(1, acc.hit[lv])), 4),
+            )
+        )
     cap = cfg.model.test.max_per_img
     un = acc.unassigned / k
     st = DatasetStats(
-        source=dataset.json_path, config=cfg.name,
-        train_scales=[list(s) for s in cfg.data.train_scales], images=len(indices),
-        images_total=n, dropped={key: v for key, v in dataset.stats.items()
-                                 if v and key not in ("images_in_file", "crowd_annotations")},
-        instances=total, class_names=list(dataset.class_names),
-        instances_per_class=per_class.tolist(), instances_per_image=per_image,
-        per_image={"mean": round(float(counts.mean()), 2) if counts.size else 0.0,
-                   "median": float(np.median(counts)) if counts.size else 0.0,
-                   "max": int(counts.max(initial=0)),
-                   "min": int(counts.min()) if counts.size else 0},
-        size_px=dict(zip(("p5", "p25", "median", "p75", "p95", "max"),
-                         _pct(sizes, (5, 25, 50, 75, 95, 100)))),
+        source=dataset.json_path,
+        config=cfg.name,
+        train_scales=[list(s) for s in cfg.data.train_scales],
+        images=len(indices),
+        images_total=n,
+        dropped={
+            key: v
+            for key, v in dataset.stats.items()
+            if v and key not in ("images_in_file", "crowd_annotations")
+        },
+        instances=total,
+        class_names=list(dataset.class_names),
+        instances_per_class=per_class.tolist(),
+        instances_per_image=per_image,
+        per_image={
+            "mean": round(float(counts.mean()), 2) if counts.size else 0.0,
+            "median": float(np.median(counts)) if counts.size else 0.0,
+            "max": int(counts.max(initial=0)),
+            "min": int(counts.min()) if counts.size else 0,
+        },
+        size_px=dict(
+            zip(("p5", "p25", "median", "p75", "p95", "max"), _pct(sizes, (5, 25, 50, 75, 95, 100)))
+        ),
         size_bins=[round(float(v), 3) for v in SIZE_BINS],
         size_hist=[round(float(v) / k, 2) for v in np.histogram(sizes, SIZE_BINS)[0]],
-        coco_areas={"small": round(float((ar < COCO_SMALL).mean()), 4) if ar.size else 0.0,
-                    "medium": round(float(((ar >= COCO_SMALL) & (ar < COCO_MEDIUM)).mean()), 4)
-                    if ar.size else 0.0,
-                    "large": round(float((ar >= COCO_MEDIUM).mean()), 4) if ar.size else 0.0},
+        coco_areas={
+            "small": round(float((ar < COCO_SMALL).mean()), 4) if ar.size else 0.0,
+            "medium": round(float(((ar >= COCO_SMALL) & (ar < COCO_MEDIUM)).mean()), 4)
+            if ar.size
+            else 0.0,
+            "large": round(float((ar >= COCO_MEDIUM).mean()), 4) if ar.size else 0.0,
+        },
         levels=levels,
-        unassigned={"total": round(float(un.sum()), 2), "too_small": round(float(un[0]), 2),
-                    "too_large": round(float(un[1]), 2), "between": round(float(un[2]), 2)},
-        vanished=round(acc.vanished / k, 2), max_per_img=cap,
+        unassigned={
+            "total": round(float(un.sum()), 2),
+            "too_small": round(float(un[0]), 2),
+            "too_large": round(float(un[1]), 2),
+            "between": round(float(un[2]), 2),
+        },
+        vanished=round(acc.vanished / k, 2),
+        max_per_img=cap,
         images_over_max=int((counts > cap).sum()),
-        instances_over_max=int(np.clip(counts - cap, 0, None).sum()))
+        instances_over_max=int(np.clip(counts - cap, 0, None).sum()),
+    )
     st.warnings = _warnings(st, cfg)
     return st

@@ -177,8 +177,9 @@ def _class_color(rng: np.random.Generator, name: str) -> np.ndarray:
     return np.clip(base + rng.uniform(-_COLOR_JITTER, _COLOR_JITTER, size=3), 0.0, 255.0)
 
 
-def _pick_color(rng: np.random.Generator, canvas: np.ndarray, m: np.ndarray,
-                name: str) -> np.ndarray:
+def _pick_color(
+    rng: np.random.Generator, canvas: np.ndarray, m: np.ndarray, name: str
+) -> np.ndarray:
     """A colour of class ``name``'s family, far (in RGB) from what lies under mask ``m``."""
     under = canvas[m]
     ref = under.mean(axis=0)

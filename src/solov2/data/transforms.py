@@ -24,8 +24,14 @@ from ..errors import UserError
 from ..ops.masks import masks_to_boxes as boxes_from_masks
 from ..structures import Instances
 
-__all__ = ["InstanceTransform", "KeepRatioResize", "boxes_from_masks", "build_transforms",
-           "padded_size", "rescale_size"]
+__all__ = [
+    "InstanceTransform",
+    "KeepRatioResize",
+    "boxes_from_masks",
+    "build_transforms",
+    "padded_size",
+    "rescale_size",
+]
 
 
 def padded_size(h: int, w: int, size_divisor: int = 32) -> tuple[int, int]:
@@ -49,8 +55,9 @@ def rescale_size(height: int, width: int, scale: Sequence[int]) -> tuple[int, in
 
 
 def _resize_float(x: Tensor, h: int, w: int) -> Tensor:
-    out = F.interpolate(x.float(), size=(h, w), mode="bilinear", align_corners=False,
-                        antialias=False)
+    out = F.interpolate(
+        x.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=False
+    )
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -70,7 +77,7 @@ def resize_uint8(image: Tensor, h: int, w: int) -> Tensor:
     planes = x.reshape(-1, 1, *x.shape[-2:])
     out = torch.empty((planes.shape[0], 1, h, w), dtype=torch.uint8, device=x.device)
     for i in range(planes.shape[0]):
-        out[i] = _resize_float(planes[i: i + 1], h, w)[0]
+        out[i] = _resize_float(planes[i : i + 1], h, w)[0]
     out = out.reshape(*x.shape[:-2], h, w)
     return out[0] if squeeze else out
 
@@ -114,9 +121,13 @@ class InstanceTransform:
         self.transform = transform
 
     def __call__(self, image: Tensor, instances: Instances) -> tuple[Tensor, Instances]:
-        out = self.transform({"image": tv_tensors.Image(image),
-                              "masks": tv_tensors.Mask(instances.masks),
-                              "labels": instances.labels})
+        out = self.transform(
+            {
+                "image": tv_tensors.Image(image),
+                "masks": tv_tensors.Mask(instances.masks),
+                "labels": instances.labels,
+            }
+        )
         image = out["image"].as_subclass(Tensor)
         masks = out["masks"].as_subclass(Tensor)
         labels = out["labels"]
@@ -133,19 +144,25 @@ def _check_scales(scales: Sequence[Sequence[int]]) -> list[list[int]]:
     ok = isinstance(scales, Sequence) and len(scales) > 0
     out = []
     for s in scales if ok else []:
-        if not (isinstance(s, Sequence) and len(s) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in s)):
+        if not (
+            isinstance(s, Sequence)
+            and len(s) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in s)
+        ):
             ok = False
             break
         out.append([int(s[0]), int(s[1])])
     if not ok:
-        raise UserError(f"transforms: scales must be a non-empty list of [long, short] positive "
-                        f"integers, got {scales!r}")
+        raise UserError(
+            f"transforms: scales must be a non-empty list of [long, short] positive "
+            f"integers, got {scales!r}"
+        )
     return out
 
 
-def build_transforms(train: bool, scales: Sequence[Sequence[int]],
-                     flip_prob: float = 0.5) -> InstanceTransform:
+def build_transforms(
+    train: bool, scales: Sequence[Sequence[int]], flip_prob: float = 0.5
+) -> InstanceTransform:
     """Build the SOLOv2 pipeline.
 
     Args:

@@ -154,8 +154,9 @@ def tensors_to_cpu(obj: Any) -> Any:
 
     def walk(o: Any) -> Any:
         if isinstance(o, torch.Tensor) and o.device.type != "cpu":
-            out = torch.empty(o.shape, dtype=o.dtype, device="cpu",
-                              pin_memory=o.device.type == "cuda")
+            out = torch.empty(
+                o.shape, dtype=o.dtype, device="cpu", pin_memory=o.device.type == "cuda"
+            )
             out.copy_(o.detach(), non_blocking=True)
             found.append(o)
             return out

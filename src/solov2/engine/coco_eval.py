@@ -108,7 +108,8 @@ class CocoEvaluator:
         self.cat_ids = [int(c) for c in cat_ids]
         self.class_names = list(class_names)
         self.backend: str = (
-            "faster" if backend == "faster" or (backend == "auto" and _faster_available())
+            "faster"
+            if backend == "faster" or (backend == "auto" and _faster_available())
             else "pycocotools"
         )
         self._faster_gt: Any = None
@@ -283,8 +284,14 @@ def _summary_at_cap(coco_eval: Any) -> dict[str, float]:
         p = p[p > -1]
         return float(np.mean(p) * 100) if p.size else float("nan")
 
-    return {"AP": ap(0), "AP50": ap(0, 0.5), "AP75": ap(0, 0.75), "APs": ap(1), "APm": ap(2),
-            "APl": ap(3)}
+    return {
+        "AP": ap(0),
+        "AP50": ap(0, 0.5),
+        "AP75": ap(0, 0.75),
+        "APs": ap(1),
+        "APm": ap(2),
+        "APl": ap(3),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,8 +318,11 @@ def format_table(metrics: dict[str, Any], per_category_columns: int = 3) -> str:
             rows.append([task] + [_fmt(metrics[task].get(n, float("nan"))) for n in METRIC_NAMES])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for j, r in enumerate(rows):
-        lines.append(" | ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i])
-                                for i, c in enumerate(r)))
+        lines.append(
+            " | ".join(
+                c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)
+            )
+        )
         if j == 0:
             lines.append("-+-".join("-" * w for w in widths))
     per_cat = metrics.get("per_category", {}).get("segm", {})
@@ -351,5 +361,6 @@ def write_results(
 
 def write_metrics(output_dir: str | Path, metrics: dict[str, Any]) -> None:
     """Atomically write ``metrics.json`` (strict JSON: NaN as null)."""
-    atomic_write_text(Path(output_dir) / "metrics.json",
-                      json.dumps(_json_safe(metrics), indent=2) + "\n")
+    atomic_write_text(
+        Path(output_dir) / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n"
+    )

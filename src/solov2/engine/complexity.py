@@ -26,15 +26,18 @@ PARTS = {"backbone": "backbone", "neck": "neck", "head": "head", "mask_branch": 
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     """Parameters of each part of a :class:`~solov2.model.SOLOv2` (``PARTS``), ``total`` and
     ``trainable`` (``requires_grad``: frozen backbone stages excluded)."""
-    out = {key: sum(p.numel() for p in getattr(model, attr).parameters())
-           for key, attr in PARTS.items()}
+    out = {
+        key: sum(p.numel() for p in getattr(model, attr).parameters())
+        for key, attr in PARTS.items()
+    }
     out["total"] = sum(p.numel() for p in model.parameters())
     out["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return out
 
 
-def _deform_conv_flops(x_shape: Any, weight_shape: Any, *args: Any, out_shape: Any = None,
-                       **kwargs: Any) -> int:
+def _deform_conv_flops(
+    x_shape: Any, weight_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
     """``deform_conv2d`` as a convolution of the same shapes (2 FLOPs per multiply-add)."""
     return conv_flop_count(list(x_shape), list(weight_shape), list(out_shape), transposed=False)
 
@@ -49,8 +52,9 @@ def _custom_mapping() -> dict[Any, Any]:
     return {op: _deform_conv_flops}
 
 
-def model_complexity(cfg: Config, input_size: tuple[int, int], batch_size: int = 1
-                     ) -> dict[str, Any]:
+def model_complexity(
+    cfg: Config, input_size: tuple[int, int], batch_size: int = 1
+) -> dict[str, Any]:
     """Parameters and forward FLOPs of ``cfg``'s model on a padded ``input_size`` input.
 
     Args:
@@ -73,24 +77,32 @@ def model_complexity(cfg: Config, input_size: tuple[int, int], batch_size: int =
         model(x, sizes)
     by_module = counter.get_flop_counts()
     root = type(model).__name__
-    gflops = {key: sum(by_module.get(f"{root}.{attr}", {}).values()) / batch_size / 1e9
-              for key, attr in PARTS.items()}
+    gflops = {
+        key: sum(by_module.get(f"{root}.{attr}", {}).values()) / batch_size / 1e9
+        for key, attr in PARTS.items()
+    }
     gflops["total"] = counter.get_total_flops() / batch_size / 1e9
-    return {"input_size": list(input_size), "params": parameter_counts(model),
-            "gflops": {k: round(v, 3) for k, v in gflops.items()}}
+    return {
+        "input_size": list(input_size),
+        "params": parameter_counts(model),
+        "gflops": {k: round(v, 3) for k, v in gflops.items()},
+    }
 
 
 def format_complexity(c: dict[str, Any]) -> str:
     """One line: parameters (M) and forward GFLOPs per image, in total and per part."""
     p, g = c["params"], c["gflops"]
     parts = ", ".join(f"{k} {p[k] / 1e6:.2f}M / {g[k]:.1f}" for k in PARTS)
-    return (f"model: {p['total'] / 1e6:.2f}M params ({p['trainable'] / 1e6:.2f}M trainable), "
-            f"{g['total']:.1f} GFLOPs per image forward at {c['input_size'][0]}x"
-            f"{c['input_size'][1]} (params / GFLOPs: {parts}; 2 FLOPs per multiply-add)")
+    return (
+        f"model: {p['total'] / 1e6:.2f}M params ({p['trainable'] / 1e6:.2f}M trainable), "
+        f"{g['total']:.1f} GFLOPs per image forward at {c['input_size'][0]}x"
+        f"{c['input_size'][1]} (params / GFLOPs: {parts}; 2 FLOPs per multiply-add)"
+    )
 
 
-def bench_input_size(cfg: Config, mode: str, size: tuple[int, int], real: bool
-                     ) -> tuple[int, int] | None:
+def bench_input_size(
+    cfg: Config, mode: str, size: tuple[int, int], real: bool
+) -> tuple[int, int] | None:
     """The padded network input ``solov2 bench`` times: ``infer`` resizes ``size`` to the test
     scale, ``train`` feeds ``size`` itself; ``None`` for real data (sizes vary)."""
     from ..data.transforms import padded_size, rescale_size

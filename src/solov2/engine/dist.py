@@ -87,8 +87,10 @@ def _elastic_store(world_size: int, timeout: datetime.timedelta) -> Any:
     if not addr or port <= 0:
         return None
     store = dist.TCPStore(addr, port, world_size, is_master=False, timeout=timeout)
-    prefix = (f"solov2/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/"
-              f"attempt{_env_int('TORCHELASTIC_RESTART_COUNT', 0)}")
+    prefix = (
+        f"solov2/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/"
+        f"attempt{_env_int('TORCHELASTIC_RESTART_COUNT', 0)}"
+    )
     return dist.PrefixStore(prefix, store)
 
 
@@ -130,8 +132,9 @@ def init_distributed(device_type: str = "cuda") -> DistInfo:
         extra: dict[str, Any] = {"device_id": device} if device_type == "cuda" else {}
         store = _elastic_store(world_size, timeout)
         if store is not None:
-            dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
-                                    timeout=timeout, **extra)
+            dist.init_process_group(
+                backend, store=store, rank=rank, world_size=world_size, timeout=timeout, **extra
+            )
         else:
             dist.init_process_group(backend, timeout=timeout, **extra)
     if dist.is_initialized():
@@ -181,8 +184,11 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _flag_device() -> torch.device:
-    return (torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl"
-            else torch.device("cpu"))
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def any_across_ranks(*flags: bool | torch.Tensor) -> tuple[bool, ...]:
@@ -197,10 +203,14 @@ def any_across_ranks(*flags: bool | torch.Tensor) -> tuple[bool, ...]:
     if not multi and not tensors:
         return tuple(bool(f) for f in flags)
     device = _flag_device() if multi else tensors[0].device
-    t = torch.stack([f.detach().reshape(()).to(device=device, dtype=torch.int32)
-                     if isinstance(f, torch.Tensor)
-                     else torch.tensor(int(bool(f)), dtype=torch.int32, device=device)
-                     for f in flags])
+    t = torch.stack(
+        [
+            f.detach().reshape(()).to(device=device, dtype=torch.int32)
+            if isinstance(f, torch.Tensor)
+            else torch.tensor(int(bool(f)), dtype=torch.int32, device=device)
+            for f in flags
+        ]
+    )
     if multi:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return tuple(bool(v) for v in t.tolist())

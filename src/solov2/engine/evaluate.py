@@ -34,8 +34,9 @@ def autocast_dtype(amp: str) -> torch.dtype | None:
 
 
 @torch.inference_mode()
-def predict_batch(model: nn.Module, batch: Batch, cfg: Config, device: torch.device,
-                  amp: str = "none") -> list[Predictions]:
+def predict_batch(
+    model: nn.Module, batch: Batch, cfg: Config, device: torch.device, amp: str = "none"
+) -> list[Predictions]:
     """Network + post-processing for one padded batch; predictions in the original frame.
 
     SOLOv2's grid cells and coordinate features span the padded input, so an image padded to a
@@ -52,14 +53,26 @@ def predict_batch(model: nn.Module, batch: Batch, cfg: Config, device: torch.dev
         groups.setdefault(padded_size(ih, iw, cfg.data.size_divisor), []).append(i)
     preds: list[Predictions | None] = [None] * len(batch.image_ids)
     for (hp, wp), idx in groups.items():
-        x = images if len(idx) == images.shape[0] and (hp, wp) == tuple(images.shape[-2:]) \
+        x = (
+            images
+            if len(idx) == images.shape[0] and (hp, wp) == tuple(images.shape[-2:])
             else images[idx, :, :hp, :wp]
+        )
         sizes, orig = batch.image_sizes[idx], batch.orig_sizes[idx]
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(x, sizes)
-        group_preds = postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
-                                  h.num_grids, h.strides, postprocess_cfg(cfg), out.candidates,
-                                  **mask_geometry(cfg.model))
+        group_preds = postprocess(
+            out.cate_logits,
+            out.kernel_preds,
+            out.mask_feats,
+            sizes,
+            orig,
+            h.num_grids,
+            h.strides,
+            postprocess_cfg(cfg),
+            out.candidates,
+            **mask_geometry(cfg.model),
+        )
         for i, p in zip(idx, group_preds):
             preds[i] = p
     return [p for p in preds if p is not None]
@@ -90,8 +103,9 @@ def evaluate(
     was_training = model.training
     model.eval()
     cap = cfg.model.test.max_per_img if max_dets is None else max_dets
-    evaluator = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names,
-                              backend=backend, max_dets=cap)  # type: ignore[arg-type]
+    evaluator = CocoEvaluator(
+        dataset.coco, dataset.cat_ids, dataset.class_names, backend=backend, max_dets=cap
+    )  # type: ignore[arg-type]
     start = time.perf_counter()
     n_images = 0
     bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()), leave=False)
@@ -109,8 +123,13 @@ def evaluate(
     metrics = evaluator.evaluate()
     metrics["images"] = len(evaluator.image_ids)
     metrics["seconds"] = round(elapsed, 2)
-    logger.info("evaluation on %d images (this rank %d) took %.1f s\n%s",
-                metrics["images"], n_images, elapsed, format_table(metrics))
+    logger.info(
+        "evaluation on %d images (this rank %d) took %.1f s\n%s",
+        metrics["images"],
+        n_images,
+        elapsed,
+        format_table(metrics),
+    )
     if output_dir is not None:
         write_results(output_dir, evaluator.results(), metrics)
     return metrics

@@ -16,8 +16,14 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["MetricsWriter", "eval_row", "format_eta", "log_data_stats", "progress_bar",
-           "setup_logger"]
+__all__ = [
+    "MetricsWriter",
+    "eval_row",
+    "format_eta",
+    "log_data_stats",
+    "progress_bar",
+    "setup_logger",
+]
 
 _FMT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 _DATEFMT = "%m/%d %H:%M:%S"
@@ -106,7 +112,10 @@ class MetricsWriter:
                 why = "not installed" if isinstance(e, ImportError) else f"failed ({e})"
                 logging.getLogger("solov2").info(
                     "TensorBoard %s (pip install 'solov2[tb]' or tensorboard): metrics go to "
-                    "%s only", why, self.path)
+                    "%s only",
+                    why,
+                    self.path,
+                )
 
     @property
     def has_tensorboard(self) -> bool:
@@ -121,7 +130,11 @@ class MetricsWriter:
         self._file.flush()
         if self._tb is not None:
             for key, value in row.items():
-                if key != "iter" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if (
+                    key != "iter"
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
                     self._tb.add_scalar(key, value, int(step))
 
     def close(self) -> None:
@@ -160,8 +173,15 @@ def progress_bar(total: int, initial: int, stream: Any = None) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc="train", unit="it", file=stream,
-                dynamic_ncols=True, smoothing=0.1)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc="train",
+        unit="it",
+        file=stream,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
 
 
 def eval_row(m: dict[str, Any]) -> dict[str, float]:
@@ -178,6 +198,7 @@ def log_data_stats(dataset: Any, epoch: int) -> None:
     stats = {k: v for k, v in getattr(dataset, "stats", {}).items() if v}
     if any(k != "images_in_file" for k in stats):  # only when something was skipped/converted
         logging.getLogger("solov2").info(
-            "data after epoch %d: %s", epoch + 1,
-            ", ".join(f"{k} {v}" for k, v in sorted(stats.items())))
-
+            "data after epoch %d: %s",
+            epoch + 1,
+            ", ".join(f"{k} {v}" for k, v in sorted(stats.items())),
+        )

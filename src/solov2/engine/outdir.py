@@ -17,8 +17,14 @@ logger = logging.getLogger("solov2")
 
 _ITER_CKPT = re.compile(r"^model_(\d+)\.pth$")
 # what a training run writes (the only names --overwrite removes)
-_RUN_FILES = ("model_final.pth", "model_final.safetensors", LAST_CHECKPOINT, "metrics.jsonl",
-              "log.txt", "config.yaml")
+_RUN_FILES = (
+    "model_final.pth",
+    "model_final.safetensors",
+    LAST_CHECKPOINT,
+    "metrics.jsonl",
+    "log.txt",
+    "config.yaml",
+)
 _RUN_DIRS = ("eval", "profile")
 
 
@@ -26,14 +32,24 @@ def run_files(out_dir: Path) -> list[Path]:
     """The files and folders of an earlier training run in ``out_dir`` (none if it is new)."""
     if not out_dir.is_dir():
         return []
-    return [p for p in sorted(out_dir.iterdir())
-            if (p.is_file() and (p.name in _RUN_FILES or _ITER_CKPT.match(p.name)
-                                 or p.name.startswith("events.out.tfevents.")))
-            or (p.is_dir() and p.name in _RUN_DIRS)]
+    return [
+        p
+        for p in sorted(out_dir.iterdir())
+        if (
+            p.is_file()
+            and (
+                p.name in _RUN_FILES
+                or _ITER_CKPT.match(p.name)
+                or p.name.startswith("events.out.tfevents.")
+            )
+        )
+        or (p.is_dir() and p.name in _RUN_DIRS)
+    ]
 
 
-def prepare_output_dir(out_dir: str | Path, *, resume: bool, overwrite: bool,
-                       main: bool = True) -> None:
+def prepare_output_dir(
+    out_dir: str | Path, *, resume: bool, overwrite: bool, main: bool = True
+) -> None:
     """Refuse to train into a folder that holds another run's checkpoints or metrics, unless
     ``resume`` (continue it) or ``overwrite`` (its run files are deleted first, on ``main``).
 
@@ -47,8 +63,10 @@ def prepare_output_dir(out_dir: str | Path, *, resume: bool, overwrite: bool,
     if not overwrite:
         names = [p.name for p in found]
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        raise UserError(f"{out}: already holds a training run ({shown}): pass --resume to "
-                        "continue it or --overwrite to start over (or another --output-dir)")
+        raise UserError(
+            f"{out}: already holds a training run ({shown}): pass --resume to "
+            "continue it or --overwrite to start over (or another --output-dir)"
+        )
     if main:
         for p in found:
             if p.is_dir():
@@ -70,8 +88,11 @@ def prune_checkpoints(out_dir: str | Path, keep: int) -> list[str]:
         return []
     marker = out / LAST_CHECKPOINT
     current = marker.read_text(encoding="utf-8").strip() if marker.is_file() else ""
-    numbered = sorted((int(m.group(1)), p) for p in out.iterdir()
-                      if (m := _ITER_CKPT.match(p.name)) and p.is_file())
+    numbered = sorted(
+        (int(m.group(1)), p)
+        for p in out.iterdir()
+        if (m := _ITER_CKPT.match(p.name)) and p.is_file()
+    )
     removed = []
     for _, p in numbered[:-keep]:
         if p.name != current:

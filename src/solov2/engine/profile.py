@@ -49,9 +49,14 @@ class CheckpointCost:
         share = self.saving / max(elapsed + seconds, 1e-9)
         if self.enabled and not self.warned and share > self.limit:
             self.warned = True
-            logger.warning("checkpoints take %.0f%% of the training time (%.1f s every %d "
-                           "iterations): raise solver.checkpoint_period (iterations) for "
-                           "throughput", 100 * share, seconds, period)
+            logger.warning(
+                "checkpoints take %.0f%% of the training time (%.1f s every %d "
+                "iterations): raise solver.checkpoint_period (iterations) for "
+                "throughput",
+                100 * share,
+                seconds,
+                period,
+            )
 
 
 class StepProfiler:
@@ -60,8 +65,9 @@ class StepProfiler:
     Call :meth:`update` with the number of completed iterations before and after each step.
     """
 
-    def __init__(self, span: tuple[int, int] | None, out_dir: Path, rank: int,
-                 device: torch.device) -> None:
+    def __init__(
+        self, span: tuple[int, int] | None, out_dir: Path, rank: int, device: torch.device
+    ) -> None:
         self.span, self.out_dir, self.rank, self.device = span, out_dir, rank, device
         self.prof: Any = None
 
@@ -106,15 +112,23 @@ class StepProfiler:
         lines = [f"rank {self.rank}: {steps} profiled iteration(s)", summarize_trace(trace, steps)]
         avg = self.prof.key_averages()
         lines.append("\nops by self host time:")
-        lines.append(avg.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60))
+        lines.append(
+            avg.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60)
+        )
         if self.device.type == "cuda":
             lines.append("\nops by device time:")
             try:
-                lines.append(avg.table(sort_by="self_device_time_total", row_limit=25,
-                                       max_name_column_width=60))
+                lines.append(
+                    avg.table(
+                        sort_by="self_device_time_total", row_limit=25, max_name_column_width=60
+                    )
+                )
             except (AttributeError, KeyError, ValueError):  # older name of the column
-                lines.append(avg.table(sort_by="self_cuda_time_total", row_limit=25,
-                                       max_name_column_width=60))
+                lines.append(
+                    avg.table(
+                        sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=60
+                    )
+                )
         (d / f"rank{self.rank}.txt").write_text("\n".join(lines) + "\n")
         logger.info("profile of %d iteration(s) written to %s (rank %d)", steps, d, self.rank)
 
@@ -146,26 +160,36 @@ def summarize_trace(trace: dict[str, Any], steps: int, top: int = 12) -> str:
     gpu = _merge([(e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") in GPU_CATS])
     busy = sum(b - a for a, b in gpu) / 1e3
     syncs = [e for e in events if e.get("cat") == "cuda_runtime" and e.get("name") in SYNC_CALLS]
-    lines = [f"window {wall:.1f} ms ({wall / max(steps, 1):.1f} ms/iteration), "
-             f"GPU busy {busy:.1f} ms ({100 * busy / wall:.0f} %)" if gpu else
-             f"window {wall:.1f} ms, no GPU activity recorded"]
+    lines = [
+        f"window {wall:.1f} ms ({wall / max(steps, 1):.1f} ms/iteration), "
+        f"GPU busy {busy:.1f} ms ({100 * busy / wall:.0f} %)"
+        if gpu
+        else f"window {wall:.1f} ms, no GPU activity recorded"
+    ]
     if syncs:
-        lines.append(f"host waiting in device syncs: {sum(e['dur'] for e in syncs) / 1e3:.1f} ms "
-                     f"in {len(syncs)} call(s)")
+        lines.append(
+            f"host waiting in device syncs: {sum(e['dur'] for e in syncs) / 1e3:.1f} ms "
+            f"in {len(syncs)} call(s)"
+        )
     gaps = [(b0, a1) for (_, b0), (a1, _) in zip(gpu, gpu[1:]) if a1 - b0 > 0]
     gaps.sort(key=lambda g: g[0] - g[1])
     # the thread that launched the most kernels is the training loop's (the loader's pin-memory
     # thread also runs ops, e.g. its copies, but never leaves the GPU waiting)
     launches = Counter(e.get("tid") for e in events if e.get("cat") == "cuda_runtime")
     loop_tid = launches.most_common(1)[0][0] if launches else None
-    host = [e for e in events if e.get("cat") in ("cpu_op", "python_function", "user_annotation")
-            and (loop_tid is None or e.get("tid") == loop_tid)]
+    host = [
+        e
+        for e in events
+        if e.get("cat") in ("cpu_op", "python_function", "user_annotation")
+        and (loop_tid is None or e.get("tid") == loop_tid)
+    ]
     if gaps:
         idle = sum(b - a for a, b in gaps) / 1e3
         lines.append(f"GPU idle between kernels: {idle:.1f} ms in {len(gaps)} gap(s); longest:")
         for a, b in gaps[:top]:
             inside = [e for e in host if e["ts"] <= a < e["ts"] + e["dur"]]
             name = min(inside, key=lambda e: e["dur"])["name"] if inside else "?"
-            lines.append(f"  {(b - a) / 1e3:8.2f} ms at +{(a - t0) / 1e3:8.1f} ms  host in: "
-                         f"{name[:90]}")
+            lines.append(
+                f"  {(b - a) / 1e3:8.2f} ms at +{(a - t0) / 1e3:8.1f} ms  host in: {name[:90]}"
+            )
     return "\n".join(lines)

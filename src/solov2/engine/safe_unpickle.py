@@ -99,8 +99,15 @@ def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any) -> Tensor
     return _tensor(torch._utils._rebuild_tensor(storage, offset, size, stride))
 
 
-def _rebuild_tensor_v2(storage: Any, offset: int, size: Any, stride: Any, requires_grad: Any = False,
-                       backward_hooks: Any = None, metadata: Any = None) -> Tensor:
+def _rebuild_tensor_v2(
+    storage: Any,
+    offset: int,
+    size: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> Tensor:
     """torch's ``_rebuild_tensor_v2`` without the pickled hooks (never attached)."""
     t = _rebuild_tensor(storage, offset, size, stride)
     if isinstance(metadata, dict) and metadata:
@@ -108,8 +115,16 @@ def _rebuild_tensor_v2(storage: Any, offset: int, size: Any, stride: Any, requir
     return t
 
 
-def _rebuild_tensor_v3(storage: Any, offset: int, size: Any, stride: Any, requires_grad: Any,
-                       backward_hooks: Any, dtype: Any, metadata: Any = None) -> Tensor:
+def _rebuild_tensor_v3(
+    storage: Any,
+    offset: int,
+    size: Any,
+    stride: Any,
+    requires_grad: Any,
+    backward_hooks: Any,
+    dtype: Any,
+    metadata: Any = None,
+) -> Tensor:
     if not isinstance(dtype, torch.dtype):
         raise pickle.UnpicklingError(f"expected a dtype, found {type(dtype).__name__}")
     t = torch.empty((0,), dtype=dtype, device=storage._untyped_storage.device)
@@ -119,8 +134,9 @@ def _rebuild_tensor_v3(storage: Any, offset: int, size: Any, stride: Any, requir
     return t
 
 
-def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None,
-                       state: Any = None) -> Tensor:
+def _rebuild_parameter(
+    data: Any, requires_grad: Any = False, backward_hooks: Any = None, state: Any = None
+) -> Tensor:
     """A pickled ``nn.Parameter`` as its plain tensor (no hooks, no object state)."""
     return _tensor(data)
 
@@ -130,8 +146,9 @@ def _storage_from_bytes(data: Any) -> Any:
     read with this same restricted unpickler."""
     if not isinstance(data, bytes):
         raise pickle.UnpicklingError("_load_from_bytes: expected bytes")
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False,
-                      pickle_module=_PICKLE_MODULE)
+    return torch.load(
+        io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_PICKLE_MODULE
+    )
 
 
 def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
@@ -236,8 +253,9 @@ def load_untrusted(path: str | Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             try:
-                obj = torch.load(path, map_location="cpu", weights_only=False,
-                                 pickle_module=_PICKLE_MODULE)
+                obj = torch.load(
+                    path, map_location="cpu", weights_only=False, pickle_module=_PICKLE_MODULE
+                )
             except RuntimeError as e:
                 if "Invalid magic number" not in str(e):
                     raise
@@ -245,13 +263,15 @@ def load_untrusted(path: str | Path) -> dict[str, Any]:
                     obj = SafeUnpickler(f).load()
     except Exception as e:  # the unpickler raises many types on damaged input
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: corrupt, truncated or not a checkpoint "
-                              f"({type(e).__name__}: {first})") from None
+        raise CheckpointError(
+            f"{path}: corrupt, truncated or not a checkpoint ({type(e).__name__}: {first})"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
     bad = placeholders_in(_weights_of(obj))
     if bad:
         raise CheckpointError(
             f"{path}: refused to load: its weights contain pickled Python objects "
-            f"({', '.join('GLOBAL ' + n for n in bad[:8])}), not tensors; nothing was run")
+            f"({', '.join('GLOBAL ' + n for n in bad[:8])}), not tensors; nothing was run"
+        )
     return obj

@@ -52,8 +52,10 @@ def read_results(path: str | os.PathLike[str]) -> list[Any]:
     """The entries of a predictions JSON file (a list); :class:`UserError` if it is not one."""
     data = read_json_file(path, "results file", "a results JSON file", UserError)
     if not isinstance(data, list):
-        raise UserError(f"{path}: must be a list of predictions (COCO results or solov2 infer's "
-                        f"predictions.json), got a JSON {type(data).__name__}")
+        raise UserError(
+            f"{path}: must be a list of predictions (COCO results or solov2 infer's "
+            f"predictions.json), got a JSON {type(data).__name__}"
+        )
     return data
 
 
@@ -94,9 +96,12 @@ class _Images:
                 return hit
         same = self.by_base.get(parts[-1] if parts else "", [])
         if len(same) > 1:
-            raise c.fail(f"{where}.file_name", f"{short_repr(name)} matches {len(same)} dataset "
-                         f"images by basename (ids {same[:3]}): give its path under the image "
-                         "folder, or image_id")
+            raise c.fail(
+                f"{where}.file_name",
+                f"{short_repr(name)} matches {len(same)} dataset "
+                f"images by basename (ids {same[:3]}): give its path under the image "
+                "folder, or image_id",
+            )
         return same[0] if same else None
 
 
@@ -117,8 +122,11 @@ class _Categories:
         cid, name = e.get("category_id"), e.get("category_name")
         if cid is None and name is None:
             raise c.fail(where, "is missing required field 'category_id' (or 'category_name')")
-        by_id = int(cid) if is_number(cid) and float(cid).is_integer() \
-            and int(cid) in self.ids else None
+        by_id = (
+            int(cid)
+            if is_number(cid) and float(cid).is_integer() and int(cid) in self.ids
+            else None
+        )
         by_name = self.by_name.get(name) if isinstance(name, str) else None
         if by_name is not None:
             return by_name, by_id is not None and by_id != by_name
@@ -126,38 +134,59 @@ class _Categories:
             return by_id, False
         known = ", ".join(f"{k} {v!r}" for k, v in list(self.ids.items())[:5])
         more = ", ..." if len(self.ids) > 5 else ""
-        raise c.fail(where, f"has unknown category (category_id {short_repr(cid)}, "
-                     f"category_name {short_repr(name)}); the dataset has {known}{more}")
+        raise c.fail(
+            where,
+            f"has unknown category (category_id {short_repr(cid)}, "
+            f"category_name {short_repr(name)}); the dataset has {known}{more}",
+        )
 
 
-def _segmentation(seg: Any, hw: tuple[int, int], c: FieldChecker, where: str,
-                  image_id: int) -> dict[str, Any]:
+def _segmentation(
+    seg: Any, hw: tuple[int, int], c: FieldChecker, where: str, image_id: int
+) -> dict[str, Any]:
     """A checked compressed RLE (``counts`` a string) of ``seg`` at the image size ``hw``."""
     where = f"{where}.segmentation"
     h, w = hw
     if isinstance(seg, list):  # polygons
-        if not seg or not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
-                              and all(is_number(v) for v in p) for p in seg):
-            raise c.fail(where, f"must be an RLE object or polygons (lists of >= 3 x, y "
-                         f"pairs), got {short_repr(seg)}")
+        if not seg or not all(
+            isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(is_number(v) for v in p)
+            for p in seg
+        ):
+            raise c.fail(
+                where,
+                f"must be an RLE object or polygons (lists of >= 3 x, y "
+                f"pairs), got {short_repr(seg)}",
+            )
         rle = mask_util.merge(mask_util.frPyObjects(seg, h, w))
     elif isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
-        if not (isinstance(size, list) and len(size) == 2
-                and all(is_number(v) and float(v).is_integer() for v in size)):
+        if not (
+            isinstance(size, list)
+            and len(size) == 2
+            and all(is_number(v) and float(v).is_integer() for v in size)
+        ):
             raise c.fail(f"{where}.size", f"must be [height, width], got {short_repr(size)}")
         if [int(v) for v in size] != [h, w]:
-            raise c.fail(f"{where}.size", f"{short_repr(size)} is not the size [{h}, {w}] of "
-                         f"image {image_id}")
+            raise c.fail(
+                f"{where}.size",
+                f"{short_repr(size)} is not the size [{h}, {w}] of image {image_id}",
+            )
         if isinstance(counts, str):
             if not _RLE_CHARS.match(counts):
-                raise c.fail(f"{where}.counts", f"is not a COCO compressed RLE string: "
-                             f"{short_repr(counts)}")
+                raise c.fail(
+                    f"{where}.counts", f"is not a COCO compressed RLE string: {short_repr(counts)}"
+                )
             return {"size": [h, w], "counts": counts}
-        if not (isinstance(counts, list) and all(isinstance(v, int) and v >= 0 for v in counts)
-                and sum(counts) == h * w):
-            raise c.fail(f"{where}.counts", f"must be an RLE string, or run lengths summing to "
-                         f"{h}*{w}, got {short_repr(counts)}")
+        if not (
+            isinstance(counts, list)
+            and all(isinstance(v, int) and v >= 0 for v in counts)
+            and sum(counts) == h * w
+        ):
+            raise c.fail(
+                f"{where}.counts",
+                f"must be an RLE string, or run lengths summing to "
+                f"{h}*{w}, got {short_repr(counts)}",
+            )
         rle = mask_util.frPyObjects({"size": [h, w], "counts": counts}, h, w)
     else:
         raise c.fail(where, f"must be an RLE object or polygons, got {short_repr(seg)}")
@@ -179,8 +208,9 @@ def _image_of(e: dict[str, Any], images: _Images, c: FieldChecker, where: str) -
     return images.by_file(name, c, where)
 
 
-def to_coco_results(entries: Sequence[Any], dataset: Any, source: str
-                    ) -> tuple[list[dict[str, Any]], list[int]]:
+def to_coco_results(
+    entries: Sequence[Any], dataset: Any, source: str
+) -> tuple[list[dict[str, Any]], list[int]]:
     """Check and convert predictions (either format) to COCO result dicts of ``dataset``.
 
     Args:
@@ -216,13 +246,22 @@ def to_coco_results(entries: Sequence[Any], dataset: Any, source: str
         if "segmentation" not in e:
             raise c.fail(where, "is missing required field 'segmentation'")
         rle = _segmentation(e["segmentation"], images.size[image_id], c, where, image_id)
-        results.append({"image_id": image_id, "category_id": cat_id, "segmentation": rle,
-                        "bbox": [float(v) for v in mask_util.toBbox(rle)],
-                        "score": float(score)})
+        results.append(
+            {
+                "image_id": image_id,
+                "category_id": cat_id,
+                "segmentation": rle,
+                "bbox": [float(v) for v in mask_util.toBbox(rle)],
+                "score": float(score),
+            }
+        )
     if overridden:
-        warnings.warn(f"{source}: {overridden} entries have a category_id whose dataset name is "
-                      "not their category_name; matched by category_name", DataWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{source}: {overridden} entries have a category_id whose dataset name is "
+            "not their category_name; matched by category_name",
+            DataWarning,
+            stacklevel=2,
+        )
     return results, skipped
 
 
@@ -231,21 +270,27 @@ def _describe(e: dict[str, Any]) -> str:
     return ", ".join(f"{k} {short_repr(e[k])}" for k in keys)
 
 
-def score_results(entries: Sequence[Any], dataset: Any, *, source: str, max_dets: int,
-                  backend: str = "auto") -> dict[str, Any]:
+def score_results(
+    entries: Sequence[Any], dataset: Any, *, source: str, max_dets: int, backend: str = "auto"
+) -> dict[str, Any]:
     """COCO segm/bbox AP of predictions ``entries`` on every image of ``dataset``.
 
     Returns :meth:`CocoEvaluator.evaluate`'s metrics plus ``images`` (dataset images scored),
     ``results_file`` (``source``) and ``skipped_entries`` (entries for images not in the
     dataset, skipped with one warning).
     """
-    evaluator = CocoEvaluator(dataset.coco, dataset.cat_ids, dataset.class_names,
-                              backend=backend, max_dets=max_dets)  # type: ignore[arg-type]
+    evaluator = CocoEvaluator(
+        dataset.coco, dataset.cat_ids, dataset.class_names, backend=backend, max_dets=max_dets
+    )  # type: ignore[arg-type]
     results, skipped = to_coco_results(entries, dataset, source)
     if skipped:
-        warnings.warn(f"{source}: {len(skipped)} of {len(entries)} entries are for images not in "
-                      f"the dataset ({dataset.json_path}), skipped; e.g. entry {skipped[0]} "
-                      f"({_describe(entries[skipped[0]])})", DataWarning, stacklevel=2)
+        warnings.warn(
+            f"{source}: {len(skipped)} of {len(entries)} entries are for images not in "
+            f"the dataset ({dataset.json_path}), skipped; e.g. entry {skipped[0]} "
+            f"({_describe(entries[skipped[0]])})",
+            DataWarning,
+            stacklevel=2,
+        )
     evaluator.add_results(dataset.image_ids, results)
     metrics = evaluator.evaluate()
     metrics["images"] = len(evaluator.image_ids)
@@ -254,9 +299,11 @@ def score_results(entries: Sequence[Any], dataset: Any, *, source: str, max_dets
     return metrics
 
 
-def run_results_evaluation(results_path: str, args: argparse.Namespace,
-                           resolve: Callable[[argparse.Namespace, Config], Config]
-                           ) -> dict[str, Any]:
+def run_results_evaluation(
+    results_path: str,
+    args: argparse.Namespace,
+    resolve: Callable[[argparse.Namespace, Config], Config],
+) -> dict[str, Any]:
     """``solov2 eval --results FILE``: score a predictions file, write ``metrics.json``.
 
     The config (``--config``, else the defaults, then flags and ``a.b=value`` overrides) gives
@@ -272,10 +319,16 @@ def run_results_evaluation(results_path: str, args: argparse.Namespace,
     dataset = dataset_from_config(cfg.data, "val", train=False)
     p = Path(results_path)
     out = args.output_dir or str(p.parent / f"{p.stem}_eval")
-    metrics = score_results(entries, dataset, source=results_path, max_dets=cap,
-                            backend=args.backend)
+    metrics = score_results(
+        entries, dataset, source=results_path, max_dets=cap, backend=args.backend
+    )
     setup_logger(out)
-    logger.info("scored %s on %d images of %s\n%s", results_path, metrics["images"],
-                dataset.json_path, format_table(metrics))
+    logger.info(
+        "scored %s on %d images of %s\n%s",
+        results_path,
+        metrics["images"],
+        dataset.json_path,
+        format_table(metrics),
+    )
     write_metrics(out, metrics)
     return metrics

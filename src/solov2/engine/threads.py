@@ -21,8 +21,14 @@ from collections.abc import Mapping
 
 logger = logging.getLogger("solov2")
 
-__all__ = ["available_cores", "busy_cores", "choose_threads", "choose_workers",
-           "configure_threads", "loader_workers"]
+__all__ = [
+    "available_cores",
+    "busy_cores",
+    "choose_threads",
+    "choose_workers",
+    "configure_threads",
+    "loader_workers",
+]
 
 
 def available_cores() -> int:
@@ -116,6 +122,11 @@ def loader_workers(requested: int) -> int:
     cores = available_cores()
     n = choose_workers(requested, cores, _local_procs(os.environ))
     if n < requested:
-        logger.info("data.workers %d -> %d (%d core(s) for %d process(es))", requested, n,
-                    cores, _local_procs(os.environ))
+        logger.info(
+            "data.workers %d -> %d (%d core(s) for %d process(es))",
+            requested,
+            n,
+            cores,
+            _local_procs(os.environ),
+        )
     return n

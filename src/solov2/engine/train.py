@@ -79,28 +79,51 @@ def train_step(model: nn.Module, batch: Batch, cfg: Config, amp: str) -> dict[st
     """Forward + targets + losses for one batch (no backward). Returns the loss dict."""
     dtype = autocast_dtype(amp)
     images = batch.images
-    with torch.autocast(images.device.type, dtype=dtype or torch.float32,
-                        enabled=dtype is not None):
+    with torch.autocast(
+        images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+    ):
         out = model(images, batch.image_sizes)
     h, lc = cfg.model.head, cfg.model.loss
     assert batch.targets is not None
-    targets = build_targets([t.dense() for t in batch.targets], tuple(out.mask_feats.shape[-2:]), h.num_grids,
-                            h.scale_ranges, cfg.model.num_classes, h.sigma)
-    return solov2_losses(out.cate_logits, out.kernel_preds, out.mask_feats, targets,
-                         focal_alpha=lc.focal_alpha, focal_gamma=lc.focal_gamma,
-                         cate_weight=lc.cate_weight, dice_weight=lc.dice_weight,
-                         num_grids=h.num_grids, **mask_geometry(cfg.model))
+    targets = build_targets(
+        [t.dense() for t in batch.targets],
+        tuple(out.mask_feats.shape[-2:]),
+        h.num_grids,
+        h.scale_ranges,
+        cfg.model.num_classes,
+        h.sigma,
+    )
+    return solov2_losses(
+        out.cate_logits,
+        out.kernel_preds,
+        out.mask_feats,
+        targets,
+        focal_alpha=lc.focal_alpha,
+        focal_gamma=lc.focal_gamma,
+        cate_weight=lc.cate_weight,
+        dice_weight=lc.dice_weight,
+        num_grids=h.num_grids,
+        **mask_geometry(cfg.model),
+    )
 
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.SGD:
     """SGD over trainable parameters, weight decay on all of them (reference)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.solver.momentum,
-                           weight_decay=cfg.solver.weight_decay)
+    return torch.optim.SGD(
+        params, lr=lr, momentum=cfg.solver.momentum, weight_decay=cfg.solver.weight_decay
+    )
 
 
-def _save(path: Path, model: nn.Module, optimizer: Any, scaler: Any, cfg: Config,
-          iteration: int, epoch: int) -> None:
+def _save(
+    path: Path,
+    model: nn.Module,
+    optimizer: Any,
+    scaler: Any,
+    cfg: Config,
+    iteration: int,
+    epoch: int,
+) -> None:
     """Checkpoint ``path`` (+ ``last_checkpoint``), written by rank 0. Call it on *every* rank:
     it gathers each rank's RNG state, and no rank goes on before the file is complete (so a
     restarted job resumes every rank from the same ``last_checkpoint``)."""
@@ -123,8 +146,15 @@ def _save(path: Path, model: nn.Module, optimizer: Any, scaler: Any, cfg: Config
     barrier()
 
 
-def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
-          train_loader: Any, val_set: Any = None, val_loader: Any = None) -> dict[str, Any]:
+def train(
+    cfg: Config,
+    opts: TrainOptions,
+    dist_info: DistInfo,
+    train_set: Any,
+    train_loader: Any,
+    val_set: Any = None,
+    val_loader: Any = None,
+) -> dict[str, Any]:
     """Train ``cfg`` on ``train_loader``; returns the final metrics (rank 0)."""
     device = dist_info.device
     s = cfg.solver
@@ -134,8 +164,11 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
         out_dir.mkdir(parents=True, exist_ok=True)
         stale = remove_stale_temp_files(out_dir)
         if stale:
-            logger.info("removed %d temporary file(s) of an interrupted write: %s", len(stale),
-                        ", ".join(stale))
+            logger.info(
+                "removed %d temporary file(s) of an interrupted write: %s",
+                len(stale),
+                ", ".join(stale),
+            )
     seed_everything(s.seed, dist_info.rank)
 
     model = build_initial_model(cfg, opts.init, opts.init_allow_partial)
@@ -148,18 +181,34 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
     scaler = torch.amp.GradScaler(device.type) if s.amp == "fp16" else None
     iters_per_epoch = len(train_loader)
     max_iter = s.max_iters if s.max_iters > 0 else s.epochs * iters_per_epoch
-    start_iter = 0 if opts.resume is None else resume_training(
-        opts.resume, out_dir, unwrap(model), optimizer, scaler, cfg, dist_info)
+    start_iter = (
+        0
+        if opts.resume is None
+        else resume_training(opts.resume, out_dir, unwrap(model), optimizer, scaler, cfg, dist_info)
+    )
 
     net, sync_bn = wrap_model(model, cfg, dist_info, opts.sync_bn)
     fwd = compile_for_training(net) if opts.compile else net
 
-    logger.info("training %s: world size %d, %d image(s)/process x %d process(es) = batch %d, "
-                "lr %.5g (base %.5g @ batch %d%s), %d iterations (%d per epoch), amp=%s, "
-                "device=%s%s", cfg.name, dist_info.world_size, s.batch_size,
-                dist_info.world_size, total_batch, lr, s.base_lr, s.reference_batch,
-                "" if s.autoscale_lr else ", no autoscale", max_iter, iters_per_epoch, s.amp,
-                device, ", SyncBatchNorm" if sync_bn else "")
+    logger.info(
+        "training %s: world size %d, %d image(s)/process x %d process(es) = batch %d, "
+        "lr %.5g (base %.5g @ batch %d%s), %d iterations (%d per epoch), amp=%s, "
+        "device=%s%s",
+        cfg.name,
+        dist_info.world_size,
+        s.batch_size,
+        dist_info.world_size,
+        total_batch,
+        lr,
+        s.base_lr,
+        s.reference_batch,
+        "" if s.autoscale_lr else ", no autoscale",
+        max_iter,
+        iters_per_epoch,
+        s.amp,
+        device,
+        ", SyncBatchNorm" if sync_bn else "",
+    )
     if main:  # once the weights loaded: a refused --init/--resume leaves the dir as it was
         save_yaml(cfg, out_dir / "config.yaml")
     writer = MetricsWriter(out_dir, enabled=main)
@@ -186,14 +235,24 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
             data_time += time.perf_counter() - t0  # waiting for the loader, summed per interval
             if batch.events:  # data problems met in loader workers: count and warn here, once
                 train_set.record_events(batch.events)
-            cur_lr = lr_at(it, iters_per_epoch, lr, s.steps, s.gamma, s.warmup_iters,
-                           s.warmup_ratio)
+            cur_lr = lr_at(
+                it, iters_per_epoch, lr, s.steps, s.gamma, s.warmup_iters, s.warmup_ratio
+            )
             for g in optimizer.param_groups:
                 g["lr"] = cur_lr
             batch = batch.to(device, non_blocking=True)
-            losses, nonfinite, stopping = _one_step(fwd, batch, cfg, optimizer, scaler, it,
-                                                    nonfinite, faults.get(it + 1), stop,
-                                                    dist_info)
+            losses, nonfinite, stopping = _one_step(
+                fwd,
+                batch,
+                cfg,
+                optimizer,
+                scaler,
+                it,
+                nonfinite,
+                faults.get(it + 1),
+                stop,
+                dist_info,
+            )
             it += 1
             profiler.update(it)
             if bar is not None:
@@ -205,8 +264,18 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                 steps = max(it - last_log[0], 1)
                 window.append((now - last_log[1]) / steps)
                 last_log = (it, now)
-                loss_now = _log(writer, losses, it, max_iter, epoch, cur_lr, window[-1],
-                                total_batch, data_time / steps, device)
+                loss_now = _log(
+                    writer,
+                    losses,
+                    it,
+                    max_iter,
+                    epoch,
+                    cur_lr,
+                    window[-1],
+                    total_batch,
+                    data_time / steps,
+                    device,
+                )
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss_now:.4f}", lr=f"{cur_lr:.4g}", refresh=False)
                 data_time = 0.0
@@ -216,32 +285,71 @@ def train(cfg: Config, opts: TrainOptions, dist_info: DistInfo, train_set: Any,
                 t_save = time.perf_counter()
                 _save(out_dir / f"model_{it:07d}.pth", net, optimizer, scaler, cfg, it, epoch)
                 ckpt_cost.add(time.perf_counter() - t_save, t_save - t_start, ckpt_period)
-            if (s.eval_period and it % s.eval_period == 0 and it < max_iter
-                    and val_loader is not None and not stopping):
+            if (
+                s.eval_period
+                and it % s.eval_period == 0
+                and it < max_iter
+                and val_loader is not None
+                and not stopping
+            ):
                 broadcast_module_state(unwrap(net))
-                m = evaluate(unwrap(net), val_loader, val_set, cfg, device, amp=s.amp,
-                             progress=False)
+                m = evaluate(
+                    unwrap(net), val_loader, val_set, cfg, device, amp=s.amp, progress=False
+                )
                 if main:
                     writer.write(eval_row(m), it)
         profiler.close()
         if bar is not None:
             bar.close()
         if stopping:
-            logger.warning("received %s: saving a checkpoint at iteration %d and exiting",
-                           f"signal {stop.signal}" if stop.signal is not None
-                           else "a stop signal on another rank", it)
-            _save(out_dir / f"model_{it:07d}.pth", net, optimizer, scaler, cfg, it,
-                  it // max(iters_per_epoch, 1))
+            logger.warning(
+                "received %s: saving a checkpoint at iteration %d and exiting",
+                f"signal {stop.signal}"
+                if stop.signal is not None
+                else "a stop signal on another rank",
+                it,
+            )
+            _save(
+                out_dir / f"model_{it:07d}.pth",
+                net,
+                optimizer,
+                scaler,
+                cfg,
+                it,
+                it // max(iters_per_epoch, 1),
+            )
             writer.close()
             return {"interrupted": True, "iteration": it}
 
-    return _finish(net, optimizer, scaler, cfg, opts, it, iters_per_epoch, window, total_batch,
-                   val_set, val_loader, writer, device)
+    return _finish(
+        net,
+        optimizer,
+        scaler,
+        cfg,
+        opts,
+        it,
+        iters_per_epoch,
+        window,
+        total_batch,
+        val_set,
+        val_loader,
+        writer,
+        device,
+    )
 
 
-def _one_step(fwd: nn.Module, batch: Batch, cfg: Config, optimizer: torch.optim.Optimizer,
-              scaler: Any, it: int, nonfinite: int, fault: str | None, stop: StopFlag,
-              dist_info: DistInfo) -> tuple[dict[str, torch.Tensor], int, bool]:
+def _one_step(
+    fwd: nn.Module,
+    batch: Batch,
+    cfg: Config,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    it: int,
+    nonfinite: int,
+    fault: str | None,
+    stop: StopFlag,
+    dist_info: DistInfo,
+) -> tuple[dict[str, torch.Tensor], int, bool]:
     """Iteration ``it + 1`` on a device ``batch``: losses, backward, then the optimizer step or,
     for a non-finite loss on any rank, its skip. ``fault``: the ``SOLOV2_FAULTS`` testing aid for
     this iteration. Returns the losses, the count of consecutive non-finite losses, and whether
@@ -251,8 +359,12 @@ def _one_step(fwd: nn.Module, batch: Batch, cfg: Config, optimizer: torch.optim.
         inject_fault(fault, dist_info.rank, it + 1, stop)
     losses = train_step(fwd, batch, cfg, s.amp)
     if fault == "nan":
-        logger.error("rank %d, iteration %d: injecting a NaN loss (%s, a testing aid)",
-                     dist_info.rank, it + 1, FAULT_ENV)
+        logger.error(
+            "rank %d, iteration %d: injecting a NaN loss (%s, a testing aid)",
+            dist_info.rank,
+            it + 1,
+            FAULT_ENV,
+        )
         losses = {k: v * float("nan") for k, v in losses.items()}
     loss: Any = sum(losses.values())
     optimizer.zero_grad(set_to_none=True)
@@ -261,8 +373,9 @@ def _one_step(fwd: nn.Module, batch: Batch, cfg: Config, optimizer: torch.optim.
     # all-reduce then never waits for a rank that skipped it): skip the optimizer step if the
     # loss is non-finite on any rank, stop if any rank got a signal. One all-reduce and one host
     # sync per step, where the ranks meet anyway.
-    nonfinite_any, stopping = any_across_ranks(~torch.isfinite(loss.detach()),
-                                               stop.signal is not None)
+    nonfinite_any, stopping = any_across_ranks(
+        ~torch.isfinite(loss.detach()), stop.signal is not None
+    )
     if nonfinite_any:
         nonfinite += 1
         _skip_step(losses, it, nonfinite, s.max_nonfinite, optimizer, dist_info.distributed)
@@ -272,27 +385,47 @@ def _one_step(fwd: nn.Module, batch: Batch, cfg: Config, optimizer: torch.optim.
     return losses, nonfinite, stopping
 
 
-def _finish(net: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, cfg: Config,
-            opts: TrainOptions, it: int, iters_per_epoch: int, window: list[float],
-            total_batch: int, val_set: Any, val_loader: Any, writer: MetricsWriter,
-            device: torch.device) -> dict[str, Any]:
+def _finish(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    cfg: Config,
+    opts: TrainOptions,
+    it: int,
+    iters_per_epoch: int,
+    window: list[float],
+    total_batch: int,
+    val_set: Any,
+    val_loader: Any,
+    writer: MetricsWriter,
+    device: torch.device,
+) -> dict[str, Any]:
     """After the last iteration: ``model_final.pth`` and ``.safetensors``, the steady-state
     img/s, the evaluation at the end; returns the metrics."""
     out_dir, main = Path(opts.output_dir), is_main_process()
     metrics: dict[str, Any] = {}
-    _save(out_dir / "model_final.pth", net, optimizer, scaler, cfg, it,
-          it // max(iters_per_epoch, 1))
+    _save(
+        out_dir / "model_final.pth", net, optimizer, scaler, cfg, it, it // max(iters_per_epoch, 1)
+    )
     if main:
-        save_safetensors(out_dir / "model_final.safetensors", unwrap(net).state_dict(),
-                         config_to_dict(cfg))
+        save_safetensors(
+            out_dir / "model_final.safetensors", unwrap(net).state_dict(), config_to_dict(cfg)
+        )
     if window and main:  # steady state: median interval, the first (warm-up) one left out
         steady = sorted(window[1:] or window)
         metrics["img_per_s"] = total_batch / steady[len(steady) // 2]
     if opts.eval_at_end and val_loader is not None:
         # every rank evaluates its shard with exactly the weights rank 0 just saved
         broadcast_module_state(unwrap(net))
-        m = evaluate(unwrap(net), val_loader, val_set, cfg, device, amp=cfg.solver.amp,
-                     output_dir=out_dir / "eval")
+        m = evaluate(
+            unwrap(net),
+            val_loader,
+            val_set,
+            cfg,
+            device,
+            amp=cfg.solver.amp,
+            output_dir=out_dir / "eval",
+        )
         metrics.update(m)
         if main:
             writer.write(eval_row(m), it)
@@ -310,21 +443,32 @@ def _backward(loss: torch.Tensor, scaler: Any) -> None:
         loss.backward()
 
 
-def _skip_step(losses: dict[str, torch.Tensor], it: int, nonfinite: int, max_nonfinite: int,
-               optimizer: torch.optim.Optimizer, distributed: bool) -> None:
+def _skip_step(
+    losses: dict[str, torch.Tensor],
+    it: int,
+    nonfinite: int,
+    max_nonfinite: int,
+    optimizer: torch.optim.Optimizer,
+    distributed: bool,
+) -> None:
     """A non-finite loss at iteration ``it + 1`` (here or on another rank): warn, drop the
     gradients; the ``max_nonfinite``-th in a row stops training."""
     terms = {k: float(v.detach()) for k, v in losses.items()}
     if not all(math.isfinite(v) for v in terms.values()):
-        logger.warning("iteration %d: non-finite loss %s, step skipped%s", it + 1, terms,
-                       " on every rank" if distributed else "")
+        logger.warning(
+            "iteration %d: non-finite loss %s, step skipped%s",
+            it + 1,
+            terms,
+            " on every rank" if distributed else "",
+        )
     else:
         logger.warning("iteration %d: non-finite loss on another rank, step skipped", it + 1)
     optimizer.zero_grad(set_to_none=True)
     if nonfinite >= max_nonfinite:
         raise TrainingError(
             f"stopping at iteration {it + 1}: {nonfinite} consecutive non-finite "
-            f"losses (last: {terms}); lower solver.base_lr or check the data")
+            f"losses (last: {terms}); lower solver.base_lr or check the data"
+        )
 
 
 def _step(optimizer: torch.optim.Optimizer, scaler: Any, clip_grad: float) -> None:
@@ -340,9 +484,18 @@ def _step(optimizer: torch.optim.Optimizer, scaler: Any, clip_grad: float) -> No
         optimizer.step()
 
 
-def _log(writer: MetricsWriter, losses: dict[str, torch.Tensor], it: int, max_iter: int,
-         epoch: int, lr: float, step_time: float, total_batch: int, data_time: float,
-         device: torch.device) -> float:
+def _log(
+    writer: MetricsWriter,
+    losses: dict[str, torch.Tensor],
+    it: int,
+    max_iter: int,
+    epoch: int,
+    lr: float,
+    step_time: float,
+    total_batch: int,
+    data_time: float,
+    device: torch.device,
+) -> float:
     """Log (and write to ``metrics.jsonl``) the losses of iteration ``it``; returns the total."""
     # mean over ranks, one all-reduce for all terms (what a single process with the whole batch
     # would log, up to the per-rank loss normalisation)
@@ -352,13 +505,31 @@ def _log(writer: MetricsWriter, losses: dict[str, torch.Tensor], it: int, max_it
     vals["loss"] = sum(vals.values())
     eta = (max_iter - it) * step_time
     mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
-    row = {"epoch": epoch + 1, "lr": lr, **vals, "time": step_time, "data_time": data_time,
-           "img_per_s": total_batch / step_time, "max_mem_mb": round(mem)}
+    row = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        **vals,
+        "time": step_time,
+        "data_time": data_time,
+        "img_per_s": total_batch / step_time,
+        "max_mem_mb": round(mem),
+    }
     writer.write(row, it)
     loss_txt = "  ".join(f"{k}: {v:.4f}" for k, v in vals.items())
-    logger.info("eta: %s  iter: %d/%d  epoch: %d  %s  lr: %.5g  time: %.3f  data_time: %.3f  "
-                "img/s: %.1f  max_mem: %dM", format_eta(eta), it, max_iter, epoch + 1, loss_txt,
-                lr, step_time, data_time, total_batch / step_time, mem)
+    logger.info(
+        "eta: %s  iter: %d/%d  epoch: %d  %s  lr: %.5g  time: %.3f  data_time: %.3f  "
+        "img/s: %.1f  max_mem: %dM",
+        format_eta(eta),
+        it,
+        max_iter,
+        epoch + 1,
+        loss_txt,
+        lr,
+        step_time,
+        data_time,
+        total_batch / step_time,
+        mem,
+    )
     if not all(math.isfinite(v) for v in vals.values()):
         logger.warning("non-finite loss values at iteration %d", it)
     return vals["loss"]

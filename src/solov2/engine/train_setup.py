@@ -46,16 +46,27 @@ def build_initial_model(cfg: Config, init: str | None, allow_partial: bool) -> S
     return model
 
 
-def resume_training(resume: str, out_dir: Path, model: SOLOv2, optimizer: torch.optim.Optimizer,
-                    scaler: Any, cfg: Config, dist_info: DistInfo) -> int:
+def resume_training(
+    resume: str,
+    out_dir: Path,
+    model: SOLOv2,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    cfg: Config,
+    dist_info: DistInfo,
+) -> int:
     """``--resume [PATH]`` (``""``: ``out_dir``): load the model, optimizer, scaler and RNG state of
     the newest complete checkpoint there; returns its iteration (0 when there is none)."""
     from .weights import check_resume_fits
 
     target = Path(resume or out_dir)
     if not target.exists() and target.resolve() != out_dir.resolve():
-        hint = (" (--resume takes an optional value: put it last or before another flag, "
-                "not before a.b=value overrides)" if "=" in resume else "")
+        hint = (
+            " (--resume takes an optional value: put it last or before another flag, "
+            "not before a.b=value overrides)"
+            if "=" in resume
+            else ""
+        )
         raise UserError(f"--resume {resume}: no such checkpoint or directory{hint}")
     path = find_resume(target)
     if path is None:
@@ -79,8 +90,9 @@ def resume_training(resume: str, out_dir: Path, model: SOLOv2, optimizer: torch.
     return start_iter
 
 
-def wrap_model(model: nn.Module, cfg: Config, dist_info: DistInfo,
-               sync_bn: bool) -> tuple[nn.Module, bool]:
+def wrap_model(
+    model: nn.Module, cfg: Config, dist_info: DistInfo, sync_bn: bool
+) -> tuple[nn.Module, bool]:
     """SyncBatchNorm (``sync_bn``, distributed CUDA only) and DDP around ``model``; returns the
     network and whether SyncBatchNorm is on."""
     net, device = model, dist_info.device
@@ -92,19 +104,25 @@ def wrap_model(model: nn.Module, cfg: Config, dist_info: DistInfo,
             raise UserError("--sync-bn needs CUDA devices (SyncBatchNorm does not run on CPU)")
         else:
             if cfg.model.backbone.norm_eval:
-                logger.info("--sync-bn: model.backbone.norm_eval is on, so BatchNorm statistics "
-                            "are frozen and SyncBatchNorm changes nothing")
+                logger.info(
+                    "--sync-bn: model.backbone.norm_eval is on, so BatchNorm statistics "
+                    "are frozen and SyncBatchNorm changes nothing"
+                )
             net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             converted = True
     if dist_info.distributed:
         net = DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=False, gradient_as_bucket_view=True)
+            net,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=False,
+            gradient_as_bucket_view=True,
+        )
     return net, converted
 
 
-def compile_for_training(net: nn.Module, shapes: int = COMPILE_SHAPES,
-                         backend: Any = "inductor") -> nn.Module:
+def compile_for_training(
+    net: nn.Module, shapes: int = COMPILE_SHAPES, backend: Any = "inductor"
+) -> nn.Module:
     """``torch.compile`` with static shapes: one graph per input shape, never a dynamic one
     (dynamo's automatic dynamic shapes made multi-scale training crawl), and up to ``shapes``
     of them before dynamo gives up and runs eagerly. Pad batches to a few canvases

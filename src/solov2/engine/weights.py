@@ -19,8 +19,14 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError
 
-__all__ = ["MIN_INIT_FRACTION", "InitReport", "check_init_fits", "check_resume_fits",
-           "init_from_checkpoint", "load_backbone_weights"]
+__all__ = [
+    "MIN_INIT_FRACTION",
+    "InitReport",
+    "check_init_fits",
+    "check_resume_fits",
+    "init_from_checkpoint",
+    "load_backbone_weights",
+]
 
 # --init stops when less than this share of the model's weights came from the checkpoint
 # (a COCO model fine-tuned to other classes loads > 99 %: all but the category predictor)
@@ -39,10 +45,11 @@ def _unwrap(obj: Mapping[str, Any], where: str) -> dict[str, Tensor]:
             break
     state = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if not state:
-        raise CheckpointError(f"{where}: no tensors found (keys: "
-                              f"{', '.join(sorted(map(str, obj))[:8])})")
+        raise CheckpointError(
+            f"{where}: no tensors found (keys: {', '.join(sorted(map(str, obj))[:8])})"
+        )
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -71,8 +78,9 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Non
     try:
         backbone.load_imagenet(state)
     except ValueError as e:
-        raise CheckpointError(f"{path}: not ImageNet weights for this "
-                              f"{type(backbone).__name__} ({e})") from None
+        raise CheckpointError(
+            f"{path}: not ImageNet weights for this {type(backbone).__name__} ({e})"
+        ) from None
 
 
 @dataclass
@@ -95,15 +103,21 @@ class InitReport:
     def summary(self) -> str:
         """One short line: counts only."""
         total = len(self.loaded) + len(self.skipped) + len(self.missing)
-        return (f"{len(self.loaded)}/{total} tensors loaded ({100 * self.fraction:.1f} % of "
-                f"the weights); {len(self.skipped)} of another shape, {len(self.missing)} not "
-                f"in the checkpoint, {len(self.unexpected)} only in the checkpoint")
+        return (
+            f"{len(self.loaded)}/{total} tensors loaded ({100 * self.fraction:.1f} % of "
+            f"the weights); {len(self.skipped)} of another shape, {len(self.missing)} not "
+            f"in the checkpoint, {len(self.unexpected)} only in the checkpoint"
+        )
 
     def lines(self, examples: int = 3) -> list[str]:
         """A short table: per top-level module the tensors loaded / of another shape / not in
         the checkpoint / only in the checkpoint, then a few example names of each kind."""
-        cols = {"loaded": self.loaded, "other shape": self.skipped,
-                "not in ckpt": self.missing, "only in ckpt": self.unexpected}
+        cols = {
+            "loaded": self.loaded,
+            "other shape": self.skipped,
+            "not in ckpt": self.missing,
+            "only in ckpt": self.unexpected,
+        }
         groups: dict[str, list[int]] = {}
         for i, keys in enumerate(cols.values()):
             for k in keys:
@@ -111,8 +125,9 @@ class InitReport:
         width = max([6, *map(len, groups)])
         out = [self.summary(), f"  {'module':<{width}}  " + "  ".join(cols)]
         for g, counts in groups.items():
-            out.append(f"  {g:<{width}}  " + "  ".join(f"{c:>{len(h)}}"
-                                                         for c, h in zip(counts, cols)))
+            out.append(
+                f"  {g:<{width}}  " + "  ".join(f"{c:>{len(h)}}" for c, h in zip(counts, cols))
+            )
         for what, keys in (*list(cols.items())[1:], ("re-initialised", self.reinitialized)):
             if keys:
                 more = f" (+{len(keys) - examples} more)" if len(keys) > examples else ""
@@ -129,8 +144,11 @@ def _reinit_cate(model: nn.Module, prior_prob: float) -> list[str]:
         nn.init.normal_(cate.weight, 0.0, 0.01)
         if cate.bias is not None:
             nn.init.constant_(cate.bias, -math.log((1 - prior_prob) / prior_prob))
-    return [n for n in ("head.solo_cate.weight", "head.solo_cate.bias")
-            if n in dict(model.named_parameters())]
+    return [
+        n
+        for n in ("head.solo_cate.weight", "head.solo_cate.bias")
+        if n in dict(model.named_parameters())
+    ]
 
 
 def init_from_checkpoint(
@@ -163,8 +181,10 @@ def init_from_checkpoint(
         ckpt_state = load_checkpoint(Path(ckpt_state), map_location="cpu")
     state = _unwrap(ckpt_state, where)
     if any(k.startswith(("bbox_head.", "mask_head.")) for k in state):
-        raise CheckpointError(f"{where}: official SOLO / mmdetection key layout; convert it first "
-                              "with `solov2 convert`")
+        raise CheckpointError(
+            f"{where}: official SOLO / mmdetection key layout; convert it first "
+            "with `solov2 convert`"
+        )
     own = model.state_dict()
     report = InitReport()
     with torch.no_grad():
@@ -172,8 +192,7 @@ def init_from_checkpoint(
             if key not in state:
                 report.missing.append(key)
             elif state[key].shape != target.shape:
-                report.skipped.append(f"{key} {tuple(state[key].shape)} vs "
-                                      f"{tuple(target.shape)}")
+                report.skipped.append(f"{key} {tuple(state[key].shape)} vs {tuple(target.shape)}")
             else:
                 target.copy_(state[key])
                 report.loaded.append(key)
@@ -206,12 +225,16 @@ def model_config_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> 
     settings and the backbone weights path left out) that differs between two config dicts."""
     a, b = _flat(stored.get("model", {}), "model."), _flat(current.get("model", {}), "model.")
     skip = ("model.test.", "model.backbone.weights")
-    return [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if not k.startswith(skip) and a.get(k) != b.get(k)]
+    return [
+        f"{k} {a.get(k)!r} vs {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if not k.startswith(skip) and a.get(k) != b.get(k)
+    ]
 
 
-def check_resume_fits(model: nn.Module, ckpt: Mapping[str, Any], config: Mapping[str, Any],
-                      path: str) -> list[str]:
+def check_resume_fits(
+    model: nn.Module, ckpt: Mapping[str, Any], config: Mapping[str, Any], path: str
+) -> list[str]:
     """Check that a resume checkpoint's weights fit ``model`` before loading them.
 
     Returns:
@@ -231,20 +254,28 @@ def check_resume_fits(model: nn.Module, ckpt: Mapping[str, Any], config: Mapping
     diff = model_config_diff(stored, config) if stored else []
     if not (missing or unexpected or wrong):
         return diff
-    what = f"the checkpoint holds a {stored.get('name', '?')!r} model" if stored else \
-        "the checkpoint stores no config"
-    detail = (f"{len(diff)} model setting(s) differ: {'; '.join(diff[:4])}"
-              f"{' ...' if len(diff) > 4 else ''}" if diff else
-              f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} mis-shaped "
-              f"tensor(s), e.g. {(missing + unexpected + wrong)[0]}")
+    what = (
+        f"the checkpoint holds a {stored.get('name', '?')!r} model"
+        if stored
+        else "the checkpoint stores no config"
+    )
+    detail = (
+        f"{len(diff)} model setting(s) differ: {'; '.join(diff[:4])}"
+        f"{' ...' if len(diff) > 4 else ''}"
+        if diff
+        else f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} mis-shaped "
+        f"tensor(s), e.g. {(missing + unexpected + wrong)[0]}"
+    )
     raise CheckpointError(
         f"--resume {path}: {what}, this run is {config.get('name', '?')!r} and its weights do "
         f"not fit ({detail}); resume without --config (the checkpoint carries its own), or "
-        "fine-tune from it with --init")
+        "fine-tune from it with --init"
+    )
 
 
-def check_init_fits(report: InitReport, ckpt: Mapping[str, Any], config: Mapping[str, Any],
-                    path: str) -> None:
+def check_init_fits(
+    report: InitReport, ckpt: Mapping[str, Any], config: Mapping[str, Any], path: str
+) -> None:
     """Refuse a fine-tune that loaded less than :data:`MIN_INIT_FRACTION` of the weights.
 
     Raises:
@@ -256,8 +287,10 @@ def check_init_fits(report: InitReport, ckpt: Mapping[str, Any], config: Mapping
     keys = list(_unwrap(ckpt, path))
     if stored:
         diff = model_config_diff(stored, config)
-        what = (f"; the checkpoint holds a {stored.get('name', '?')!r} model "
-                f"({'; '.join(diff[:3])}{' ...' if len(diff) > 3 else ''})")
+        what = (
+            f"; the checkpoint holds a {stored.get('name', '?')!r} model "
+            f"({'; '.join(diff[:3])}{' ...' if len(diff) > 3 else ''})"
+        )
     elif any(k.startswith(("conv1.", "layer1.", "features.")) for k in keys):
         what = "; it looks like an ImageNet backbone file: pass it as --backbone-weights"
     else:
@@ -267,4 +300,5 @@ def check_init_fits(report: InitReport, ckpt: Mapping[str, Any], config: Mapping
         f"--init {path}: only {len(report.loaded)}/{total} tensors "
         f"({100 * report.fraction:.1f} % of the weights) fit this {config.get('name', '?')!r} "
         f"model{what}; use a checkpoint of the same model, or --init-allow-partial to "
-        "fine-tune from what fits")
+        "fine-tune from what fits"
+    )

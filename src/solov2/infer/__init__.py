@@ -12,8 +12,13 @@ if TYPE_CHECKING:
     from .preprocess import preprocess_images, resize_keep_ratio_size
     from .visualize import draw_predictions, save_png
 
-__all__ = ["Predictor", "draw_predictions", "preprocess_images", "resize_keep_ratio_size",
-           "save_png"]
+__all__ = [
+    "Predictor",
+    "draw_predictions",
+    "preprocess_images",
+    "resize_keep_ratio_size",
+    "save_png",
+]
 
 _WHERE = {
     "Predictor": "predictor",

@@ -118,10 +118,17 @@ class ExportWrapper(nn.Module):
     scores float32 [N])`` (see the module docstring).
     """
 
-    def __init__(self, model: SOLOv2, test_scale: list[int], size_divisor: int,
-                 num_grids: list[int], strides: list[int], test: PostprocessCfg | Any,
-                 window: list[float] | None = None,
-                 rel_coords: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        model: SOLOv2,
+        test_scale: list[int],
+        size_divisor: int,
+        num_grids: list[int],
+        strides: list[int],
+        test: PostprocessCfg | Any,
+        window: list[float] | None = None,
+        rel_coords: list[float] | None = None,
+    ) -> None:
         super().__init__()
         self.num_grids = list(num_grids)
         self.window = window  # model.head.mask_window's half sides, or None
@@ -131,8 +138,9 @@ class ExportWrapper(nn.Module):
         self.div = max(1, int(size_divisor))
         self.test = _as_postprocess_cfg(test)
         self.num_classes = int(model.head.solo_cate.out_channels)
-        cell_stride = torch.cat([torch.full((s * s,), float(st))
-                                 for s, st in zip(num_grids, strides)])
+        cell_stride = torch.cat(
+            [torch.full((s * s,), float(st)) for s, st in zip(num_grids, strides)]
+        )
         self.register_buffer("cell_stride", cell_stride, persistent=False)
 
     def preprocess(self, image: Tensor) -> tuple[Tensor, Any, Any]:
@@ -144,7 +152,10 @@ class ExportWrapper(nn.Module):
         x = _resize_bilinear(image.permute(2, 0, 1).float(), nh, nw).unsqueeze(0)
         x = x.round().clamp(0, 255)
         x = (x - self.model.pixel_mean) / self.model.pixel_std
-        hp, wp = (nh + self.div - 1) // self.div * self.div, (nw + self.div - 1) // self.div * self.div
+        hp, wp = (
+            (nh + self.div - 1) // self.div * self.div,
+            (nw + self.div - 1) // self.div * self.div,
+        )
         return F.pad(x, (0, wp - nw, 0, hp - nh)), nh, nw
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -155,8 +166,9 @@ class ExportWrapper(nn.Module):
         cate_logits, kernel_preds = m.head(feats)
         mask_feats = m.mask_feat_head(feats)[0].float()  # [E, Hf, Wf]
         hf, wf = mask_feats.shape[-2:]
-        scores = torch.cat([points_nms(v.float().sigmoid()).flatten(2).transpose(1, 2)
-                            for v in cate_logits], 1)[0].reshape(-1)  # [T * C], flat index
+        scores = torch.cat(
+            [points_nms(v.float().sigmoid()).flatten(2).transpose(1, 2) for v in cate_logits], 1
+        )[0].reshape(-1)  # [T * C], flat index
         kernels = torch.cat([v.flatten(2).transpose(1, 2) for v in kernel_preds], 1)[0]
 
         flat = torch.nonzero(scores > t.score_thr)[:, 0]  # [P] in (cell, class) order
@@ -166,8 +178,9 @@ class ExportWrapper(nn.Module):
         cell_kernels = kernels[cell]
         logits = cell_kernels[:, :e].float() @ mask_feats.flatten(1)  # [P, Hf * Wf]
         if self.rel_coords is not None:  # the kernels' relative-coordinate entries
-            logits = logits + rel_coord_logits(cell_kernels[:, e:], cell, self.num_grids,
-                                               self.rel_coords, (hf, wf)).flatten(1)
+            logits = logits + rel_coord_logits(
+                cell_kernels[:, e:], cell, self.num_grids, self.rel_coords, (hf, wf)
+            ).flatten(1)
         soft = torch.sigmoid(logits)
         if self.window is not None:  # each cell's mask in its window (model.head.mask_window)
             soft = soft * cell_windows(cell, self.num_grids, self.window, (hf, wf)).flatten(1)
@@ -189,15 +202,25 @@ class ExportWrapper(nn.Module):
         k_area = torch.cat([area, area.new_zeros(1)])[order]
         valid = k_scores >= 0
         uniq = -1 - torch.arange(n_pre)
-        decay = matrix_nms_sorted((soft > t.mask_thr).float(), torch.where(valid, k_labels, uniq),
-                                  k_scores, t.kernel, t.sigma, areas=k_area)
+        decay = matrix_nms_sorted(
+            (soft > t.mask_thr).float(),
+            torch.where(valid, k_labels, uniq),
+            k_scores,
+            t.kernel,
+            t.sigma,
+            areas=k_area,
+        )
         final = torch.where(valid, k_scores * decay, torch.full_like(k_scores, -1.0))
         final = final.masked_fill(final < t.update_thr, -1.0)
         final, top = _sort_desc(final)
         kept = torch.nonzero(final[: int(t.max_per_img)] >= 0)[:, 0]  # [N]: a prefix
         sel = top[kept]
-        up = F.interpolate(soft[sel].view(1, -1, hf, wf), size=(hf * 4, wf * 4),
-                           mode="bilinear", align_corners=False)[:, :, :nh, :nw]
+        up = F.interpolate(
+            soft[sel].view(1, -1, hf, wf),
+            size=(hf * 4, wf * 4),
+            mode="bilinear",
+            align_corners=False,
+        )[:, :, :nh, :nw]
         up = F.interpolate(up, size=(h, w), mode="bilinear", align_corners=False)[0]
         masks = (up > t.mask_thr).to(torch.uint8)
         return masks, k_labels[sel], final[kept]
@@ -223,9 +246,9 @@ def metadata(cfg: Config, test: PostprocessCfg) -> dict[str, str]:
     return {
         "class_names": json.dumps(class_names_of(cfg)),
         "input": "image: uint8 [H, W, 3] RGB (height, width, channels), any size up to "
-                 f"{MAX_SIDE} px a side; resize, normalisation and padding are inside the graph",
+        f"{MAX_SIDE} px a side; resize, normalisation and padding are inside the graph",
         "outputs": "masks: uint8 [N, H, W] (0/1) at the input size; labels: int64 [N] "
-                   "(index into class_names); scores: float32 [N], descending",
+        "(index into class_names); scores: float32 [N], descending",
         "test_scale": json.dumps([int(v) for v in cfg.data.test_scale]),
         "size_divisor": str(int(cfg.data.size_divisor)),
         "pixel_mean": json.dumps([float(v) for v in cfg.model.pixel_mean]),
@@ -275,22 +298,37 @@ def export_onnx(
     if opset is None:
         opset = 19 if has_dcn else 18
     if has_dcn and opset < 19:
-        raise ValueError(f"{cfg.name}: deformable convolutions need ONNX opset >= 19 "
-                         f"(DeformConv), got {opset}")
+        raise ValueError(
+            f"{cfg.name}: deformable convolutions need ONNX opset >= 19 (DeformConv), got {opset}"
+        )
     test = _as_postprocess_cfg(cfg.model.test)
     if score_thr is not None:
         test.score_thr = float(score_thr)
-    wrapper = ExportWrapper(model.cpu(), list(cfg.data.test_scale), int(cfg.data.size_divisor),
-                            list(cfg.model.head.num_grids), list(cfg.model.head.strides),
-                            test, **mask_geometry(cfg.model)).eval()
-    example = torch.zeros((min(cfg.data.test_scale), max(cfg.data.test_scale), 3),
-                          dtype=torch.uint8)
+    wrapper = ExportWrapper(
+        model.cpu(),
+        list(cfg.data.test_scale),
+        int(cfg.data.size_divisor),
+        list(cfg.model.head.num_grids),
+        list(cfg.model.head.strides),
+        test,
+        **mask_geometry(cfg.model),
+    ).eval()
+    example = torch.zeros(
+        (min(cfg.data.test_scale), max(cfg.data.test_scale), 3), dtype=torch.uint8
+    )
     side = torch.export.Dim  # height and width vary independently
     dims = ({0: side("height", min=2, max=MAX_SIDE), 1: side("width", min=2, max=MAX_SIDE)},)
     with torch.no_grad():
-        program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset,
-                                    input_names=["image"], dynamic_shapes=dims,
-                                    output_names=["masks", "labels", "scores"], verbose=False)
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["image"],
+            dynamic_shapes=dims,
+            output_names=["masks", "labels", "scores"],
+            verbose=False,
+        )
     if program is None:  # pragma: no cover - dynamo=True always returns a program
         raise RuntimeError("torch.onnx.export returned no program")
     program.model.metadata_props.update(metadata(cfg, test))

@@ -55,8 +55,13 @@ def fold_batchnorm(module: nn.Module) -> int:
         kids = dict(parent.named_children())
         for c, b in _conv_bn_pairs(parent):
             conv, bn = kids.get(c), kids.get(b)
-            if (type(conv) is nn.Conv2d and isinstance(bn, nn.BatchNorm2d) and not bn.training
-                    and bn.running_mean is not None and bn.running_var is not None):
+            if (
+                type(conv) is nn.Conv2d
+                and isinstance(bn, nn.BatchNorm2d)
+                and not bn.training
+                and bn.running_mean is not None
+                and bn.running_var is not None
+            ):
                 setattr(parent, c, fuse_conv_bn_eval(conv, bn))
                 setattr(parent, b, nn.Identity())
                 folded += 1
@@ -67,8 +72,9 @@ class _Network(nn.Module):
     """The network plus :func:`candidate_inputs`, returning plain tensors (what
     ``torch.compile`` and CUDA graphs see)."""
 
-    def __init__(self, model: SOLOv2, dtype: torch.dtype | None,
-                 memory_format: torch.memory_format) -> None:
+    def __init__(
+        self, model: SOLOv2, dtype: torch.dtype | None, memory_format: torch.memory_format
+    ) -> None:
         super().__init__()
         self.model, self.dtype, self.memory_format = model, dtype, memory_format
 
@@ -99,9 +105,15 @@ class FastModel(nn.Module):
             before any graph capture of that shape).
     """
 
-    def __init__(self, model: SOLOv2, dtype: torch.dtype | None = None,
-                 channels_last: bool = False, cuda_graphs: bool = False,
-                 max_graphs: int = 16, compile: bool = False) -> None:
+    def __init__(
+        self,
+        model: SOLOv2,
+        dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+        cuda_graphs: bool = False,
+        max_graphs: int = 16,
+        compile: bool = False,
+    ) -> None:
         super().__init__()
         self.model = model.eval()
         self.folded = fold_batchnorm(self.model)
@@ -119,13 +131,17 @@ class FastModel(nn.Module):
         self.cuda_graphs = cuda_graphs
         self.max_graphs = max_graphs
         self._seen: set[tuple[int, ...]] = set()
-        self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor,
-                                                    HeadOutputs]] = {}
+        self._graphs: dict[
+            tuple[int, ...], tuple[torch.cuda.CUDAGraph, Tensor, Tensor, HeadOutputs]
+        ] = {}
 
     def _run(self, images: Tensor, image_sizes: Tensor) -> HeadOutputs:
         x = images.contiguous(memory_format=self.memory_format)
-        with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
+        with torch.autocast(
+            x.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
             cate, kern, mask_feats, candidates = self._net(x, image_sizes)
         return HeadOutputs(list(cate), list(kern), mask_feats, tuple(candidates))
 
@@ -137,8 +153,9 @@ class FastModel(nn.Module):
         if not (self.cuda_graphs and images.is_cuda):
             return self._run(images, image_sizes)
         key = (*images.shape, images.dtype.itemsize)
-        if key not in self._graphs and (key not in self._seen
-                                        or len(self._graphs) >= self.max_graphs):
+        if key not in self._graphs and (
+            key not in self._seen or len(self._graphs) >= self.max_graphs
+        ):
             self._seen.add(key)
             return self._run(images, image_sizes)
         if key not in self._graphs:

@@ -41,8 +41,9 @@ __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "collect_inputs", "run_infer"
 
 logger = logging.getLogger("solov2")
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-                              ".ppm", ".pgm", ".jfif"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".jfif"}
+)
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _MAX_STEM = 120
@@ -69,8 +70,11 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
         elif p.is_file():
             matches = [p]
         elif _GLOB_CHARS.search(str(item)):
-            matches = sorted(Path(q) for q in glob.glob(str(item), recursive=True)
-                             if Path(q).is_file() and _is_media(Path(q)))
+            matches = sorted(
+                Path(q)
+                for q in glob.glob(str(item), recursive=True)
+                if Path(q).is_file() and _is_media(Path(q))
+            )
         else:
             matches = []
         if not matches:
@@ -106,8 +110,10 @@ class _Item:
     orig_size: tuple[int, int] | None = None  # set when decoded reduced (read_image_bounded)
 
 
-VIDEO_HINT = ("reading videos needs torchcodec and FFmpeg's libraries: pip install "
-              "'solov2[video]' and e.g. apt-get install ffmpeg")
+VIDEO_HINT = (
+    "reading videos needs torchcodec and FFmpeg's libraries: pip install "
+    "'solov2[video]' and e.g. apt-get install ffmpeg"
+)
 
 
 def video_decoder_class(path: Path | str) -> Any:
@@ -146,9 +152,16 @@ def _iter_items(files: Sequence[Path], max_pixels: int) -> Iterator[_Item | Path
             else:
                 reduced = tuple(image.shape[-2:]) != size
                 if reduced:
-                    logger.info("%s: %dx%d is above --max-pixels %d: processed and drawn at "
-                                "%dx%d, predictions.json at full size", f, size[1], size[0],
-                                max_pixels, image.shape[-1], image.shape[-2])
+                    logger.info(
+                        "%s: %dx%d is above --max-pixels %d: processed and drawn at "
+                        "%dx%d, predictions.json at full size",
+                        f,
+                        size[1],
+                        size[0],
+                        max_pixels,
+                        image.shape[-1],
+                        image.shape[-2],
+                    )
                 yield _Item(f, image, orig_size=size if reduced else None)
         yield f
 
@@ -170,13 +183,15 @@ def _results(item: _Item, pred: Predictions, predictor: Predictor) -> list[dict[
         if item.frame is not None:
             r["frame"] = item.frame
         names, ids = predictor.class_names, predictor.category_ids
-        r.update({
-            "category_id": ids[label] if 0 <= label < len(ids) else label + 1,
-            "category_name": names[label] if 0 <= label < len(names) else f"class_{label}",
-            "score": round(float(score), 5),
-            "bbox": [float(v) for v in box],
-            "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]},
-        })
+        r.update(
+            {
+                "category_id": ids[label] if 0 <= label < len(ids) else label + 1,
+                "category_name": names[label] if 0 <= label < len(names) else f"class_{label}",
+                "score": round(float(score), 5),
+                "bbox": [float(v) for v in box],
+                "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]},
+            }
+        )
         out.append(r)
     return out
 
@@ -221,14 +236,24 @@ def run_infer(
     videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
     if videos:
         video_decoder_class(videos[0])  # before loading the model; nothing written
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, config=config,
-                                          score_thr=score_thr, batch_size=batch_size,
-                                          overrides=overrides)
+    predictor = Predictor.from_checkpoint(
+        checkpoint,
+        device=device,
+        config=config,
+        score_thr=score_thr,
+        batch_size=batch_size,
+        overrides=overrides,
+    )
     test = predictor.cfg.model.test
     if score_thr < max(test.score_thr, test.update_thr):
-        logger.info("score_thr %g is below model.test.score_thr %g / update_thr %g: the "
-                    "post-processing keeps candidates from %g", score_thr, test.score_thr,
-                    test.update_thr, score_thr)
+        logger.info(
+            "score_thr %g is below model.test.score_thr %g / update_thr %g: the "
+            "post-processing keeps candidates from %g",
+            score_thr,
+            test.score_thr,
+            test.update_thr,
+            score_thr,
+        )
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     root = out_dir.resolve()

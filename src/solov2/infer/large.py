@@ -29,8 +29,9 @@ __all__ = ["MAX_PIXELS", "read_image_bounded", "upsample_rle"]
 MAX_PIXELS = 1 << 24
 
 
-def read_image_bounded(path: str | os.PathLike[str],
-                       max_pixels: int = MAX_PIXELS) -> tuple[Tensor, tuple[int, int]]:
+def read_image_bounded(
+    path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS
+) -> tuple[Tensor, tuple[int, int]]:
     """Decode an image to at most ``max_pixels`` pixels (EXIF orientation applied).
 
     Returns:
@@ -60,8 +61,11 @@ def _read_reduced(path: str | os.PathLike[str], size: tuple[int, int], max_pixel
         rgb = _to_rgb(img)
         if rgb.width * rgb.height > max_pixels:
             s = math.sqrt(max_pixels / (rgb.width * rgb.height))
-            rgb = rgb.resize((max(1, int(rgb.width * s)), max(1, int(rgb.height * s))),
-                             Image.Resampling.BILINEAR, reducing_gap=2.0)
+            rgb = rgb.resize(
+                (max(1, int(rgb.width * s)), max(1, int(rgb.height * s))),
+                Image.Resampling.BILINEAR,
+                reducing_gap=2.0,
+            )
         arr = np.asarray(rgb, dtype=np.uint8)
         del rgb
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))

@@ -35,8 +35,14 @@ from ..structures import Predictions
 from .coco_names import COCO_CATEGORY_IDS, COCO_CLASSES
 from .preprocess import padded_size, preprocess_images, resize_keep_ratio_size
 
-__all__ = ["ImageInput", "Predictor", "load_model", "load_model_state", "resolve_device",
-           "to_image_tensor"]
+__all__ = [
+    "ImageInput",
+    "Predictor",
+    "load_model",
+    "load_model_state",
+    "resolve_device",
+    "to_image_tensor",
+]
 
 logger = logging.getLogger("solov2")
 
@@ -83,13 +89,16 @@ def to_image_tensor(image: ImageInput) -> Tensor:
         return t.expand(3, -1, -1).contiguous() if t.shape[0] == 1 else t
     if isinstance(image, Tensor):
         if image.dtype != torch.uint8:
-            raise ValueError(f"tensor images must be uint8 [3, H, W] on the 0-255 scale, got "
-                             f"{image.dtype}")
+            raise ValueError(
+                f"tensor images must be uint8 [3, H, W] on the 0-255 scale, got {image.dtype}"
+            )
         if image.ndim != 3 or image.shape[0] not in (1, 3):
             raise ValueError(f"tensor images must be [3, H, W], got shape {tuple(image.shape)}")
         return (image.expand(3, -1, -1) if image.shape[0] == 1 else image).contiguous()
-    raise TypeError(f"unsupported image type {type(image).__name__} (path, PIL image, numpy "
-                    "HWC uint8 or tensor CHW uint8)")
+    raise TypeError(
+        f"unsupported image type {type(image).__name__} (path, PIL image, numpy "
+        "HWC uint8 or tensor CHW uint8)"
+    )
 
 
 def class_names_of(cfg: Config) -> list[str]:
@@ -99,8 +108,7 @@ def class_names_of(cfg: Config) -> list[str]:
     if len(names) == n:
         return names
     if names:
-        logger.warning("config has %d class names for %d classes; using class_{i}",
-                       len(names), n)
+        logger.warning("config has %d class names for %d classes; using class_{i}", len(names), n)
     return [f"class_{i}" for i in range(n)]
 
 
@@ -135,27 +143,36 @@ def load_model_state(model: SOLOv2, state: dict[str, Tensor], source: str) -> No
         CheckpointError: naming the missing/unexpected keys and shape mismatches.
     """
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in state if k in own and state[k].shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in state
+        if k in own and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
         parts = []
-        for what, keys in (("missing", missing), ("unexpected", unexpected),
-                           ("shape mismatch", wrong)):
+        for what, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", wrong),
+        ):
             if keys:
                 more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
                 parts.append(f"{what}: {', '.join(keys[:5])}{more}")
-        raise CheckpointError(f"{source}: weights do not fit the config's model; "
-                              + "; ".join(parts))
+        raise CheckpointError(
+            f"{source}: weights do not fit the config's model; " + "; ".join(parts)
+        )
     model.load_state_dict(state, strict=True)
 
 
-def load_model(path: str | os.PathLike[str],
-               config: Config | str | dict[str, Any] | None = None,
-               overrides: Sequence[str] = ()) -> tuple[SOLOv2, Config]:
+def load_model(
+    path: str | os.PathLike[str],
+    config: Config | str | dict[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+) -> tuple[SOLOv2, Config]:
     """Build the model of a checkpoint and load its weights (CPU, train mode).
 
     Args:
@@ -178,12 +195,15 @@ def load_model(path: str | os.PathLike[str],
     elif "state_dict" in ckpt:
         raise CheckpointError(
             f"{path}: this looks like an official SOLO / mmdetection checkpoint "
-            "('state_dict' entry); convert it first: solov2 convert SRC DST --config PRESET")
+            "('state_dict' entry); convert it first: solov2 convert SRC DST --config PRESET"
+        )
     elif ckpt and all(isinstance(v, Tensor) for v in ckpt.values()):
         state, stored = ckpt, None
     else:
-        raise CheckpointError(f"{path}: no 'model' state dict in the checkpoint "
-                              f"(keys: {', '.join(sorted(map(str, ckpt))[:8])})")
+        raise CheckpointError(
+            f"{path}: no 'model' state dict in the checkpoint "
+            f"(keys: {', '.join(sorted(map(str, ckpt))[:8])})"
+        )
     try:
         cfg = _resolve_config(config)
         if cfg is None and isinstance(stored, dict):
@@ -191,8 +211,9 @@ def load_model(path: str | os.PathLike[str],
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
     if cfg is None:
-        raise CheckpointError(f"{path}: the checkpoint stores no config; pass one "
-                              "(a preset name or config.yaml)")
+        raise CheckpointError(
+            f"{path}: the checkpoint stores no config; pass one (a preset name or config.yaml)"
+        )
     cfg = apply_overrides(cfg, list(overrides))
     model = build_model(cfg)
     load_model_state(model, state, str(path))
@@ -215,8 +236,14 @@ class Predictor:
         (:func:`category_ids_of`). cfg, model, device.
     """
 
-    def __init__(self, model: SOLOv2, cfg: Config, device: str | torch.device = "auto",
-                 score_thr: float | None = None, batch_size: int = 4) -> None:
+    def __init__(
+        self,
+        model: SOLOv2,
+        cfg: Config,
+        device: str | torch.device = "auto",
+        score_thr: float | None = None,
+        batch_size: int = 4,
+    ) -> None:
         self.cfg = cfg
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -228,10 +255,15 @@ class Predictor:
         self.size_divisor = int(cfg.data.size_divisor)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "auto",
-                        config: Config | str | dict[str, Any] | None = None,
-                        score_thr: float | None = None, batch_size: int = 4,
-                        overrides: Sequence[str] = ()) -> Predictor:
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "auto",
+        config: Config | str | dict[str, Any] | None = None,
+        score_thr: float | None = None,
+        batch_size: int = 4,
+        overrides: Sequence[str] = (),
+    ) -> Predictor:
         """Build a predictor from a checkpoint file (``.pth`` / ``.safetensors``) or output dir.
 
         Args:
@@ -249,9 +281,14 @@ class Predictor:
         return cls(model, cfg, device=device, score_thr=score_thr, batch_size=batch_size)
 
     @classmethod
-    def from_pretrained(cls, name: str, device: str | torch.device = "auto",
-                        score_thr: float | None = None, batch_size: int = 4,
-                        progress: bool = True) -> Predictor:
+    def from_pretrained(
+        cls,
+        name: str,
+        device: str | torch.device = "auto",
+        score_thr: float | None = None,
+        batch_size: int = 4,
+        progress: bool = True,
+    ) -> Predictor:
         """A predictor for a published COCO checkpoint, e.g. ``"solov2_r50_fpn_3x"``.
 
         The first call downloads the file into torch hub's cache (``TORCH_HOME`` respected),
@@ -266,8 +303,12 @@ class Predictor:
         """
         from ..pretrained import resolve_weights
 
-        return cls.from_checkpoint(resolve_weights(name, progress=progress), device=device,
-                                   score_thr=score_thr, batch_size=batch_size)
+        return cls.from_checkpoint(
+            resolve_weights(name, progress=progress),
+            device=device,
+            score_thr=score_thr,
+            batch_size=batch_size,
+        )
 
     def postprocess_cfg(self, score_thr: float | None = None) -> PostprocessCfg:
         """``cfg.model.test`` as a :class:`PostprocessCfg`.
@@ -284,8 +325,9 @@ class Predictor:
         return cfg
 
     @torch.inference_mode()
-    def predict_tensors(self, images: Sequence[Tensor],
-                        score_thr: float | None = None) -> list[Predictions]:
+    def predict_tensors(
+        self, images: Sequence[Tensor], score_thr: float | None = None
+    ) -> list[Predictions]:
         """Predict uint8 ``[3, H, W]`` RGB tensors (one forward pass for all of them).
 
         Returns:
@@ -296,9 +338,18 @@ class Predictor:
         batch, sizes, orig = preprocess_images(images, self.scale, self.size_divisor, self.device)
         out = self.model(batch, sizes.to(self.device))
         head = self.cfg.model.head
-        preds = postprocess(out.cate_logits, out.kernel_preds, out.mask_feats, sizes, orig,
-                            list(head.num_grids), list(head.strides), self.postprocess_cfg(thr),
-                            out.candidates, **mask_geometry(self.cfg.model))
+        preds = postprocess(
+            out.cate_logits,
+            out.kernel_preds,
+            out.mask_feats,
+            sizes,
+            orig,
+            list(head.num_grids),
+            list(head.strides),
+            self.postprocess_cfg(thr),
+            out.candidates,
+            **mask_geometry(self.cfg.model),
+        )
         results = []
         for p in preds:
             if thr is not None:  # before the copy: full-size masks are the bulk of the transfer
@@ -307,8 +358,9 @@ class Predictor:
             results.append(p.to("cpu"))
         return results
 
-    def __call__(self, images: ImageInput | Sequence[ImageInput],
-                 score_thr: float | None = None) -> Predictions | list[Predictions]:
+    def __call__(
+        self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None
+    ) -> Predictions | list[Predictions]:
         """Predict one image or a list of images.
 
         Args:
@@ -322,7 +374,8 @@ class Predictor:
             A :class:`Predictions` for a single input, else a list in input order.
         """
         single = not isinstance(images, (list, tuple)) and not (
-            isinstance(images, Tensor) and images.ndim == 4)
+            isinstance(images, Tensor) and images.ndim == 4
+        )
         items: Sequence[Any] = [images] if single else images
         tensors = [to_image_tensor(x) for x in items]
         results: list[Predictions | None] = [None] * len(tensors)
@@ -340,5 +393,8 @@ class Predictor:
         for i, img in enumerate(images):
             h, w = resize_keep_ratio_size(int(img.shape[-2]), int(img.shape[-1]), self.scale)
             groups.setdefault(padded_size(h, w, self.size_divisor), []).append(i)
-        return [g[j: j + self.batch_size] for g in groups.values()
-                for j in range(0, len(g), self.batch_size)]
+        return [
+            g[j : j + self.batch_size]
+            for g in groups.values()
+            for j in range(0, len(g), self.batch_size)
+        ]

@@ -53,8 +53,9 @@ def preprocess_images(
     resized = []
     for img in images:
         if img.ndim != 3 or img.shape[0] != 3 or img.dtype != torch.uint8:
-            raise ValueError(f"expected a uint8 [3, H, W] image, got {img.dtype} "
-                             f"{tuple(img.shape)}")
+            raise ValueError(
+                f"expected a uint8 [3, H, W] image, got {img.dtype} {tuple(img.shape)}"
+            )
         h, w = (int(v) for v in img.shape[-2:])
         nh, nw = resize_keep_ratio_size(h, w, scale)
         img = img.to(dev, non_blocking=True)

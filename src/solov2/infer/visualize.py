@@ -44,8 +44,12 @@ def _text_color(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
 
 
-def _draw_boxes(canvas: Image.Image, boxes: list[list[float]], captions: list[str],
-                colors: list[tuple[int, int, int]]) -> None:
+def _draw_boxes(
+    canvas: Image.Image,
+    boxes: list[list[float]],
+    captions: list[str],
+    colors: list[tuple[int, int, int]],
+) -> None:
     w, h = canvas.size
     size = caption_font_size(h, w)
     font = ImageFont.load_default(size=size)
@@ -84,32 +88,38 @@ def draw_predictions(
         uint8 ``[3, H, W]`` on the CPU (a new tensor; ``image`` is not modified).
     """
     if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
-        raise ValueError(f"expected a uint8 [3, H, W] image, got {image.dtype} "
-                         f"{tuple(image.shape)}")
+        raise ValueError(
+            f"expected a uint8 [3, H, W] image, got {image.dtype} {tuple(image.shape)}"
+        )
     keep = pred.scores.detach().to("cpu") >= score_thr
     if not bool(keep.any()):
         return image.detach().to("cpu").clone()
     masks = pred.masks.detach().to("cpu")[keep]
     if masks.shape[-2:] != image.shape[-2:]:
-        raise ValueError(f"masks are {tuple(masks.shape[-2:])} but the image is "
-                         f"{tuple(image.shape[-2:])}: predictions must be in the image's frame")
+        raise ValueError(
+            f"masks are {tuple(masks.shape[-2:])} but the image is "
+            f"{tuple(image.shape[-2:])}: predictions must be in the image's frame"
+        )
     labels = [int(v) for v in pred.labels.detach().to("cpu")[keep].tolist()]
     scores = pred.scores.detach().to("cpu")[keep].tolist()
     colors = [label_color(lb) for lb in labels]
-    canvas = Image.fromarray(np.ascontiguousarray(image.detach().to("cpu").numpy()
-                                                  .transpose(1, 2, 0)))
+    canvas = Image.fromarray(
+        np.ascontiguousarray(image.detach().to("cpu").numpy().transpose(1, 2, 0))
+    )
     opacity = round(255 * alpha)
     for i in reversed(range(len(labels))):  # lowest score first: the best ends up on top
         m = masks[i].numpy().astype(bool)
         canvas.paste(colors[i], mask=Image.fromarray(m.astype(np.uint8) * np.uint8(opacity)))
     if boxes:
         b = pred.boxes.detach().to("cpu")[keep].float()
-        names = [class_names[lb] if 0 <= lb < len(class_names) else f"class_{lb}"
-                 for lb in labels]
-        idx = [i for i in reversed(range(len(labels)))
-               if b[i, 2] > b[i, 0] and b[i, 3] > b[i, 1]]
-        _draw_boxes(canvas, [b[i].tolist() for i in idx],
-                    [f"{names[i]} {scores[i]:.2f}" for i in idx], [colors[i] for i in idx])
+        names = [class_names[lb] if 0 <= lb < len(class_names) else f"class_{lb}" for lb in labels]
+        idx = [i for i in reversed(range(len(labels))) if b[i, 2] > b[i, 0] and b[i, 3] > b[i, 1]]
+        _draw_boxes(
+            canvas,
+            [b[i].tolist() for i in idx],
+            [f"{names[i]} {scores[i]:.2f}" for i in idx],
+            [colors[i] for i in idx],
+        )
     return torch.from_numpy(np.asarray(canvas).transpose(2, 0, 1).copy())
 
 
@@ -121,8 +131,9 @@ def save_png(image: Tensor, path: str | os.PathLike[str]) -> Path:
     """
     path = Path(path)
     if image.dtype != torch.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"save_png expects uint8 [3, H, W] or [H, W], got {image.dtype} "
-                         f"{tuple(image.shape)}")
+        raise ValueError(
+            f"save_png expects uint8 [3, H, W] or [H, W], got {image.dtype} {tuple(image.shape)}"
+        )
     arr = image.detach().to("cpu").numpy()
     if arr.ndim == 3:
         arr = np.ascontiguousarray(arr.transpose(1, 2, 0))

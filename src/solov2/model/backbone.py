@@ -61,15 +61,20 @@ class ResNetBackbone(_NormEvalMixin):
         dcn: ``"none"``, ``"v1"`` or ``"v2"``: deformable 3x3 conv2 in every block of C3-C5.
     """
 
-    def __init__(self, name: str, frozen_stages: int = 1, norm_eval: bool = True,
-                 dcn: str = "none") -> None:
+    def __init__(
+        self, name: str, frozen_stages: int = 1, norm_eval: bool = True, dcn: str = "none"
+    ) -> None:
         super().__init__()
         if name not in _RESNETS:
             raise ValueError(f"unknown ResNet backbone {name!r}; choose from {sorted(_RESNETS)}")
         net = _RESNETS[name](weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
-            net.layer1, net.layer2, net.layer3, net.layer4)
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        )
         self.norm_eval = norm_eval
         expansion = 4 if name not in ("resnet10", "resnet18", "resnet34") else 1
         self.out_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
@@ -80,8 +85,16 @@ class ResNetBackbone(_NormEvalMixin):
                 for block in layer:
                     c: nn.Conv2d = block.conv2
                     block.conv2 = DeformConv2d(
-                        c.in_channels, c.out_channels, 3, c.stride[0], c.padding[0],
-                        c.dilation[0], c.groups, bias=False, modulated=(dcn == "v2"))
+                        c.in_channels,
+                        c.out_channels,
+                        3,
+                        c.stride[0],
+                        c.padding[0],
+                        c.dilation[0],
+                        c.groups,
+                        bias=False,
+                        modulated=(dcn == "v2"),
+                    )
         if frozen_stages >= 1:
             _freeze(self.conv1)
             _freeze(self.bn1)
@@ -141,8 +154,11 @@ def _load_strict(module: nn.Module, state: dict[str, Tensor]) -> None:
     # DCN layers keep torchvision's conv2.weight name; their offset convs start from zero
     missing = [k for k in own if k not in state and ".conv_offset." not in k]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-             for k in state if k in own and state[k].shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in state
+        if k in own and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -160,8 +176,9 @@ def _load_strict(module: nn.Module, state: dict[str, Tensor]) -> None:
 Backbone = ResNetBackbone | MobileNetV2Backbone
 
 
-def build_backbone(name: str, frozen_stages: int = 1, norm_eval: bool = True,
-                   dcn: str = "none") -> Backbone:
+def build_backbone(
+    name: str, frozen_stages: int = 1, norm_eval: bool = True, dcn: str = "none"
+) -> Backbone:
     """Backbone by name (see :class:`ResNetBackbone` and :class:`MobileNetV2Backbone`), in
     training mode with ``norm_eval`` applied (a new module's BatchNorms would otherwise use and
     update batch statistics until the first ``.train()`` call)."""

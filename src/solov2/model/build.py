@@ -22,14 +22,25 @@ def build_model(cfg: str | Config | ModelCfg) -> SOLOv2:
     m = cfg.model if isinstance(cfg, Config) else cfg
     h = m.head
     _check(m)
-    backbone = build_backbone(m.backbone.name, m.backbone.frozen_stages, m.backbone.norm_eval,
-                              m.backbone.dcn)
+    backbone = build_backbone(
+        m.backbone.name, m.backbone.frozen_stages, m.backbone.norm_eval, m.backbone.dcn
+    )
     neck = FPN(backbone.out_channels, m.fpn_channels)
-    head = SOLOv2Head(m.num_classes, m.fpn_channels, h.seg_feat_channels, h.stacked_convs,
-                      h.kernel_channels, tuple(h.num_grids), h.dcn, h.dcn_type, h.prior_prob,
-                      REL_COORD_TERMS if h.rel_coords else 0)
-    mask_feat = MaskFeatHead(m.fpn_channels, m.mask_feat.mid_channels, h.kernel_channels,
-                             m.mask_feat.dcn)
+    head = SOLOv2Head(
+        m.num_classes,
+        m.fpn_channels,
+        h.seg_feat_channels,
+        h.stacked_convs,
+        h.kernel_channels,
+        tuple(h.num_grids),
+        h.dcn,
+        h.dcn_type,
+        h.prior_prob,
+        REL_COORD_TERMS if h.rel_coords else 0,
+    )
+    mask_feat = MaskFeatHead(
+        m.fpn_channels, m.mask_feat.mid_channels, h.kernel_channels, m.mask_feat.dcn
+    )
     return SOLOv2(backbone, neck, head, mask_feat, m.pixel_mean, m.pixel_std)
 
 
@@ -57,17 +68,21 @@ def mask_geometry(m: ModelCfg) -> dict[str, list[float] | None]:
 def _check(m: ModelCfg) -> None:
     """One-line config errors for values the modules cannot be built with."""
     groups = 32  # GroupNorm(32) in the head and the mask branch, as the reference
-    for key, value in (("model.fpn_channels", m.fpn_channels),
-                       ("model.head.seg_feat_channels", m.head.seg_feat_channels),
-                       ("model.head.kernel_channels", m.head.kernel_channels),
-                       ("model.mask_feat.mid_channels", m.mask_feat.mid_channels)):
+    for key, value in (
+        ("model.fpn_channels", m.fpn_channels),
+        ("model.head.seg_feat_channels", m.head.seg_feat_channels),
+        ("model.head.kernel_channels", m.head.kernel_channels),
+        ("model.mask_feat.mid_channels", m.mask_feat.mid_channels),
+    ):
         if value <= 0 or value % groups:
-            raise ConfigError(f"{key}={value}: must be a positive multiple of {groups} "
-                              "(GroupNorm with 32 groups)")
+            raise ConfigError(
+                f"{key}={value}: must be a positive multiple of {groups} (GroupNorm with 32 groups)"
+            )
     n = len(m.head.num_grids)
     if n != 5 or len(m.head.strides) != n or len(m.head.scale_ranges) != n:
-        raise ConfigError("model.head.num_grids, strides and scale_ranges must have one entry "
-                          "per level (5)")
+        raise ConfigError(
+            "model.head.num_grids, strides and scale_ranges must have one entry per level (5)"
+        )
     if m.head.mask_window < 0:
         raise ConfigError(f"model.head.mask_window={m.head.mask_window}: must be >= 0 (0 = off)")
     if m.num_classes < 1:

@@ -31,11 +31,19 @@ class SOLOv2Head(nn.Module):
     ``[B, C, S, S]`` and ``[B, E (+ extra), S, S]``.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 256, seg_feat_channels: int = 512,
-                 stacked_convs: int = 4, kernel_channels: int = 256,
-                 num_grids: tuple[int, ...] = (40, 36, 24, 16, 12), dcn: str = "none",
-                 dcn_type: str = "v2", prior_prob: float = 0.01,
-                 extra_kernel_channels: int = 0) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 256,
+        seg_feat_channels: int = 512,
+        stacked_convs: int = 4,
+        kernel_channels: int = 256,
+        num_grids: tuple[int, ...] = (40, 36, 24, 16, 12),
+        dcn: str = "none",
+        dcn_type: str = "v2",
+        prior_prob: float = 0.01,
+        extra_kernel_channels: int = 0,
+    ) -> None:
         super().__init__()
         self.num_grids = list(num_grids)
 
@@ -44,14 +52,21 @@ class SOLOv2Head(nn.Module):
             return dcn_type if use else "none"
 
         self.kernel_convs = nn.ModuleList(
-            ConvGNReLU(in_channels + 2 if i == 0 else seg_feat_channels, seg_feat_channels,
-                       dcn=dcn_at(i)) for i in range(stacked_convs))
+            ConvGNReLU(
+                in_channels + 2 if i == 0 else seg_feat_channels, seg_feat_channels, dcn=dcn_at(i)
+            )
+            for i in range(stacked_convs)
+        )
         self.cate_convs = nn.ModuleList(
-            ConvGNReLU(in_channels if i == 0 else seg_feat_channels, seg_feat_channels,
-                       dcn=dcn_at(i)) for i in range(stacked_convs))
+            ConvGNReLU(
+                in_channels if i == 0 else seg_feat_channels, seg_feat_channels, dcn=dcn_at(i)
+            )
+            for i in range(stacked_convs)
+        )
         self.solo_cate = nn.Conv2d(seg_feat_channels, num_classes, 3, padding=1)
-        self.solo_kernel = nn.Conv2d(seg_feat_channels, kernel_channels + extra_kernel_channels,
-                                     3, padding=1)
+        self.solo_kernel = nn.Conv2d(
+            seg_feat_channels, kernel_channels + extra_kernel_channels, 3, padding=1
+        )
         init_normal(self, 0.01)
         with torch.no_grad():  # extra entries start at 0: the masks start as the reference's
             self.solo_kernel.weight[kernel_channels:].zero_()
@@ -62,11 +77,11 @@ class SOLOv2Head(nn.Module):
     def split_feats(feats: list[Tensor]) -> list[Tensor]:
         """P2 halved (bilinear, stride 8), P3, P4, P5 and P6 resized to P5 (stride 32)."""
         return [
-            F.interpolate(feats[0], size=feats[1].shape[-2:], mode="bilinear",
-                          align_corners=False),
-            feats[1], feats[2], feats[3],
-            F.interpolate(feats[4], size=feats[3].shape[-2:], mode="bilinear",
-                          align_corners=False),
+            F.interpolate(feats[0], size=feats[1].shape[-2:], mode="bilinear", align_corners=False),
+            feats[1],
+            feats[2],
+            feats[3],
+            F.interpolate(feats[4], size=feats[3].shape[-2:], mode="bilinear", align_corners=False),
         ]
 
     def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
@@ -100,8 +115,13 @@ class MaskFeatHead(nn.Module):
     Forward input ``[P2..P6]`` (P6 unused); output ``[B, E, H/4, W/4]``.
     """
 
-    def __init__(self, in_channels: int = 256, mid_channels: int = 128, out_channels: int = 256,
-                 dcn: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int = 256,
+        mid_channels: int = 128,
+        out_channels: int = 256,
+        dcn: bool = False,
+    ) -> None:
         super().__init__()
         d = "v2" if dcn else "none"
         self.convs_all_levels = nn.ModuleList()
@@ -111,8 +131,10 @@ class MaskFeatHead(nn.Module):
                 cin = mid_channels if j > 0 else in_channels + (2 if level == 3 else 0)
                 seq.add_module(f"conv{j}", ConvGNReLU(cin, mid_channels, 3, dcn=d))
                 if level > 0:
-                    seq.add_module(f"upsample{j}", nn.Upsample(scale_factor=2, mode="bilinear",
-                                                               align_corners=False))
+                    seq.add_module(
+                        f"upsample{j}",
+                        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                    )
             self.convs_all_levels.append(seq)
         self.conv_pred = nn.Sequential(ConvGNReLU(mid_channels, out_channels, 1, dcn=d))
         init_normal(self, 0.01)

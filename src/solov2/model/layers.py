@@ -17,16 +17,24 @@ class ConvGNReLU(nn.Module):
     map one-to-one. ``dcn`` = ``"v1"``/``"v2"`` makes ``conv`` deformable.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 dcn: str = "none", num_groups: int = 32) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        dcn: str = "none",
+        num_groups: int = 32,
+    ) -> None:
         super().__init__()
         pad = kernel_size // 2
         if dcn == "none":
-            self.conv: nn.Module = nn.Conv2d(in_channels, out_channels, kernel_size, 1, pad,
-                                             bias=False)
+            self.conv: nn.Module = nn.Conv2d(
+                in_channels, out_channels, kernel_size, 1, pad, bias=False
+            )
         else:
-            self.conv = DeformConv2d(in_channels, out_channels, kernel_size, 1, pad, bias=False,
-                                     modulated=(dcn == "v2"))
+            self.conv = DeformConv2d(
+                in_channels, out_channels, kernel_size, 1, pad, bias=False, modulated=(dcn == "v2")
+            )
         self.gn = nn.GroupNorm(num_groups, out_channels)
         self.act = nn.ReLU(inplace=True)
 

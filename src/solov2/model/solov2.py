@@ -38,8 +38,12 @@ class HeadOutputs:
 def _fills_frame(image_sizes: Tensor, hp: int, wp: int) -> bool:
     """Every image is ``hp x wp`` (no padding to zero), as far as the host knows without a sync
     (sizes on the CPU, eager)."""
-    if (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-            or image_sizes.device.type != "cpu"):
+    if (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or image_sizes.device.type != "cpu"
+    ):
         return False
     return bool((image_sizes == torch.tensor([hp, wp])).all())
 
@@ -55,9 +59,15 @@ class SOLOv2(nn.Module):
         pixel_mean, pixel_std: RGB normalisation on the 0-255 scale.
     """
 
-    def __init__(self, backbone: Backbone, neck: FPN, head: SOLOv2Head,
-                 mask_feat_head: MaskFeatHead, pixel_mean: list[float],
-                 pixel_std: list[float]) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        neck: FPN,
+        head: SOLOv2Head,
+        mask_feat_head: MaskFeatHead,
+        pixel_mean: list[float],
+        pixel_std: list[float],
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck = neck

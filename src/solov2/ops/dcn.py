@@ -61,7 +61,12 @@ class DeformConv2d(nn.Module):
         # deform_conv2d has no half/bf16 kernels everywhere: run it in the weight's dtype
         dtype = self.weight.dtype
         return deform_conv2d(
-            x.to(dtype), offset.to(dtype), self.weight, self.bias,
-            stride=self.stride, padding=self.padding, dilation=self.dilation,
+            x.to(dtype),
+            offset.to(dtype),
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
             mask=None if mask is None else mask.to(dtype),
         )

@@ -69,8 +69,9 @@ def points_nms(heat: Tensor) -> Tensor:
     return heat * keep
 
 
-def _cell_table(cells: Tensor, num_grids: list[int], per_level: list[float],
-                feat_size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _cell_table(
+    cells: Tensor, num_grids: list[int], per_level: list[float], feat_size: tuple[int, int]
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Centres ``(cy, cx)`` (input pixels) and the level's value of each cell, and the centres
     ``(ys [Hf], xs [Wf])`` of the stride-4 feature pixels: static tables indexed by ``cells``."""
     hf, wf = feat_size
@@ -89,8 +90,9 @@ def _cell_table(cells: Tensor, num_grids: list[int], per_level: list[float],
     return cy, cx, value, ys, xs
 
 
-def cell_windows(cells: Tensor, num_grids: list[int], half_sizes: list[float],
-                 feat_size: tuple[int, int]) -> Tensor:
+def cell_windows(
+    cells: Tensor, num_grids: list[int], half_sizes: list[float], feat_size: tuple[int, int]
+) -> Tensor:
     """Square windows around grid cells, on the stride-4 mask-feature grid.
 
     Args:
@@ -113,8 +115,13 @@ def cell_windows(cells: Tensor, num_grids: list[int], half_sizes: list[float],
 REL_COORD_TERMS = 5  # u^2, v^2, u v, u, v
 
 
-def rel_coord_logits(coefs: Tensor, cells: Tensor, num_grids: list[int], units: list[float],
-                     feat_size: tuple[int, int]) -> Tensor:
+def rel_coord_logits(
+    coefs: Tensor,
+    cells: Tensor,
+    num_grids: list[int],
+    units: list[float],
+    feat_size: tuple[int, int],
+) -> Tensor:
     """The relative-coordinate part of each cell's mask logits (``model.head.rel_coords``).
 
     A quadratic in the offset of every feature pixel from its cell's centre,

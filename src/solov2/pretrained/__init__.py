@@ -8,5 +8,15 @@ from .download import ChecksumError, DownloadError, cache_dir
 from .resolve import converted_path, fetch, resolve_weights
 from .table import PRETRAINED, Pretrained, Source, lookup
 
-__all__ = ["PRETRAINED", "ChecksumError", "DownloadError", "Pretrained", "Source", "cache_dir",
-           "converted_path", "fetch", "lookup", "resolve_weights"]
+__all__ = [
+    "PRETRAINED",
+    "ChecksumError",
+    "DownloadError",
+    "Pretrained",
+    "Source",
+    "cache_dir",
+    "converted_path",
+    "fetch",
+    "lookup",
+    "resolve_weights",
+]

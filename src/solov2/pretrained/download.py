@@ -80,8 +80,7 @@ def _open(url: str, start: int, timeout: float) -> http.client.HTTPResponse:
     if start:
         headers["Range"] = f"bytes={start}-"
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                      timeout=timeout)
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and start:  # the partial file is not a prefix of this one
             raise
@@ -108,20 +107,34 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> bool:
         length = resp.headers.get("Content-Length")
         total = start + int(length) if length and length.isdigit() else None
         if progress:
-            print(f"downloading {url} to {part.parent}" + (" (resuming)" if start else ""),
-                  file=sys.stderr)
-        with open(part, "ab" if start else "wb") as f, tqdm(
-                total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=part.name[: -len(".partial")], disable=not progress, file=sys.stderr,
-                mininterval=0.5) as bar:
+            print(
+                f"downloading {url} to {part.parent}" + (" (resuming)" if start else ""),
+                file=sys.stderr,
+            )
+        with (
+            open(part, "ab" if start else "wb") as f,
+            tqdm(
+                total=total,
+                initial=start,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=part.name[: -len(".partial")],
+                disable=not progress,
+                file=sys.stderr,
+                mininterval=0.5,
+            ) as bar,
+        ):
             try:
                 while chunk := resp.read(_CHUNK):
                     f.write(chunk)
                     bar.update(len(chunk))
             except (http.client.HTTPException, OSError) as e:
                 f.flush()
-                raise DownloadError(url, f"interrupted after {f.tell()} bytes "
-                                    f"({type(e).__name__}); run again to resume") from None
+                raise DownloadError(
+                    url,
+                    f"interrupted after {f.tell()} bytes ({type(e).__name__}); run again to resume",
+                ) from None
             f.flush()
             os.fsync(f.fileno())
             got = f.tell()
@@ -135,8 +148,9 @@ def _check(path: Path, prefix: str | None) -> str:
     return "" if prefix is None or digest.startswith(prefix.lower()) else digest
 
 
-def download(url: str, dst: Path, sha256: str | None, progress: bool = True,
-             timeout: float = 60.0) -> Path:
+def download(
+    url: str, dst: Path, sha256: str | None, progress: bool = True, timeout: float = 60.0
+) -> Path:
     """Make ``dst`` a complete, verified copy of ``url``; returns ``dst``.
 
     An existing ``dst`` whose hash matches is used as is (no network). One that does not match
@@ -160,8 +174,11 @@ def download(url: str, dst: Path, sha256: str | None, progress: bool = True,
             bad = _check(dst, sha256)
             if not bad:
                 return dst
-            print(f"warning: {dst}: SHA-256 {bad[:12]}... does not match the published "
-                  f"{sha256}; downloading it again", file=sys.stderr)
+            print(
+                f"warning: {dst}: SHA-256 {bad[:12]}... does not match the published "
+                f"{sha256}; downloading it again",
+                file=sys.stderr,
+            )
             dst.unlink()
         for _attempt in range(2):
             resumed = _fetch(url, part, progress, timeout)
@@ -172,6 +189,8 @@ def download(url: str, dst: Path, sha256: str | None, progress: bool = True,
             part.unlink()
             if not resumed:
                 break
-        raise ChecksumError(f"{url}: checksum mismatch: SHA-256 {bad} does not start with the "
-                            f"published {sha256}; the download was deleted (a damaged or "
-                            "replaced file: try again, or check the URL)")
+        raise ChecksumError(
+            f"{url}: checksum mismatch: SHA-256 {bad} does not start with the "
+            f"published {sha256}; the download was deleted (a damaged or "
+            "replaced file: try again, or check the URL)"
+        )

@@ -27,8 +27,10 @@ _CONVERTED_SUFFIX = ".safetensors"
 
 def is_offline() -> bool:
     """``SOLOV2_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``): never use the network."""
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
-               for v in ("SOLOV2_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes")
+        for v in ("SOLOV2_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 def converted_path(source: Source) -> Path:
@@ -50,20 +52,29 @@ def _get(url: str, raw: Path, sha256: str | None, what: str, progress: bool) -> 
         if not raw.is_file():
             raise DownloadError(what, f"not in the cache and SOLOV2_OFFLINE is set: {by_hand}")
         if not sha256_of(raw).startswith(sha256 or ""):
-            raise ChecksumError(f"{what}: {raw} does not match the published SHA-256 prefix "
-                                f"{sha256} and SOLOV2_OFFLINE is set: {by_hand}")
+            raise ChecksumError(
+                f"{what}: {raw} does not match the published SHA-256 prefix "
+                f"{sha256} and SOLOV2_OFFLINE is set: {by_hand}"
+            )
         return raw
     if sha256 is None:
         _say(f"warning: {what}: no published checksum for {url}; not verified", progress)
     try:
         return download(url, raw, sha256, progress=progress)
     except DownloadError as e:
-        raise DownloadError(what, f"not in the cache and the download failed ({e.reason}); "
-                                  f"{by_hand}") from None
+        raise DownloadError(
+            what, f"not in the cache and the download failed ({e.reason}); {by_hand}"
+        ) from None
 
 
-def fetch(entry: Pretrained, source: Source, *, url: str | None = None,
-          base_url: str | None = None, progress: bool = True) -> Path:
+def fetch(
+    entry: Pretrained,
+    source: Source,
+    *,
+    url: str | None = None,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> Path:
     """The converted checkpoint of ``entry`` from ``source``: cached, or downloaded + converted.
 
     Args:
@@ -96,9 +107,13 @@ def _download_url(url: str, progress: bool) -> Path:
     return _get(url, cache_dir() / filename, hash_in_name(filename), url, progress)
 
 
-def resolve_weights(spec: str | os.PathLike[str], *, base_url: str | None = None,
-                    progress: bool = True,
-                    table: dict[str, Pretrained] | None = None) -> Path:
+def resolve_weights(
+    spec: str | os.PathLike[str],
+    *,
+    base_url: str | None = None,
+    progress: bool = True,
+    table: dict[str, Pretrained] | None = None,
+) -> Path:
     """A local checkpoint path for ``spec``.
 
     Args:
@@ -130,6 +145,7 @@ def resolve_weights(spec: str | os.PathLike[str], *, base_url: str | None = None
         return _download_url(text, progress)
     if "/" not in text and os.sep not in text and not Path(text).suffix:
         names = ", ".join(PRETRAINED if table is None else table)
-        raise CheckpointError(f"{text}: no such checkpoint file, and not a known pretrained "
-                              f"name ({names})")
+        raise CheckpointError(
+            f"{text}: no such checkpoint file, and not a known pretrained name ({names})"
+        )
     return Path(text)

@@ -90,37 +90,87 @@ def _official(filename: str, ap: float) -> Source:
     return Source("official", f"{_HF}{filename}", None, ap, _OFFICIAL_ORIGIN)
 
 
-PRETRAINED: dict[str, Pretrained] = {p.name: p for p in (
-    Pretrained("solov2_r50_fpn_1x", (
-        _mmdet("solov2_r50_fpn_1x_coco", "solov2_r50_fpn_1x_coco_20220512_125858-a357fa23", 34.8),
-        _official("SOLOv2_R50_1x.pth", 34.8))),
-    Pretrained("solov2_r50_fpn_3x", (
-        _mmdet("solov2_r50_fpn_3x_coco", "solov2_r50_fpn_3x_coco_20220512_125856-fed092d4", 37.5),
-        _official("SOLOv2_R50_3x.pth", 37.5))),
-    Pretrained("solov2_r101_fpn_3x", (_official("SOLOv2_R101_3x.pth", 39.1),)),
-    Pretrained("solov2_r101_dcn_fpn_3x", (
-        _mmdet("solov2_r101_dcn_fpn_3x_coco",
-               "solov2_r101_dcn_fpn_3x_coco_20220513_214734-16c966cb", 41.2),
-        _official("SOLOv2_R101_DCN_3x.pth", 41.4))),
-    Pretrained("solov2_x101_dcn_fpn_3x", (
-        _mmdet("solov2_x101_dcn_fpn_3x_coco",
-               "solov2_x101_dcn_fpn_3x_coco_20220513_214337-aef41095", 42.4),
-        _official("SOLOv2_X101_DCN_3x.pth", 42.4))),
-    Pretrained("solov2_light_r18_448", (
-        _mmdet("solov2_light_r18_fpn_3x_coco",
-               "solov2_light_r18_fpn_3x_coco_20220511_083717-75fa355b", 29.7),
-        _official("SOLOv2_LIGHT_448_R18_3x.pth", 29.6))),
-    Pretrained("solov2_light_r34_448", (_official("SOLOv2_LIGHT_448_R34_3x.pth", 32.0),)),
-    Pretrained("solov2_light_r50_448", (
-        _mmdet("solov2_light_r50_fpn_3x_coco",
-               "solov2_light_r50_fpn_3x_coco_20220512_165256-c93a6074", 33.7),
-        _official("SOLOv2_LIGHT_448_R50_3x.pth", 33.7))),
-    Pretrained("solov2_light_r50_dcn_512", (_official("SOLOv2_LIGHT_512_DCN_R50_3x.pth", 36.4),)),
-)}
+PRETRAINED: dict[str, Pretrained] = {
+    p.name: p
+    for p in (
+        Pretrained(
+            "solov2_r50_fpn_1x",
+            (
+                _mmdet(
+                    "solov2_r50_fpn_1x_coco",
+                    "solov2_r50_fpn_1x_coco_20220512_125858-a357fa23",
+                    34.8,
+                ),
+                _official("SOLOv2_R50_1x.pth", 34.8),
+            ),
+        ),
+        Pretrained(
+            "solov2_r50_fpn_3x",
+            (
+                _mmdet(
+                    "solov2_r50_fpn_3x_coco",
+                    "solov2_r50_fpn_3x_coco_20220512_125856-fed092d4",
+                    37.5,
+                ),
+                _official("SOLOv2_R50_3x.pth", 37.5),
+            ),
+        ),
+        Pretrained("solov2_r101_fpn_3x", (_official("SOLOv2_R101_3x.pth", 39.1),)),
+        Pretrained(
+            "solov2_r101_dcn_fpn_3x",
+            (
+                _mmdet(
+                    "solov2_r101_dcn_fpn_3x_coco",
+                    "solov2_r101_dcn_fpn_3x_coco_20220513_214734-16c966cb",
+                    41.2,
+                ),
+                _official("SOLOv2_R101_DCN_3x.pth", 41.4),
+            ),
+        ),
+        Pretrained(
+            "solov2_x101_dcn_fpn_3x",
+            (
+                _mmdet(
+                    "solov2_x101_dcn_fpn_3x_coco",
+                    "solov2_x101_dcn_fpn_3x_coco_20220513_214337-aef41095",
+                    42.4,
+                ),
+                _official("SOLOv2_X101_DCN_3x.pth", 42.4),
+            ),
+        ),
+        Pretrained(
+            "solov2_light_r18_448",
+            (
+                _mmdet(
+                    "solov2_light_r18_fpn_3x_coco",
+                    "solov2_light_r18_fpn_3x_coco_20220511_083717-75fa355b",
+                    29.7,
+                ),
+                _official("SOLOv2_LIGHT_448_R18_3x.pth", 29.6),
+            ),
+        ),
+        Pretrained("solov2_light_r34_448", (_official("SOLOv2_LIGHT_448_R34_3x.pth", 32.0),)),
+        Pretrained(
+            "solov2_light_r50_448",
+            (
+                _mmdet(
+                    "solov2_light_r50_fpn_3x_coco",
+                    "solov2_light_r50_fpn_3x_coco_20220512_165256-c93a6074",
+                    33.7,
+                ),
+                _official("SOLOv2_LIGHT_448_R50_3x.pth", 33.7),
+            ),
+        ),
+        Pretrained(
+            "solov2_light_r50_dcn_512", (_official("SOLOv2_LIGHT_512_DCN_R50_3x.pth", 36.4),)
+        ),
+    )
+}
 
 
-def lookup(spec: str, table: dict[str, Pretrained] | None = None
-           ) -> tuple[Pretrained, Source] | None:
+def lookup(
+    spec: str, table: dict[str, Pretrained] | None = None
+) -> tuple[Pretrained, Source] | None:
     """``NAME`` or ``NAME@LAYOUT`` (e.g. ``solov2_r50_fpn_3x@official``) -> entry and file;
     also a URL whose file name is a known file. ``None`` when nothing matches.
 
