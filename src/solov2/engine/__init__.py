@@ -1,1 +1,0 @@
-"""Training/evaluation plumbing: checkpoints, COCO evaluation, logging and torchrun helpers."""
