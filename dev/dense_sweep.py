@@ -42,9 +42,10 @@ from maskrcnn_compare.run import pick_device  # noqa: E402
 
 from solov2.config import apply_overrides  # noqa: E402
 from solov2.data.loader import build_test_loader, build_train_loader, dataset_from_config  # noqa: E402,E501
-from solov2.engine.coco_eval import CocoEvaluator  # noqa: E402
-from solov2.engine.evaluate import autocast_dtype, predict_batch  # noqa: E402
-from solov2.engine.train import build_optimizer, train_step  # noqa: E402
+from solov2.evaluation.coco_eval import CocoEvaluator  # noqa: E402
+from solov2.evaluation.evaluate import predict_batch  # noqa: E402
+from solov2.runtime.device import autocast_dtype  # noqa: E402
+from solov2.train.step import build_optimizer, train_step  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -34,13 +34,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from solov2.bench import N_SETS, balance_work  # noqa: E402
-from solov2.bench import ours_model as _ours  # noqa: E402
-from solov2.engine.evaluate import postprocess_cfg  # noqa: E402
+from solov2.benchmarks.data import N_SETS  # noqa: E402
+from solov2.benchmarks.ours import balance_work  # noqa: E402
+from solov2.benchmarks.ours import ours_model as _ours  # noqa: E402
 from solov2.infer.fast import FastModel  # noqa: E402
 from solov2.infer.preprocess import preprocess_images  # noqa: E402
 from solov2.ops.matrix_nms import binary_intersections, matrix_nms_sorted  # noqa: E402
-from solov2.postprocess import postprocess  # noqa: E402
+from solov2.postprocess import PostProcessor  # noqa: E402
 from solov2.presets import get_config  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,24 +132,14 @@ def check_preset(preset: str, log: list[str]) -> dict[str, Any]:
         low = torch.rand(1, 3, h // 64, w // 64, generator=g) * 200
         img = torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear")
         sets.append(list((img + torch.rand(1, 3, h, w, generator=g) * 55).byte().to(device)))
-    hc, pp = cfg.model.head, postprocess_cfg(cfg)
+    pp = PostProcessor.from_config(cfg)
     pre = [preprocess_images(s, cfg.data.test_scale, cfg.data.size_divisor) for s in sets]
     model = _ours(cfg, device, False).eval()
     balance_work(model, cfg, [p[:2] for p in pre], "none")
 
     def predict(net: Any, x: torch.Tensor, sizes: torch.Tensor, orig: torch.Tensor) -> Any:
         out = net(x, sizes)
-        return out, postprocess(
-            out.cate_logits,
-            out.kernel_preds,
-            out.mask_feats,
-            sizes,
-            orig,
-            hc.num_grids,
-            hc.strides,
-            pp,
-            out.candidates,
-        )
+        return out, pp(out, sizes, orig)
 
     res: dict[str, Any] = {}
     with torch.inference_mode():
@@ -188,38 +178,18 @@ def time_split(
 ) -> dict[str, float]:
     from torch.profiler import ProfilerActivity, profile
 
-    hc, pp = cfg.model.head, postprocess_cfg(cfg)
+    pp = PostProcessor.from_config(cfg)
     x, sizes, orig = preprocess_images(imgs, cfg.data.test_scale, cfg.data.size_divisor)
     with torch.inference_mode():
         out = fast(x, sizes)
 
         def post() -> Any:
-            return postprocess(
-                out.cate_logits,
-                out.kernel_preds,
-                out.mask_feats,
-                sizes,
-                orig,
-                hc.num_grids,
-                hc.strides,
-                pp,
-                out.candidates,
-            )
+            return pp(out, sizes, orig)
 
         def full() -> Any:
             xx, ss, oo = preprocess_images(imgs, cfg.data.test_scale, cfg.data.size_divisor)
             o = fast(xx, ss)
-            return postprocess(
-                o.cate_logits,
-                o.kernel_preds,
-                o.mask_feats,
-                ss,
-                oo,
-                hc.num_grids,
-                hc.strides,
-                pp,
-                o.candidates,
-            )
+            return pp(o, ss, oo)
 
         r = {
             "preprocess": cuda_ms(

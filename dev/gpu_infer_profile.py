@@ -30,13 +30,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from solov2.bench import balance_work, ours_model  # noqa: E402
 from solov2.benchmarks.data import image_sets  # noqa: E402
+from solov2.benchmarks.ours import balance_work, ours_model  # noqa: E402
 from solov2.data.transforms import _resize_float, resize_uint8  # noqa: E402
-from solov2.engine.evaluate import postprocess_cfg  # noqa: E402
 from solov2.infer.fast import FastModel  # noqa: E402
 from solov2.infer.preprocess import preprocess_images  # noqa: E402
-from solov2.postprocess import postprocess  # noqa: E402
+from solov2.postprocess import PostProcessor  # noqa: E402
 from solov2.presets import get_config  # noqa: E402
 
 SYNC_NAMES = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
@@ -54,7 +53,7 @@ def _median_ms(fn: Any, n: int = 20) -> float:
 
 
 def _split(cfg: Any, net: Any, imgs: list[torch.Tensor]) -> dict[str, Any]:
-    h, pp = cfg.model.head, postprocess_cfg(cfg)
+    pp = PostProcessor.from_config(cfg)
 
     def pre() -> Any:
         return preprocess_images(imgs, cfg.data.test_scale, cfg.data.size_divisor)
@@ -67,32 +66,12 @@ def _split(cfg: Any, net: Any, imgs: list[torch.Tensor]) -> dict[str, Any]:
     out = fwd()
 
     def post() -> Any:
-        return postprocess(
-            out.cate_logits,
-            out.kernel_preds,
-            out.mask_feats,
-            sizes,
-            orig,
-            h.num_grids,
-            h.strides,
-            pp,
-            out.candidates,
-        )
+        return pp(out, sizes, orig)
 
     def whole() -> Any:
         a, s, o = pre()
         r = net(a, s)
-        return postprocess(
-            r.cate_logits,
-            r.kernel_preds,
-            r.mask_feats,
-            s,
-            o,
-            h.num_grids,
-            h.strides,
-            pp,
-            r.candidates,
-        )
+        return pp(r, s, o)
 
     with torch.inference_mode():
         return {

@@ -12,12 +12,11 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from solov2.engine.evaluate import postprocess_cfg
-from solov2.engine.train import build_optimizer, train_step
 from solov2.model import build_model
-from solov2.postprocess import postprocess
+from solov2.postprocess import PostProcessor
 from solov2.presets import get_config
 from solov2.structures import Batch, Instances
+from solov2.train.step import build_optimizer, train_step
 
 
 def synthetic_batch(b: int, h: int, w: int, device: torch.device) -> Batch:
@@ -66,20 +65,12 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], 35)
         opt.step()
 
+    post = PostProcessor.from_config(cfg)
+
     def infer() -> None:
         with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=amp != "none"):
             out = model(batch.images, batch.image_sizes)
-            hc = cfg.model.head
-            postprocess(
-                out.cate_logits,
-                out.kernel_preds,
-                out.mask_feats,
-                batch.image_sizes,
-                batch.orig_sizes,
-                hc.num_grids,
-                hc.strides,
-                postprocess_cfg(cfg),
-            )
+            post(out, batch.image_sizes, batch.orig_sizes)
 
     for name, fn, mode in (("train", step, True), ("infer", infer, False)):
         model.train(mode)

@@ -26,9 +26,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-import solov2.bench as bench  # noqa: E402
 import solov2.benchmarks.data as bdata  # noqa: E402
 import solov2.benchmarks.ours as bours  # noqa: E402
+import solov2.cli.bench as bench  # noqa: E402
 from solov2.cli import main as cli_main  # noqa: E402
 
 SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")

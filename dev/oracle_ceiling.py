@@ -28,9 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from solov2.config import Config  # noqa: E402
 from solov2.data.loader import collate, dataset_from_config  # noqa: E402
-from solov2.engine.coco_eval import CocoEvaluator, format_table  # noqa: E402
-from solov2.engine.evaluate import postprocess_cfg  # noqa: E402
-from solov2.postprocess import postprocess  # noqa: E402
+from solov2.evaluation.coco_eval import CocoEvaluator, format_table  # noqa: E402
+from solov2.model.solov2 import HeadOutputs  # noqa: E402
+from solov2.postprocess import PostProcessor, postprocess_cfg  # noqa: E402
 from solov2.presets import PRESETS, get_config  # noqa: E402
 from solov2.structures import Batch, Predictions  # noqa: E402
 from solov2.targets import build_targets  # noqa: E402
@@ -63,16 +63,10 @@ def oracle_predictions(batch: Batch, cfg: Config) -> tuple[list[Predictions], in
         cate_logits.append(cate[start : start + s * s].T.reshape(1, c, s, s))
         kernel_preds.append(kern[start : start + s * s].T.reshape(1, -1, s, s))
         start += s * s
-    preds = postprocess(
-        cate_logits,
-        kernel_preds,
-        feats.unsqueeze(0),
-        batch.image_sizes,
-        batch.orig_sizes,
-        h.num_grids,
-        h.strides,
-        postprocess_cfg(cfg),
-    )
+    oracle = HeadOutputs(cate_logits, kernel_preds, feats.unsqueeze(0))
+    # the oracle's masks are the targets themselves: no mask window, no relative coordinates
+    post = PostProcessor(postprocess_cfg(cfg), h.num_grids, h.strides)
+    preds = post(oracle, batch.image_sizes, batch.orig_sizes)
     return preds, int(winner[claimed].unique().numel())
 
 

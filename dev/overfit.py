@@ -3,7 +3,7 @@
 
 Takes the first ``--num-images`` images (in JSON order) of the train split that have at least one
 usable annotation, writes a COCO json with only those images to the output directory, trains the
-preset on them with the real training entry point (``solov2.engine.run.run_training``: loader,
+preset on them with the real training entry point (``solov2.train.run.run_training``: loader,
 targets, losses, SGD, schedule, checkpoint, evaluation) without flip augmentation, at one fixed
 scale, and evaluates on the same images. A correct loop reaches a high segm AP (goal on a GPU with
 ``solov2_light_mnv2_448``: > 90; reached at ``--batch-size 8 --iters 1000`` with the default LR
@@ -39,8 +39,8 @@ except ImportError:  # running from a checkout without PYTHONPATH=src
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from solov2.data.io import load_coco_json  # noqa: E402
-from solov2.engine.run import run_training  # noqa: E402
 from solov2.presets import PRESETS, get_config  # noqa: E402
+from solov2.train.run import TrainOptions, run_training  # noqa: E402
 
 MNV2_WEIGHTS = "mobilenet_v2-b0353104.pth"
 
@@ -196,9 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"amp {args.amp}",
         flush=True,
     )
-    metrics = run_training(
-        cfg, str(out), device=args.device, overwrite=True
-    )  # a re-run starts over
+    # a re-run starts over
+    metrics = run_training(cfg, TrainOptions(str(out), overwrite=True), device=args.device)
     segm = float(metrics.get("segm", {}).get("AP", float("nan")))
     bbox = float(metrics.get("bbox", {}).get("AP", float("nan")))
     ok = segm > args.goal

@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from solov2.checkpoint import find_resume  # noqa: E402
 from solov2.config import Config  # noqa: E402
 from solov2.data.loader import collate, dataset_from_config  # noqa: E402
-from solov2.engine.checkpoint import find_resume  # noqa: E402
-from solov2.engine.run import load_model_for_eval  # noqa: E402
-from solov2.engine.train import train_step  # noqa: E402
+from solov2.infer.loading import load_for_inference  # noqa: E402
 from solov2.structures import Batch  # noqa: E402
+from solov2.train.step import train_step  # noqa: E402
 
 
 def per_image_ap(gt_json: Path, results_json: Path) -> dict[int, tuple[float, int]]:
@@ -82,7 +82,8 @@ def diagnose(run_dir: str | Path, device: torch.device) -> tuple[Path, list[dict
     ckpt = find_resume(run)
     if ckpt is None:
         raise SystemExit(f"{run}: no checkpoint")
-    model, cfg = load_model_for_eval(str(ckpt), None, device)
+    model, cfg = load_for_inference(str(ckpt), keep_classes=True)
+    model = model.to(device).eval()
     dataset = dataset_from_config(cfg.data, "train", train=True)  # fixed scale, no flip
     samples = [dataset[i] for i in range(len(dataset))]
     results = sorted(run.rglob("coco_instances_results.json"))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from solov2.losses import dynamic_masks
+from solov2.ops.dynamic import dynamic_masks
 from solov2.ops.masks import masks_to_boxes
 from solov2.ops.matrix_nms import matrix_nms_sorted
 from solov2.postprocess import PostprocessCfg, candidate_inputs

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from solov2 import bench
 from solov2.benchmarks import maskrcnn
-from solov2.cli import build_parser
+from solov2.cli import bench, build_parser
 
 SIDE_KEYS = {
     "img_per_s",

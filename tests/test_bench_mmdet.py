@@ -16,9 +16,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from solov2 import bench
 from solov2.benchmarks import mmdet as peer_mod
-from solov2.cli import parse_args
+from solov2.cli import bench, parse_args
 from solov2.presets import get_config
 
 # find_spec, not importorskip: importing mmdet at collection would put mmengine in sys.modules

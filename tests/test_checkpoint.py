@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from solov2.engine import checkpoint as ckpt
-from solov2.engine.checkpoint import (
+from solov2.checkpoint import (
     capture_rng_state,
     find_resume,
     load_checkpoint,
@@ -23,6 +22,7 @@ from solov2.engine.checkpoint import (
     write_last_checkpoint,
 )
 from solov2.errors import CheckpointError
+from solov2.utils import fileio as ckpt
 
 
 def _model_state() -> dict[str, torch.Tensor]:
@@ -271,7 +271,7 @@ def test_atomic_write_text(tmp_path: Path) -> None:
 
 
 def test_remove_stale_temp_files(tmp_path: Path) -> None:
-    from solov2.engine.checkpoint import remove_stale_temp_files
+    from solov2.utils.fileio import remove_stale_temp_files
 
     (tmp_path / ".model_0000004.pth.k2j3h4.tmp").write_bytes(b"partial")
     (tmp_path / ".last_checkpoint.abc.tmp").write_text("x")

@@ -14,7 +14,7 @@ from solov2.cli import main
 from solov2.config import apply_overrides, load_yaml, save_yaml
 from solov2.data.coco import CocoInstances, DataWarning
 from solov2.data.synthetic import make_synthetic_coco
-from solov2.engine.score_results import read_results, to_coco_results
+from solov2.evaluation.results import read_results, to_coco_results
 
 TINY = [
     "model.head.num_grids=[12,10,8,6,4]",

@@ -82,8 +82,8 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised tiny demo model saved as one of our checkpoints."""
     import torch
 
+    from solov2.checkpoint import save_checkpoint
     from solov2.config import apply_overrides, config_to_dict
-    from solov2.engine.checkpoint import save_checkpoint
     from solov2.model import build_model
     from solov2.presets import get_config
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from solov2.engine.coco_eval import (
+from solov2.evaluation.coco_eval import (
     CocoEvaluator,
     format_table,
     masks_to_boxes,

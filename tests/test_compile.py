@@ -11,11 +11,11 @@ import torch
 
 from solov2.data.canvas import canvas_buckets, pick_canvas
 from solov2.data.loader import collate
-from solov2.engine.train import train_step
-from solov2.engine.train_setup import compile_for_training
 from solov2.model import build_model
 from solov2.presets import get_config
 from solov2.structures import Batch, Instances, Sample
+from solov2.train.setup import compile_for_training
+from solov2.train.step import train_step
 
 
 def test_canvas_buckets_known_answer() -> None:
@@ -120,7 +120,7 @@ def test_training_canvases(tmp_path: Any) -> None:
     from solov2.config import apply_overrides
     from solov2.data.loader import dataset_from_config
     from solov2.data.synthetic import make_synthetic_coco
-    from solov2.engine.run import _canvases
+    from solov2.train.run import _canvases
 
     make_synthetic_coco(tmp_path, num_train=3, num_val=1, image_size=(48, 64), empty_fraction=0)
     cfg = apply_overrides(

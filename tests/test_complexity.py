@@ -7,9 +7,8 @@ import json
 import pytest
 from torchvision.models import MobileNet_V2_Weights, ResNet50_Weights
 
-from solov2 import bench
-from solov2.cli import build_parser
-from solov2.engine.complexity import bench_input_size, model_complexity, parameter_counts
+from solov2.benchmarks.complexity import bench_input_size, model_complexity, parameter_counts
+from solov2.cli import bench, build_parser
 from solov2.model import build_model
 from solov2.presets import get_config
 

@@ -10,7 +10,7 @@ import torch
 
 from solov2.convert import RENAMES, convert_checkpoint
 from solov2.errors import CheckpointError
-from solov2.infer.predictor import load_model
+from solov2.infer.loading import load_for_inference as load_model
 from solov2.model import build_model
 
 PRESET = "solov2_demo"

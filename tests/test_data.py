@@ -25,7 +25,6 @@ from solov2.data import (
     ImageReadError,
     RankStridedSampler,
     ShuffleSampler,
-    boxes_from_masks,
     build_test_loader,
     build_train_loader,
     build_transforms,
@@ -36,6 +35,7 @@ from solov2.data import (
     rescale_size,
 )
 from solov2.errors import DataError
+from solov2.ops.masks import masks_to_boxes as boxes_from_masks
 from solov2.structures import Instances, Sample
 
 torch.set_num_threads(1)

@@ -16,7 +16,10 @@ from pycocotools import mask as mask_utils
 from solov2.cli import main
 from solov2.data.coco import CocoInstances
 from solov2.data.loader import collate
-from solov2.data.stats import _geometry, _segments, dataset_stats, rle_counts
+from solov2.data.rle import column_segments as _segments
+from solov2.data.rle import resized_geometry as _geometry
+from solov2.data.rle import rle_counts
+from solov2.data.stats import dataset_stats
 from solov2.data.synthetic import make_synthetic_coco
 from solov2.data.transforms import build_transforms, rescale_size
 from solov2.ops.masks import center_of_mass

@@ -127,10 +127,10 @@ def _parity_worker(data_root: str, out_json: str) -> None:
 
     from solov2.config import apply_overrides
     from solov2.data.loader import SeededItems, collate, dataset_from_config
-    from solov2.engine.dist import all_gather_object, cleanup, init_distributed
-    from solov2.engine.train import build_optimizer, train_step
     from solov2.model import build_model
     from solov2.presets import get_config
+    from solov2.runtime.dist import all_gather_object, cleanup, init_distributed
+    from solov2.train.step import build_optimizer, train_step
 
     torch.use_deterministic_algorithms(True)
     info = init_distributed("cpu")
@@ -343,7 +343,7 @@ def _same_detections(
 
     from solov2.data.io import read_image
     from solov2.infer import preprocess_images
-    from solov2.infer.predictor import load_model
+    from solov2.infer.loading import load_for_inference as load_model
 
     model, cfg = load_model(ckpt)
     model.eval()

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from _match import assert_same_instances, predictor_ties
 
+from solov2.checkpoint import save_checkpoint
 from solov2.cli import main
 from solov2.config import Config, config_to_dict
-from solov2.engine.checkpoint import save_checkpoint
 from solov2.infer import Predictor, preprocess_images
 from solov2.infer.export import ExportWrapper
 from solov2.model import build_model

@@ -3,10 +3,9 @@
 import torch
 from _match import assert_same_instances, near_tie_candidates
 
-from solov2.engine.evaluate import postprocess_cfg
 from solov2.infer.fast import FastModel
 from solov2.model import build_model
-from solov2.postprocess import postprocess
+from solov2.postprocess import postprocess, postprocess_cfg
 from solov2.presets import get_config
 
 

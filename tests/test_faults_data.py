@@ -124,9 +124,10 @@ def train_argv(root: Path, out: Path, *extra: str) -> list[str]:
 
 def tiny_checkpoint(path: Path, num_classes: int = 2) -> Path:
     """A randomly initialised tiny model saved as one of our checkpoints (no training)."""
-    from solov2.cli import _resolve_config, build_parser
+    from solov2.checkpoint import save_checkpoint
+    from solov2.cli import build_parser
+    from solov2.cli.args import apply_flags as _resolve_config
     from solov2.config import config_to_dict
-    from solov2.engine.checkpoint import save_checkpoint
     from solov2.model import build_model
     from solov2.presets import get_config
 

@@ -16,15 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import solov2.engine.train as train_mod
+import solov2.train.step as train_mod
+from solov2.checkpoint import find_resume, load_checkpoint, save_checkpoint, write_last_checkpoint
 from solov2.cli import main
 from solov2.data.synthetic import make_synthetic_coco
-from solov2.engine.checkpoint import (
-    find_resume,
-    load_checkpoint,
-    save_checkpoint,
-    write_last_checkpoint,
-)
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_util
 
+from solov2.data.draw import caption_font_size, draw_predictions, label_color
 from solov2.infer.large import read_image_bounded, upsample_rle
-from solov2.infer.visualize import caption_font_size, draw_predictions, label_color
 from solov2.ops.masks import masks_to_boxes
 from solov2.structures import Predictions
 
@@ -82,8 +82,8 @@ def test_huge_jpeg_is_decoded_reduced(big: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from solov2.checkpoint import save_checkpoint
     from solov2.config import apply_overrides, config_to_dict
-    from solov2.engine.checkpoint import save_checkpoint
     from solov2.model import build_model
     from solov2.presets import get_config
 

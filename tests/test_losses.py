@@ -12,7 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from solov2.losses import dice_loss, dynamic_masks, flatten_levels, solov2_losses
+from solov2.losses import dice_loss, solov2_losses
+from solov2.ops.dynamic import dynamic_masks, flatten_levels
 from solov2.targets import Targets
 
 

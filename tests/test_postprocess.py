@@ -262,7 +262,7 @@ def test_eval_batch_result_does_not_depend_on_batch_mates() -> None:
     # but SOLOv2's grid spans the padded input, so predict_batch must run each at its own padded
     # size (as the reference does with one image per GPU): same results as alone.
     from solov2.data.loader import collate
-    from solov2.engine.evaluate import predict_batch
+    from solov2.evaluation.evaluate import predict_batch
     from solov2.model import build_model
     from solov2.presets import get_config
     from solov2.structures import Instances, Sample

@@ -11,10 +11,9 @@ import pytest
 import torch
 from _postprocess_ref import postprocess as reference
 
-from solov2.bench import balance_work, ours_model
-from solov2.engine.evaluate import postprocess_cfg
+from solov2.benchmarks.ours import balance_work, ours_model
 from solov2.infer.preprocess import preprocess_images
-from solov2.postprocess import postprocess
+from solov2.postprocess import postprocess, postprocess_cfg
 from solov2.presets import get_config
 
 
@@ -81,7 +80,7 @@ def test_padded_mask_logits_equal_the_per_candidate_ones() -> None:
     holds exactly what ``cell_mask_logits`` gives that candidate (plain kernels, and kernels
     with relative-coordinate entries), at batch 3 (one image without candidates) and 1."""
     import solov2.postprocess as pp
-    from solov2.losses import cell_mask_logits
+    from solov2.ops.dynamic import cell_mask_logits
 
     g = torch.Generator().manual_seed(0)
     grids, units = [6, 4, 2], [8.0, 16.0, 32.0]

@@ -13,15 +13,16 @@ import torch
 from _match import assert_same_instances, predictor_ties
 from PIL import Image
 
+from solov2.checkpoint import save_checkpoint, save_safetensors
+from solov2.cli.infer import run_infer
 from solov2.config import Config, config_to_dict
-from solov2.engine.checkpoint import save_checkpoint, save_safetensors
+from solov2.data.draw import save_png
 from solov2.errors import CheckpointError, UserError
 from solov2.infer import Predictor, draw_predictions, preprocess_images, resize_keep_ratio_size
-from solov2.infer.infer_cmd import run_infer, safe_name
-from solov2.infer.visualize import save_png
 from solov2.model import build_model
 from solov2.presets import get_config
 from solov2.structures import Predictions
+from solov2.utils.fileio import safe_name
 
 CLASSES = ["circle", "square", "triangle", "star"]
 

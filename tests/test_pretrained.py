@@ -21,7 +21,8 @@ from _mmengine_files import CLASSES, random_state, save_mmengine_file
 from PIL import Image
 
 from solov2.cli import main
-from solov2.infer.predictor import Predictor, load_model
+from solov2.infer.loading import load_for_inference as load_model
+from solov2.infer.predictor import Predictor
 from solov2.presets import PRESETS
 from solov2.pretrained import PRETRAINED, ChecksumError, DownloadError, resolve_weights
 from solov2.pretrained.table import Pretrained, Source, hash_in_name, mirror_url
@@ -315,7 +316,7 @@ def test_urls_and_names_on_every_command(
         assert torch.equal(v, hub["state"][k]), k
     # a URL of one of our own checkpoints: downloaded, checked against its name, used as a file
     own = tmp_path / "own.safetensors"
-    from solov2.engine.checkpoint import save_safetensors
+    from solov2.checkpoint import save_safetensors
 
     save_safetensors(own, hub["state"], load_model(hub["converted"])[1])
     sha = hashlib.sha256(own.read_bytes()).hexdigest()[:10]

@@ -13,7 +13,7 @@ from _errors import one_line_error
 
 from solov2.cli import main
 from solov2.data.synthetic import make_synthetic_coco
-from solov2.engine.profile import parse_span, summarize_trace
+from solov2.train.profile import parse_span, summarize_trace
 
 
 def _x(name: str, cat: str, ts: float, dur: float, tid: int = 1) -> dict[str, object]:
@@ -91,7 +91,7 @@ def test_train_profile_writes_trace_and_summary(
 
 
 def test_checkpoint_cost_warns_once() -> None:
-    from solov2.engine.profile import CheckpointCost
+    from solov2.train.profile import CheckpointCost
 
     class Keep(logging.Handler):
         def __init__(self) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 
 from solov2.config import Config
-from solov2.losses import cell_mask_logits, dynamic_masks, solov2_losses
+from solov2.losses import solov2_losses
 from solov2.model import build_model
 from solov2.model.build import mask_geometry, rel_coord_units
+from solov2.ops.dynamic import cell_mask_logits, dynamic_masks
 from solov2.ops.masks import rel_coord_logits
 from solov2.postprocess import PostprocessCfg, postprocess
 from solov2.targets import Targets

@@ -12,8 +12,8 @@ import torch
 from _errors import one_line_error
 from _mmengine_files import CLASSES, Payload, random_state, save_mmengine_file, to_mmdet
 
+from solov2.checkpoint.safe_unpickle import load_untrusted, placeholders_in
 from solov2.cli import main
-from solov2.engine.safe_unpickle import load_untrusted, placeholders_in
 from solov2.errors import CheckpointError
 
 
@@ -30,7 +30,7 @@ def test_mmengine_file_loads_without_running_code(tmp_path: Path, legacy: bool) 
     path = tmp_path / "ckpt.pth"
     save_mmengine_file(path, state, marker, legacy=legacy)
     with pytest.raises(CheckpointError, match="refused"):  # what weights_only loading does
-        from solov2.engine.checkpoint import load_checkpoint
+        from solov2.checkpoint import load_checkpoint
 
         load_checkpoint(path)
     ckpt = load_untrusted(path)

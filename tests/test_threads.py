@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from solov2.engine.threads import (
-    busy_from_stat,
-    choose_threads,
-    choose_workers,
-    configure_threads,
-)
+from solov2.runtime.threads import busy_from_stat, choose_threads, choose_workers, configure_threads
 
 
 def test_threads_leave_busy_cores_alone() -> None:
@@ -47,7 +42,7 @@ def test_omp_num_threads_is_respected() -> None:
 def test_commands_pick_threads_on_a_busy_machine(monkeypatch, capsys) -> None:  # noqa: ANN001
     """Without OMP_NUM_THREADS, a command on a machine whose 2 cores are busy runs 1 thread."""
     from solov2.cli import main
-    from solov2.engine import threads
+    from solov2.runtime import threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)

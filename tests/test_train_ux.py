@@ -149,8 +149,8 @@ def unrelated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of another model (light MobileNetV2 preset, 80 classes)."""
     import torch
 
+    from solov2.checkpoint import save_checkpoint
     from solov2.config import config_to_dict
-    from solov2.engine.checkpoint import save_checkpoint
     from solov2.model import build_model
     from solov2.presets import get_config
 
@@ -285,7 +285,7 @@ def test_feedback_from_the_first_iteration(
 def test_missing_tensorboard_is_said_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import logging
 
-    from solov2.engine.log import MetricsWriter
+    from solov2.train.log import MetricsWriter
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     seen: list[str] = []

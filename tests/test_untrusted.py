@@ -54,9 +54,10 @@ class Payload:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny dataset, a good checkpoint, and malicious checkpoints in three containers."""
-    from solov2.cli import _resolve_config, build_parser
+    from solov2.checkpoint import save_checkpoint
+    from solov2.cli import build_parser
+    from solov2.cli.args import apply_flags as _resolve_config
     from solov2.config import config_to_dict
-    from solov2.engine.checkpoint import save_checkpoint
     from solov2.model import build_model
     from solov2.presets import get_config
 

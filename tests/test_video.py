@@ -14,7 +14,7 @@ from test_predictor import ckpt  # noqa: F401  (the fixture)
 
 from solov2.cli import main
 from solov2.errors import UserError
-from solov2.infer.infer_cmd import video_decoder_class
+from solov2.infer.inputs import video_decoder_class
 from solov2.infer.predictor import Predictor
 
 

@@ -11,8 +11,8 @@ import torch
 import torchvision
 from _paths import SHARED
 
-from solov2.engine.checkpoint import save_checkpoint
-from solov2.engine.weights import init_from_checkpoint, load_backbone_weights
+from solov2.checkpoint import save_checkpoint
+from solov2.checkpoint.weights import init_from_checkpoint, load_backbone_weights
 from solov2.errors import CheckpointError
 from solov2.model import build_model
 from solov2.presets import get_config

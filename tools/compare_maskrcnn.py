@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log = logging.getLogger("solov2")
     level = log.level
     if args.verbose:
-        from solov2.engine.log import setup_logger
+        from solov2.runtime.log import setup_logger
 
         setup_logger(None)
     else:  # our evaluate() logs its full per-category tables at INFO

@@ -1,9 +1,10 @@
 """Convert official SOLOv2 (WXinlong/SOLO, mmdet v1) and mmdetection 3.x checkpoints to ours.
 
 The source is read without running code: ``.safetensors`` directly, torch files with
-:func:`solov2.engine.safe_unpickle.load_untrusted` (a restricted unpickler: tensors and plain data
-are kept, objects of any other class in the metadata, e.g. mmengine's pickled ``message_hub``,
-become inert placeholders that are never imported; weights holding such objects are refused). Keys are renamed with an explicit table, then checked against
+:func:`solov2.checkpoint.safe_unpickle.load_untrusted` (a restricted unpickler: tensors and
+plain data are kept, objects of any other class in the metadata, e.g. mmengine's pickled
+``message_hub``, become inert placeholders that are never imported; weights holding such
+objects are refused). Keys are renamed with an explicit table, then checked against
 ``build_model(config).state_dict()``: any source key without a destination, any model key left
 unset, or any shape mismatch raises :class:`~solov2.errors.CheckpointError` naming every one.
 
@@ -30,8 +31,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from .checkpoint.io import is_safetensors, load_checkpoint, save_checkpoint, save_safetensors
+from .checkpoint.safe_unpickle import load_untrusted, placeholders_in
 from .config import Config, config_to_dict
+from .data.coco_names import COCO_CLASSES
 from .errors import CheckpointError, UserError
+from .model import build_model
 from .presets import get_config
 
 __all__ = ["ConvertReport", "convert_checkpoint", "convert_state_dict"]
@@ -197,18 +202,8 @@ def convert_checkpoint(
         CheckpointError: unreadable file, weights holding pickled objects, or keys that do not
             map (see module docstring).
     """
-    from .engine.checkpoint import (
-        _is_safetensors,
-        load_checkpoint,
-        save_checkpoint,
-        save_safetensors,
-    )
-    from .engine.safe_unpickle import load_untrusted, placeholders_in
-    from .infer.coco_names import COCO_CLASSES
-    from .model import build_model
-
     src, dst = Path(src), Path(dst)
-    if src.is_file() and not _is_safetensors(src):
+    if src.is_file() and not is_safetensors(src):
         ckpt = load_untrusted(src)
     else:
         ckpt = load_checkpoint(src, map_location="cpu")

@@ -147,7 +147,7 @@ class CellAssignment:
 
 
 @torch.no_grad()
-def assign_cells(
+def assign_cells(  # noqa: PLR0913 - the geometry of the assignment, a public tested API
     boxes: Tensor,
     cx: Tensor,
     cy: Tensor,

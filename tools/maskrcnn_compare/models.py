@@ -13,14 +13,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from solov2.checkpoint.weights import load_backbone_weights
 from solov2.config import Config, apply_overrides
 from solov2.data.coco import CocoInstances
-from solov2.engine.coco_eval import CocoEvaluator, write_results
-from solov2.engine.evaluate import autocast_dtype
-from solov2.engine.weights import load_backbone_weights
+from solov2.evaluation.coco_eval import CocoEvaluator, write_results
 from solov2.model import build_model
 from solov2.ops.masks import masks_to_boxes
 from solov2.presets import get_config
+from solov2.runtime.device import autocast_dtype
 from solov2.structures import Batch, Predictions
 
 MNV2_WEIGHTS = "mobilenet_v2-b0353104.pth"
@@ -132,7 +132,7 @@ def _mnv2_peer_backbone(weights: str) -> nn.Module:
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-    from solov2.engine.checkpoint import load_checkpoint
+    from solov2.checkpoint import load_checkpoint
 
     features = mobilenet_v2(weights=None).features
     state = load_checkpoint(weights, map_location="cpu")

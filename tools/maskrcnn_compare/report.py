@@ -15,7 +15,7 @@ from solov2.config import Config
 from solov2.data.coco import CocoInstances
 from solov2.data.io import read_image
 from solov2.data.loader import collate
-from solov2.engine.evaluate import predict_batch
+from solov2.evaluation.evaluate import predict_batch
 from solov2.structures import Predictions
 
 from .loop import Trainee
@@ -70,7 +70,7 @@ def plot_overlays(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from solov2.infer.visualize import draw_predictions
+    from solov2.data.draw import draw_predictions
 
     raw = CocoInstances(val_set.json_path, val_set.image_dir, None, train=False)
     coco = val_set.coco

@@ -17,9 +17,10 @@ from torch import Tensor
 from solov2.config import Config
 from solov2.data.coco import CocoInstances
 from solov2.data.loader import build_test_loader, build_train_loader, dataset_from_config
-from solov2.engine.evaluate import autocast_dtype, evaluate
-from solov2.engine.train import build_optimizer, train_step
+from solov2.evaluation.evaluate import EvalOptions, evaluate
+from solov2.runtime.device import autocast_dtype
 from solov2.structures import Batch
+from solov2.train.step import build_optimizer, train_step
 
 from .loop import Trainee, train_both, trainee_result
 from .models import (
@@ -207,9 +208,7 @@ def evaluate_both(
         ses.val_set,
         cfg,
         device,
-        amp=args.amp,
-        output_dir=out / "eval" / "ours_val",
-        progress=False,
+        EvalOptions(amp=args.amp, output_dir=out / "eval" / "ours_val", progress=False),
     )
     results["peer"]["val"] = evaluate_peer(
         peer_model, ses.val_loader, ses.val_set, device, args.amp, out / "eval" / "peer_val"
@@ -230,9 +229,7 @@ def evaluate_both(
             tr_set,
             cfg,
             device,
-            amp=args.amp,
-            output_dir=out / "eval" / "ours_train",
-            progress=False,
+            EvalOptions(amp=args.amp, output_dir=out / "eval" / "ours_train", progress=False),
         )
         results["peer"]["train_eval"] = evaluate_peer(
             peer_model, tr_loader, tr_set, device, args.amp, out / "eval" / "peer_train"

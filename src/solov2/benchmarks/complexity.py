@@ -13,9 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torchvision  # noqa: F401  registers torch.ops.torchvision (deform_conv2d)
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from ..config import Config
+from ..data.transforms import padded_size, rescale_size
+from ..model import build_model
 
 __all__ = ["PARTS", "format_complexity", "model_complexity", "parameter_counts"]
 
@@ -44,8 +47,6 @@ def _deform_conv_flops(
 
 def _custom_mapping() -> dict[Any, Any]:
     try:
-        import torchvision  # noqa: F401  registers torch.ops.torchvision
-
         op = torch.ops.torchvision.deform_conv2d  # keyed by the overload packet
     except (ImportError, AttributeError, RuntimeError):
         return {}
@@ -66,8 +67,6 @@ def model_complexity(
         ``{"input_size": [Hp, Wp], "params": parameter_counts, "gflops": {part: GFLOPs per
         image, ..., "total"}}``.
     """
-    from ..model import build_model
-
     with torch.device("meta"):
         model = build_model(cfg).eval()
     x = torch.zeros((batch_size, 3, *input_size), dtype=torch.uint8, device="meta")
@@ -105,8 +104,6 @@ def bench_input_size(
 ) -> tuple[int, int] | None:
     """The padded network input ``solov2 bench`` times: ``infer`` resizes ``size`` to the test
     scale, ``train`` feeds ``size`` itself; ``None`` for real data (sizes vary)."""
-    from ..data.transforms import padded_size, rescale_size
-
     if real:
         return None
     h, w = rescale_size(*size, cfg.data.test_scale) if mode == "infer" else size

@@ -3,10 +3,8 @@ loader-only mode (``--mode loader``: what the data pipeline delivers per second)
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Config
+from ..data.canvas import dataset_canvases
+from ..data.loader import build_train_loader, dataset_from_config
+from ..ops.masks import masks_to_boxes
 from ..structures import Batch, Instances, PackedMasks
+from .options import BenchOptions
 from .timing import Step, time_loop
 
 N_SETS = 3  # distinct image sets / batches the timed loop rotates among
@@ -45,8 +47,6 @@ def synthetic_batch(
 ) -> Batch:
     """A padded training :class:`Batch` on ``device``: random images of ``h x w``, each with
     1-8 random rectangles/ellipses (masks uint8 in the padded frame, labels, boxes)."""
-    from ..ops.masks import masks_to_boxes
-
     hp, wp = (int(math.ceil(s / size_divisor) * size_divisor) for s in (h, w))
     images = torch.zeros((b, 3, hp, wp), dtype=torch.uint8)
     images[:, :, :h, :w] = torch.randint(0, 256, (b, 3, h, w), generator=g, dtype=torch.uint8)
@@ -75,23 +75,14 @@ def uses_real_data(cfg: Config) -> bool:
     return bool(cfg.data.data_root or cfg.data.train_json)
 
 
-def loader_workers(args: argparse.Namespace) -> int:
-    """``--workers``, else one per CPU core up to 16."""
-    w = getattr(args, "workers", None)
-    return int(w) if w is not None else min(16, os.cpu_count() or 1)
-
-
-def real_loader(args: argparse.Namespace, cfg: Config, canvas_k: int = 0) -> Any:
+def real_loader(opts: BenchOptions, cfg: Config, canvas_k: int = 0) -> Any:
     """The training loader over ``cfg``'s train split (preset train scales, aspect grouping,
     pinned memory with CUDA), ``canvas_k`` canvas buckets per orientation (0: none)."""
-    from ..data.canvas import dataset_canvases
-    from ..data.loader import build_train_loader, dataset_from_config
-
     dataset = dataset_from_config(cfg.data, "train", train=True)
     return build_train_loader(
         dataset,
-        args.batch_size,
-        loader_workers(args),
+        opts.batch_size,
+        opts.loader_workers,
         aspect_grouping=cfg.data.aspect_grouping,
         seed=cfg.solver.seed,
         size_divisor=cfg.data.size_divisor,
@@ -100,7 +91,7 @@ def real_loader(args: argparse.Namespace, cfg: Config, canvas_k: int = 0) -> Any
 
 
 def batch_source(
-    args: argparse.Namespace,
+    opts: BenchOptions,
     cfg: Config,
     device: torch.device,
     size: tuple[int, int],
@@ -110,13 +101,13 @@ def batch_source(
     data (``--real`` / ``--data-root`` / ``data.train_json``): the training loader, one
     continuous stream across epochs as in training, loading timed; else prebuilt synthetic
     batches."""
-    fmt_ = torch.channels_last if args.channels_last else torch.contiguous_format
+    fmt_ = torch.channels_last if opts.channels_last else torch.contiguous_format
 
     def fmt(b: Batch) -> Batch:
         return dataclasses.replace(b, images=b.images.contiguous(memory_format=fmt_))
 
     if uses_real_data(cfg):
-        loader = real_loader(args, cfg, canvas_k)
+        loader = real_loader(opts, cfg, canvas_k)
 
         def real() -> Step:
             it = loader.stream()
@@ -127,7 +118,7 @@ def batch_source(
     batches = [
         fmt(
             synthetic_batch(
-                args.batch_size, *size, cfg.model.num_classes, device, g, cfg.data.size_divisor
+                opts.batch_size, *size, cfg.model.num_classes, device, g, cfg.data.size_divisor
             )
         )
         for _ in range(N_SETS)
@@ -145,7 +136,7 @@ def _batch_bytes(b: Batch) -> int:
     return n
 
 
-def run_loader(args: argparse.Namespace, cfg: Config, device: torch.device) -> dict[str, Any]:
+def run_loader(opts: BenchOptions, cfg: Config, device: torch.device) -> dict[str, Any]:
     """``--mode loader``: time ``next(batch).to(device)`` (synchronised) on the training loader:
     decoding, augmentation, collation, the worker-to-main transfer, pinning, the copy to the
     device and (compact masks) their unpacking there. No model runs.
@@ -154,8 +145,8 @@ def run_loader(args: argparse.Namespace, cfg: Config, device: torch.device) -> d
     after a warmup that drains the batches the workers prefetched (``2 x workers``, PyTorch's
     ``prefetch_factor``), so ``img_per_s`` is not the rate at which a full queue empties, nor a
     median of bursty per-batch waits (``ms_per_iter_median`` keeps the latter)."""
-    loader = real_loader(args, cfg)
-    warmup = max(args.warmup, 2 * loader_workers(args) + 2)
+    loader = real_loader(opts, cfg)
+    warmup = max(opts.warmup, 2 * opts.loader_workers + 2)
     it = loader.stream()
     counts: list[tuple[int, int]] = []  # (instances, bytes) per timed batch
 
@@ -166,15 +157,15 @@ def run_loader(args: argparse.Namespace, cfg: Config, device: torch.device) -> d
             counts.append((n, _batch_bytes(b)))
         b.to(device, non_blocking=True)
 
-    r = time_loop(step, warmup, args.iters, device, args.batch_size)
-    r["img_per_s"] = args.batch_size * r["iters"] / max(r["total_s"], 1e-9)
+    r = time_loop(step, warmup, opts.iters, device, opts.batch_size)
+    r["img_per_s"] = opts.batch_size * r["iters"] / max(r["total_s"], 1e-9)
     inst = sum(c[0] for c in counts) / max(1, len(counts))
     r.update(
         warmup=warmup,
-        instances_per_s=r["img_per_s"] * inst / args.batch_size,
+        instances_per_s=r["img_per_s"] * inst / opts.batch_size,
         instances_per_batch=inst,
         mb_per_batch=sum(c[1] for c in counts) / max(1, len(counts)) / 2**20,
-        workers=loader_workers(args),
+        workers=opts.loader_workers,
         compact_masks=cfg.data.compact_masks,
     )
     return r

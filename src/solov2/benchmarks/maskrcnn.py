@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.models import resnet50
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops import FrozenBatchNorm2d
 
 from ..config import Config
+from ..infer.preprocess import resize_keep_ratio_size
 from ..structures import Batch
+from .options import BenchOptions
 from .ours import LR, train_loop
-from .timing import Step, autocast, peer_amp
+from .timing import Step, autocast
 
 PEER_DETECTIONS = 100  # the peer always pastes this many masks (score_thresh 0)
 
@@ -21,23 +26,16 @@ def peer_model(device: torch.device) -> nn.Module:
     """torchvision Mask R-CNN R50-FPN, 91 classes, random init, built as ``maskrcnn_resnet50_fpn``
     builds it around an ImageNet backbone: frozen BatchNorm, stem + layer1 frozen, like our R50
     presets (``weights_backbone=None`` alone would train every BatchNorm and stage)."""
-    from torchvision.models import resnet50
-    from torchvision.models.detection import MaskRCNN
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-    from torchvision.ops import FrozenBatchNorm2d
-
     torch.manual_seed(0)
     backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3)
     return MaskRCNN(backbone, num_classes=91).to(device)
 
 
 def infer_step(
-    args: argparse.Namespace, cfg: Config, device: torch.device, sets: list[list[Tensor]]
+    opts: BenchOptions, cfg: Config, device: torch.device, sets: list[list[Tensor]]
 ) -> Step:
     """float [0, 1] images at the original size; its transform resizes to our test size;
     score threshold 0 and ``PEER_DETECTIONS`` pasted masks per image."""
-    from ..infer.preprocess import resize_keep_ratio_size
-
     net = peer_model(device).eval()
     nh, nw = resize_keep_ratio_size(*sets[0][0].shape[-2:], cfg.data.test_scale)
     net.transform.min_size, net.transform.max_size = (min(nh, nw),), max(nh, nw)
@@ -46,14 +44,14 @@ def infer_step(
     @torch.inference_mode()
     def step(i: int) -> Any:
         imgs = [im.float().div_(255) for im in sets[i % len(sets)]]
-        with autocast(device, peer_amp(args)):
+        with autocast(device, opts.peer_dtype):
             return net(imgs)
 
     return step
 
 
 def time_train(
-    args: argparse.Namespace, cfg: Config, device: torch.device, source: Callable[[], Step]
+    opts: BenchOptions, cfg: Config, device: torch.device, source: Callable[[], Step]
 ) -> dict[str, Any]:
     """The same batches unpadded, float [0, 1], labels + 1; the peer's resize disabled (batches
     arrive at their training size, as ours get them)."""
@@ -72,7 +70,7 @@ def time_train(
             images.append(b.images[i, :, :h, :w].float().div_(255))
             t = b.targets[i]  # type: ignore[index]
             targets.append({"boxes": t.boxes, "labels": t.labels + 1, "masks": t.masks[:, :h, :w]})  # type: ignore[index]
-        with autocast(device, peer_amp(args)):
+        with autocast(device, opts.peer_dtype):
             return net(images, targets)
 
-    return train_loop(net, opt, loss_fn, source(), cfg, device, args)
+    return train_loop(net, opt, loss_fn, source(), cfg, device, opts)

@@ -20,7 +20,6 @@ images on the device, resized by the same function, and do the same post-process
 
 from __future__ import annotations
 
-import argparse
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -36,9 +35,11 @@ from torch.nn import functional as F
 from ..config import Config
 from ..convert import RENAMES, _rename, convert_state_dict
 from ..errors import UserError
+from ..infer.preprocess import resize_keep_ratio_size, resize_uint8
 from ..structures import Batch
+from .options import BenchOptions
 from .ours import LR, train_loop
-from .timing import Step, autocast, peer_amp
+from .timing import Step, autocast
 
 PINS = "mmdet==3.3.0 mmengine==0.10.7 mmcv-lite==2.1.0"
 # imported by mmdet modules that SOLOv2 never runs (MOT visualisation, Hungarian assigners)
@@ -103,7 +104,7 @@ def _py_sigmoid_focal_loss(
     avg_factor: float | None = None,
 ) -> Tensor:
     """mmdet's CPU branch of ``FocalLoss``, for CUDA tensors too."""
-    from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
+    from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss  # optional extra
 
     n = pred.size(1)
     onehot = F.one_hot(target, num_classes=n + 1)[:, :n]
@@ -122,7 +123,7 @@ def import_mmdet() -> Any:
                 roots.append("mmcv.ops")
             if roots:
                 sys.meta_path.insert(0, _StubFinder(roots))
-        import mmdet.models  # noqa: F401
+        import mmdet.models  # noqa: F401  # optional extra: this module imports it when used
         from mmdet.models.losses import focal_loss
         from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
@@ -134,6 +135,45 @@ def import_mmdet() -> Any:
     if _missing("mmcv._ext"):
         focal_loss.sigmoid_focal_loss = _py_sigmoid_focal_loss
     return MODELS
+
+
+def _mask_head(cfg: Config) -> dict[str, Any]:
+    """mmdet's ``SOLOV2Head`` settings of our config (head, mask branch, losses)."""
+    m, h = cfg.model, cfg.model.head
+    gn = {"type": "GN", "num_groups": 32, "requires_grad": True}
+    return {
+        "type": "SOLOV2Head",
+        "num_classes": m.num_classes,
+        "in_channels": m.fpn_channels,
+        "feat_channels": h.seg_feat_channels,
+        "stacked_convs": h.stacked_convs,
+        "strides": list(h.strides),
+        "scale_ranges": [tuple(r) for r in h.scale_ranges],
+        "pos_scale": h.sigma,
+        "num_grids": list(h.num_grids),
+        "cls_down_index": 0,
+        "mask_feature_head": {
+            "feat_channels": m.mask_feat.mid_channels,
+            "start_level": 0,
+            "end_level": 3,
+            "out_channels": h.kernel_channels,
+            "mask_stride": 4,
+            "norm_cfg": gn,
+        },
+        "norm_cfg": gn,
+        "loss_mask": {
+            "type": "DiceLoss",
+            "use_sigmoid": True,
+            "loss_weight": m.loss.dice_weight,
+        },
+        "loss_cls": {
+            "type": "FocalLoss",
+            "use_sigmoid": True,
+            "gamma": m.loss.focal_gamma,
+            "alpha": m.loss.focal_alpha,
+            "loss_weight": m.loss.cate_weight,
+        },
+    }
 
 
 def mmdet_config(cfg: Config) -> dict[str, Any]:
@@ -153,7 +193,6 @@ def mmdet_config(cfg: Config) -> dict[str, Any]:
             f"(ResNet-18/34/50/101 presets without DCN, mask windows or relative "
             f"coordinates only)"
         )
-    gn = {"type": "GN", "num_groups": 32, "requires_grad": True}
     t = m.test
     return {
         "type": "SOLOv2",
@@ -181,39 +220,7 @@ def mmdet_config(cfg: Config) -> dict[str, Any]:
             "start_level": 0,
             "num_outs": 5,
         },
-        "mask_head": {
-            "type": "SOLOV2Head",
-            "num_classes": m.num_classes,
-            "in_channels": m.fpn_channels,
-            "feat_channels": h.seg_feat_channels,
-            "stacked_convs": h.stacked_convs,
-            "strides": list(h.strides),
-            "scale_ranges": [tuple(r) for r in h.scale_ranges],
-            "pos_scale": h.sigma,
-            "num_grids": list(h.num_grids),
-            "cls_down_index": 0,
-            "mask_feature_head": {
-                "feat_channels": m.mask_feat.mid_channels,
-                "start_level": 0,
-                "end_level": 3,
-                "out_channels": h.kernel_channels,
-                "mask_stride": 4,
-                "norm_cfg": gn,
-            },
-            "norm_cfg": gn,
-            "loss_mask": {
-                "type": "DiceLoss",
-                "use_sigmoid": True,
-                "loss_weight": m.loss.dice_weight,
-            },
-            "loss_cls": {
-                "type": "FocalLoss",
-                "use_sigmoid": True,
-                "gamma": m.loss.focal_gamma,
-                "alpha": m.loss.focal_alpha,
-                "loss_weight": m.loss.cate_weight,
-            },
-        },
+        "mask_head": _mask_head(cfg),
         "test_cfg": {
             "nms_pre": t.nms_pre,
             "score_thr": t.score_thr,
@@ -229,7 +236,7 @@ def mmdet_config(cfg: Config) -> dict[str, Any]:
 def build_peer(cfg: Config) -> nn.Module:
     """mmdet's SOLOv2 for ``cfg``, random init (seeded), on the CPU."""
     models = import_mmdet()
-    from mmengine.config import ConfigDict  # attribute access to the nested settings
+    from mmengine.config import ConfigDict  # optional extra; attribute access to the settings
 
     torch.manual_seed(cfg.solver.seed)
     return models.build(ConfigDict(mmdet_config(cfg)))
@@ -284,7 +291,7 @@ class DeviceMasks:
 
 
 def _samples(shapes: Sequence[tuple[tuple[int, int], tuple[int, int]]]) -> list[Any]:
-    from mmdet.structures import DetDataSample
+    from mmdet.structures import DetDataSample  # optional extra
 
     return [
         DetDataSample(
@@ -295,7 +302,7 @@ def _samples(shapes: Sequence[tuple[tuple[int, int], tuple[int, int]]]) -> list[
 
 
 def infer_step(
-    args: argparse.Namespace,
+    opts: BenchOptions,
     cfg: Config,
     device: torch.device,
     sets: list[list[Tensor]],
@@ -303,8 +310,6 @@ def infer_step(
 ) -> Step:
     """uint8 images on the device -> our resize (``resize_uint8``) -> mmdet's preprocessor
     (normalise, pad) -> ``predict(rescale=True)``: masks at the original size."""
-    from ..infer.preprocess import resize_keep_ratio_size, resize_uint8
-
     net = peer.to(device).eval()
     scale = cfg.data.test_scale
 
@@ -316,7 +321,7 @@ def infer_step(
             nh, nw = resize_keep_ratio_size(h, w, scale)
             imgs.append(resize_uint8(im, nh, nw) if (nh, nw) != (h, w) else im)
             shapes.append(((nh, nw), (h, w)))
-        with autocast(device, peer_amp(args)):
+        with autocast(device, opts.peer_dtype):
             data = net.data_preprocessor({"inputs": imgs, "data_samples": _samples(shapes)}, False)
             return net.predict(data["inputs"], data["data_samples"], rescale=True)
 
@@ -324,7 +329,7 @@ def infer_step(
 
 
 def time_train(
-    args: argparse.Namespace,
+    opts: BenchOptions,
     cfg: Config,
     device: torch.device,
     source: Callable[[], Step],
@@ -332,7 +337,7 @@ def time_train(
 ) -> dict[str, Any]:
     """The same batches, unpadded uint8 (mmdet's preprocessor normalises and pads them back to
     the same canvas), ground truth as ``InstanceData`` over the device tensors."""
-    from mmengine.structures import InstanceData
+    from mmengine.structures import InstanceData  # optional extra
 
     net = peer.to(device)
     opt = torch.optim.SGD(
@@ -350,8 +355,8 @@ def time_train(
                 bboxes=t.boxes, labels=t.labels, masks=DeviceMasks(t.masks)
             )  # type: ignore[arg-type]
         imgs = [b.images[i, :, :h, :w] for i, (h, w) in enumerate(sizes)]
-        with autocast(device, peer_amp(args)):
+        with autocast(device, opts.peer_dtype):
             data = net.data_preprocessor({"inputs": imgs, "data_samples": samples}, True)
             return net.loss(data["inputs"], data["data_samples"])
 
-    return train_loop(net, opt, loss_fn, source(), cfg, device, args)
+    return train_loop(net, opt, loss_fn, source(), cfg, device, opts)

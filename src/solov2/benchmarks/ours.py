@@ -3,7 +3,6 @@ model's work, and the timed inference pipeline and training step."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,16 @@ import torch
 from torch import Tensor, nn
 
 from ..config import Config
+from ..infer.fast import FastModel
+from ..infer.preprocess import preprocess_images
+from ..model import build_model
+from ..ops.dynamic import flatten_levels
+from ..ops.masks import points_nms
+from ..postprocess import PostProcessor
 from ..structures import Batch
+from ..train.setup import compile_for_training
+from ..train.step import build_optimizer, train_step
+from .options import BenchOptions
 from .timing import Step, autocast, time_loop
 
 TARGET_CANDIDATES = 100  # (cell, class) pairs passing score_thr per image, ours (infer)
@@ -22,8 +30,6 @@ LR = 0.01
 
 def ours_model(cfg: Config, device: torch.device, channels_last: bool) -> nn.Module:
     """``build_model(cfg)``, seeded from ``cfg.solver.seed``, on ``device``."""
-    from ..model import build_model
-
     torch.manual_seed(cfg.solver.seed)
     fmt = torch.channels_last if channels_last else torch.preserve_format
     return build_model(cfg).to(device, memory_format=fmt)  # type: ignore[call-overload]
@@ -41,9 +47,6 @@ def balance_work(
     gives crisp masks of ~10% of the image; each class's logits get mean 0, std ``CATE_LOGIT_STD``
     and a common shift (bisection over the ``(images, sizes)`` batches) so that ~``target``
     (cell, class) pairs per image pass ``score_thr``."""
-    from ..losses import flatten_levels
-    from ..ops.masks import points_nms
-
     cate, kern = model.head.solo_cate, model.head.solo_kernel
     with autocast(batches[0][0].device, amp):
         outs = [model(x, sizes) for x, sizes in batches]
@@ -85,22 +88,18 @@ def balance_work(
     cate.bias.copy_(hi - mu * scale)
 
 
-def infer_work(
-    args: argparse.Namespace, cfg: Config, model: nn.Module, sets: list[list[Tensor]]
-) -> None:
+def infer_work(opts: BenchOptions, cfg: Config, model: nn.Module, sets: list[list[Tensor]]) -> None:
     """Tweak ``model``'s head (:func:`balance_work`) on the preprocessed ``sets``."""
-    from ..infer.preprocess import preprocess_images
-
     balance_work(
         model,
         cfg,
         [preprocess_images(s, cfg.data.test_scale, cfg.data.size_divisor)[:2] for s in sets],
-        args.amp,
+        opts.amp,
     )
 
 
 def infer_step(
-    args: argparse.Namespace,
+    opts: BenchOptions,
     cfg: Config,
     device: torch.device,
     sets: list[list[Tensor]],
@@ -110,55 +109,37 @@ def infer_step(
     """Our inference pipeline (resize, pad, network, post-processing to the original size) on
     the tweaked ``model`` as a step over ``sets``; ``work`` gets what it does (candidates and
     detections per image, counted eagerly before any ``--fast`` wrapping)."""
-    from ..engine.evaluate import postprocess_cfg
-    from ..infer.preprocess import preprocess_images
-    from ..model.build import mask_geometry
-    from ..ops.masks import points_nms
-    from ..postprocess import postprocess
-
     model.eval()
-    h, pp, geometry = cfg.model.head, postprocess_cfg(cfg), mask_geometry(cfg.model)
-    fwd = torch.compile(model) if args.compile else model
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    post = PostProcessor.from_config(cfg)
+    fwd = torch.compile(model) if opts.compile else model
+    fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
 
     def run(imgs: list[Tensor], net: nn.Module) -> tuple[Any, list[Any]]:
         x, sizes, orig = preprocess_images(imgs, cfg.data.test_scale, cfg.data.size_divisor)
         x = x.contiguous(memory_format=fmt)
-        with autocast(device, args.amp):
+        with autocast(device, opts.amp):
             out = net(x, sizes)
-        return out, postprocess(
-            out.cate_logits,
-            out.kernel_preds,
-            out.mask_feats,
-            sizes,
-            orig,
-            h.num_grids,
-            h.strides,
-            pp,
-            out.candidates,
-            **geometry,
-        )
+        return out, post(out, sizes, orig)
 
     cands = dets = 0
     with torch.inference_mode():
         for imgs in sets:  # the work the tweak produces (untimed, eager)
             out, preds = run(imgs, model)
             cands += sum(
-                int((points_nms(c.float().sigmoid()) > pp.score_thr).sum()) for c in out.cate_logits
+                int((points_nms(c.float().sigmoid()) > post.cfg.score_thr).sum())
+                for c in out.cate_logits
             )
             dets += sum(len(p) for p in preds)
     n = len(sets) * len(sets[0])
     work.update(candidates_per_image=cands / n, detections_per_image=dets / n)
-    if getattr(args, "fast", False):
-        from ..infer.fast import FastModel
-
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+    if opts.fast:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(opts.amp)
         fwd = FastModel(
             model,
             dtype=dtype,
             channels_last=True,
             cuda_graphs=device.type == "cuda",
-            compile=args.compile,
+            compile=opts.compile,
         )
 
     @torch.inference_mode()
@@ -175,11 +156,11 @@ def train_loop(
     get: Step,
     cfg: Config,
     device: torch.device,
-    args: argparse.Namespace,
+    opts: BenchOptions,
 ) -> dict[str, Any]:
     """Time full steps: losses, backward (GradScaler for fp16, a no-op otherwise), clip, SGD."""
     params = [p for g in opt.param_groups for p in g["params"]]
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
 
     def step(i: int) -> None:
         loss: Any = sum(loss_fn(get(i)).values())
@@ -192,11 +173,11 @@ def train_loop(
         scaler.update()
 
     model.train()
-    return time_loop(step, args.warmup, args.iters, device, args.batch_size)
+    return time_loop(step, opts.warmup, opts.iters, device, opts.batch_size)
 
 
 def time_train(
-    args: argparse.Namespace,
+    opts: BenchOptions,
     cfg: Config,
     device: torch.device,
     source: Callable[[], Step],
@@ -204,16 +185,13 @@ def time_train(
 ) -> dict[str, Any]:
     """Time our training step (``train_step``, ``build_optimizer``); ``--compile``: static
     shapes (``compile_for_training``)."""
-    from ..engine.train import build_optimizer, train_step
-    from ..engine.train_setup import compile_for_training
-
-    fwd = compile_for_training(model) if args.compile else model
+    fwd = compile_for_training(model) if opts.compile else model
     return train_loop(
         model,
         build_optimizer(model, cfg, LR),
-        lambda b: train_step(fwd, b, cfg, args.amp),
+        lambda b: train_step(fwd, b, cfg, opts.amp),
         source(),
         cfg,
         device,
-        args,
+        opts,
     )

@@ -9,6 +9,9 @@ from typing import Any
 
 import torch
 
+from ..ops.matrix_nms import matrix_nms
+from ..runtime.device import autocast_dtype
+
 Step = Callable[[int], Any]
 BLOCKS = 6  # alternating blocks per pipeline (time_alternating)
 
@@ -89,15 +92,8 @@ def time_alternating(
     return [_stats(t, batch_size, peaks[k] if cuda else None) for k, t in enumerate(times)]
 
 
-def peer_amp(args: Any) -> str:
-    """The peer's ``--amp``: ``--peer-amp`` when given, else ours."""
-    return getattr(args, "peer_amp", None) or args.amp
-
-
 def autocast(device: torch.device, amp: str) -> torch.autocast:
     """``torch.autocast`` for ``--amp`` (none|fp16|bf16) on ``device``."""
-    from ..engine.evaluate import autocast_dtype
-
     dtype = autocast_dtype(amp)
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
@@ -111,8 +107,6 @@ def bench_matrix_nms(
     warmup: int = 3,
 ) -> float:
     """Median milliseconds of :func:`solov2.ops.matrix_nms` on ``n`` random ``h x w`` masks."""
-    from ..ops import matrix_nms
-
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     g = torch.Generator().manual_seed(0)
     masks = (torch.rand(n, h, w, generator=g) > 0.7).to(dev)

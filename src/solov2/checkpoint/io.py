@@ -1,142 +1,54 @@
-"""Atomic, pickle-free checkpoints.
+"""Atomic, pickle-free checkpoints: saving, loading, ``last_checkpoint`` and resume look-up.
 
 Resume checkpoints are written with :func:`torch.save` and read back with
 ``torch.load(weights_only=True)``, so they may hold only plain data: tensors, numbers, strings,
 ``None``, lists, tuples and dicts. The config travels as a plain dict and RNG states as tensors
-(:func:`capture_rng_state`). Released weights are ``.safetensors`` files with the config stored
-as JSON in the metadata.
+(:func:`solov2.checkpoint.rng.capture_rng_state`). Released weights are ``.safetensors`` files
+with the config stored as JSON in the metadata.
 
 File names follow detectron2: ``model_{iter:07d}.pth``, ``model_final.pth`` and a
 ``last_checkpoint`` text file naming the newest checkpoint of an output directory.
 
-Every write goes to a temporary file in the target directory, is flushed and ``fsync``-ed, and
-then atomically renamed over the destination, so a crash never leaves a half-written file
-under the final name.
+Every write goes through :func:`solov2.utils.fileio.atomic_write` (temporary file, ``fsync``,
+atomic rename), so a crash never leaves a half-written file under the final name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import os
-import random
+import pickle
+import pickletools
 import re
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
 from ..errors import CheckpointError
+from ..utils.fileio import PathLike, atomic_write, atomic_write_text
 
 __all__ = [
     "LAST_CHECKPOINT",
-    "atomic_write",
-    "atomic_write_text",
-    "capture_rng_state",
     "find_resume",
+    "is_safetensors",
     "load_checkpoint",
-    "restore_rng_state",
     "save_checkpoint",
     "save_safetensors",
+    "tensors_to_cpu",
     "write_last_checkpoint",
 ]
 
 LAST_CHECKPOINT = "last_checkpoint"
 _TORCH_SUFFIXES = (".pth", ".pt", ".pkl", ".bin", ".ckpt")
 _ITER_CKPT = re.compile(r"^model_(\d+)\.pth$")
-
-PathLike = str | os.PathLike[str]
-
-
-# ----------------------------------------------------------------------------------------------
-# atomic writes
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Flush a directory entry (the rename) to disk; a no-op where directories can't be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@functools.lru_cache(maxsize=1)
-def _umask() -> int:
-    try:  # Linux: read it without changing it
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def remove_stale_temp_files(directory: PathLike) -> list[str]:
-    """Delete temporary files that :func:`atomic_write` left in ``directory`` when its process was
-    killed mid-write (``.<name>.<random>.tmp``). Call it before this process writes there.
-
-    Returns:
-        The names removed.
-    """
-    removed = []
-    d = Path(directory)
-    if not d.is_dir():
-        return removed
-    for f in d.glob(".*.tmp"):
-        if f.is_file() and f.name.count(".") >= 3:
-            try:
-                f.unlink()
-                removed.append(f.name)
-            except OSError:
-                pass
-    return removed
-
-
-def atomic_write(path: PathLike, writer: Callable[[IO[bytes]], None]) -> None:
-    """Call ``writer(file)`` on a temporary file next to ``path`` and rename it over ``path``.
-
-    ``writer`` gets a binary file object whose ``name`` is the temporary path. The temporary
-    file is flushed and fsync-ed before :func:`os.replace`, and the directory is
-    fsync-ed afterwards. If ``writer`` raises, the temporary file is removed and an existing
-    ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        with open(tmp, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Atomically write UTF-8 text to ``path``."""
-    data = text.encode("utf-8")
-    atomic_write(path, lambda f: f.write(data))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,7 +113,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def _allowed_globals() -> set[str]:
-    try:  # private, but it is exactly the list weights_only accepts
+    try:  # private, but it is exactly the list weights_only accepts: imported where its
+        # absence (another torch version) is tolerated
         from torch._weights_only_unpickler import _get_allowed_globals
 
         return set(_get_allowed_globals())
@@ -215,9 +128,6 @@ def _scan_pickle_globals(path: Path, limit: int = 8) -> list[str]:
     Handles zip checkpoints (``torch.serialization.get_unsafe_globals_in_checkpoint``) and raw or
     legacy-torch pickles (:mod:`pickletools`); best effort, for error messages only.
     """
-    import pickletools
-    import zipfile
-
     if zipfile.is_zipfile(path):
         try:
             return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
@@ -241,7 +151,7 @@ def _scan_pickle_globals(path: Path, limit: int = 8) -> list[str]:
     return [n for n in dict.fromkeys(names) if n not in allowed]
 
 
-def _is_safetensors(path: Path) -> bool:
+def is_safetensors(path: Path) -> bool:
     """``.safetensors`` suffix, or a header sniff: 8-byte little-endian length, then ``{``."""
     if path.suffix == ".safetensors":
         return True
@@ -254,9 +164,6 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str, Any]:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
     device = str(map_location) if not isinstance(map_location, str) else map_location
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -276,8 +183,6 @@ def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
 
 
 def _load_torch(path: Path, map_location: str | torch.device) -> dict[str, Any]:
-    import pickle
-
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -338,7 +243,7 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
         raise CheckpointError(f"{path}: no such checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: not a regular file")
-    if _is_safetensors(path):
+    if is_safetensors(path):
         return _load_safetensors(path, map_location)
     return _load_torch(path, map_location)
 
@@ -355,8 +260,6 @@ def save_safetensors(
     Tensors are moved to CPU and made contiguous, unshared copies (safetensors refuses tensors
     that share storage, e.g. tied weights).
     """
-    from safetensors.torch import save
-
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
     tensors: dict[str, Tensor] = {}
@@ -365,7 +268,7 @@ def save_safetensors(
             raise TypeError(f"{path}: model_state[{key!r}] is {type(value).__name__}, not a Tensor")
         tensors[key] = value.detach().to("cpu").contiguous().clone()
     metadata = {"config": json.dumps(config), "format": "pt", "producer": "solov2"}
-    data = save(tensors, metadata=metadata)
+    data = safetensors_bytes(tensors, metadata=metadata)
     atomic_write(path, lambda f: f.write(data))
 
 
@@ -425,63 +328,3 @@ def find_resume(output_dir_or_file: PathLike) -> Path | None:
     if p.suffix in (*_TORCH_SUFFIXES, ".safetensors"):
         raise CheckpointError(f"{p}: no such checkpoint file")
     return None
-
-
-# ----------------------------------------------------------------------------------------------
-# RNG state as plain tensors
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, numpy, torch CPU and CUDA RNG states as tensors/numbers (weights_only safe)."""
-    version, mt, gauss_next = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state(legacy=True)
-    state: dict[str, Any] = {
-        "python": {
-            "version": int(version),
-            "state": torch.tensor(mt, dtype=torch.int64),
-            "gauss_next": None if gauss_next is None else float(gauss_next),
-        },
-        "numpy": {
-            "name": str(np_name),
-            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64).copy()),
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "cached_gaussian": float(np_cached),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": [],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what :func:`capture_rng_state` captured; missing parts are skipped.
-
-    CUDA states are restored for as many devices as both the checkpoint and this machine have.
-    """
-    py = state.get("python")
-    if py is not None:
-        mt = tuple(int(x) for x in torch.as_tensor(py["state"]).tolist())
-        gauss = py.get("gauss_next")
-        random.setstate((int(py["version"]), mt, None if gauss is None else float(gauss)))
-    npst = state.get("numpy")
-    if npst is not None:
-        keys = torch.as_tensor(npst["keys"]).numpy().astype(np.uint32)
-        np.random.set_state(
-            (
-                str(npst["name"]),
-                keys,
-                int(npst["pos"]),
-                int(npst["has_gauss"]),
-                float(npst["cached_gaussian"]),
-            )
-        )
-    cpu = state.get("torch")
-    if cpu is not None:
-        torch.set_rng_state(torch.as_tensor(cpu, dtype=torch.uint8).cpu())
-    cuda = state.get("cuda") or []
-    if cuda and torch.cuda.is_available():
-        for i, s in enumerate(cuda[: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(torch.as_tensor(s, dtype=torch.uint8).cpu(), device=i)

@@ -115,16 +115,10 @@ def _rebuild_tensor_v2(
     return t
 
 
-def _rebuild_tensor_v3(
-    storage: Any,
-    offset: int,
-    size: Any,
-    stride: Any,
-    requires_grad: Any,
-    backward_hooks: Any,
-    dtype: Any,
-    metadata: Any = None,
-) -> Tensor:
+def _rebuild_tensor_v3(storage: Any, offset: int, size: Any, stride: Any, *rest: Any) -> Tensor:
+    """torch's ``_rebuild_tensor_v3``; ``rest`` is ``(requires_grad, backward_hooks, dtype[,
+    metadata])`` as pickled (the hooks never attached)."""
+    dtype, metadata = rest[2], (rest[3] if len(rest) > 3 else None)
     if not isinstance(dtype, torch.dtype):
         raise pickle.UnpicklingError(f"expected a dtype, found {type(dtype).__name__}")
     t = torch.empty((0,), dtype=dtype, device=storage._untyped_storage.device)

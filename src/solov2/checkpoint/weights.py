@@ -1,7 +1,7 @@
 """Initial weights: torchvision ImageNet backbones and fine-tuning from a SOLOv2 checkpoint.
 
 All files are read with ``torch.load(weights_only=True)`` (through
-:func:`solov2.engine.checkpoint.load_checkpoint`), never unpickling code.
+:func:`solov2.checkpoint.io.load_checkpoint`), never unpickling code.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
+from .io import load_checkpoint
 
 __all__ = [
     "MIN_INIT_FRACTION",
@@ -69,8 +70,6 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Non
         CheckpointError: one line naming the file: unreadable or unsafe file, or keys/shapes that
             do not fit this backbone (e.g. a ResNet-50 file for a ResNet-18 backbone).
     """
-    from .checkpoint import load_checkpoint
-
     backbone = getattr(model, "backbone", model)
     if not hasattr(backbone, "load_imagenet"):
         raise TypeError(f"{type(backbone).__name__} has no load_imagenet method")
@@ -173,8 +172,6 @@ def init_from_checkpoint(
     Returns:
         An :class:`InitReport` (``summary()`` for one line, ``lines()`` for a short table).
     """
-    from .checkpoint import load_checkpoint
-
     where = "checkpoint"
     if isinstance(ckpt_state, (str, os.PathLike)):
         where = str(ckpt_state)

@@ -1,6 +1,7 @@
 """Command-line machinery kept apart from the commands: one-line argparse errors, number flags
 that reject obviously invalid values, ``a.b=value`` tokens taken out of the line, one-line
-messages. No torch import here (``solov2 --help`` must stay instant)."""
+messages, flags applied to a config. No torch import here (``solov2 --help`` must stay
+instant)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ..config import Config, apply_overrides
+
 __all__ = [
     "FRACTION",
     "NONNEG_INT",
     "POS_FLOAT",
     "POS_INT",
     "OneLineParser",
+    "apply_flags",
     "number",
     "one_line",
     "one_line_warnings",
@@ -109,3 +113,44 @@ def split_overrides(
         else:
             rest.append(tok)
     return sub, rest, opts
+
+
+DATA_FLAGS = (
+    "data_root",
+    "train_split",
+    "val_split",
+    "train_json",
+    "train_images",
+    "val_json",
+    "val_images",
+    "workers",
+)
+# (flag, cfg.solver field)
+SOLVER_FLAGS = (
+    ("epochs", "epochs"),
+    ("max_iters", "max_iters"),
+    ("batch_size", "batch_size"),
+    ("lr", "base_lr"),
+    ("autoscale_lr", "autoscale_lr"),
+    ("seed", "seed"),
+    ("amp", "amp"),
+    ("eval_period", "eval_period"),
+)
+
+
+def apply_flags(args: argparse.Namespace, cfg: Config, *, solver: bool = True) -> Config:
+    """``cfg`` with the command's data flags (``--data-root``, ``--val-split``, ...), with
+    ``solver`` its solver flags (``--epochs``, ``--lr``, ...) and ``--backbone-weights``, and
+    then its ``a.b=value`` overrides applied. Flags a command does not have are skipped."""
+    d, s = cfg.data, cfg.solver
+    for key in DATA_FLAGS:
+        v = getattr(args, key, None)
+        if v is not None:
+            setattr(d, key, v)
+    for flag, key in SOLVER_FLAGS if solver else ():
+        v = getattr(args, flag, None)
+        if v is not None:
+            setattr(s, key, v)
+    if solver and getattr(args, "backbone_weights", None):
+        cfg.model.backbone.weights = args.backbone_weights
+    return apply_overrides(cfg, list(getattr(args, "opts", []) or []))

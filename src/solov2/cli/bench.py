@@ -10,7 +10,8 @@ or on real JPEGs through the training loader (``--real DIR`` / ``--data-root`` w
 the device). Each iteration is timed on its own (synchronised); medians are reported. In
 ``infer`` both models stay on the device and are timed in alternating blocks (a drift of clocks
 or host load falls on both alike). The config takes ``a.b=value`` overrides as every command
-does. Parts: :mod:`solov2.benchmarks`.
+does. This module turns the flags into :class:`~solov2.benchmarks.options.BenchOptions` and runs
+the parts of :mod:`solov2.benchmarks`.
 """
 
 from __future__ import annotations
@@ -23,37 +24,29 @@ from typing import Any
 import torch
 import torchvision
 
-from .benchmarks import maskrcnn
-from .benchmarks.data import (
-    N_SETS,
-    batch_source,
-    image_sets,
-    run_loader,
-    synthetic_batch,
-    uses_real_data,
-)
-from .benchmarks.ours import TARGET_CANDIDATES, balance_work, infer_work, ours_model
-from .benchmarks.ours import infer_step as ours_infer_step
-from .benchmarks.ours import time_train as ours_train
-from .benchmarks.timing import bench_matrix_nms, peer_amp, time_alternating, time_loop
-from .config import Config
-from .engine.complexity import bench_input_size, format_complexity, model_complexity
-from .errors import UserError
-from .presets import get_config
+from ..benchmarks import maskrcnn, mmdet
+from ..benchmarks.complexity import bench_input_size, model_complexity
+from ..benchmarks.data import batch_source, image_sets, run_loader, synthetic_batch, uses_real_data
+from ..benchmarks.options import BenchOptions
+from ..benchmarks.ours import infer_step as ours_infer_step
+from ..benchmarks.ours import infer_work, ours_model
+from ..benchmarks.ours import time_train as ours_train
+from ..benchmarks.report import bench_notes, format_report
+from ..benchmarks.timing import bench_matrix_nms, time_alternating
+from ..config import Config
+from ..errors import UserError
+from ..presets import get_config
+from ..runtime.threads import configure_threads
+from .args import apply_flags
 
-__all__ = [
-    "N_SETS",
-    "balance_work",
-    "bench_matrix_nms",
-    "format_report",
-    "ours_model",
-    "parse_size",
-    "run_bench",
-    "synthetic_batch",
-    "time_loop",
-]
+__all__ = ["bench_matrix_nms", "parse_size", "run", "run_bench", "synthetic_batch"]
 
-PEER_NAMES = {"maskrcnn": "peer (Mask R-CNN)", "mmdet": "peer (mmdet SOLOv2)"}
+
+def run(args: argparse.Namespace) -> int:
+    note = configure_threads()
+    if note:
+        print(f"CPU threads: {note} (OMP_NUM_THREADS=N sets them)")
+    return run_bench(args)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -67,124 +60,31 @@ def parse_size(text: str) -> tuple[int, int]:
 def resolve_config(args: argparse.Namespace) -> Config:
     """The preset with the data flags and ``a.b=value`` overrides applied; ``--real DIR`` is
     ``--data-root DIR`` with the split named ``train`` unless ``--train-split`` says otherwise."""
-    from .cli import _resolve_config
-
     if getattr(args, "real", None):
         args.data_root = args.data_root or args.real
         args.train_split = args.train_split or "train"
-    ns = argparse.Namespace(
-        **{
-            k: getattr(args, k, None)
-            for k in (
-                "data_root",
-                "train_split",
-                "val_split",
-                "train_json",
-                "train_images",
-                "val_json",
-                "val_images",
-                "workers",
-            )
-        },
-        opts=getattr(args, "opts", None) or [],
+    return apply_flags(args, get_config(args.config), solver=False)
+
+
+def bench_options(args: argparse.Namespace) -> BenchOptions:
+    """The flags of a parsed ``solov2 bench`` line as typed options."""
+    return BenchOptions(
+        mode=args.mode,
+        batch_size=args.batch_size,
+        iters=args.iters,
+        warmup=args.warmup,
+        amp=args.amp,
+        peer_amp=getattr(args, "peer_amp", None),
+        compile=bool(args.compile),
+        channels_last=bool(args.channels_last),
+        fast=bool(args.fast),
+        compare=args.compare,
+        workers=getattr(args, "workers", None),
     )
-    return _resolve_config(ns, get_config(args.config))
-
-
-def _notes(args: argparse.Namespace, cfg: Config) -> list[str]:
-    real = uses_real_data(cfg)
-    if args.mode == "loader":
-        return [
-            "timed: next(batch).to(device), synchronised: decode, augment, collate, "
-            "worker->main transfer, pinning, host->device copy, mask unpacking",
-            f"data.compact_masks={cfg.data.compact_masks}",
-        ]
-    if args.mode == "infer":
-        notes = [
-            f"ours: random head tweaked for crisp ~10% masks and ~{TARGET_CANDIDATES} "
-            "candidates/image over score_thr (class logits normalised and shifted)"
-        ]
-        if args.compare == "mmdet":
-            notes.append(
-                "peer: mmdet SOLOv2 with our (converted) weights and test settings, "
-                "our resize, its preprocessor and predict(rescale=True)"
-            )
-        else:
-            notes.append(
-                f"peer: float [0,1] images, score_thresh 0, detections_per_img "
-                f"{maskrcnn.PEER_DETECTIONS} (always that many pasted masks), "
-                "transform min/max_size = our resized size"
-            )
-        if args.compare:
-            notes.append(
-                "both models on the device, timed in alternating blocks "
-                "(ours, peer, peer, ours, ...): drift falls on both alike"
-            )
-    else:
-        notes = [
-            "step: forward, targets, losses, backward, clip 35, SGD lr 0.01 m 0.9 wd 1e-4",
-            "data: "
-            + (
-                "real images via build_train_loader, loading timed"
-                if real
-                else f"{N_SETS} synthetic batches prebuilt on the device"
-            ),
-        ]
-        if args.compare == "mmdet":
-            notes.append(
-                "peer: mmdet SOLOv2 from the same weights, the same batches unpadded "
-                "through its preprocessor, python focal loss"
-            )
-        elif args.compare:
-            notes.append("peer: same batches unpadded, float [0,1], labels+1, its resize off")
-    if args.compile and args.mode == "train":
-        notes.append(
-            "--compile: static shapes; real data padded to data.canvas_buckets "
-            "(default 2) canvases per orientation"
-        )
-    return notes + ["--compile and --channels-last apply to ours only"]
-
-
-def format_report(r: dict[str, Any]) -> str:
-    """The readable table of a :func:`run_bench` result."""
-    peer_amp = f" (peer {r['peer_amp']})" if r.get("peer_amp") not in (None, r["amp"]) else ""
-    lines = [
-        f"solov2 bench {r['config']} mode={r['mode']} device={r['device']} batch="
-        f"{r['batch_size']} size={r['size']} amp={r['amp']}{peer_amp} compile="
-        f"{r['compile']} channels_last={r['channels_last']} torch {r['torch']} "
-        f"torchvision {r['torchvision']}",
-        f"{'':22}{'img/s':>9}{'ms/iter':>10}{'p10':>9}{'p90':>9}{'peak MB':>9}{'iters':>7}",
-    ]
-    peer_name = PEER_NAMES.get(r.get("compare") or "", "peer")
-    for key, name in (("ours", "ours (SOLOv2)"), ("peer", peer_name)):
-        if s := r.get(key):
-            mem = "-" if s["peak_mem_mb"] is None else f"{s['peak_mem_mb']:.0f}"
-            lines.append(
-                f"{name:22}{s['img_per_s']:9.2f}{s['ms_per_iter_median']:10.1f}"
-                f"{s['ms_p10']:9.1f}{s['ms_p90']:9.1f}{mem:>9}{s['iters']:7d}"
-            )
-    if r["ratio"] is not None:
-        lines.append(f"ratio ours/peer (img/s): {r['ratio']:.2f}x")
-    if r["mode"] == "loader":
-        s = r["ours"]
-        lines.append(
-            f"loader: {s['instances_per_s']:.0f} instances/s "
-            f"({s['instances_per_batch']:.0f} per batch), {s['mb_per_batch']:.1f} MB "
-            f"per batch from {s['workers']} worker(s)"
-        )
-    if "matrix_nms_ms" in r:
-        lines.append(
-            f"matrix_nms, 500 masks 200x304: {r['matrix_nms_ms']:.2f} ms; ours: "
-            f"{r['candidates_per_image']:.0f} candidates, "
-            f"{r['detections_per_image']:.0f} detections per image"
-        )
-    if r.get("complexity"):
-        lines.append(format_complexity(r["complexity"]))
-    return "\n".join(lines + [f"note: {n}" for n in r["notes"]])
 
 
 def _infer(
-    args: argparse.Namespace,
+    opts: BenchOptions,
     cfg: Config,
     device: torch.device,
     size: tuple[int, int],
@@ -193,26 +93,24 @@ def _infer(
     r: dict[str, Any],
 ) -> None:
     """Inference: ours and the peer both resident, timed in alternating blocks."""
-    sets = image_sets(args.batch_size, size, device, torch.Generator().manual_seed(cfg.solver.seed))
-    r["matrix_nms_ms"] = bench_matrix_nms(device=device, iters=args.iters, warmup=args.warmup)
-    infer_work(args, cfg, model, sets)
+    sets = image_sets(opts.batch_size, size, device, torch.Generator().manual_seed(cfg.solver.seed))
+    r["matrix_nms_ms"] = bench_matrix_nms(device=device, iters=opts.iters, warmup=opts.warmup)
+    infer_work(opts, cfg, model, sets)
     if peer is not None:
-        from .benchmarks import mmdet
-
         mmdet.copy_from_ours(peer, model)
     work: dict[str, float] = {}
-    prepare = [lambda: ours_infer_step(args, cfg, device, sets, model, work)]
-    if args.compare == "maskrcnn":
-        prepare.append(lambda: maskrcnn.infer_step(args, cfg, device, sets))
+    prepare = [lambda: ours_infer_step(opts, cfg, device, sets, model, work)]
+    if opts.compare == "maskrcnn":
+        prepare.append(lambda: maskrcnn.infer_step(opts, cfg, device, sets))
     elif peer is not None:
-        prepare.append(lambda: mmdet.infer_step(args, cfg, device, sets, peer))
-    res = time_alternating(prepare, args.warmup, args.iters, device, args.batch_size)
+        prepare.append(lambda: mmdet.infer_step(opts, cfg, device, sets, peer))
+    res = time_alternating(prepare, opts.warmup, opts.iters, device, opts.batch_size)
     r["ours"], r["peer"] = res[0], (res[1] if len(res) > 1 else None)
     r.update(work)
 
 
 def _run(
-    args: argparse.Namespace,
+    opts: BenchOptions,
     cfg: Config,
     device: torch.device,
     size: tuple[int, int],
@@ -221,26 +119,24 @@ def _run(
     """Time ours and the peer into ``r``: inference in alternating blocks, training one after
     the other (ours freed first)."""
     peer = None
-    if args.compare == "mmdet":
-        from .benchmarks import mmdet
-
+    if opts.compare == "mmdet":
         peer = mmdet.build_peer(cfg)  # on the CPU until its turn
-    model = ours_model(cfg, device, args.channels_last)
+    model = ours_model(cfg, device, opts.channels_last)
     if peer is not None:
         mmdet.load_into_ours(peer, model)
-    if args.mode == "infer":
-        _infer(args, cfg, device, size, model, peer, r)
+    if opts.mode == "infer":
+        _infer(opts, cfg, device, size, model, peer, r)
         return
-    k = cfg.data.canvas_buckets or (2 if args.compile else 0)
-    source = batch_source(args, cfg, device, size, canvas_k=k)
-    r["ours"] = ours_train(args, cfg, device, source, model)
+    k = cfg.data.canvas_buckets or (2 if opts.compile else 0)
+    source = batch_source(opts, cfg, device, size, canvas_k=k)
+    r["ours"] = ours_train(opts, cfg, device, source, model)
     del model
     gc.collect()
     torch.cuda.empty_cache()  # free ours before the peer (no-op without CUDA)
-    if args.compare == "maskrcnn":
-        r["peer"] = maskrcnn.time_train(args, cfg, device, source)
+    if opts.compare == "maskrcnn":
+        r["peer"] = maskrcnn.time_train(opts, cfg, device, source)
     elif peer is not None:
-        r["peer"] = mmdet.time_train(args, cfg, device, source, peer)
+        r["peer"] = mmdet.time_train(opts, cfg, device, source, peer)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -251,6 +147,7 @@ def run_bench(args: argparse.Namespace) -> int:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     cfg, size = resolve_config(args), parse_size(args.size)
+    opts = bench_options(args)
     real = uses_real_data(cfg)
     if args.mode == "loader" and not real:
         raise UserError(
@@ -271,19 +168,19 @@ def run_bench(args: argparse.Namespace) -> int:
         "torchvision": torchvision.__version__,
         "batch_size": args.batch_size,
         "amp": args.amp,
-        "peer_amp": peer_amp(args) if args.compare else None,
+        "peer_amp": opts.peer_dtype if args.compare else None,
         "size": (
             f"train scales {cfg.data.train_scales}"
             if real and args.mode != "infer"
             else f"{size[0]}x{size[1]}"
         ),
         "compile": bool(args.compile),
-        "fast": bool(getattr(args, "fast", False)),
+        "fast": bool(args.fast),
         "channels_last": bool(args.channels_last),
         "real": (cfg.data.train_json or cfg.data.data_root) if real else None,
         "train_split": cfg.data.train_split if real else None,
         "overrides": list(getattr(args, "opts", None) or []),
-        "notes": _notes(args, cfg),
+        "notes": bench_notes(opts, cfg),
     }
     hw = (
         bench_input_size(cfg, args.mode, size, real and args.mode != "infer")
@@ -292,9 +189,9 @@ def run_bench(args: argparse.Namespace) -> int:
     )
     r["complexity"] = model_complexity(cfg, hw, args.batch_size) if hw else None  # before timing
     if args.mode == "loader":
-        r["ours"] = run_loader(args, cfg, device)
+        r["ours"] = run_loader(opts, cfg, device)
     else:
-        _run(args, cfg, device, size, r)
+        _run(opts, cfg, device, size, r)
     r["ratio"] = r["ours"]["img_per_s"] / r["peer"]["img_per_s"] if r["peer"] else None
     print(format_report(r), flush=True)
     if args.json:

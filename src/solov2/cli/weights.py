@@ -3,51 +3,30 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
+from ..pretrained import PRETRAINED, cache_dir, converted_path, lookup, resolve_weights
 
-__all__ = ["add_weights_parser", "cmd_weights", "weights_arg"]
-
-
-def add_weights_parser(sub: Any) -> None:
-    """Register ``weights`` on the CLI's subparsers."""
-    w = sub.add_parser("weights", help="published COCO checkpoints: list, download + convert")
-    ws = w.add_subparsers(dest="action", required=True)
-    ws.add_parser("list", help="known names, sources, published AP, what is cached")
-    d = ws.add_parser("download", help="download, verify and convert into torch hub's cache")
-    d.add_argument(
-        "names",
-        nargs="+",
-        metavar="NAME",
-        help="a name from `solov2 weights list` (NAME@official for the official file), or 'all'",
-    )
-    d.add_argument("--quiet", action="store_true", help="no progress bar")
+__all__ = ["run", "weights_arg"]
 
 
 def weights_arg(spec: str | None) -> str | None:
     """A ``--checkpoint/--weights/--init`` value as a local path (names and URLs fetched)."""
     if spec is None:
         return None
-    from pathlib import Path
-
-    from .pretrained import resolve_weights
-
     path = resolve_weights(spec)
     return spec if Path(spec).exists() else str(path)  # local paths exactly as given
 
 
 def _cached(source: Any) -> str:
-    from .pretrained import cache_dir, converted_path
-
     if converted_path(source).is_file():
         return "converted"
     return "downloaded" if (cache_dir() / source.filename).is_file() else "-"
 
 
 def _list() -> int:
-    from .pretrained import PRETRAINED, cache_dir
-
     rows = [("name", "layout", "mask AP", "sha256", "cached", "url")]
     for entry in PRETRAINED.values():
         for i, s in enumerate(entry.sources):
@@ -61,8 +40,6 @@ def _list() -> int:
 
 
 def _download(names: list[str], quiet: bool) -> int:
-    from .pretrained import PRETRAINED, lookup, resolve_weights
-
     specs = list(PRETRAINED) if names == ["all"] else names
     for spec in specs:  # only published names here; paths and URLs work in other commands
         try:
@@ -79,7 +56,7 @@ def _download(names: list[str], quiet: bool) -> int:
     return 0
 
 
-def cmd_weights(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         return _list()
     return _download(args.names, args.quiet)

@@ -27,7 +27,6 @@ _WHERE = {
     "DatasetStats": "stats",
     "LevelStats": "stats",
     "dataset_stats": "stats",
-    "boxes_from_masks": "transforms",
     "build_transforms": "transforms",
     "rescale_size": "transforms",
 }
@@ -41,7 +40,6 @@ __all__ = [
     "RankStridedSampler",
     "ShuffleSampler",
     "TrainLoader",
-    "boxes_from_masks",
     "build_test_loader",
     "build_train_loader",
     "build_transforms",
@@ -68,7 +66,7 @@ if TYPE_CHECKING:
         dataset_from_config,
     )
     from .stats import DatasetStats, LevelStats, dataset_stats
-    from .transforms import boxes_from_masks, build_transforms, rescale_size
+    from .transforms import build_transforms, rescale_size
 
 
 def __getattr__(name: str) -> Any:

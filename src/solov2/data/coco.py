@@ -21,12 +21,8 @@ Policy (all skips warn with the json file, image id, annotation id and reason, a
 
 from __future__ import annotations
 
-import contextlib
-import io as _io
-import math
 import os
 import pickle
-import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -40,82 +36,20 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset, get_worker_info
 
 from ..errors import DataError
+from ..ops.masks import masks_to_boxes
 from ..structures import Instances, Sample
+from .coco_json import decode_segmentation, make_coco, parse_coco, to_rle
 from .compact import rle_crop
-from .io import FieldChecker, is_number, load_coco_json, read_image, short_repr
-from .transforms import boxes_from_masks
+from .io import load_coco_json, read_image
 
 __all__ = ["CocoInstances", "DataWarning"]
 
 MAX_WARNINGS = 20
 Transform = Callable[[Tensor, Instances], tuple[Tensor, Instances]]
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class DataWarning(UserWarning):
     """A recoverable problem in a dataset (skipped annotation/image, size mismatch)."""
-
-
-def _safe_relpath(file_name: str) -> str | None:
-    """Normalised path relative to the image folder, or None if absolute/escaping/empty."""
-    p = file_name.replace("\\", "/")
-    if not p or p.startswith("/") or _DRIVE.match(p):
-        return None
-    p = os.path.normpath(p)
-    if p in (".", "..") or p.startswith("../") or os.path.isabs(p):
-        return None
-    return p
-
-
-def _check_segmentation(
-    c: FieldChecker, seg: Any, h: int, w: int, where: str, stats: dict[str, int]
-) -> tuple[str, Any] | str:
-    """Validate one segmentation: ``(kind, data)`` if usable, else the skip reason.
-
-    ``kind`` is ``"poly"`` (list of flat ``[x0, y0, x1, y1, ...]`` parts, pixel coordinates),
-    ``"rle"`` (compressed RLE dict) or ``"urle"`` (uncompressed RLE dict).
-    """
-    where = f"{where}.segmentation"
-    if seg is None:
-        return "missing segmentation"
-    if isinstance(seg, list):
-        if not seg:
-            return "empty segmentation"
-        if all(is_number(v) for v in seg):  # a single flat polygon, tolerated
-            seg = [seg]
-        parts = []
-        for j, part in enumerate(seg):
-            if not isinstance(part, list) or not all(is_number(v) for v in part):
-                raise c.fail(f"{where}[{j}]", "must be a list of numbers (a polygon)")
-            if not all(math.isfinite(v) for v in part):
-                return f"polygon {j} has non-finite coordinates"
-            if len(part) >= 6 and len(part) % 2 == 0:
-                parts.append([float(v) for v in part])
-        if not parts:
-            return "no polygon with at least 3 points"
-        stats["dropped_polygon_parts"] += len(seg) - len(parts)
-        return ("poly", parts)
-    if isinstance(seg, dict):
-        size, counts = seg.get("size"), seg.get("counts")
-        if not (isinstance(size, list) and len(size) == 2 and all(is_number(v) for v in size)):
-            raise c.fail(f"{where}.size", f"must be [height, width], got {short_repr(size)}")
-        if [int(size[0]), int(size[1])] != [h, w]:
-            return f"RLE size {size} differs from the image size [{h}, {w}]"
-        if isinstance(counts, str):
-            return ("rle", {"size": [h, w], "counts": counts}) if counts else "empty RLE"
-        if isinstance(counts, list) and all(is_number(v) and v >= 0 for v in counts):
-            if not counts:
-                return "empty RLE"
-            if sum(counts) != h * w:
-                return f"uncompressed RLE counts sum to {sum(counts)}, expected {h * w}"
-            return ("urle", {"size": [h, w], "counts": [int(v) for v in counts]})
-        raise c.fail(f"{where}.counts", "must be an RLE string or a list of non-negative integers")
-    raise c.fail(where, f"must be a list of polygons or an RLE object, got {short_repr(seg)}")
-
-
-def _decode(kind: str, data: Any, h: int, w: int) -> np.ndarray:
-    """Rasterise one segmentation to a uint8 ``[h, w]`` 0/1 array."""
-    return mask_utils.decode(_to_rle((kind, data), h, w))
 
 
 class _PackedList:
@@ -196,7 +130,7 @@ class CocoInstances(Dataset[Sample]):
         self._coco: COCO | None = None
         records, eval_anns = self._parse(data, warn=True)
         if not train:  # evaluation needs it anyway: reuse the parsed JSON
-            self._coco = _make_coco(data, eval_anns)
+            self._coco = make_coco(data, eval_anns)
         del data
         if train and (filter_empty or min_size > 0):
             kept = []
@@ -227,102 +161,14 @@ class CocoInstances(Dataset[Sample]):
             warnings.warn(msg, DataWarning, stacklevel=3)
 
     def _parse(self, data: dict[str, Any], warn: bool) -> tuple[list[tuple], list[dict]]:
-        """Validate ``data``; return per-image records and the annotations kept for evaluation.
-
-        A record is ``(image_id, rel_path, height, width, [(ann_id, label, kind, seg), ...])``.
-        """
-        path, c = self.json_path, FieldChecker(self.json_path)
+        """Validate ``data`` (:func:`~solov2.data.coco_json.parse_coco`); set the categories,
+        return per-image records and the annotations kept for evaluation."""
         stats = self.stats if warn else dict.fromkeys(self.stats, 0)
         note = self._warn if warn else (lambda msg: None)
-        cats: dict[int, str] = {}
-        for i, cat in enumerate(data["categories"]):
-            where = f"categories[{i}]"
-            cid = c.get_int(c.get_obj(cat, where), "id", where)
-            if cid in cats:
-                raise c.fail(where, f"duplicates category id {cid}")
-            cats[cid] = c.get_str(cat, "name", where)
-        if not cats:
-            raise DataError(f"{path}: 'categories' is empty")
-        self.cat_ids: list[int] = sorted(cats)
-        self.class_names: list[str] = [cats[k] for k in self.cat_ids]
-        label_of = {cid: i for i, cid in enumerate(self.cat_ids)}
-
-        images: dict[int, tuple] = {}
-        for i, img in enumerate(data["images"]):
-            where = f"images[{i}]"
-            iid = c.get_int(c.get_obj(img, where), "id", where)
-            if iid in images:
-                raise c.fail(where, f"duplicates image id {iid}")
-            fname = c.get_str(img, "file_name", where)
-            h, w = c.get_int(img, "height", where, True), c.get_int(img, "width", where, True)
-            images[iid] = (iid, fname, h, w, [])
-        if not images:
-            raise DataError(f"{path}: 'images' is empty")
-        stats["images_in_file"] = len(images)
-
-        eval_anns: list[dict] = []
-        for i, ann in enumerate(data["annotations"]):
-            where = f"annotations[{i}]"
-            aid = c.get_int(c.get_obj(ann, where), "id", where)
-            where = f"annotations[{i}] (id={aid})"
-            iid, cid = c.get_int(ann, "image_id", where), c.get_int(ann, "category_id", where)
-            if cid not in cats:
-                raise c.fail(where, f"has category_id {cid} not in categories")
-            if iid not in images:
-                raise c.fail(where, f"has image_id {iid} not in images")
-            crowd = ann.get("iscrowd", 0)
-            if crowd not in (0, 1) or isinstance(crowd, float):
-                raise c.fail(f"{where}.iscrowd", f"must be 0 or 1, got {short_repr(crowd)}")
-            bbox, area = ann.get("bbox"), ann.get("area")
-            if bbox is not None and not (
-                isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)
-            ):
-                raise c.fail(
-                    f"{where}.bbox", f"must be [x, y, width, height], got {short_repr(bbox)}"
-                )
-            if area is not None and not is_number(area):
-                raise c.fail(f"{where}.area", f"must be a number, got {short_repr(area)}")
-            _, _, h, w, anns = images[iid]
-            checked = _check_segmentation(c, ann.get("segmentation"), h, w, where, stats)
-            if not isinstance(checked, str):
-                ev = dict(ann, iscrowd=int(crowd))
-                if checked[0] == "poly":
-                    ev["segmentation"] = checked[1]
-                if area is None or bbox is None:  # COCOeval needs both (bbox: for bbox AP)
-                    rle = _to_rle(checked, h, w)
-                    if area is None:
-                        ev["area"] = float(mask_utils.area(rle))
-                    if bbox is None:
-                        ev["bbox"] = mask_utils.toBbox(rle).tolist()
-                eval_anns.append(ev)
-            if crowd:
-                stats["crowd_annotations"] += 1
-                continue
-            reason = checked if isinstance(checked, str) else None
-            if reason is None and bbox is not None and (bbox[2] < 1 or bbox[3] < 1):
-                reason = f"bbox width/height < 1 ({short_repr(bbox)})"
-            if reason is None and area is not None and area <= 0:
-                reason = f"area {area} <= 0"
-            if reason is not None:
-                stats["skipped_annotations"] += 1
-                note(f"{path}: image {iid} annotation {aid}: skipped, {reason}")
-                continue
-            assert not isinstance(checked, str)
-            anns.append((aid, label_of[cid], checked[0], checked[1]))
-
-        records = []
-        for iid, fname, h, w, anns in images.values():
-            rel = _safe_relpath(fname)
-            if rel is None:
-                stats["unsafe_paths"] += 1
-                stats["skipped_images"] += 1
-                note(
-                    f"{path}: image {iid}: skipped, file_name {short_repr(fname)} is absolute or "
-                    f"outside the image folder"
-                )
-                continue
-            records.append((iid, rel, h, w, anns))
-        return records, eval_anns
+        parsed = parse_coco(data, self.json_path, stats, note)
+        self.cat_ids: list[int] = parsed.cat_ids
+        self.class_names: list[str] = parsed.class_names
+        return parsed.records, parsed.eval_anns
 
     def _set_records(self, records: list[tuple]) -> None:
         if not records:
@@ -343,7 +189,7 @@ class CocoInstances(Dataset[Sample]):
         ``params.imgIds = dataset.image_ids``."""
         if self._coco is None:
             data = load_coco_json(self.json_path)
-            self._coco = _make_coco(data, self._parse(data, warn=False)[1])
+            self._coco = make_coco(data, self._parse(data, warn=False)[1])
         return self._coco
 
     def __getstate__(self) -> dict[str, Any]:
@@ -375,7 +221,7 @@ class CocoInstances(Dataset[Sample]):
             annotation order; int64 ``[N]`` labels.
         """
         _, _, h, w, anns = self._records[index]
-        rles = [_to_rle((kind, seg), h, w) for _, _, kind, seg in anns]
+        rles = [to_rle((kind, seg), h, w) for _, _, kind, seg in anns]
         areas = mask_utils.area(rles) if rles else []
         keep = [i for i, a in enumerate(areas) if a > 0]
         return (
@@ -469,7 +315,7 @@ class CocoInstances(Dataset[Sample]):
             )
         masks: list[np.ndarray] = []
         for aid, label, kind, seg in anns:
-            m = _decode(kind, seg, h, w)
+            m = decode_segmentation(kind, seg, h, w)
             if not m.any():
                 self._event(
                     events,
@@ -484,7 +330,7 @@ class CocoInstances(Dataset[Sample]):
             mt = torch.from_numpy(np.stack(masks))
             if (fh, fw) != (h, w):
                 mt = F.interpolate(mt[None], size=(fh, fw), mode="nearest")[0]
-            inst = Instances(mt, torch.tensor(labels, dtype=torch.int64), boxes_from_masks(mt))
+            inst = Instances(mt, torch.tensor(labels, dtype=torch.int64), masks_to_boxes(mt))
             keep = inst.masks.flatten(1).any(1)
             if not bool(keep.all()):
                 inst = Instances(inst.masks[keep], inst.labels[keep], inst.boxes[keep])
@@ -506,7 +352,7 @@ class CocoInstances(Dataset[Sample]):
         """Non-empty masks as crops of their boxes (:func:`~.compact.rle_crop`), in order,
         each label appended to ``labels``; zero-area masks skipped as in the dense path."""
         for aid, label, kind, seg in anns:
-            crop = rle_crop(_to_rle((kind, seg), h, w) if kind != "urle" else seg)
+            crop = rle_crop(to_rle((kind, seg), h, w) if kind != "urle" else seg)
             if crop is None:
                 self._event(
                     events,
@@ -517,21 +363,3 @@ class CocoInstances(Dataset[Sample]):
                 continue
             labels.append(label)
             yield crop
-
-
-def _to_rle(checked: tuple[str, Any], h: int, w: int) -> dict[str, Any]:
-    kind, data = checked
-    if kind == "poly":
-        return mask_utils.merge(mask_utils.frPyObjects(data, h, w))
-    if kind == "urle":
-        return mask_utils.frPyObjects(data, h, w)
-    return data
-
-
-def _make_coco(data: dict[str, Any], eval_anns: list[dict]) -> COCO:
-    coco = COCO()
-    coco.dataset = {k: v for k, v in data.items() if k != "annotations"}
-    coco.dataset["annotations"] = eval_anns
-    with contextlib.redirect_stdout(_io.StringIO()):  # createIndex prints progress
-        coco.createIndex()
-    return coco

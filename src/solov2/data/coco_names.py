@@ -1,8 +1,18 @@
-"""The 80 COCO class names (contiguous label order) and their COCO category ids."""
+"""The 80 COCO class names (contiguous label order) and their COCO category ids; the class
+names and category ids of a config's labels."""
 
 from __future__ import annotations
 
-__all__ = ["COCO_CATEGORY_IDS", "COCO_CLASSES"]
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch-free and config-free at run time
+    from ..config import Config
+
+__all__ = ["COCO_CATEGORY_IDS", "COCO_CLASSES", "category_ids_of", "class_names_of"]
+
+logger = logging.getLogger("solov2")
 
 COCO_CLASSES: tuple[str, ...] = (
     "person",
@@ -172,3 +182,30 @@ COCO_CATEGORY_IDS: tuple[int, ...] = (
 )
 
 assert len(COCO_CLASSES) == len(COCO_CATEGORY_IDS) == 80
+
+
+def class_names_of(cfg: Config) -> list[str]:
+    """``cfg.data.class_names`` when it has one name per class, else ``class_{i}``."""
+    n = cfg.model.num_classes
+    names = list(cfg.data.class_names)
+    if len(names) == n:
+        return names
+    if names:
+        logger.warning("config has %d class names for %d classes; using class_{i}", len(names), n)
+    return [f"class_{i}" for i in range(n)]
+
+
+def category_ids_of(cfg: Config, class_names: Sequence[str]) -> list[int]:
+    """COCO ``category_id`` of each label.
+
+    In order: ``cfg.data.category_ids`` if the config has one entry per class; the official COCO
+    ids when the class names are the 80 COCO classes; otherwise ``label + 1`` (the ids of a
+    dataset whose categories are numbered 1..C in sorted order, as :mod:`solov2.data.coco` maps
+    them).
+    """
+    ids = getattr(cfg.data, "category_ids", None)
+    if ids and len(ids) == len(class_names):
+        return [int(i) for i in ids]
+    if tuple(class_names) == COCO_CLASSES:
+        return list(COCO_CATEGORY_IDS)
+    return [i + 1 for i in range(len(class_names))]

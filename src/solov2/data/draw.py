@@ -8,9 +8,9 @@ box of the instance's colour in black or white text, whichever reads better.
 
 from __future__ import annotations
 
+import colorsys
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,14 +20,13 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from ..structures import Predictions
+from ..utils.fileio import atomic_write
 
 __all__ = ["caption_font_size", "draw_predictions", "label_color", "save_png"]
 
 
 def label_color(label: int) -> tuple[int, int, int]:
     """A stable, well-spread RGB colour for a class label (golden-ratio hue walk)."""
-    import colorsys
-
     hue = (label * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
     return int(r * 255), int(g * 255), int(b * 255)
@@ -137,14 +136,7 @@ def save_png(image: Tensor, path: str | os.PathLike[str]) -> Path:
     arr = image.detach().to("cpu").numpy()
     if arr.ndim == 3:
         arr = np.ascontiguousarray(arr.transpose(1, 2, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(arr).save(f, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # not fsync-ed (an overlay is cheap to redo); 0o644 whatever the umask, as before
+    return atomic_write(
+        path, lambda f: Image.fromarray(arr).save(f, format="PNG"), mode=0o644, durable=False
+    )

@@ -27,6 +27,7 @@ __all__ = [
     "image_size",
     "load_coco_json",
     "read_image",
+    "to_rgb",
 ]
 
 # Pillow refuses images above 2 * MAX_IMAGE_PIXELS (DecompressionBombError) and warns above it.
@@ -44,7 +45,7 @@ class ImageReadError(OSError):
     """An image that is missing, truncated, corrupt, too large or in an unsupported format."""
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB, scaling (not clipping) high bit depths."""
     mode = img.mode
     if mode == "RGB":
@@ -98,7 +99,7 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
         img.load()  # decodes fully now, so truncated data raises here
         # in place: the default returns a full copy even when nothing is rotated
         ImageOps.exif_transpose(img, in_place=True)
-        rgb = _to_rgb(img)
+        rgb = to_rgb(img)
         arr = np.asarray(rgb, dtype=np.uint8)
         del rgb
     if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - convert("RGB") guarantees this

@@ -7,7 +7,9 @@ batches per epoch, so DDP never waits on a missing step.
 
 from __future__ import annotations
 
+import atexit
 import functools
+import multiprocessing
 import os
 import random
 import signal
@@ -189,9 +191,6 @@ def _main_exiting() -> Any:
     """The event set by an ``atexit`` hook of this (main) process, created once."""
     global _MAIN_EXITING
     if _MAIN_EXITING is None:
-        import atexit
-        import multiprocessing
-
         _MAIN_EXITING = multiprocessing.Event()
         # runs before multiprocessing's own exit hook (atexit is LIFO), which terminates
         # daemonic children (the workers) with SIGTERM and then joins them
@@ -236,12 +235,12 @@ def build_train_loader(
     *,
     aspect_grouping: bool,
     seed: int,
-    distributed: bool = False,
     size_divisor: int = 32,
     canvases: Sequence[tuple[int, int]] | None = None,
 ) -> TrainLoader:
-    """Training loader: shuffled from ``seed`` (``DistributedSampler`` when ``distributed``),
-    optionally aspect-ratio grouped, padded :class:`Batch` es.
+    """Training loader: shuffled from ``seed`` (``DistributedSampler`` in a process group of
+    more than one rank, i.e. under torchrun), optionally aspect-ratio grouped, padded
+    :class:`Batch` es.
 
     ``pin_memory`` when CUDA is available, persistent workers when ``workers > 0``; batches
     padded to ``canvases`` when given (:func:`collate`). Each item's
@@ -252,12 +251,7 @@ def build_train_loader(
         :class:`TrainLoader`, epoch based: ``loader.set_epoch(e); for batch in loader: ...``.
     """
     n = len(dataset)  # type: ignore[arg-type]
-    if distributed:
-        if not (dist.is_available() and dist.is_initialized()):
-            raise UserError(
-                "build_train_loader: distributed=True but torch.distributed is not "
-                "initialised (launch with torchrun)"
-            )
+    if _dist_info()[1] > 1:
         sampler: Sampler[int] = DistributedSampler(dataset, shuffle=True, seed=seed)
     else:
         sampler = ShuffleSampler(n, seed)
@@ -298,7 +292,7 @@ def build_test_loader(
 
     With ``test_scale`` and a dataset that knows its image sizes (``image_sizes()``, from the
     JSON), each rank's items are ordered by padded network input size, so batches hold images
-    of one size and run as one forward pass (see ``engine.evaluate.predict_batch``).
+    of one size and run as one forward pass (see ``solov2.evaluation.evaluate.predict_batch``).
 
     Batches have ``targets=None`` unless ``with_targets`` (evaluation reads ``dataset.coco``).
     """

@@ -1,6 +1,7 @@
-"""Ground truth drawn on a dataset's images, and a one-page summary figure of its statistics.
+"""A dataset's statistics as a table, its ground truth drawn on its images, and a one-page
+summary figure of its statistics.
 
-The overlays reuse :mod:`solov2.infer.visualize` (the colours and mask drawing of ``solov2
+The overlays reuse :mod:`solov2.data.draw` (the colours and mask drawing of ``solov2
 infer``). The figure needs matplotlib (the ``plot`` extra).
 """
 
@@ -15,11 +16,12 @@ import torch
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes
 
-from ..infer.visualize import draw_predictions, label_color, save_png
 from ..structures import Instances, Predictions
+from ..utils.fileio import safe_name
+from .draw import draw_predictions, label_color, save_png
 from .stats import DatasetStats
 
-__all__ = ["draw_ground_truth", "save_summary_figure"]
+__all__ = ["draw_ground_truth", "format_stats", "save_ground_truth", "save_summary_figure"]
 
 
 def draw_ground_truth(
@@ -68,7 +70,7 @@ def save_summary_figure(st: DatasetStats, path: str | os.PathLike[str]) -> Path 
     sizes at the training scale on a log axis with each level's scale range, instances per class
     and, per level, the share of instances that lose all their cells. Returns the path, or
     ``None`` when matplotlib is not installed."""
-    try:
+    try:  # optional extra (plot): imported only when a figure is drawn
         import matplotlib
 
         matplotlib.use("Agg")
@@ -137,8 +139,6 @@ def save_ground_truth(
     dataset: object, indices: Sequence[int], output_dir: Path, class_names: Sequence[str]
 ) -> list[Path]:
     """Draw items ``indices`` of ``dataset`` (un-transformed samples) into ``output_dir``."""
-    from ..infer.infer_cmd import safe_name
-
     used: set[str] = set()
     written = []
     for i in indices:
@@ -146,3 +146,51 @@ def save_ground_truth(
         vis = draw_ground_truth(s.image, s.instances, class_names)
         written.append(save_png(vis, output_dir / safe_name(Path(s.file_name).stem, used)))
     return written
+
+
+def _f(v: float) -> str:
+    return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
+
+
+def format_stats(st: DatasetStats) -> str:
+    """The readable table of :class:`DatasetStats`."""
+    pi, sz, ca = st.per_image, st.size_px, st.coco_areas
+    dropped = ", ".join(f"{k} {v}" for k, v in st.dropped.items()) or "none"
+    sample = f" (measured {st.images} of {st.images_total})" if st.images < st.images_total else ""
+    lines = [
+        f"dataset {st.source}: {st.images_total} images{sample}, {st.instances} instances, "
+        f"{len(st.class_names)} class{'es' if len(st.class_names) != 1 else ''} (skipped: {dropped})",
+        f"config {st.config}: train scales {st.train_scales}"
+        + (" (averaged over the scales; counts per epoch)" if len(st.train_scales) > 1 else ""),
+        f"instances per image: mean {pi['mean']:.1f}, median {pi['median']:g}, max {pi['max']}, "
+        f"min {pi['min']}",
+        f"object size sqrt(box area) at the training scale, px: p5 {sz['p5']:.0f}, p25 "
+        f"{sz['p25']:.0f}, median {sz['median']:.0f}, p75 {sz['p75']:.0f}, p95 {sz['p95']:.0f}, "
+        f"max {sz['max']:.0f}",
+        f"COCO areas (original size): small {ca['small']:.1%}, medium {ca['medium']:.1%}, "
+        f"large {ca['large']:.1%}",
+        "",
+        f"{'level':>5} {'range px':>10} {'grid':>5} {'cell px':>10} {'instances':>10} "
+        f"{'share':>6} {'size in cells p10/med/p90':>26} {'cells/inst':>10} {'lose all':>9} "
+        f"{'(share)':>7} {'lose some':>9}",
+    ]
+    for lv in st.levels:
+        rng = f"{lv.scale_range[0]}-{lv.scale_range[1]}"
+        cell = f"{lv.cell_px[0]:.0f}x{lv.cell_px[1]:.0f}"
+        sic = "/".join(f"{v:.2f}" for v in lv.size_in_cells) if lv.instances else "-"
+        lines.append(
+            f"{lv.level:>5} {rng:>10} {lv.grid:>5} {cell:>10} {_f(lv.instances):>10} "
+            f"{lv.share:>6.1%} {sic:>26} {lv.cells_per_instance:>10.2f} {_f(lv.lose_all):>9} "
+            f"{lv.lose_all_share:>7.1%} {_f(lv.lose_some):>9}"
+        )
+    un = st.unassigned
+    lines += [
+        "",
+        f"in no level: {_f(un['total'])} (too small {_f(un['too_small'])}, too large "
+        f"{_f(un['too_large'])}, between ranges {_f(un['between'])}); vanished in the resize: "
+        f"{_f(st.vanished)}",
+        f"model.test.max_per_img {st.max_per_img}: {st.images_over_max} images exceed it, "
+        f"{st.instances_over_max} instances beyond it",
+    ]
+    lines += [f"warning: {w}" for w in st.warnings] or ["no warnings: the config fits the data"]
+    return "\n".join(lines)

@@ -16,22 +16,21 @@ Multi-scale configs are averaged over their scales: counts are per epoch in expe
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..targets import assign_cells
+from .rle import column_segments, resized_geometry
 from .transforms import padded_size, rescale_size
 
 if TYPE_CHECKING:
     from ..config import Config
     from .coco import CocoInstances
 
-__all__ = ["DatasetStats", "LevelStats", "dataset_stats", "rle_counts"]
+__all__ = ["DatasetStats", "LevelStats", "dataset_stats"]
 
 COLLISION_WARN = 0.05  # share of a level's instances losing every cell
 UNASSIGNED_WARN = 0.01  # share of instances fitting no level (or vanishing in the resize)
@@ -121,96 +120,6 @@ class DatasetStats:
         return asdict(self)
 
 
-def rle_counts(rle: dict[str, Any]) -> np.ndarray:
-    """Run lengths of a compressed COCO RLE (pycocotools' ``rleFrString``, vectorised).
-
-    Returns:
-        int64 ``[R]``: alternating background / foreground runs in column-major order, starting
-        with background.
-    """
-    s = rle["counts"]
-    arr = np.frombuffer(s.encode() if isinstance(s, str) else s, dtype=np.uint8)
-    arr = arr.astype(np.int64) - 48
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    ends = np.flatnonzero((arr & 0x20) == 0)  # the last character of each number
-    starts = np.r_[0, ends[:-1] + 1]
-    k = np.arange(arr.size) - np.repeat(starts, ends - starts + 1)
-    x = np.add.reduceat((arr & 0x1F) << (5 * k), starts)
-    neg = (arr[ends] & 0x10) != 0
-    x[neg] -= np.left_shift(1, 5 * (k[ends[neg]] + 1))
-    c = x.copy()
-    c[2::2] = np.cumsum(x[2::2])  # counts[m] = x[m] + counts[m - 2] for m > 2
-    if c.size > 3:
-        c[3::2] = x[1] + np.cumsum(x[3::2])
-    return c
-
-
-def _segments(rles: list[dict[str, Any]], h: int) -> tuple[np.ndarray, ...]:
-    """Foreground column segments of masks: ``(mask, col, row_start, row_end)`` int64 ``[P]``,
-    grouped by mask in order (every mask has at least one)."""
-    ids, begins, lengths = [], [], []
-    for i, rle in enumerate(rles):
-        c = rle_counts(rle)
-        end = np.cumsum(c)
-        fg = np.arange(1, c.size, 2)
-        fg = fg[c[fg] > 0]
-        begins.append(end[fg] - c[fg])
-        lengths.append(c[fg])
-        ids.append(np.full(fg.size, i, dtype=np.int64))
-    p, n, mid = np.concatenate(begins), np.concatenate(lengths), np.concatenate(ids)
-    x0, x1 = p // h, (p + n - 1) // h
-    pieces = x1 - x0 + 1  # runs wrap over columns: one piece per column
-    run = np.repeat(np.arange(p.size), pieces)
-    col = x0[run] + np.arange(run.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-    ya = np.where(col == x0[run], p[run] % h, 0)
-    yb = np.where(col == x1[run], (p + n - 1)[run] % h + 1, h)
-    return mid[run], col, ya, yb
-
-
-@functools.lru_cache(maxsize=64)
-def _source_index(n_in: int, n_out: int) -> np.ndarray:
-    """Source index of each output row of a nearest resize ``n_in -> n_out``, taken from
-    ``F.interpolate(mode="nearest")`` itself (what torchvision's mask resize runs)."""
-    src = torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in, 1)
-    return F.interpolate(src, size=(n_out, 1), mode="nearest").view(-1).long().numpy()
-
-
-def _geometry(
-    segs: tuple[np.ndarray, ...], n: int, hw: tuple[int, int], out_hw: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per mask, in the resized frame: ``area`` int64 ``[N]``, ``sums`` (x, y pixel-index sums)
-    int64 ``[N, 2]`` and tight ``boxes`` xyxy int64 ``[N, 4]`` (exclusive x2/y2, 0 if empty)."""
-    mid, col, ya, yb = segs
-    ri, cj = _source_index(hw[0], out_hw[0]), _source_index(hw[1], out_hw[1])
-    lo, hi = np.searchsorted(ri, ya), np.searchsorted(ri, yb)  # output rows [lo, hi)
-    clo, chi = np.searchsorted(cj, col), np.searchsorted(cj, col + 1)  # output cols [clo, chi)
-    nr, nc = hi - lo, chi - clo
-    a = nr * nc
-    starts = np.flatnonzero(np.r_[True, mid[1:] != mid[:-1]])
-    area = np.add.reduceat(a, starts)
-    sums = np.stack(
-        [
-            np.add.reduceat(nr * ((clo + chi - 1) * nc // 2), starts),
-            np.add.reduceat(nc * ((lo + hi - 1) * nr // 2), starts),
-        ],
-        1,
-    )
-    big, on = np.iinfo(np.int64).max, a > 0
-    boxes = np.stack(
-        [
-            np.minimum.reduceat(np.where(on, clo, big), starts),
-            np.minimum.reduceat(np.where(on, lo, big), starts),
-            np.maximum.reduceat(np.where(on, chi, -1), starts),
-            np.maximum.reduceat(np.where(on, hi, -1), starts),
-        ],
-        1,
-    )
-    boxes[area == 0] = 0
-    assert area.size == n
-    return area, sums, boxes
-
-
 @dataclass
 class _Acc:
     """Running sums over (image, scale) samples."""
@@ -295,7 +204,7 @@ def _measure(
         if not rles:
             continue
         per_class += np.bincount(labels.numpy(), minlength=len(per_class))
-        segs = _segments(rles, h)
+        segs = column_segments(rles, h)
         areas.extend(
             np.add.reduceat(
                 segs[3] - segs[2], np.flatnonzero(np.r_[True, segs[0][1:] != segs[0][:-1]])
@@ -303,7 +212,7 @@ def _measure(
         )
         for scale in scales:
             out_hw = rescale_size(h, w, scale)
-            geo = _geometry(segs, len(rles), (h, w), out_hw)
+            geo = resized_geometry(segs, len(rles), (h, w), out_hw)
             key = padded_size(*out_hw, cfg.data.size_divisor)
             groups.setdefault(key, []).append(geo)
             if sum(len(g[0]) for g in groups[key]) >= 20000:  # bounded memory
@@ -366,6 +275,43 @@ def _warnings(st: DatasetStats, cfg: Config) -> list[str]:
     return out
 
 
+def _levels(acc: _Acc, head: Any, k: int, total: int) -> list[LevelStats]:
+    """Per FPN level, what the measured instances do there (averaged over the ``k`` train
+    scales)."""
+    levels = []
+    for lv, (s, st) in enumerate(zip(head.num_grids, head.strides)):
+        hit = acc.hit[lv] / k
+        cells = np.concatenate(acc.in_cells[lv]) if acc.in_cells[lv] else np.zeros(0)
+        levels.append(
+            LevelStats(
+                level=lv,
+                scale_range=list(head.scale_ranges[lv]),
+                grid=s,
+                stride=st,
+                cell_px=[round(float(v), 1) for v in acc.cell_hw[lv] / max(1, acc.samples)],
+                instances=round(float(hit), 2),
+                share=round(float(hit / max(1, total)), 4),
+                size_in_cells=_pct(cells, (10, 50, 90)),
+                cells_per_instance=round(float(acc.cells[lv] / max(1, acc.hit[lv])), 2),
+                lose_all=round(float(acc.lose_all[lv] / k), 2),
+                lose_some=round(float(acc.lose_some[lv] / k), 2),
+                lose_all_share=round(float(acc.lose_all[lv] / max(1, acc.hit[lv])), 4),
+            )
+        )
+    return levels
+
+
+def _coco_areas(ar: np.ndarray) -> dict[str, float]:
+    """Shares of COCO's small / medium / large objects among the original-size areas ``ar``."""
+    if not ar.size:
+        return {"small": 0.0, "medium": 0.0, "large": 0.0}
+    return {
+        "small": round(float((ar < COCO_SMALL).mean()), 4),
+        "medium": round(float(((ar >= COCO_SMALL) & (ar < COCO_MEDIUM)).mean()), 4),
+        "large": round(float((ar >= COCO_MEDIUM).mean()), 4),
+    }
+
+
 def dataset_stats(
     dataset: CocoInstances, cfg: Config, max_images: int | None = None
 ) -> DatasetStats:
@@ -392,27 +338,7 @@ def dataset_stats(
     head, counts = cfg.model.head, np.array(per_image)
     total = int(counts.sum())
     sizes = np.concatenate(acc.sizes) if acc.sizes else np.zeros(0)
-    ar = np.array(areas)
-    levels = []
-    for lv, (s, st) in enumerate(zip(head.num_grids, head.strides)):
-        hit = acc.hit[lv] / k
-        cells = np.concatenate(acc.in_cells[lv]) if acc.in_cells[lv] else np.zeros(0)
-        levels.append(
-            LevelStats(
-                level=lv,
-                scale_range=list(head.scale_ranges[lv]),
-                grid=s,
-                stride=st,
-                cell_px=[round(float(v), 1) for v in acc.cell_hw[lv] / max(1, acc.samples)],
-                instances=round(float(hit), 2),
-                share=round(float(hit / max(1, total)), 4),
-                size_in_cells=_pct(cells, (10, 50, 90)),
-                cells_per_instance=round(float(acc.cells[lv] / max(1, acc.hit[lv])), 2),
-                lose_all=round(float(acc.lose_all[lv] / k), 2),
-                lose_some=round(float(acc.lose_some[lv] / k), 2),
-                lose_all_share=round(float(acc.lose_all[lv] / max(1, acc.hit[lv])), 4),
-            )
-        )
+    levels = _levels(acc, head, k, total)
     cap = cfg.model.test.max_per_img
     un = acc.unassigned / k
     st = DatasetStats(
@@ -441,13 +367,7 @@ def dataset_stats(
         ),
         size_bins=[round(float(v), 3) for v in SIZE_BINS],
         size_hist=[round(float(v) / k, 2) for v in np.histogram(sizes, SIZE_BINS)[0]],
-        coco_areas={
-            "small": round(float((ar < COCO_SMALL).mean()), 4) if ar.size else 0.0,
-            "medium": round(float(((ar >= COCO_SMALL) & (ar < COCO_MEDIUM)).mean()), 4)
-            if ar.size
-            else 0.0,
-            "large": round(float((ar >= COCO_MEDIUM).mean()), 4) if ar.size else 0.0,
-        },
+        coco_areas=_coco_areas(np.array(areas)),
         levels=levels,
         unassigned={
             "total": round(float(un.sum()), 2),

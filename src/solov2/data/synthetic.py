@@ -281,19 +281,24 @@ def _encode(img: np.ndarray, ext: str) -> bytes:
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """What every split of one dataset shares (:func:`make_synthetic_coco`'s arguments)."""
+
+    h: int
+    w: int
+    max_objects: int
+    seed: int
+    empty_fraction: float
+    ext: str
+
+
 def _make_split(
-    root: Path,
-    split: str,
-    split_idx: int,
-    num_images: int,
-    h: int,
-    w: int,
-    max_objects: int,
-    seed: int,
-    empty_fraction: float,
-    ext: str,
+    root: Path, split: str, split_idx: int, num_images: int, spec: _Spec
 ) -> dict[str, Any]:
     """Generate one split's images and annotation file; return its summary."""
+    h, w, max_objects, seed = spec.h, spec.w, spec.max_objects, spec.seed
+    empty_fraction, ext = spec.empty_fraction, spec.ext
     img_dir = root / split
     img_dir.mkdir(parents=True, exist_ok=True)
     split_rng = np.random.default_rng([seed, split_idx, 0x5EED])
@@ -340,7 +345,7 @@ def _make_split(
     }
 
 
-def make_synthetic_coco(
+def make_synthetic_coco(  # noqa: PLR0913 - one keyword per dataset property, a tested API
     root: str | Path,
     *,
     num_train: int = 300,
@@ -381,11 +386,10 @@ def make_synthetic_coco(
         raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
     out = Path(root)
     out.mkdir(parents=True, exist_ok=True)
+    spec = _Spec(h, w, max_objects, seed, empty_fraction, ext)
     splits: dict[str, Any] = {}
     for idx, (split, n) in enumerate((("train", num_train), ("val", num_val))):
-        splits[split] = _make_split(
-            out, split, idx, n, h, w, max_objects, seed, empty_fraction, ext
-        )
+        splits[split] = _make_split(out, split, idx, n, spec)
     return {
         "root": str(out),
         "image_size": [h, w],

@@ -21,13 +21,12 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import UserError
-from ..ops.masks import masks_to_boxes as boxes_from_masks
+from ..ops.masks import masks_to_boxes
 from ..structures import Instances
 
 __all__ = [
     "InstanceTransform",
     "KeepRatioResize",
-    "boxes_from_masks",
     "build_transforms",
     "padded_size",
     "rescale_size",
@@ -134,7 +133,7 @@ class InstanceTransform:
         keep = masks.flatten(1).any(dim=1).bool()  # any() of uint8 is uint8: index by bool
         if not bool(keep.all()):
             masks, labels = masks[keep], labels[keep]
-        return image, Instances(masks.contiguous(), labels, boxes_from_masks(masks))
+        return image, Instances(masks.contiguous(), labels, masks_to_boxes(masks))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.transform})"

@@ -19,13 +19,14 @@ from typing import Any, Literal
 
 import numpy as np
 import pycocotools.mask as mask_util
-import torch
-from torch import Tensor
+import torch.distributed as dist
+from pycocotools.cocoeval import COCOeval
 
+from ..data.rle import masks_to_rle
 from ..errors import UserError
 from ..ops.masks import masks_to_boxes
 from ..structures import Predictions
-from .checkpoint import atomic_write_text
+from ..utils.fileio import atomic_write_text
 
 __all__ = [
     "METRIC_NAMES",
@@ -44,23 +45,8 @@ IOU_TYPES = ("segm", "bbox")
 Backend = Literal["auto", "pycocotools", "faster"]
 
 
-def masks_to_rle(masks: Tensor) -> list[dict[str, Any]]:
-    """Encode ``[K, H, W]`` binary masks as COCO compressed RLE dicts (``counts`` as ``str``)."""
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be [K, H, W], got shape {tuple(masks.shape)}")
-    if masks.shape[0] == 0:
-        return []
-    if masks.dtype != torch.bool:
-        masks = masks != 0
-    arr = masks.detach().to("cpu").numpy().astype(np.uint8).transpose(1, 2, 0)
-    rles = mask_util.encode(np.asfortranarray(arr))
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
-
-
 def _faster_available() -> bool:
-    try:
+    try:  # optional extra (fast-eval): imported only to ask whether it is there, and to use it
         import faster_coco_eval  # noqa: F401
     except ImportError:
         return False
@@ -176,8 +162,6 @@ class CocoEvaluator:
         Images seen by several ranks (``DistributedSampler`` padding) are kept once. Other
         ranks are left empty. Returns ``True`` on the rank that holds the merged results.
         """
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return True
         is_main = dist.get_rank() == 0
@@ -229,7 +213,7 @@ class CocoEvaluator:
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             if self.backend == "faster":
-                from faster_coco_eval import COCO as FasterCOCO
+                from faster_coco_eval import COCO as FasterCOCO  # optional extra, see above
                 from faster_coco_eval import COCOeval_faster
 
                 if self._faster_gt is None:
@@ -239,8 +223,6 @@ class CocoEvaluator:
                     self._faster_gt, coco_dt, iouType=iou_type, print_function=print
                 )
             else:
-                from pycocotools.cocoeval import COCOeval
-
                 coco_dt = self.coco_gt.loadRes(dts)
                 coco_eval = COCOeval(self.coco_gt, coco_dt, iouType=iou_type)
             coco_eval.params.imgIds = img_ids

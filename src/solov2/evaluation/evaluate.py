@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +14,46 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..data.transforms import padded_size
-from ..model.build import mask_geometry
-from ..postprocess import PostprocessCfg, postprocess
+from ..postprocess import PostProcessor
+from ..runtime.device import autocast_dtype
+from ..runtime.dist import is_main_process
 from ..structures import Batch, Predictions
-from .coco_eval import CocoEvaluator, format_table, write_results
-from .dist import is_main_process
+from .coco_eval import Backend, CocoEvaluator, format_table, write_results
+
+__all__ = ["EvalOptions", "evaluate", "predict_batch"]
 
 logger = logging.getLogger("solov2")
 
 
-def postprocess_cfg(cfg: Config) -> PostprocessCfg:
-    """The post-processing settings of a config (``cfg.model.test``)."""
-    return PostprocessCfg(**asdict(cfg.model.test))
+@dataclass
+class EvalOptions:
+    """How :func:`evaluate` runs and reports.
 
+    Attributes:
+        amp: autocast dtype of the forward pass (``"none"``, ``"bf16"``, ``"fp16"``).
+        output_dir: where rank 0 writes ``coco_instances_results.json`` and ``metrics.json``
+            (None: nothing written).
+        backend: COCOeval implementation (``"auto"``, ``"pycocotools"``, ``"faster"``).
+        progress: a progress bar on rank 0.
+        max_dets: detections per image that COCOeval counts (default: the model's own cap,
+            ``cfg.model.test.max_per_img``, so dense datasets are not scored at COCO's 100).
+    """
 
-def autocast_dtype(amp: str) -> torch.dtype | None:
-    """``"bf16"`` -> bfloat16, ``"fp16"`` -> float16, ``"none"`` -> None."""
-    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    amp: str = "none"
+    output_dir: str | Path | None = None
+    backend: Backend = "auto"
+    progress: bool = True
+    max_dets: int | None = None
 
 
 @torch.inference_mode()
 def predict_batch(
-    model: nn.Module, batch: Batch, cfg: Config, device: torch.device, amp: str = "none"
+    model: nn.Module,
+    batch: Batch,
+    cfg: Config,
+    device: torch.device,
+    amp: str = "none",
+    post: PostProcessor | None = None,
 ) -> list[Predictions]:
     """Network + post-processing for one padded batch; predictions in the original frame.
 
@@ -43,11 +61,12 @@ def predict_batch(
     larger batch-mate (say a portrait image next to a landscape one) would get other results
     than alone. Images are therefore run in groups of the same own padded size (a multiple of
     ``cfg.data.size_divisor``), each cropped from the batch: an image's result never depends on
-    its batch-mates, as in the reference (one image per GPU at test time).
+    its batch-mates, as in the reference (one image per GPU at test time). ``post``: the
+    config's :class:`~solov2.postprocess.PostProcessor` when the caller already built it.
     """
     images = batch.images.to(device, non_blocking=True)
     dtype = autocast_dtype(amp)
-    h = cfg.model.head
+    post = post or PostProcessor.from_config(cfg)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, (ih, iw) in enumerate(batch.image_sizes.tolist()):
         groups.setdefault(padded_size(ih, iw, cfg.data.size_divisor), []).append(i)
@@ -61,19 +80,7 @@ def predict_batch(
         sizes, orig = batch.image_sizes[idx], batch.orig_sizes[idx]
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(x, sizes)
-        group_preds = postprocess(
-            out.cate_logits,
-            out.kernel_preds,
-            out.mask_feats,
-            sizes,
-            orig,
-            h.num_grids,
-            h.strides,
-            postprocess_cfg(cfg),
-            out.candidates,
-            **mask_geometry(cfg.model),
-        )
-        for i, p in zip(idx, group_preds):
+        for i, p in zip(idx, post(out, sizes, orig)):
             preds[i] = p
     return [p for p in preds if p is not None]
 
@@ -84,35 +91,30 @@ def evaluate(
     dataset: Any,
     cfg: Config,
     device: torch.device,
-    *,
-    amp: str = "none",
-    output_dir: str | Path | None = None,
-    backend: str = "auto",
-    progress: bool = True,
-    max_dets: int | None = None,
+    options: EvalOptions | None = None,
 ) -> dict[str, Any]:
-    """Run the model over ``loader`` (this rank's shard) and evaluate COCO segm/bbox AP.
-
-    ``max_dets``: detections per image that COCOeval counts (default: the model's own cap,
-    ``cfg.model.test.max_per_img``, so dense datasets are not scored at COCO's 100).
+    """Run the model over ``loader`` (this rank's shard) and evaluate COCO segm/bbox AP
+    (:class:`EvalOptions`: autocast, output folder, COCOeval backend and cap, progress bar).
 
     Results (RLE, never dense masks) are gathered to rank 0, which computes the metrics, writes
     ``coco_instances_results.json`` and ``metrics.json`` into ``output_dir`` and logs the tables.
     Other ranks return ``{}``.
     """
+    opts = options or EvalOptions()
     was_training = model.training
     model.eval()
-    cap = cfg.model.test.max_per_img if max_dets is None else max_dets
+    cap = cfg.model.test.max_per_img if opts.max_dets is None else opts.max_dets
     evaluator = CocoEvaluator(
-        dataset.coco, dataset.cat_ids, dataset.class_names, backend=backend, max_dets=cap
-    )  # type: ignore[arg-type]
+        dataset.coco, dataset.cat_ids, dataset.class_names, backend=opts.backend, max_dets=cap
+    )
+    post = PostProcessor.from_config(cfg)
     start = time.perf_counter()
     n_images = 0
-    bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()), leave=False)
+    bar = tqdm(loader, desc="eval", disable=not (opts.progress and is_main_process()), leave=False)
     for batch in bar:
         if batch.events and hasattr(dataset, "record_events"):
             dataset.record_events(batch.events)
-        preds = predict_batch(model, batch, cfg, device, amp)
+        preds = predict_batch(model, batch, cfg, device, opts.amp, post)
         evaluator.process(batch.image_ids, [p.to("cpu") for p in preds])
         n_images += len(batch.image_ids)
     elapsed = time.perf_counter() - start
@@ -130,6 +132,6 @@ def evaluate(
         elapsed,
         format_table(metrics),
     )
-    if output_dir is not None:
-        write_results(output_dir, evaluator.results(), metrics)
+    if opts.output_dir is not None:
+        write_results(opts.output_dir, evaluator.results(), metrics)
     return metrics

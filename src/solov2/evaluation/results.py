@@ -22,26 +22,23 @@ the field; entries for images not in the dataset are skipped with one warning.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
 import posixpath
 import re
 import warnings
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pycocotools.mask as mask_util
 
-from ..config import Config
 from ..data.coco import DataWarning
 from ..data.io import FieldChecker, is_number, read_json_file, short_repr
 from ..errors import UserError
-from .coco_eval import CocoEvaluator, format_table, write_metrics
+from .coco_eval import CocoEvaluator
 
-__all__ = ["read_results", "run_results_evaluation", "score_results", "to_coco_results"]
+__all__ = ["read_results", "score_results", "to_coco_results"]
 
 logger = logging.getLogger("solov2")
 
@@ -296,39 +293,4 @@ def score_results(
     metrics["images"] = len(evaluator.image_ids)
     metrics["results_file"] = source
     metrics["skipped_entries"] = len(skipped)
-    return metrics
-
-
-def run_results_evaluation(
-    results_path: str,
-    args: argparse.Namespace,
-    resolve: Callable[[argparse.Namespace, Config], Config],
-) -> dict[str, Any]:
-    """``solov2 eval --results FILE``: score a predictions file, write ``metrics.json``.
-
-    The config (``--config``, else the defaults, then flags and ``a.b=value`` overrides) gives
-    the dataset and the default cap, ``model.test.max_per_img``.
-    """
-    from ..data.loader import dataset_from_config
-    from ..presets import get_config
-    from .log import setup_logger
-
-    cfg = resolve(args, get_config(args.config) if args.config else Config())
-    cap = cfg.model.test.max_per_img if args.max_dets is None else args.max_dets
-    entries = read_results(results_path)
-    dataset = dataset_from_config(cfg.data, "val", train=False)
-    p = Path(results_path)
-    out = args.output_dir or str(p.parent / f"{p.stem}_eval")
-    metrics = score_results(
-        entries, dataset, source=results_path, max_dets=cap, backend=args.backend
-    )
-    setup_logger(out)
-    logger.info(
-        "scored %s on %d images of %s\n%s",
-        results_path,
-        metrics["images"],
-        dataset.json_path,
-        format_table(metrics),
-    )
-    write_metrics(out, metrics)
     return metrics

@@ -1,37 +1,41 @@
-"""Inference: a batched :class:`Predictor`, visualisation, the ``infer`` command and ONNX export.
+"""Inference: a batched :class:`Predictor`, one model loader (:mod:`.loading`), preprocessing,
+huge images, the fast path, the input files of ``solov2 infer`` and ONNX export.
 
-Imports are lazy so ``import solov2.infer`` stays cheap (ONNX and tqdm load only when used).
+Names are imported on first use (PEP 562), so ``import solov2.infer`` stays cheap (ONNX loads
+only when used).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..data.draw import draw_predictions, save_png
+    from .loading import load_for_inference
     from .predictor import Predictor
     from .preprocess import preprocess_images, resize_keep_ratio_size
-    from .visualize import draw_predictions, save_png
 
 __all__ = [
     "Predictor",
     "draw_predictions",
+    "load_for_inference",
     "preprocess_images",
     "resize_keep_ratio_size",
     "save_png",
 ]
 
 _WHERE = {
-    "Predictor": "predictor",
-    "preprocess_images": "preprocess",
-    "resize_keep_ratio_size": "preprocess",
-    "draw_predictions": "visualize",
-    "save_png": "visualize",
+    "Predictor": ".predictor",
+    "load_for_inference": ".loading",
+    "preprocess_images": ".preprocess",
+    "resize_keep_ratio_size": ".preprocess",
+    "draw_predictions": "..data.draw",
+    "save_png": "..data.draw",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

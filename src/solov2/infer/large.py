@@ -20,9 +20,10 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from pycocotools import mask as mask_util
 from torch import Tensor
 
-from ..data.io import _to_rgb, image_decode_errors, image_size, read_image
+from ..data.io import image_decode_errors, image_size, read_image, to_rgb
 
 __all__ = ["MAX_PIXELS", "read_image_bounded", "upsample_rle"]
 
@@ -58,7 +59,7 @@ def _read_reduced(path: str | os.PathLike[str], size: tuple[int, int], max_pixel
             img.draft("RGB", (max(1, int(sw * scale / 2)), max(1, int(sh * scale / 2))))
         img.load()
         ImageOps.exif_transpose(img, in_place=True)
-        rgb = _to_rgb(img)
+        rgb = to_rgb(img)
         if rgb.width * rgb.height > max_pixels:
             s = math.sqrt(max_pixels / (rgb.width * rgb.height))
             rgb = rgb.resize(
@@ -109,8 +110,6 @@ def upsample_rle(mask: np.ndarray, size: tuple[int, int]) -> dict[str, object]:
         ``{"size": [H, W], "counts": str}``, equal to ``pycocotools.mask.encode`` of the full
         upsampled mask.
     """
-    from pycocotools import mask as mask_util
-
     H, W = (int(v) for v in size)  # noqa: N806
     m = np.asarray(mask, dtype=bool)
     row_rep, col_rep = _repeats(H, m.shape[0]), _repeats(W, m.shape[1])

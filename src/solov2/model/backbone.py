@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torchvision import models
 
-from ..ops.dcn import DeformConv2d
+from ..ops.dcn import ConvSpec, DeformConv2d
 
 
 def resnet10(weights: None = None) -> models.ResNet:
@@ -84,14 +84,11 @@ class ResNetBackbone(_NormEvalMixin):
             for layer in (self.layer2, self.layer3, self.layer4):
                 for block in layer:
                     c: nn.Conv2d = block.conv2
+                    spec = ConvSpec(3, c.stride[0], c.padding[0], c.dilation[0], c.groups)
                     block.conv2 = DeformConv2d(
                         c.in_channels,
                         c.out_channels,
-                        3,
-                        c.stride[0],
-                        c.padding[0],
-                        c.dilation[0],
-                        c.groups,
+                        spec,
                         bias=False,
                         modulated=(dcn == "v2"),
                     )

@@ -7,7 +7,7 @@ from ..ops.masks import REL_COORD_TERMS
 from ..presets import get_config
 from .backbone import build_backbone
 from .fpn import FPN
-from .head import MaskFeatHead, SOLOv2Head
+from .head import MaskFeatHead, SOLOv2Head, TowerSpec
 from .solov2 import SOLOv2
 
 
@@ -15,7 +15,7 @@ def build_model(cfg: str | Config | ModelCfg) -> SOLOv2:
     """Build a randomly initialised SOLOv2 from a preset name, a Config or a ModelCfg.
 
     Backbone ImageNet weights (``cfg.model.backbone.weights``) are loaded by
-    :func:`solov2.engine.weights.load_backbone_weights`, not here.
+    :func:`solov2.checkpoint.weights.load_backbone_weights`, not here.
     """
     if isinstance(cfg, str):
         cfg = get_config(cfg)
@@ -28,15 +28,12 @@ def build_model(cfg: str | Config | ModelCfg) -> SOLOv2:
     neck = FPN(backbone.out_channels, m.fpn_channels)
     head = SOLOv2Head(
         m.num_classes,
-        m.fpn_channels,
-        h.seg_feat_channels,
-        h.stacked_convs,
-        h.kernel_channels,
-        tuple(h.num_grids),
-        h.dcn,
-        h.dcn_type,
-        h.prior_prob,
-        REL_COORD_TERMS if h.rel_coords else 0,
+        in_channels=m.fpn_channels,
+        tower=TowerSpec(h.seg_feat_channels, h.stacked_convs, h.dcn, h.dcn_type),
+        kernel_channels=h.kernel_channels,
+        num_grids=tuple(h.num_grids),
+        prior_prob=h.prior_prob,
+        extra_kernel_channels=REL_COORD_TERMS if h.rel_coords else 0,
     )
     mask_feat = MaskFeatHead(
         m.fpn_channels, m.mask_feat.mid_channels, h.kernel_channels, m.mask_feat.dcn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -11,18 +12,32 @@ from torch import Tensor, nn
 from .layers import ConvGNReLU, coord_features, init_normal
 
 
+@dataclass(frozen=True)
+class TowerSpec:
+    """The head's two towers (category and kernel).
+
+    Attributes:
+        seg_feat_channels: tower width (512; light 256).
+        stacked_convs: convs per tower (4; light 2 or 3).
+        dcn: ``"none"``, ``"all"`` (every tower conv) or ``"last"`` (last tower conv only).
+        dcn_type: ``"v1"`` or ``"v2"``.
+    """
+
+    seg_feat_channels: int = 512
+    stacked_convs: int = 4
+    dcn: str = "none"
+    dcn_type: str = "v2"
+
+
 class SOLOv2Head(nn.Module):
     """Category and kernel branches shared across the five levels.
 
     Args:
         num_classes: C, sigmoid outputs (no background slot).
         in_channels: FPN channels (256).
-        seg_feat_channels: tower width (512; light 256).
-        stacked_convs: convs per tower (4; light 2 or 3).
+        tower: the towers' width, depth and deformable convolutions (:class:`TowerSpec`).
         kernel_channels: E, length of each predicted dynamic 1x1 kernel (256; light 128).
         num_grids: S per level, e.g. ``[40, 36, 24, 16, 12]``.
-        dcn: ``"none"``, ``"all"`` (every tower conv) or ``"last"`` (last tower conv only).
-        dcn_type: ``"v1"`` or ``"v2"``.
         prior_prob: initial foreground probability of the category predictor (0.01).
         extra_kernel_channels: entries appended to every kernel (``model.head.rel_coords``: 5
             relative-coordinate weights), initialised to zero.
@@ -35,16 +50,16 @@ class SOLOv2Head(nn.Module):
         self,
         num_classes: int,
         in_channels: int = 256,
-        seg_feat_channels: int = 512,
-        stacked_convs: int = 4,
+        tower: TowerSpec | None = None,
         kernel_channels: int = 256,
         num_grids: tuple[int, ...] = (40, 36, 24, 16, 12),
-        dcn: str = "none",
-        dcn_type: str = "v2",
         prior_prob: float = 0.01,
         extra_kernel_channels: int = 0,
     ) -> None:
         super().__init__()
+        tower = tower or TowerSpec()
+        seg_feat_channels, stacked_convs = tower.seg_feat_channels, tower.stacked_convs
+        dcn, dcn_type = tower.dcn, tower.dcn_type
         self.num_grids = list(num_grids)
 
         def dcn_at(i: int) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..ops.dcn import DeformConv2d
+from ..ops.dcn import ConvSpec, DeformConv2d
 
 
 class ConvGNReLU(nn.Module):
@@ -33,7 +33,11 @@ class ConvGNReLU(nn.Module):
             )
         else:
             self.conv = DeformConv2d(
-                in_channels, out_channels, kernel_size, 1, pad, bias=False, modulated=(dcn == "v2")
+                in_channels,
+                out_channels,
+                ConvSpec(kernel_size, padding=pad),
+                bias=False,
+                modulated=(dcn == "v2"),
             )
         self.gn = nn.GroupNorm(num_groups, out_channels)
         self.act = nn.ReLU(inplace=True)

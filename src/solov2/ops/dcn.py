@@ -8,18 +8,31 @@ the modulation logits), so official checkpoints load directly.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
 
+@dataclass(frozen=True)
+class ConvSpec:
+    """The geometry of a convolution, as ``nn.Conv2d``'s arguments of the same names."""
+
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int = 1
+    dilation: int = 1
+    groups: int = 1
+
+
 class DeformConv2d(nn.Module):
     """3x3 (or kxk) deformable convolution whose offsets come from a plain conv of the input.
 
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as
-            ``nn.Conv2d``.
+        in_channels, out_channels, bias: as ``nn.Conv2d``.
+        spec: kernel size, stride, padding, dilation and groups (:class:`ConvSpec`; default
+            3x3, stride 1, padding 1).
         modulated: ``True`` for DCNv2 (offsets + sigmoid modulation mask, ``3*k*k`` channels),
             ``False`` for DCNv1 (offsets only, ``2*k*k`` channels).
     """
@@ -28,19 +41,17 @@ class DeformConv2d(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int = 3,
-        stride: int = 1,
-        padding: int = 1,
-        dilation: int = 1,
-        groups: int = 1,
+        spec: ConvSpec | None = None,
         bias: bool = False,
         modulated: bool = True,
     ) -> None:
         super().__init__()
+        spec = spec or ConvSpec()
+        stride, padding, dilation = spec.stride, spec.padding, spec.dilation
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.modulated = modulated
-        k = kernel_size
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, k, k))
+        k = spec.kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // spec.groups, k, k))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.conv_offset = nn.Conv2d(
             in_channels, (3 if modulated else 2) * k * k, k, stride, padding, dilation, bias=True

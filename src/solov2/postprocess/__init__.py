@@ -1,24 +1,65 @@
-"""SOLOv2 inference post-processing (reference Sec. 1.6), batched over images.
+"""SOLOv2 inference post-processing (reference Sec. 1.6) as one object built from the config.
 
-Candidates of all images are processed together in padded ``[B, K, ...]`` tensors with a
-validity mask; only the final resize to each original size runs per image.
+:class:`PostProcessor` holds the test settings (``cfg.model.test``) and the mask geometry
+(grids, strides, mask window, relative coordinates) and turns raw head outputs into instances.
+It composes small stages, pure functions of tensors (:mod:`.stages`):
+
+1. scores: sigmoid + 2x2 points NMS over all cells, and the kernels (``candidate_inputs``;
+   static shapes, so ``FastModel`` runs it inside its CUDA graph);
+2. selection: every (cell, class) with score > ``score_thr`` (``select_candidates``), padded
+   per image (:func:`_pad_by_image`);
+3. masks: each candidate's dynamic mask at stride 4, confined to its window
+   (:meth:`PostProcessor.soft_masks`);
+4. maskness: binarised at ``mask_thr``, masks of area <= the level stride dropped, scores
+   rescored by maskness (``rescore``);
+5. ranking: top ``nms_pre``, Matrix NMS, ``update_thr``, top ``max_per_img``
+   (:meth:`PostProcessor.rank`);
+6. paste: soft masks upsampled x4, cropped to the resized image, resized to the original size,
+   thresholded (``paste_masks``).
+
+:meth:`PostProcessor.__call__` composes them for a batch in the eager program: candidates of all
+images in padded ``[B, K, ...]`` tensors with a validity mask; only the paste runs per image.
+:meth:`PostProcessor.single_image` composes the same stages for one image in a traceable program
+(the ONNX export, :mod:`solov2.infer.export`): selection without the memory cap (no
+data-dependent branch), the ranking over a static ``nms_pre`` tail, sorts that export as ONNX
+``TopK`` (``sort_desc``). :func:`postprocess` is the functional form of ``__call__``.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .config import PostprocessCfg
-from .losses import flatten_levels, padded_mask_logits
-from .ops.masks import cell_windows, masks_to_boxes, points_nms, rel_coord_logits
-from .ops.matrix_nms import matrix_nms_sorted
-from .structures import Predictions
+from ..config import Config, PostprocessCfg
+from ..model.build import mask_geometry
+from ..model.solov2 import HeadOutputs
+from ..ops.dynamic import padded_mask_logits
+from ..ops.masks import cell_windows, masks_to_boxes, rel_coord_logits
+from ..ops.matrix_nms import matrix_nms_sorted
+from ..structures import Predictions
+from .stages import (
+    candidate_inputs,
+    cell_strides,
+    empty_predictions,
+    level_strides,
+    paste_masks,
+    rescore,
+    select_candidates,
+    sort_desc,
+)
 
-__all__ = ["PostprocessCfg", "candidate_inputs", "level_strides", "postprocess"]
+__all__ = [
+    "PostProcessor",
+    "PostprocessCfg",
+    "candidate_inputs",
+    "level_strides",
+    "postprocess",
+    "postprocess_cfg",
+]
 
 _RESIZE_BUDGET = 1 << 27  # float elements resized at once to the original size (512 MB)
 # soft-mask elements of one image's candidates (1 GB of float32): more candidates than
@@ -27,45 +68,19 @@ _RESIZE_BUDGET = 1 << 27  # float elements resized at once to the original size 
 _CANDIDATE_BUDGET = 1 << 28
 
 
-def _keep_top(scores: Tensor, passed: Tensor, counts: list[int], cap: int) -> Tensor:
-    """``passed`` limited to each image's ``cap`` highest ``scores`` ``[B, T, C]`` (ties at the
-    cut may keep a few more)."""
-    passed = passed.clone()
-    for i, n in enumerate(counts):
-        if n > cap:
-            kth = torch.topk(scores[i].flatten(), cap).values[-1]
-            passed[i] &= scores[i] >= kth
-    return passed
+def postprocess_cfg(cfg: Config, score_thr: float | None = None) -> PostprocessCfg:
+    """The post-processing settings of a config (a copy of ``cfg.model.test``).
 
-
-@functools.lru_cache(maxsize=32)
-def level_strides(
-    num_grids: tuple[int, ...], strides: tuple[int, ...], device: torch.device
-) -> Tensor:
-    """float32 ``[T]``: the stride of the level each flat cell belongs to (cached per device:
-    treat it as read-only)."""
-    return torch.cat(
-        [torch.full((s * s,), float(st), device=device) for s, st in zip(num_grids, strides)]
-    )
-
-
-def candidate_inputs(
-    cate_logits: list[Tensor], kernel_preds: list[Tensor]
-) -> tuple[Tensor, Tensor]:
-    """Post-processing's static-shape first stage (CUDA-graph friendly).
-
-    Args:
-        cate_logits: per level ``[B, C, S, S]``.
-        kernel_preds: per level ``[B, E, S, S]``.
-
-    Returns:
-        ``(scores, kernels)``: float32 ``[B, T, C]`` sigmoid scores after the 2x2 points NMS and
-        ``[B, T, E]`` kernels, over all ``T = sum S^2`` cells (level-major).
+    A final threshold ``score_thr`` below the candidate threshold (``score_thr``) or the
+    post-NMS threshold (``update_thr``) lowers them to ``score_thr``: a final score never
+    exceeds the candidate's category score, so otherwise instances between the two would be
+    dropped before the final threshold could keep them.
     """
-    scores = torch.cat(
-        [points_nms(x.float().sigmoid()).flatten(2).transpose(1, 2) for x in cate_logits], 1
-    )
-    return scores, flatten_levels(kernel_preds)
+    pp = PostprocessCfg(**dataclasses.asdict(cfg.model.test))
+    if score_thr is not None:
+        pp.score_thr = min(pp.score_thr, score_thr)
+        pp.update_thr = min(pp.update_thr, score_thr)
+    return pp
 
 
 def _pad_by_image(
@@ -96,7 +111,7 @@ def _padded_mask_logits(
     num_grids: list[int],
     rel_coords: list[float] | None,
 ) -> Tensor:
-    """Dynamic mask logits of padded candidates, as :func:`~solov2.losses.cell_mask_logits`
+    """Dynamic mask logits of padded candidates, as :func:`~solov2.ops.dynamic.cell_mask_logits`
     computes them per candidate (the same products, so the same values).
 
     Args:
@@ -118,37 +133,233 @@ def _padded_mask_logits(
     ).view(b, k, hf, wf)
 
 
-def _select(
-    scores: Tensor, score_thr: float, cap: int
-) -> tuple[Tensor, Tensor, Tensor, int, Tensor | None]:
-    """The (image, cell, class) triples of ``scores`` ``[B, T, C]`` over ``score_thr``, at most
-    about ``cap`` per image (each image's best, :func:`_keep_top`).
+def _paste_all(
+    soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int], mask_thr: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`paste_masks` over ``soft`` ``[n, Hf, Wf]`` in chunks of at most
+    ``_RESIZE_BUDGET`` float elements at the original size (bounded memory for huge images),
+    and the masks' boxes (:func:`~solov2.ops.masks.masks_to_boxes`); one chunk, the common
+    case, returns its masks without a copy."""
+    n = soft.shape[0]
+    step = max(1, _RESIZE_BUDGET // (orig_size[0] * orig_size[1]))
+    if n <= step:
+        masks = paste_masks(soft, image_size, orig_size, mask_thr)
+        return masks, masks_to_boxes(masks)
+    masks = torch.empty((n, *orig_size), dtype=torch.bool, device=soft.device)
+    boxes = torch.empty((n, 4), dtype=torch.float32, device=soft.device)
+    for j in range(0, n, step):
+        masks[j : j + step] = paste_masks(soft[j : j + step], image_size, orig_size, mask_thr)
+        boxes[j : j + step] = masks_to_boxes(masks[j : j + step])
+    return masks, boxes
 
-    Returns:
-        ``(bi, cell, label, kmax, counts)``: int64 ``[N]`` each, ``bi`` ascending; the largest
-        count of one image (>= 1); int64 ``[B]`` counts on the device (None for one image).
+
+class PostProcessor:
+    """Raw head outputs -> instances at each image's original resolution (module docstring).
+
+    Args:
+        cfg: thresholds (``cfg.model.test``; :func:`postprocess_cfg`).
+        num_grids, strides: per level (``cfg.model.head``).
+        window: half side per level (input pixels) of the square window each cell's mask is
+            confined to (``model.head.mask_window``; :func:`solov2.model.build.mask_windows`);
+            None = whole-image masks (reference).
+        rel_coords: per-level units of the kernels' relative-coordinate entries
+            (``model.head.rel_coords``; :func:`solov2.model.build.rel_coord_units`), or None.
     """
-    b = scores.shape[0]
-    passed = scores > score_thr
-    # per-image counts first (one sync); nonzero's own sync then finds the GPU idle. One image:
-    # the count is nonzero's size (no extra sync)
-    kmax, counts_t = None, None
-    if b > 1:
-        counts_t = passed.flatten(1).sum(1)
-        counts = counts_t.tolist()
-        if max(counts) > cap:  # bounded memory: keep each image's `cap` best category scores
-            passed = _keep_top(scores, passed, counts, cap)
-            counts_t = passed.flatten(1).sum(1)
-            counts = counts_t.tolist()
-        kmax = max(max(counts), 1)
-    bi, cell, label = passed.nonzero(as_tuple=True)  # bi ascending
-    if b == 1 and bi.numel() > cap:
-        passed = _keep_top(scores, passed, [int(bi.numel())], cap)
-        bi, cell, label = passed.nonzero(as_tuple=True)
-    return bi, cell, label, kmax or max(int(bi.numel()), 1), counts_t
+
+    def __init__(
+        self,
+        cfg: PostprocessCfg,
+        num_grids: Sequence[int],
+        strides: Sequence[int],
+        window: list[float] | None = None,
+        rel_coords: list[float] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.num_grids = [int(s) for s in num_grids]
+        self.strides = [int(s) for s in strides]
+        self.window = window
+        self.rel_coords = rel_coords
+
+    @classmethod
+    def from_config(cls, cfg: Config, score_thr: float | None = None) -> PostProcessor:
+        """The post-processor of ``cfg`` (``score_thr``: as :func:`postprocess_cfg`)."""
+        h = cfg.model.head
+        return cls(
+            postprocess_cfg(cfg, score_thr), h.num_grids, h.strides, **mask_geometry(cfg.model)
+        )
+
+    def with_score_thr(self, score_thr: float | None) -> PostProcessor:
+        """A copy whose candidate and post-NMS thresholds are lowered to a final threshold
+        ``score_thr`` below them (None: this one)."""
+        if score_thr is None:
+            return self
+        cfg = dataclasses.replace(self.cfg)
+        cfg.score_thr = min(cfg.score_thr, score_thr)
+        cfg.update_thr = min(cfg.update_thr, score_thr)
+        return PostProcessor(cfg, self.num_grids, self.strides, self.window, self.rel_coords)
+
+    def __call__(
+        self, out: HeadOutputs, image_sizes: Tensor, orig_sizes: Tensor
+    ) -> list[Predictions]:
+        """Instances of a batch (eager).
+
+        Args:
+            out: the model's raw outputs (``out.candidates``, when set, is
+                :func:`candidate_inputs` of them, e.g. computed by ``FastModel``).
+            image_sizes: int ``[B, 2]`` resized (unpadded) ``(h, w)``.
+            orig_sizes: int ``[B, 2]`` original ``(H, W)``.
+
+        Returns:
+            One :class:`~solov2.structures.Predictions` per image (scores descending).
+        """
+        return self.run(
+            out.cate_logits, out.kernel_preds, out.mask_feats, image_sizes, orig_sizes,
+            out.candidates,
+        )  # fmt: skip
+
+    def soft_masks(
+        self, kernels: Tensor, rel: Tensor | None, cells: Tensor, mask_feats: Tensor
+    ) -> Tensor:
+        """Mask stage: float32 ``[B, K, Hf, Wf]`` probabilities of candidates in slots
+        ``[B, K]`` (kernels ``[B, K, E]``, relative-coordinate entries ``[B, K, 5]`` or None,
+        flat cells ``[B, K]``), each confined to its window when there is one."""
+        b, k = cells.shape
+        hf, wf = mask_feats.shape[-2:]
+        soft = (
+            _padded_mask_logits(kernels, rel, cells, mask_feats, self.num_grids, self.rel_coords)
+            .float()
+            .sigmoid()
+        )
+        if self.window is None:
+            return soft
+        inside = cell_windows(cells.flatten(), self.num_grids, self.window, (hf, wf))
+        return soft * inside.view(b, k, hf, wf)
+
+    def rank(
+        self, first: Tensor, scores: Tensor, labels: Tensor, area: Tensor, binary: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Ranking stage: the candidates ``first`` ``[B, N]`` (indices of the ``nms_pre`` best
+        slots, descending), Matrix NMS among them, ``update_thr``, the best ``max_per_img``.
+
+        Args:
+            first: int64 ``[B, N]`` slots in descending rescored order.
+            scores, labels, area: ``[B, K]`` per slot (score -1: not a candidate).
+            binary: ``[B, K, Hf, Wf]`` binary masks (bool, or 0/1 float in a traced program).
+
+        Returns:
+            ``(scores, labels, slots)``: ``[B, M]`` final scores descending (-1: none), their
+            labels and the slots they came from, ``M = min(N, max_per_img)``.
+        """
+        cfg = self.cfg
+        b, hf, wf = binary.shape[0], binary.shape[-2], binary.shape[-1]
+        scores = scores.gather(1, first)
+        labels = labels.gather(1, first)
+        area = area.gather(1, first)
+        binary = binary.gather(1, first.view(b, -1, 1, 1).expand(-1, -1, hf, wf))
+        valid = scores >= 0
+        # invalid entries get unique negative labels so they never suppress anything
+        uniq = -1 - torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
+        labels = torch.where(valid, labels, uniq)
+        decay = matrix_nms_sorted(
+            binary.flatten(2), labels, scores, cfg.kernel, cfg.sigma, areas=area
+        )
+        scores = torch.where(valid, scores * decay, torch.full_like(scores, -1.0))
+        scores = scores.masked_fill(scores < cfg.update_thr, -1.0)
+        order = sort_desc(scores)[:, : cfg.max_per_img]
+        return scores.gather(1, order), labels.gather(1, order), first.gather(1, order)
+
+    def run(
+        self,
+        cate_logits: list[Tensor],
+        kernel_preds: list[Tensor],
+        mask_feats: Tensor,
+        image_sizes: Tensor,
+        orig_sizes: Tensor,
+        candidates: tuple[Tensor, Tensor] | None = None,
+    ) -> list[Predictions]:
+        """:meth:`__call__` on the outputs' parts (per level ``[B, C, S, S]`` logits and
+        ``[B, E, S, S]`` kernels, ``[B, E, Hf, Wf]`` mask features)."""
+        cfg = self.cfg
+        b, e = mask_feats.shape[:2]
+        hf, wf = mask_feats.shape[-2:]
+        device = mask_feats.device
+        scores, kernels = candidates or candidate_inputs(cate_logits, kernel_preds)
+        cell_stride = level_strides(tuple(self.num_grids), tuple(self.strides), device)
+        bi, cell, label, kmax, counts_t = select_candidates(
+            scores, cfg.score_thr, max(cfg.nms_pre, _CANDIDATE_BUDGET // (hf * wf))
+        )
+        # candidates padded per image to [B, K, ...] before their masks are computed, so the
+        # masks are made in place; dropped and padded entries carry score -1 and sort last
+        kern = kernels[bi, cell]
+        k_scores, k_labels, k_cells, k_kern, *k_rel = _pad_by_image(
+            [(scores[bi, cell, label], -1.0), (label, 0), (cell, 0), (kern[:, :e], 0.0)]
+            + ([(kern[:, e:], 0.0)] if self.rel_coords is not None else []),
+            bi,
+            b,
+            kmax,
+            counts_t,
+        )
+        k_soft = self.soft_masks(k_kern, k_rel[0] if k_rel else None, k_cells, mask_feats)
+        k_scores, k_binary, k_area = rescore(k_soft, k_scores, k_cells, cell_stride, cfg.mask_thr)
+        first = sort_desc(k_scores)[:, : cfg.nms_pre]
+        k_scores, k_labels, slots = self.rank(first, k_scores, k_labels, k_area, k_binary)
+        # the soft masks are gathered once, for the kept instances only
+        k_soft = k_soft.gather(1, slots.view(b, -1, 1, 1).expand(-1, -1, hf, wf))
+        n_keep = (k_scores >= 0).sum(1).tolist()
+        results = []
+        for i in range(b):
+            n = n_keep[i]
+            h, w = (int(v) for v in image_sizes[i])
+            oh, ow = (int(v) for v in orig_sizes[i])
+            if n == 0:
+                results.append(empty_predictions(oh, ow, device))
+                continue
+            masks, boxes = _paste_all(k_soft[i, :n], (h, w), (oh, ow), cfg.mask_thr)
+            results.append(Predictions(masks, k_labels[i, :n], k_scores[i, :n].float(), boxes))
+        return results
+
+    def single_image(
+        self, out: HeadOutputs, image_size: tuple[Any, Any], orig_size: tuple[Any, Any]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The same stages for one image in a traceable program (ONNX export; sizes may be
+        symbolic): every candidate over ``score_thr`` (no memory cap), the ranking over a static
+        tail of ``nms_pre`` slots, masks pasted at ``orig_size``.
+
+        Returns:
+            ``(masks uint8 [N, H, W], labels int64 [N], scores float32 [N])``, scores
+            descending: the instances :meth:`__call__` gives for this image.
+        """
+        cfg, mask_feats = self.cfg, out.mask_feats
+        e = mask_feats.shape[1]
+        scores, kernels = candidate_inputs(out.cate_logits, out.kernel_preds)
+        cell, label = torch.nonzero(scores[0] > cfg.score_thr, as_tuple=True)  # [P], cell-major
+        kern = kernels[0][cell].unsqueeze(0)  # [1, P, E(+5)]
+        rel = kern[:, :, e:] if self.rel_coords is not None else None
+        soft = self.soft_masks(kern[:, :, :e], rel, cell.unsqueeze(0), mask_feats)
+        cell_stride = cell_strides(self.num_grids, self.strides, mask_feats.device)
+        k_scores, binary, area = rescore(
+            soft, scores[0][cell, label].unsqueeze(0), cell.unsqueeze(0), cell_stride, cfg.mask_thr
+        )
+        # static tail: nms_pre more entries of score -1 make the top-nms_pre cut a fixed size;
+        # they all point at one empty padding slot P appended to the P candidates
+        p, n_pre = k_scores.shape[1], int(cfg.nms_pre)
+        first = sort_desc(torch.cat([k_scores, k_scores.new_full((1, n_pre), -1.0)], 1))
+        first = first[:, :n_pre]
+        first = torch.where(first < p, first, torch.full_like(first, p))
+        pad = [k_scores.new_full((1, 1), -1.0), label.new_zeros((1, 1)), area.new_zeros((1, 1))]
+        final, labels, slots = self.rank(
+            first,
+            torch.cat([k_scores, pad[0]], 1),
+            torch.cat([label.unsqueeze(0), pad[1]], 1),
+            torch.cat([area, pad[2]], 1),
+            torch.cat([binary, binary.new_zeros((1, 1, *binary.shape[-2:]))], 1).float(),
+        )
+        kept = torch.nonzero(final[0] >= 0)[:, 0]  # [N]: a prefix
+        masks = paste_masks(soft[0][slots[0][kept]], image_size, orig_size, cfg.mask_thr)
+        return masks.to(torch.uint8), labels[0][kept], final[0][kept]
 
 
-def postprocess(
+def postprocess(  # noqa: PLR0913 - the functional form of PostProcessor, a public tested API
     cate_logits: list[Tensor],
     kernel_preds: list[Tensor],
     mask_feats: Tensor,
@@ -161,13 +372,7 @@ def postprocess(
     window: list[float] | None = None,
     rel_coords: list[float] | None = None,
 ) -> list[Predictions]:
-    """Turn raw head outputs into instances at each image's original resolution.
-
-    Steps (reference ``get_seg_single``): sigmoid + 2x2 points NMS; every (cell, class) with
-    score > ``score_thr``; dynamic masks at stride 4, binarised at ``mask_thr``; drop masks with
-    area <= the level stride; maskness rescoring; top ``nms_pre``; Matrix NMS; drop scores
-    < ``update_thr``; top ``max_per_img``; soft masks upsampled x4, cropped to the resized image,
-    resized to the original size, thresholded.
+    """``PostProcessor(cfg, num_grids, strides, window, rel_coords)`` applied to raw outputs.
 
     Args:
         cate_logits: per level ``[B, C, S, S]``.
@@ -179,134 +384,10 @@ def postprocess(
         cfg: thresholds.
         candidates: :func:`candidate_inputs` of these outputs when already computed (e.g.
             ``HeadOutputs.candidates`` from ``FastModel``).
-        window: half side per level (input pixels) of the square window each cell's mask is
-            confined to (``model.head.mask_window``; :func:`solov2.model.build.mask_windows`);
-            None = whole-image masks (reference).
-        rel_coords: per-level units of the kernels' relative-coordinate entries
-            (``model.head.rel_coords``; :func:`solov2.model.build.rel_coord_units`), or None.
+        window, rel_coords: the mask geometry (:class:`PostProcessor`).
 
     Returns:
         One :class:`~solov2.structures.Predictions` per image (scores descending).
     """
-    b = mask_feats.shape[0]
-    hf, wf = mask_feats.shape[-2:]
-    device = mask_feats.device
-    scores, kernels = candidates or candidate_inputs(cate_logits, kernel_preds)
-    cell_stride = level_strides(tuple(num_grids), tuple(strides), device)
-    bi, cell, label, kmax, counts_t = _select(
-        scores, cfg.score_thr, max(cfg.nms_pre, _CANDIDATE_BUDGET // (hf * wf))
-    )
-    # candidates padded per image to [B, K, ...] before their masks are computed, so the masks
-    # are made in place; dropped and padded entries carry score -1 and sort last
-    e = mask_feats.shape[1]
-    kern = kernels[bi, cell]
-    k_scores, k_labels, k_cells, k_kern, *k_rel = _pad_by_image(
-        [(scores[bi, cell, label], -1.0), (label, 0), (cell, 0), (kern[:, :e], 0.0)]
-        + ([(kern[:, e:], 0.0)] if rel_coords is not None else []),
-        bi,
-        b,
-        kmax,
-        counts_t,
-    )
-    k_soft = (
-        _padded_mask_logits(
-            k_kern, k_rel[0] if k_rel else None, k_cells, mask_feats, num_grids, rel_coords
-        )
-        .float()
-        .sigmoid()
-    )  # [B, K, Hf, Wf]
-    if window is not None:
-        k_soft = k_soft * cell_windows(k_cells.flatten(), num_grids, window, (hf, wf)).view(
-            b, kmax, hf, wf
-        )
-    k_binary = k_soft > cfg.mask_thr
-    k_area = k_binary.flatten(2).sum(2).float()
-    keep = (k_area > cell_stride[k_cells]) & (k_scores >= 0)  # padding slots hold -1
-    maskness = (k_soft * k_binary).flatten(2).sum(2) / k_area.clamp(min=1)
-    k_scores = torch.where(keep, k_scores * maskness, torch.full_like(k_scores, -1.0))
-    first = torch.sort(k_scores, dim=1, descending=True, stable=True).indices[:, : cfg.nms_pre]
-    k_scores = k_scores.gather(1, first)
-    k_labels = k_labels.gather(1, first)
-    k_area = k_area.gather(1, first)
-    k_binary = k_binary.gather(1, first.view(b, -1, 1, 1).expand(-1, -1, hf, wf))
-    valid = k_scores >= 0
-    # invalid entries get unique negative labels so they never suppress anything
-    uniq = -1 - torch.arange(k_labels.shape[1], device=device).expand_as(k_labels)
-    k_labels = torch.where(valid, k_labels, uniq)
-    decay = matrix_nms_sorted(
-        k_binary.flatten(2), k_labels, k_scores, cfg.kernel, cfg.sigma, areas=k_area
-    )
-    k_scores = torch.where(valid, k_scores * decay, torch.full_like(k_scores, -1.0))
-    k_scores = k_scores.masked_fill(k_scores < cfg.update_thr, -1.0)
-    order = torch.sort(k_scores, dim=1, descending=True, stable=True).indices
-    order = order[:, : cfg.max_per_img]
-    k_scores = k_scores.gather(1, order)
-    k_labels = k_labels.gather(1, order)
-    # the soft masks are gathered once, for the kept instances only
-    k_soft = k_soft.gather(1, first.gather(1, order).view(b, -1, 1, 1).expand(-1, -1, hf, wf))
-    n_keep = (k_scores >= 0).sum(1).tolist()
-
-    results = []
-    for i in range(b):
-        n = n_keep[i]
-        h, w = (int(v) for v in image_sizes[i])
-        oh, ow = (int(v) for v in orig_sizes[i])
-        if n == 0:
-            results.append(
-                Predictions(
-                    torch.zeros((0, oh, ow), dtype=torch.bool, device=device),
-                    torch.zeros((0,), dtype=torch.long, device=device),
-                    torch.zeros((0,), dtype=torch.float32, device=device),
-                    torch.zeros((0, 4), dtype=torch.float32, device=device),
-                )
-            )
-            continue
-        masks, boxes = _paste_all(k_soft[i, :n], (h, w), (oh, ow), cfg.mask_thr)
-        results.append(Predictions(masks, k_labels[i, :n], k_scores[i, :n].float(), boxes))
-    return results
-
-
-def _paste_masks(
-    soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int], mask_thr: float
-) -> tuple[Tensor, Tensor]:
-    """Soft masks at stride 4 to binary masks at the original resolution, and their boxes.
-
-    Args:
-        soft: float ``[n, Hf, Wf]`` mask probabilities of one image.
-        image_size: ``(h, w)`` of the resized (unpadded) image.
-        orig_size: ``(H, W)`` of the original image.
-        mask_thr: binarisation threshold.
-
-    Returns:
-        ``(masks, boxes)``: bool ``[n, H, W]`` (upsampled x4, cropped to ``(h, w)``, resized
-        bilinearly to ``(H, W)``, ``> mask_thr``) and float32 ``[n, 4]``
-        (:func:`~solov2.ops.masks.masks_to_boxes`).
-    """
-    hf, wf = soft.shape[-2:]
-    h, w = image_size
-    up = F.interpolate(
-        soft.unsqueeze(0), size=(hf * 4, wf * 4), mode="bilinear", align_corners=False
-    )[:, :, :h, :w]
-    if tuple(orig_size) != (h, w):  # a bilinear resize to the same size is the identity
-        up = F.interpolate(up, size=tuple(orig_size), mode="bilinear", align_corners=False)
-    masks = up[0] > mask_thr
-    return masks, masks_to_boxes(masks)
-
-
-def _paste_all(
-    soft: Tensor, image_size: tuple[int, int], orig_size: tuple[int, int], mask_thr: float
-) -> tuple[Tensor, Tensor]:
-    """:func:`_paste_masks` over ``soft`` ``[n, Hf, Wf]`` in chunks of at most
-    ``_RESIZE_BUDGET`` float elements at the original size (bounded memory for huge images);
-    one chunk, the common case, returns its masks without a copy."""
-    n = soft.shape[0]
-    step = max(1, _RESIZE_BUDGET // (orig_size[0] * orig_size[1]))
-    if n <= step:
-        return _paste_masks(soft, image_size, orig_size, mask_thr)
-    masks = torch.empty((n, *orig_size), dtype=torch.bool, device=soft.device)
-    boxes = torch.empty((n, 4), dtype=torch.float32, device=soft.device)
-    for j in range(0, n, step):
-        masks[j : j + step], boxes[j : j + step] = _paste_masks(
-            soft[j : j + step], image_size, orig_size, mask_thr
-        )
-    return masks, boxes
+    post = PostProcessor(cfg, num_grids, strides, window, rel_coords)
+    return post.run(cate_logits, kernel_preds, mask_feats, image_sizes, orig_sizes, candidates)

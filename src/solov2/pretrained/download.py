@@ -19,6 +19,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch.hub
+from tqdm import tqdm
+
 from ..errors import CheckpointError
 
 __all__ = ["ChecksumError", "DownloadError", "cache_dir", "download", "sha256_of"]
@@ -45,8 +48,6 @@ class ChecksumError(CheckpointError):
 def cache_dir() -> Path:
     """``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``, default
     ``~/.cache/torch/hub/checkpoints``), where torch.hub and mmengine keep downloads too."""
-    import torch.hub
-
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -61,7 +62,7 @@ def sha256_of(path: Path) -> str:
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` (POSIX ``flock``; a no-op elsewhere)."""
-    try:
+    try:  # POSIX only: imported where a missing module is handled
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
@@ -92,8 +93,6 @@ def _open(url: str, start: int, timeout: float) -> http.client.HTTPResponse:
 
 def _fetch(url: str, part: Path, progress: bool, timeout: float) -> bool:
     """Download ``url`` into ``part``, continuing it when it exists. Returns whether it resumed."""
-    from tqdm import tqdm
-
     start = part.stat().st_size if part.is_file() else 0
     try:
         resp = _open(url, start, timeout)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..convert import convert_checkpoint
 from ..errors import CheckpointError
 from .download import ChecksumError, DownloadError, cache_dir, download, file_lock, sha256_of
 from .table import PRETRAINED, Pretrained, Source, hash_in_name, lookup, mirror_url
@@ -84,8 +85,6 @@ def fetch(
     Raises:
         DownloadError / ChecksumError (both :class:`~solov2.errors.CheckpointError`).
     """
-    from ..convert import convert_checkpoint
-
     dst = converted_path(source)
     if dst.is_file():
         return dst

@@ -9,6 +9,7 @@ a single process and every helper here degrades to a no-op.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import torch
 import torch.distributed as dist
 
 from ..errors import UserError
+
+logger = logging.getLogger("solov2")
 
 __all__ = [
     "DistInfo",
@@ -33,6 +36,8 @@ __all__ = [
     "get_world_size",
     "init_distributed",
     "is_main_process",
+    "log_failure",
+    "log_world",
     "seed_everything",
 ]
 
@@ -252,3 +257,38 @@ def seed_everything(seed: int, rank: int = 0) -> int:
     np.random.seed(s % 2**32)
     torch.manual_seed(s)
     return s
+
+
+def log_failure(info: DistInfo, what: str, exc: BaseException) -> None:
+    """One clear line per failing rank of a distributed job (torchrun then ends the others)."""
+    if not info.distributed or isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return
+    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    hint = ""
+    if (
+        isinstance(exc, dist.DistError)
+        or "gloo" in text.lower()
+        or "nccl" in text.lower()
+        or "timed out" in text.lower()
+    ):
+        hint = (
+            " (a collective failed: another rank probably crashed or stopped responding; "
+            f"collective timeout {int(collective_timeout().total_seconds())} s, set by "
+            "SOLOV2_DIST_TIMEOUT)"
+        )
+    logger.error("rank %d of %d: %s failed: %s%s", info.rank, info.world_size, what, text, hint)
+
+
+def log_world(info: DistInfo, what: str) -> None:
+    """One line describing the process group of a distributed job (nothing for one process)."""
+    if info.distributed:
+        logger.info(
+            "distributed %s: world size %d (rank %d, local rank %d), backend %s, "
+            "collective timeout %d s",
+            what,
+            info.world_size,
+            info.rank,
+            info.local_rank,
+            dist.get_backend(),
+            int(collective_timeout().total_seconds()),
+        )

@@ -19,6 +19,8 @@ import os
 import time
 from collections.abc import Mapping
 
+import torch
+
 logger = logging.getLogger("solov2")
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "choose_workers",
     "configure_threads",
     "loader_workers",
+    "log_threads",
 ]
 
 
@@ -102,8 +105,6 @@ def configure_threads(env: Mapping[str, str] | None = None) -> str | None:
     Returns:
         What was set (for the log), or ``None`` when ``OMP_NUM_THREADS`` decides.
     """
-    import torch
-
     env = os.environ if env is None else env
     if env.get("OMP_NUM_THREADS"):
         return None
@@ -130,3 +131,10 @@ def loader_workers(requested: int) -> int:
             _local_procs(os.environ),
         )
     return n
+
+
+def log_threads() -> None:
+    """:func:`configure_threads`, saying what it set in the log."""
+    note = configure_threads()
+    if note:
+        logger.info("CPU threads: %s (OMP_NUM_THREADS=N sets them)", note)

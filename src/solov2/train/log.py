@@ -1,8 +1,8 @@
-"""Logging sinks: a rank-aware stdlib logger, ``metrics.jsonl`` and optional TensorBoard.
+"""Training's logging sinks: ``metrics.jsonl``, optional TensorBoard, the progress bar and the
+log lines of a run (the rank-aware logger itself is :func:`solov2.runtime.log.setup_logger`).
 
-Rank 0 logs INFO and above to the console and to ``output_dir/log.txt``; other ranks only
-print warnings and errors (prefixed with their rank). :class:`MetricsWriter` appends one JSON
-object per line to ``output_dir/metrics.jsonl`` (``jq``-friendly, detectron2 style).
+:class:`MetricsWriter` appends one JSON object per line to ``output_dir/metrics.jsonl``
+(``jq``-friendly, detectron2 style).
 """
 
 from __future__ import annotations
@@ -13,58 +13,23 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
+import torch
+from tqdm import tqdm
+
+from ..structures import Batch
+
 __all__ = [
+    "LoopClock",
     "MetricsWriter",
     "eval_row",
     "format_eta",
     "log_data_stats",
     "progress_bar",
-    "setup_logger",
 ]
-
-_FMT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
-_DATEFMT = "%m/%d %H:%M:%S"
-_HANDLER_TAG = "_solov2_handler"
-
-
-def setup_logger(
-    output_dir: str | Path | None, rank: int = 0, name: str = "solov2"
-) -> logging.Logger:
-    """Configure and return the logger ``name``; safe to call again (handlers are replaced).
-
-    Args:
-        output_dir: directory for ``log.txt`` (rank 0 only); ``None`` logs to the console only.
-        rank: the process rank; ranks other than 0 log WARNING and above to the console.
-        name: logger name; modules log through ``logging.getLogger(name)`` or its children.
-    """
-    logger = logging.getLogger(name)
-    for h in list(logger.handlers):
-        if getattr(h, _HANDLER_TAG, False):
-            logger.removeHandler(h)
-            h.close()
-    logger.propagate = False
-    level = logging.INFO if rank == 0 else logging.WARNING
-    logger.setLevel(level)
-
-    fmt = _FMT if rank == 0 else f"[rank{rank}] " + _FMT
-    console = logging.StreamHandler(stream=sys.stdout)
-    console.setLevel(level)
-    console.setFormatter(logging.Formatter(fmt, datefmt=_DATEFMT))
-    setattr(console, _HANDLER_TAG, True)
-    logger.addHandler(console)
-
-    if rank == 0 and output_dir is not None:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(out / "log.txt", mode="a", encoding="utf-8")
-        fh.setLevel(logging.INFO)
-        fh.setFormatter(logging.Formatter(_FMT, datefmt="%Y-%m-%d %H:%M:%S"))
-        setattr(fh, _HANDLER_TAG, True)
-        logger.addHandler(fh)
-    return logger
 
 
 def _plain(value: Any) -> Any:
@@ -103,7 +68,7 @@ class MetricsWriter:
         self.path = out / "metrics.jsonl"
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         if tensorboard:
-            try:
+            try:  # optional extra (tb): imported only when a run writes metrics
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(log_dir=str(out))
@@ -171,8 +136,6 @@ def progress_bar(total: int, initial: int, stream: Any = None) -> Any:
     stream = sys.stderr if stream is None else stream
     if not getattr(stream, "isatty", lambda: False)() or os.environ.get("TQDM_DISABLE"):
         return None
-    from tqdm import tqdm
-
     return tqdm(
         total=total,
         initial=initial,
@@ -202,3 +165,30 @@ def log_data_stats(dataset: Any, epoch: int) -> None:
             epoch + 1,
             ", ".join(f"{k} {v}" for k, v in sorted(stats.items())),
         )
+
+
+class LoopClock:
+    """Wall-clock bookkeeping of the loop: time waiting for the loader (summed per logging
+    interval) and the mean step time of each interval."""
+
+    def __init__(self, it: int) -> None:
+        self.start = time.perf_counter()
+        self.last = (it, self.start)
+        self.data_time = 0.0
+
+    def next_batch(self, batches: Any) -> Batch:
+        t0 = time.perf_counter()
+        batch = next(batches)
+        self.data_time += time.perf_counter() - t0  # waiting for the loader
+        return batch
+
+    def interval(self, it: int, device: torch.device) -> tuple[float, float]:
+        """``(mean step time, mean data time)`` since the last call (which it resets)."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        steps = max(it - self.last[0], 1)
+        step_time = (now - self.last[1]) / steps
+        data_time = self.data_time / steps
+        self.last, self.data_time = (it, now), 0.0
+        return step_time, data_time

@@ -8,8 +8,8 @@ import re
 import shutil
 from pathlib import Path
 
+from ..checkpoint.io import LAST_CHECKPOINT
 from ..errors import UserError
-from .checkpoint import LAST_CHECKPOINT
 
 __all__ = ["prepare_output_dir", "prune_checkpoints", "run_files"]
 

@@ -1,4 +1,4 @@
-"""What :func:`solov2.engine.train.train` sets up around its loop: the initial weights
+"""What :func:`solov2.train.loop.train` sets up around its loop: the initial weights
 (backbone, ``--init``), the ``--resume`` state, SyncBatchNorm / DDP wrapping and
 ``torch.compile`` with static shapes."""
 
@@ -12,11 +12,18 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint.io import find_resume, load_checkpoint
+from ..checkpoint.rng import restore_rng_state
+from ..checkpoint.weights import (
+    check_init_fits,
+    check_resume_fits,
+    init_from_checkpoint,
+    load_backbone_weights,
+)
 from ..config import Config, config_to_dict
 from ..errors import UserError
 from ..model import SOLOv2, build_model
-from .checkpoint import find_resume, load_checkpoint, restore_rng_state
-from .dist import DistInfo
+from ..runtime.dist import DistInfo
 
 logger = logging.getLogger("solov2")
 
@@ -29,13 +36,9 @@ def build_initial_model(cfg: Config, init: str | None, allow_partial: bool) -> S
     unless ``allow_partial``)."""
     model = build_model(cfg)
     if cfg.model.backbone.weights and not init:
-        from .weights import load_backbone_weights
-
         load_backbone_weights(model, cfg.model.backbone.weights)
         logger.info("backbone weights from %s", cfg.model.backbone.weights)
     if init:
-        from .weights import check_init_fits, init_from_checkpoint
-
         init_ckpt = load_checkpoint(init)
         report = init_from_checkpoint(model, init_ckpt)
         logger.info("initialised from %s: %s", init, report.summary())
@@ -57,8 +60,6 @@ def resume_training(
 ) -> int:
     """``--resume [PATH]`` (``""``: ``out_dir``): load the model, optimizer, scaler and RNG state of
     the newest complete checkpoint there; returns its iteration (0 when there is none)."""
-    from .weights import check_resume_fits
-
     target = Path(resume or out_dir)
     if not target.exists() and target.resolve() != out_dir.resolve():
         hint = (
@@ -127,7 +128,7 @@ def compile_for_training(
     (dynamo's automatic dynamic shapes made multi-scale training crawl), and up to ``shapes``
     of them before dynamo gives up and runs eagerly. Pad batches to a few canvases
     (``data.canvas_buckets``) to bound the shapes."""
-    import torch._dynamo
+    import torch._dynamo  # only --compile needs dynamo: not loaded otherwise
 
     dyn = torch._dynamo.config
     name = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"

@@ -1,0 +1,349 @@
+"""The command line's grammar: every subcommand's flags (argparse only, no torch import:
+``solov2 --help`` and ``solov2 <cmd> --help`` stay instant)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..presets import PRESETS
+from .args import FRACTION, NONNEG_INT, POS_FLOAT, POS_INT, OneLineParser
+
+__all__ = ["build_parser"]
+
+
+def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data-root",
+        help="COCO-layout root: annotations/instances_{split}.json and {split}/ image folders",
+    )
+    if train:
+        g.add_argument("--train-split", help="training split name (default train2017)")
+        g.add_argument("--train-json", help="training annotation file (overrides --data-root)")
+        g.add_argument("--train-images", help="training image folder")
+    g.add_argument(
+        "--val-split", "--split", dest="val_split", help="evaluation split name (default val2017)"
+    )
+    g.add_argument("--val-json", help="evaluation annotation file")
+    g.add_argument("--val-images", help="evaluation image folder")
+    g.add_argument("--workers", type=NONNEG_INT, help="data loader workers per process")
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    """``a.b=value`` tokens (taken out of the command line by :func:`parse_args`, so they may
+    come anywhere) and ``--print-config``."""
+    p.add_argument(
+        "opts",
+        nargs="*",
+        default=[],
+        metavar="a.b=value",
+        help="config overrides, anywhere on the line (solver.base_lr=0.02)",
+    )
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as YAML and exit"
+    )
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--amp",
+        choices=["none", "fp16", "bf16"],
+        help="mixed precision (default: the config's, 'none')",
+    )
+    _add_overrides(p)
+
+
+def _add_train(sub: Any) -> None:
+    """``solov2 train``."""
+    t = sub.add_parser("train", help="train (1 process, or under torchrun for many GPUs)")
+    t.add_argument(
+        "--config",
+        help=f"preset ({', '.join(PRESETS)}) or YAML (default with --resume: the checkpoint's)",
+    )
+    t.add_argument("--output-dir", help="default: the --resume dir, else output/<config name>")
+    t.add_argument("--epochs", type=POS_INT)
+    t.add_argument(
+        "--max-iters",
+        type=NONNEG_INT,
+        help="stop after N iterations (throughput mode: the last line is the steady-state img/s)",
+    )
+    t.add_argument("--batch-size", type=POS_INT, help="images per process")
+    t.add_argument("--lr", type=POS_FLOAT, help="base lr at the reference batch of 16")
+    t.add_argument(
+        "--autoscale-lr",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="scale lr linearly with the total batch (default on)",
+    )
+    t.add_argument("--seed", type=NONNEG_INT)
+    t.add_argument(
+        "--init",
+        help="fine-tune from these weights (other class counts allowed): "
+        "a checkpoint, a pretrained name (solov2 weights list) or URL",
+    )
+    t.add_argument(
+        "--init-allow-partial",
+        action="store_true",
+        help="go on when --init fits less than half of the model's weights (by default an error)",
+    )
+    t.add_argument("--backbone-weights", help="torchvision ImageNet state dict for the backbone")
+    t.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="CKPT|DIR",
+        help="resume from CKPT or DIR's last_checkpoint (default: --output-dir's)",
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an --output-dir "
+        "that holds another run (its checkpoints, metrics and logs are deleted)",
+    )
+    t.add_argument("--eval-period", type=NONNEG_INT, help="evaluate every N iterations")
+    t.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    t.add_argument("--channels-last", action="store_true")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm for trainable BN")
+    t.add_argument(
+        "--profile",
+        metavar="A:B",
+        help="torch.profiler over iterations A+1..B: trace and summary in OUTPUT_DIR/profile/",
+    )
+    _add_data_args(t, train=True)
+    _add_common(t)
+
+
+def _add_eval(sub: Any) -> None:
+    """``solov2 eval``."""
+    e = sub.add_parser("eval", help="COCO mask AP of a checkpoint, or of a predictions file")
+    e.add_argument(
+        "--checkpoint",
+        "--weights",
+        dest="checkpoint",
+        help="checkpoint file, training output dir, pretrained name or URL",
+    )
+    e.add_argument(
+        "--results",
+        metavar="FILE.json",
+        help="score this predictions file instead "
+        "(COCO results, or solov2 infer's predictions.json); no checkpoint",
+    )
+    e.add_argument(
+        "--max-dets",
+        type=int,
+        metavar="N",
+        help="detections per image that count (COCOeval maxDets; default: model.test.max_per_img)",
+    )
+    e.add_argument(
+        "--config",
+        help="preset or YAML (default: the checkpoint's; with --results the built-in defaults)",
+    )
+    e.add_argument("--output-dir")
+    e.add_argument("--batch-size", type=POS_INT, default=2)
+    e.add_argument("--backend", default="auto", choices=["auto", "pycocotools", "faster"])
+    e.add_argument(
+        "--fast",
+        action="store_true",
+        help="weights in the --amp dtype, channels-"
+        "last, CUDA graphs for repeated input sizes (solov2.infer.fast.FastModel)",
+    )
+    _add_data_args(e, train=False)
+    _add_common(e)
+
+
+def _add_infer(sub: Any) -> None:
+    """``solov2 infer``."""
+    i = sub.add_parser("infer", help="predict on images: overlays + predictions.json")
+    i.add_argument(
+        "--checkpoint",
+        "--weights",
+        dest="checkpoint",
+        required=True,
+        help="checkpoint file, pretrained name (solov2 weights list) or URL",
+    )
+    i.add_argument("--config")
+    i.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    i.add_argument("--output-dir", required=True)
+    i.add_argument(
+        "--score-thr",
+        type=FRACTION,
+        default=0.3,
+        help="final score threshold (below model.test.score_thr it lowers that too)",
+    )
+    i.add_argument("--batch-size", type=POS_INT, default=4)
+    i.add_argument(
+        "--max-pixels",
+        type=POS_INT,
+        default=1 << 24,
+        help="larger images are "
+        "decoded reduced to this many pixels (default 16777216; predictions.json "
+        "stays at full size, overlays at the reduced size)",
+    )
+    i.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_overrides(i)
+
+
+def _add_export(sub: Any) -> None:
+    """``solov2 export``."""
+    x = sub.add_parser("export", help="ONNX export (pre/post-processing inside the graph)")
+    x.add_argument(
+        "--checkpoint",
+        "--weights",
+        dest="checkpoint",
+        required=True,
+        help="checkpoint file, pretrained name (solov2 weights list) or URL",
+    )
+    x.add_argument("--config", help="preset or YAML (default: the checkpoint's)")
+    x.add_argument("--output", required=True)
+    _add_overrides(x)
+
+
+def _add_convert(sub: Any) -> None:
+    """``solov2 convert``."""
+    c = sub.add_parser("convert", help="official SOLO / mmdetection 3.x checkpoint -> ours")
+    c.add_argument("--from", dest="source", required=True, choices=["official", "mmdet"])
+    c.add_argument("--config", required=True)
+    c.add_argument("src")
+    c.add_argument("dst")
+    _add_overrides(c)
+
+
+def _add_bench(sub: Any) -> None:
+    """``solov2 bench``."""
+    b = sub.add_parser(
+        "bench",
+        help="speed of ours vs Mask R-CNN or mmdet's SOLOv2, same "
+        "process; or of the training loader alone",
+    )
+    b.add_argument("--config", required=True)
+    b.add_argument(
+        "--mode",
+        default="infer",
+        choices=["infer", "train", "loader"],
+        help="loader: what the training data pipeline delivers per second",
+    )
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--batch-size", type=POS_INT, default=1)
+    b.add_argument("--size", default="800x1216", help="HxW of synthetic inputs")
+    b.add_argument(
+        "--real",
+        help="COCO-layout dataset dir for real data (= --data-root, "
+        "split 'train' unless --train-split)",
+    )
+    b.add_argument("--iters", type=POS_INT, default=20)
+    b.add_argument("--warmup", type=NONNEG_INT, default=5)
+    b.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"])
+    b.add_argument("--compile", action="store_true")
+    b.add_argument("--channels-last", action="store_true")
+    b.add_argument(
+        "--fast",
+        action="store_true",
+        help="infer: weights in the --amp dtype, "
+        "channels-last and CUDA graphs (solov2.infer.fast.FastModel)",
+    )
+    b.add_argument(
+        "--compare",
+        choices=["maskrcnn", "mmdet"],
+        help="also time the peer (mmdet: optional dependency, same weights as ours)",
+    )
+    b.add_argument(
+        "--peer-amp",
+        choices=["none", "fp16", "bf16"],
+        help="the peer's autocast dtype (default: --amp): compare ours' best with the peer's best",
+    )
+    b.add_argument("--json", action="store_true", help="last line: JSON result")
+    _add_data_args(b, train=True)  # --workers: default one per CPU core up to 16
+    _add_overrides(b)
+
+
+def _add_demo(sub: Any) -> None:
+    """``solov2 demo``."""
+    d = sub.add_parser("demo", help="synthetic dataset -> train solov2_demo -> eval -> overlays")
+    d.add_argument("--output-dir", default="output/demo")
+    d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    d.add_argument("--num-train", type=POS_INT, default=300)
+    d.add_argument("--num-val", type=POS_INT, default=60)
+    _add_overrides(d)
+
+
+def _add_config(sub: Any) -> None:
+    """``solov2 config``."""
+    g = sub.add_parser("config", help="print a resolved config (preset, YAML or checkpoint)")
+    g.add_argument(
+        "source",
+        help=f"preset ({', '.join(PRESETS)}), YAML file, checkpoint or training output dir",
+    )
+    g.add_argument("opts", nargs="*", default=[], metavar="a.b=value", help="config overrides")
+
+
+def _add_data(sub: Any) -> None:
+    """``solov2 data stats`` and ``solov2 data show``."""
+    d = sub.add_parser(
+        "data", help="dataset inspection: statistics against a preset, drawn ground truth"
+    )
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    st = dsub.add_parser(
+        "stats",
+        help="instances per image, object sizes at the training "
+        "scale, fit to the preset's FPN levels and grids (cell collisions)",
+    )
+    sh = dsub.add_parser("show", help="draw the ground truth of N images + labels.png summary")
+    for p in (st, sh):
+        p.add_argument(
+            "--config",
+            default="solov2_r50_fpn_1x",
+            help="preset or YAML whose scales, levels and grids to check "
+            "(default solov2_r50_fpn_1x)",
+        )
+        p.add_argument(
+            "--data-root", help="COCO-layout root: annotations/instances_{split}.json and {split}/"
+        )
+        p.add_argument("--split", help="split name (default: the config's data.train_split)")
+        p.add_argument("--annotations", help="annotation file (instead of --data-root/--split)")
+        p.add_argument("--images", help="image folder (instead of --data-root/--split)")
+        p.add_argument("--max-images", type=int, help="measure this many images, evenly spaced")
+        p.add_argument("opts", nargs="*", metavar="a.b=value", help="config overrides")
+    st.add_argument("--json", metavar="FILE", help="also write the statistics as JSON")
+    sh.add_argument("--output-dir", required=True)
+    sh.add_argument("--num", type=int, default=16, help="images to draw (the first N; 0: all)")
+
+
+def _add_weights(sub: Any) -> None:
+    """``solov2 weights list`` and ``solov2 weights download``."""
+    w = sub.add_parser("weights", help="published COCO checkpoints: list, download + convert")
+    ws = w.add_subparsers(dest="action", required=True)
+    ws.add_parser("list", help="known names, sources, published AP, what is cached")
+    d = ws.add_parser("download", help="download, verify and convert into torch hub's cache")
+    d.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="a name from `solov2 weights list` (NAME@official for the official file), or 'all'",
+    )
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``solov2`` parser with every subcommand, in ``solov2 --help`` order."""
+    parser = OneLineParser(
+        prog="solov2", description="SOLOv2 instance segmentation in pure PyTorch"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_train,
+        _add_eval,
+        _add_infer,
+        _add_export,
+        _add_convert,
+        _add_bench,
+        _add_demo,
+        _add_config,
+        _add_data,
+        _add_weights,
+    ):
+        add(sub)
+    return parser

@@ -1,0 +1,120 @@
+"""COCO run-length encoding: binary masks to RLE (what every results file holds), and the
+geometry of RLE masks read without decoding them (``solov2 data stats``)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["column_segments", "masks_to_rle", "resized_geometry", "rle_counts"]
+
+
+def masks_to_rle(masks: Tensor) -> list[dict[str, Any]]:
+    """Encode ``[K, H, W]`` binary masks as COCO compressed RLE dicts (``counts`` as ``str``)."""
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be [K, H, W], got shape {tuple(masks.shape)}")
+    if masks.shape[0] == 0:
+        return []
+    if masks.dtype != torch.bool:
+        masks = masks != 0
+    arr = masks.detach().to("cpu").numpy().astype(np.uint8).transpose(1, 2, 0)
+    rles = mask_util.encode(np.asfortranarray(arr))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
+def rle_counts(rle: dict[str, Any]) -> np.ndarray:
+    """Run lengths of a compressed COCO RLE (pycocotools' ``rleFrString``, vectorised).
+
+    Returns:
+        int64 ``[R]``: alternating background / foreground runs in column-major order, starting
+        with background.
+    """
+    s = rle["counts"]
+    arr = np.frombuffer(s.encode() if isinstance(s, str) else s, dtype=np.uint8)
+    arr = arr.astype(np.int64) - 48
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.flatnonzero((arr & 0x20) == 0)  # the last character of each number
+    starts = np.r_[0, ends[:-1] + 1]
+    k = np.arange(arr.size) - np.repeat(starts, ends - starts + 1)
+    x = np.add.reduceat((arr & 0x1F) << (5 * k), starts)
+    neg = (arr[ends] & 0x10) != 0
+    x[neg] -= np.left_shift(1, 5 * (k[ends[neg]] + 1))
+    c = x.copy()
+    c[2::2] = np.cumsum(x[2::2])  # counts[m] = x[m] + counts[m - 2] for m > 2
+    if c.size > 3:
+        c[3::2] = x[1] + np.cumsum(x[3::2])
+    return c
+
+
+def column_segments(rles: list[dict[str, Any]], h: int) -> tuple[np.ndarray, ...]:
+    """Foreground column segments of masks: ``(mask, col, row_start, row_end)`` int64 ``[P]``,
+    grouped by mask in order (every mask has at least one)."""
+    ids, begins, lengths = [], [], []
+    for i, rle in enumerate(rles):
+        c = rle_counts(rle)
+        end = np.cumsum(c)
+        fg = np.arange(1, c.size, 2)
+        fg = fg[c[fg] > 0]
+        begins.append(end[fg] - c[fg])
+        lengths.append(c[fg])
+        ids.append(np.full(fg.size, i, dtype=np.int64))
+    p, n, mid = np.concatenate(begins), np.concatenate(lengths), np.concatenate(ids)
+    x0, x1 = p // h, (p + n - 1) // h
+    pieces = x1 - x0 + 1  # runs wrap over columns: one piece per column
+    run = np.repeat(np.arange(p.size), pieces)
+    col = x0[run] + np.arange(run.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    ya = np.where(col == x0[run], p[run] % h, 0)
+    yb = np.where(col == x1[run], (p + n - 1)[run] % h + 1, h)
+    return mid[run], col, ya, yb
+
+
+@functools.lru_cache(maxsize=64)
+def _nearest_source(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output row of a nearest resize ``n_in -> n_out``, taken from
+    ``F.interpolate(mode="nearest")`` itself (what torchvision's mask resize runs)."""
+    src = torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in, 1)
+    return F.interpolate(src, size=(n_out, 1), mode="nearest").view(-1).long().numpy()
+
+
+def resized_geometry(
+    segs: tuple[np.ndarray, ...], n: int, hw: tuple[int, int], out_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per mask, in the resized frame: ``area`` int64 ``[N]``, ``sums`` (x, y pixel-index sums)
+    int64 ``[N, 2]`` and tight ``boxes`` xyxy int64 ``[N, 4]`` (exclusive x2/y2, 0 if empty)."""
+    mid, col, ya, yb = segs
+    ri, cj = _nearest_source(hw[0], out_hw[0]), _nearest_source(hw[1], out_hw[1])
+    lo, hi = np.searchsorted(ri, ya), np.searchsorted(ri, yb)  # output rows [lo, hi)
+    clo, chi = np.searchsorted(cj, col), np.searchsorted(cj, col + 1)  # output cols [clo, chi)
+    nr, nc = hi - lo, chi - clo
+    a = nr * nc
+    starts = np.flatnonzero(np.r_[True, mid[1:] != mid[:-1]])
+    area = np.add.reduceat(a, starts)
+    sums = np.stack(
+        [
+            np.add.reduceat(nr * ((clo + chi - 1) * nc // 2), starts),
+            np.add.reduceat(nc * ((lo + hi - 1) * nr // 2), starts),
+        ],
+        1,
+    )
+    big, on = np.iinfo(np.int64).max, a > 0
+    boxes = np.stack(
+        [
+            np.minimum.reduceat(np.where(on, clo, big), starts),
+            np.minimum.reduceat(np.where(on, lo, big), starts),
+            np.maximum.reduceat(np.where(on, chi, -1), starts),
+            np.maximum.reduceat(np.where(on, hi, -1), starts),
+        ],
+        1,
+    )
+    boxes[area == 0] = 0
+    assert area.size == n
+    return area, sums, boxes

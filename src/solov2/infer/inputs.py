@@ -1,0 +1,176 @@
+"""What ``solov2 infer`` reads and writes: the input files (images, folders, globs, videos),
+their decoded images or frames, and the ``predictions.json`` entries of each.
+
+``predictions.json`` is a list of COCO-style result dicts: ``file_name`` (the input path as
+found), ``category_id``, ``category_name``, ``score``, ``bbox`` ``[x, y, w, h]`` (pixels, tight box
+of the mask), ``segmentation`` (COCO compressed RLE, ``counts`` a string), plus ``frame`` for
+video frames. ``category_id`` comes from the config's ``data.category_ids`` when present, is the
+official COCO id when the class names are the 80 COCO classes, and ``label + 1`` otherwise
+(see :func:`solov2.data.coco_names.category_ids_of`).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pycocotools import mask as mask_util
+from torch import Tensor
+
+from ..data.rle import masks_to_rle
+from ..errors import UserError
+from ..structures import Predictions
+from .large import read_image_bounded, upsample_rle
+from .predictor import Predictor
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "Item",
+    "collect_inputs",
+    "iter_items",
+    "prediction_records",
+    "video_decoder_class",
+]
+
+logger = logging.getLogger("solov2")
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".jfif"}
+)
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def _is_media(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+
+
+def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files, folders (recursively, image/video extensions only) and glob patterns.
+
+    Order: inputs as given; folder and glob matches sorted. Duplicates are dropped. An input that
+    matches nothing is reported with a warning.
+
+    Raises:
+        UserError: nothing at all was found.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            matches = sorted(q for q in p.rglob("*") if q.is_file() and _is_media(q))
+        elif p.is_file():
+            matches = [p]
+        elif _GLOB_CHARS.search(str(item)):
+            matches = sorted(
+                Path(q)
+                for q in glob.glob(str(item), recursive=True)
+                if Path(q).is_file() and _is_media(Path(q))
+            )
+        else:
+            matches = []
+        if not matches:
+            logger.warning("%s: no such file, or no images in it; skipped", item)
+        found.extend(matches)
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise UserError(f"no input images found in {', '.join(map(str, inputs)) or '(nothing)'}")
+    return unique
+
+
+@dataclass
+class Item:
+    source: Path
+    image: Tensor
+    frame: int | None = None
+    orig_size: tuple[int, int] | None = None  # set when decoded reduced (read_image_bounded)
+
+
+VIDEO_HINT = (
+    "reading videos needs torchcodec and FFmpeg's libraries: pip install "
+    "'solov2[video]' and e.g. apt-get install ffmpeg"
+)
+
+
+def video_decoder_class(path: Path | str) -> Any:
+    """torchcodec's ``VideoDecoder``, or a :class:`UserError` naming ``path`` with the install
+    hint when torchcodec or FFmpeg is missing (torchcodec's import loads FFmpeg)."""
+    try:  # optional extra (video): imported when a video is met
+        from torchcodec.decoders import VideoDecoder
+    except ImportError:
+        raise UserError(f"{path}: {VIDEO_HINT} (torchcodec is not installed)") from None
+    except (OSError, RuntimeError) as e:  # torchcodec present, FFmpeg's libraries not found
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: {VIDEO_HINT} ({reason[:200]})") from None
+    return VideoDecoder
+
+
+def _read_video(path: Path) -> Iterator[Item]:
+    VideoDecoder = video_decoder_class(path)
+    try:
+        decoder = VideoDecoder(str(path))
+        for i in range(len(decoder)):
+            yield Item(path, decoder[i], i)
+    except Exception as e:  # decoder errors come in many types
+        logger.warning("%s: cannot decode video (%s); skipped", path, str(e).splitlines()[0])
+
+
+def iter_items(files: Sequence[Path], max_pixels: int) -> Iterator[Item | Path]:
+    """Decoded images/frames; a bare ``Path`` marks a finished input (for progress)."""
+    for f in files:
+        if f.suffix.lower() in VIDEO_EXTENSIONS:
+            yield from _read_video(f)
+        else:
+            try:
+                image, size = read_image_bounded(f, max_pixels)
+            except (OSError, ValueError) as e:
+                logger.warning("%s; skipped", str(e).splitlines()[0] if str(e) else f)
+            else:
+                reduced = tuple(image.shape[-2:]) != size
+                if reduced:
+                    logger.info(
+                        "%s: %dx%d is above --max-pixels %d: processed and drawn at "
+                        "%dx%d, predictions.json at full size",
+                        f,
+                        size[1],
+                        size[0],
+                        max_pixels,
+                        image.shape[-1],
+                        image.shape[-2],
+                    )
+                yield Item(f, image, orig_size=size if reduced else None)
+        yield f
+
+
+def prediction_records(item: Item, pred: Predictions, predictor: Predictor) -> list[dict[str, Any]]:
+    """The ``predictions.json`` entries of one image or frame (module docstring)."""
+    out = []
+    if item.orig_size is None:
+        rles = masks_to_rle(pred.masks)
+        boxes = [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in pred.boxes.tolist()]
+    else:  # computed on a reduced image: masks and boxes at the original size
+        rles = [upsample_rle(m.numpy(), item.orig_size) for m in pred.masks]
+        boxes = [mask_util.toBbox({**r, "counts": r["counts"].encode()}).tolist() for r in rles]
+    for rle, label, score, box in zip(rles, pred.labels.tolist(), pred.scores.tolist(), boxes):
+        r: dict[str, Any] = {"file_name": str(item.source)}
+        if item.frame is not None:
+            r["frame"] = item.frame
+        names, ids = predictor.class_names, predictor.category_ids
+        r.update(
+            {
+                "category_id": ids[label] if 0 <= label < len(ids) else label + 1,
+                "category_name": names[label] if 0 <= label < len(names) else f"class_{label}",
+                "score": round(float(score), 5),
+                "bbox": [float(v) for v in box],
+                "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]},
+            }
+        )
+        out.append(r)
+    return out

@@ -1,0 +1,54 @@
+"""The package's rank-aware stdlib logger.
+
+Rank 0 logs INFO and above to the console and to ``output_dir/log.txt``; other ranks only
+print warnings and errors (prefixed with their rank).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["setup_logger"]
+
+_FMT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
+_DATEFMT = "%m/%d %H:%M:%S"
+_HANDLER_TAG = "_solov2_handler"
+
+
+def setup_logger(
+    output_dir: str | Path | None, rank: int = 0, name: str = "solov2"
+) -> logging.Logger:
+    """Configure and return the logger ``name``; safe to call again (handlers are replaced).
+
+    Args:
+        output_dir: directory for ``log.txt`` (rank 0 only); ``None`` logs to the console only.
+        rank: the process rank; ranks other than 0 log WARNING and above to the console.
+        name: logger name; modules log through ``logging.getLogger(name)`` or its children.
+    """
+    logger = logging.getLogger(name)
+    for h in list(logger.handlers):
+        if getattr(h, _HANDLER_TAG, False):
+            logger.removeHandler(h)
+            h.close()
+    logger.propagate = False
+    level = logging.INFO if rank == 0 else logging.WARNING
+    logger.setLevel(level)
+
+    fmt = _FMT if rank == 0 else f"[rank{rank}] " + _FMT
+    console = logging.StreamHandler(stream=sys.stdout)
+    console.setLevel(level)
+    console.setFormatter(logging.Formatter(fmt, datefmt=_DATEFMT))
+    setattr(console, _HANDLER_TAG, True)
+    logger.addHandler(console)
+
+    if rank == 0 and output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(out / "log.txt", mode="a", encoding="utf-8")
+        fh.setLevel(logging.INFO)
+        fh.setFormatter(logging.Formatter(_FMT, datefmt="%Y-%m-%d %H:%M:%S"))
+        setattr(fh, _HANDLER_TAG, True)
+        logger.addHandler(fh)
+    return logger

@@ -1,0 +1,1 @@
+"""Small torch-free utilities shared by every layer (file I/O)."""
