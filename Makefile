@@ -1,4 +1,4 @@
-# Set-up and the two main jobs. `make demo` and `make test` each create .venv and install
+# Set-up and the main jobs. `make demo`, `make test` and `make check` each create .venv and install
 # everything they need on a fresh machine, at the versions of constraints.txt (the ones the
 # suite is tested with); `make test CONSTRAINTS= VENV=.venv-newest` takes the newest releases.
 # PyTorch comes from PyPI, whose Linux x86_64 torch wheel is the CUDA build (~5.5 GB in .venv
@@ -19,7 +19,7 @@ $(BIN)/solov2: pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install -q -e ".[dev]" $(PIN)
 	touch $(BIN)/solov2
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint check
 install: $(BIN)/solov2
 
 demo: install
@@ -30,3 +30,12 @@ test: install
 
 lint: install
 	$(BIN)/ruff check src tests tools dev
+	$(BIN)/ruff format --check src tests tools dev
+
+# What CI checks before the tests: lint and format, the import layers (contracts in
+# pyproject.toml), types, and the code-shape limits (files <= 400 lines, functions <= 80;
+# parameter lists <= 7 are ruff's PLR0913).
+check: lint
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/python dev/check_shape.py

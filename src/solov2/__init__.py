@@ -1,9 +1,10 @@
 """SOLOv2 instance segmentation in pure PyTorch.
 
-Public API: :func:`build_model`, :class:`SOLOv2`, :class:`Predictor`, the config system
-(:class:`Config`, :func:`get_config`, :data:`PRESETS`, :func:`apply_overrides`), the pure
-functions :func:`build_targets`, :func:`solov2_losses`, :func:`postprocess` and
-:func:`matrix_nms`.
+Public API: :func:`build_model`, :class:`SOLOv2`, :class:`Predictor`,
+:func:`load_for_inference`, the config system (:class:`Config`, :func:`get_config`,
+:data:`PRESETS`, :func:`apply_overrides`), the pure functions :func:`build_targets`,
+:func:`solov2_losses` and :func:`matrix_nms`, and :class:`PostProcessor` (with its functional
+form :func:`postprocess`).
 
 The names are imported on first use (PEP 562), so ``import solov2`` and ``solov2 --help`` do not
 import torch.
@@ -20,10 +21,12 @@ _EXPORTS = {
     "Config": ".config",
     "apply_overrides": ".config",
     "Predictor": ".infer.predictor",
+    "load_for_inference": ".infer.loading",
     "solov2_losses": ".losses",
     "SOLOv2": ".model",
     "build_model": ".model",
     "matrix_nms": ".ops",
+    "PostProcessor": ".postprocess",
     "postprocess": ".postprocess",
     "PRESETS": ".presets",
     "get_config": ".presets",
@@ -33,6 +36,7 @@ _EXPORTS = {
 __all__ = [
     "Config",
     "PRESETS",
+    "PostProcessor",
     "Predictor",
     "SOLOv2",
     "__version__",
@@ -40,6 +44,7 @@ __all__ = [
     "build_model",
     "build_targets",
     "get_config",
+    "load_for_inference",
     "matrix_nms",
     "postprocess",
     "solov2_losses",
@@ -47,11 +52,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .config import Config, apply_overrides
+    from .infer.loading import load_for_inference
     from .infer.predictor import Predictor
     from .losses import solov2_losses
     from .model import SOLOv2, build_model
     from .ops import matrix_nms
-    from .postprocess import postprocess
+    from .postprocess import PostProcessor, postprocess
     from .presets import PRESETS, get_config
     from .targets import build_targets
 

@@ -81,7 +81,8 @@ def solov2_losses(  # noqa: PLR0913 - the loss settings as keywords, a public te
         prob = pred.float().sigmoid()
         if window is not None:
             assert num_grids is not None, "window needs num_grids"
-            inside = cell_windows(targets.pos_cell, num_grids, window, tuple(pred.shape[-2:]))
+            hw = (int(pred.shape[-2]), int(pred.shape[-1]))
+            inside = cell_windows(targets.pos_cell, num_grids, window, hw)
             prob, target = prob * inside, target * inside
         loss_mask = dice_loss(prob, target).mean()
     return {"loss_cate": loss_cate * cate_weight, "loss_mask": loss_mask * dice_weight}

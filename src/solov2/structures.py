@@ -133,6 +133,13 @@ class Instances:
             return Instances(self.masks.to_dense(), self.labels, self.boxes)
         return self
 
+    @property
+    def mask_tensor(self) -> Tensor:
+        """``masks`` of dense instances (a dataset's, or after :meth:`dense`)."""
+        if isinstance(self.masks, PackedMasks):
+            raise TypeError("these instances hold packed masks: call dense() first")
+        return self.masks
+
     @staticmethod
     def empty(height: int, width: int) -> Instances:
         return Instances(
@@ -223,14 +230,10 @@ class Batch:
 def _targets_to(
     targets: list[Instances], device: torch.device | str, non_blocking: bool
 ) -> list[Instances]:
-    packs = [t.masks for t in targets]
-    if not (
-        packs
-        and all(isinstance(m, PackedMasks) for m in packs)
-        and len({m.frame for m in packs}) == 1
-    ):  # type: ignore[union-attr]
+    packs = [t.masks for t in targets if isinstance(t.masks, PackedMasks)]
+    if not (packs and len(packs) == len(targets) and len({m.frame for m in packs}) == 1):
         return [t.to(device, non_blocking) for t in targets]
-    masks = unpack_masks(packs, device, non_blocking)  # type: ignore[arg-type]
+    masks = unpack_masks(packs, device, non_blocking)
     return [
         Instances(
             m,

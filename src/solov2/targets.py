@@ -102,7 +102,7 @@ def build_targets(
             torch.zeros((0, hf, wf), dtype=torch.uint8, device=device),
             torch.zeros((), dtype=torch.long, device=device),
         )
-    masks = torch.cat([t.masks for t in instances if len(t)])
+    masks = torch.cat([t.mask_tensor for t in instances if len(t)])
     labels = torch.cat([t.labels for t in instances]).to(device)
     boxes = torch.cat([t.boxes for t in instances]).to(device).float()
     img_idx = torch.repeat_interleave(torch.arange(b, device=device), counts, output_size=m)

@@ -36,8 +36,9 @@ def infer_step(
 ) -> Step:
     """float [0, 1] images at the original size; its transform resizes to our test size;
     score threshold 0 and ``PEER_DETECTIONS`` pasted masks per image."""
-    net = peer_model(device).eval()
-    nh, nw = resize_keep_ratio_size(*sets[0][0].shape[-2:], cfg.data.test_scale)
+    net: Any = peer_model(device).eval()  # torchvision detection models are untyped
+    h, w = (int(v) for v in sets[0][0].shape[-2:])
+    nh, nw = resize_keep_ratio_size(h, w, cfg.data.test_scale)
     net.transform.min_size, net.transform.max_size = (min(nh, nw),), max(nh, nw)
     net.roi_heads.score_thresh, net.roi_heads.detections_per_img = 0.0, PEER_DETECTIONS
 
@@ -55,8 +56,8 @@ def time_train(
 ) -> dict[str, Any]:
     """The same batches unpadded, float [0, 1], labels + 1; the peer's resize disabled (batches
     arrive at their training size, as ours get them)."""
-    net = peer_model(device)
-    net.transform.resize = lambda image, target=None: (image, target)  # type: ignore
+    net: Any = peer_model(device)  # torchvision detection models are untyped
+    net.transform.resize = lambda image, target=None: (image, target)
     opt = torch.optim.SGD(
         [p for p in net.parameters() if p.requires_grad],
         lr=LR,
@@ -68,8 +69,10 @@ def time_train(
         images, targets = [], []
         for i, (h, w) in enumerate(b.image_sizes.tolist()):
             images.append(b.images[i, :, :h, :w].float().div_(255))
-            t = b.targets[i]  # type: ignore[index]
-            targets.append({"boxes": t.boxes, "labels": t.labels + 1, "masks": t.masks[:, :h, :w]})  # type: ignore[index]
+            assert b.targets is not None  # training batches
+            t = b.targets[i]
+            masks = t.mask_tensor[:, :h, :w]
+            targets.append({"boxes": t.boxes, "labels": t.labels + 1, "masks": masks})
         with autocast(device, opts.peer_dtype):
             return net(images, targets)
 

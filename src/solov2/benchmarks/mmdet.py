@@ -310,7 +310,7 @@ def infer_step(
 ) -> Step:
     """uint8 images on the device -> our resize (``resize_uint8``) -> mmdet's preprocessor
     (normalise, pad) -> ``predict(rescale=True)``: masks at the original size."""
-    net = peer.to(device).eval()
+    net: Any = peer.to(device).eval()  # an mmdet model (untyped)
     scale = cfg.data.test_scale
 
     @torch.inference_mode()
@@ -339,7 +339,7 @@ def time_train(
     the same canvas), ground truth as ``InstanceData`` over the device tensors."""
     from mmengine.structures import InstanceData  # optional extra
 
-    net = peer.to(device)
+    net: Any = peer.to(device)  # an mmdet model (untyped)
     opt = torch.optim.SGD(
         [p for p in net.parameters() if p.requires_grad],
         lr=LR,
@@ -352,8 +352,8 @@ def time_train(
         samples = _samples([(s, s) for s in sizes])
         for s, t in zip(samples, b.targets or []):
             s.gt_instances = InstanceData(
-                bboxes=t.boxes, labels=t.labels, masks=DeviceMasks(t.masks)
-            )  # type: ignore[arg-type]
+                bboxes=t.boxes, labels=t.labels, masks=DeviceMasks(t.mask_tensor)
+            )
         imgs = [b.images[i, :, :h, :w] for i, (h, w) in enumerate(sizes)]
         with autocast(device, opts.peer_dtype):
             data = net.data_preprocessor({"inputs": imgs, "data_samples": samples}, True)

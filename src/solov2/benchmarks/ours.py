@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..config import Config
 from ..infer.fast import FastModel
 from ..infer.preprocess import preprocess_images
-from ..model import build_model
+from ..model import SOLOv2, build_model
 from ..ops.dynamic import flatten_levels
 from ..ops.masks import points_nms
 from ..postprocess import PostProcessor
@@ -28,16 +28,19 @@ MASK_LOGIT_STD = 4.0  # spread of dynamic-mask logits: crisp masks
 LR = 0.01
 
 
-def ours_model(cfg: Config, device: torch.device, channels_last: bool) -> nn.Module:
+def ours_model(cfg: Config, device: torch.device, channels_last: bool) -> SOLOv2:
     """``build_model(cfg)``, seeded from ``cfg.solver.seed``, on ``device``."""
     torch.manual_seed(cfg.solver.seed)
     fmt = torch.channels_last if channels_last else torch.preserve_format
-    return build_model(cfg).to(device, memory_format=fmt)  # type: ignore[call-overload]
+    model = build_model(cfg)
+    # memory_format is a keyword Module.to takes, missing from torch's typed overloads
+    model.to(device, memory_format=fmt)  # type: ignore[call-overload]
+    return model
 
 
 @torch.inference_mode()
 def balance_work(
-    model: nn.Module,
+    model: SOLOv2,
     cfg: Config,
     batches: list[tuple[Tensor, Tensor]],
     amp: str,
@@ -48,6 +51,7 @@ def balance_work(
     and a common shift (bisection over the ``(images, sizes)`` batches) so that ~``target``
     (cell, class) pairs per image pass ``score_thr``."""
     cate, kern = model.head.solo_cate, model.head.solo_kernel
+    assert cate.bias is not None and kern.bias is not None  # nn.Conv2d(bias=True)
     with autocast(batches[0][0].device, amp):
         outs = [model(x, sizes) for x, sizes in batches]
     # masks: drop the kernels' component along the mean feature (features are >= 0: masks would
@@ -88,7 +92,7 @@ def balance_work(
     cate.bias.copy_(hi - mu * scale)
 
 
-def infer_work(opts: BenchOptions, cfg: Config, model: nn.Module, sets: list[list[Tensor]]) -> None:
+def infer_work(opts: BenchOptions, cfg: Config, model: SOLOv2, sets: list[list[Tensor]]) -> None:
     """Tweak ``model``'s head (:func:`balance_work`) on the preprocessed ``sets``."""
     balance_work(
         model,
@@ -103,7 +107,7 @@ def infer_step(
     cfg: Config,
     device: torch.device,
     sets: list[list[Tensor]],
-    model: nn.Module,
+    model: SOLOv2,
     work: dict[str, float],
 ) -> Step:
     """Our inference pipeline (resize, pad, network, post-processing to the original size) on
@@ -111,10 +115,10 @@ def infer_step(
     detections per image, counted eagerly before any ``--fast`` wrapping)."""
     model.eval()
     post = PostProcessor.from_config(cfg)
-    fwd = torch.compile(model) if opts.compile else model
+    fwd: Callable[..., Any] = torch.compile(model) if opts.compile else model
     fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
 
-    def run(imgs: list[Tensor], net: nn.Module) -> tuple[Any, list[Any]]:
+    def run(imgs: list[Tensor], net: Callable[..., Any]) -> tuple[Any, list[Any]]:
         x, sizes, orig = preprocess_images(imgs, cfg.data.test_scale, cfg.data.size_divisor)
         x = x.contiguous(memory_format=fmt)
         with autocast(device, opts.amp):
@@ -181,7 +185,7 @@ def time_train(
     cfg: Config,
     device: torch.device,
     source: Callable[[], Step],
-    model: nn.Module,
+    model: SOLOv2,
 ) -> dict[str, Any]:
     """Time our training step (``train_step``, ``build_optimizer``); ``--compile``: static
     shapes (``compile_for_training``)."""

@@ -81,7 +81,8 @@ def time_alternating(
             peaks.append(round((torch.cuda.max_memory_allocated(device) - held) / 2**20, 1))
             held = torch.cuda.memory_allocated(device)
         steps.append(step)
-    n, times = max(1, iters // max(1, blocks)), [[] for _ in steps]  # type: list[list[float]]
+    n = max(1, iters // max(1, blocks))
+    times: list[list[float]] = [[] for _ in steps]
     rounds = 0
     while len(times[0]) < max(1, iters):
         order = range(len(steps)) if rounds % 2 == 0 else reversed(range(len(steps)))

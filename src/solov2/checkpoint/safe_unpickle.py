@@ -49,6 +49,12 @@ class Placeholder:
     """
 
     global_name = "?"
+    # set per instance by __new__ (through __dict__: no attribute hook of a pickled class runs)
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    items: list[Any]
+    mapping: dict[Any, Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Placeholder:
         obj = object.__new__(cls)
@@ -189,7 +195,8 @@ def _load(f: Any, **kwargs: Any) -> Any:
     return SafeUnpickler(f, **kwargs).load()
 
 
-# what torch.load(pickle_module=...) needs: ``Unpickler`` (zip files) and ``load`` (legacy files)
+# what torch.load(pickle_module=...) needs: ``Unpickler`` (zip files) and ``load`` (legacy files);
+# set on a fresh module object, which the type checker sees without these attributes
 _PICKLE_MODULE = types.ModuleType("solov2_safe_unpickle")
 _PICKLE_MODULE.Unpickler = SafeUnpickler  # type: ignore[attr-defined]
 _PICKLE_MODULE.load = _load  # type: ignore[attr-defined]

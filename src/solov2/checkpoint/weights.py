@@ -70,7 +70,7 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Non
         CheckpointError: one line naming the file: unreadable or unsafe file, or keys/shapes that
             do not fit this backbone (e.g. a ResNet-50 file for a ResNet-18 backbone).
     """
-    backbone = getattr(model, "backbone", model)
+    backbone: Any = getattr(model, "backbone", model)  # any module with load_imagenet
     if not hasattr(backbone, "load_imagenet"):
         raise TypeError(f"{type(backbone).__name__} has no load_imagenet method")
     state = _unwrap(load_checkpoint(path, map_location="cpu"), str(path))

@@ -35,6 +35,7 @@ from ..benchmarks.report import bench_notes, format_report
 from ..benchmarks.timing import bench_matrix_nms, time_alternating
 from ..config import Config
 from ..errors import UserError
+from ..model import SOLOv2
 from ..presets import get_config
 from ..runtime.threads import configure_threads
 from .args import apply_flags
@@ -88,7 +89,7 @@ def _infer(
     cfg: Config,
     device: torch.device,
     size: tuple[int, int],
-    model: torch.nn.Module,
+    model: SOLOv2,
     peer: Any,
     r: dict[str, Any],
 ) -> None:

@@ -69,7 +69,7 @@ class _PackedList:
 
     def __getitem__(self, i: int) -> Any:
         start = int(self._ends[i - 1]) if i > 0 else 0
-        return pickle.loads(memoryview(self._data[start : int(self._ends[i])]))
+        return pickle.loads(self._data[start : int(self._ends[i])].data)
 
 
 class CocoInstances(Dataset[Sample]):
@@ -307,7 +307,7 @@ class CocoInstances(Dataset[Sample]):
             )
         labels: list[int] = []
         if getattr(self.transform, "compact", False):  # masks packed, never a dense frame
-            image, inst = self.transform.apply(  # type: ignore[union-attr]
+            image, inst = self.transform.apply(  # type: ignore[union-attr]  # compact: has apply
                 image, self._crops(anns, iid, h, w, labels, events), labels, (h, w)
             )
             return Sample(
@@ -331,9 +331,9 @@ class CocoInstances(Dataset[Sample]):
             if (fh, fw) != (h, w):
                 mt = F.interpolate(mt[None], size=(fh, fw), mode="nearest")[0]
             inst = Instances(mt, torch.tensor(labels, dtype=torch.int64), masks_to_boxes(mt))
-            keep = inst.masks.flatten(1).any(1)
+            keep = mt.flatten(1).any(1)
             if not bool(keep.all()):
-                inst = Instances(inst.masks[keep], inst.labels[keep], inst.boxes[keep])
+                inst = Instances(mt[keep], inst.labels[keep], inst.boxes[keep])
         else:
             inst = Instances.empty(fh, fw)
         if self.transform is not None:

@@ -116,7 +116,9 @@ def rle_crop(rle: dict[str, Any]) -> tuple[np.ndarray, tuple[int, int, int, int]
     lo, hi = c0 * h, c1 * h
     runs = np.clip(ends, lo, hi) - np.clip(starts, lo, hi)
     strip = np.repeat((np.arange(cnts.size) & 1).astype(np.uint8), runs).reshape(c1 - c0, h).T
-    y0, y1, x0, x1 = _tight(strip)  # type: ignore[misc]
+    box = _tight(strip)
+    assert box is not None  # fg is not empty: the strip has set pixels
+    y0, y1, x0, x1 = box
     return strip[y0:y1, x0:x1], (y0, y1, c0 + x0, c0 + x1)
 
 

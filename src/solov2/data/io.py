@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -182,7 +182,7 @@ def short_repr(v: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def is_number(v: Any) -> bool:
+def is_number(v: Any) -> TypeGuard[int | float]:
     """True for int/float values (JSON numbers), False for bools."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 

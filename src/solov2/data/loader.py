@@ -98,7 +98,7 @@ class SeededItems(Dataset[Sample]):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)  # type: ignore[arg-type]  # map-style: has len()
 
     def __getitem__(self, key: tuple[int, int]) -> Sample:
         index, seed = key
@@ -250,7 +250,7 @@ def build_train_loader(
     Returns:
         :class:`TrainLoader`, epoch based: ``loader.set_epoch(e); for batch in loader: ...``.
     """
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(dataset)  # type: ignore[arg-type]  # map-style: has len()
     if _dist_info()[1] > 1:
         sampler: Sampler[int] = DistributedSampler(dataset, shuffle=True, seed=seed)
     else:
@@ -264,7 +264,8 @@ def build_train_loader(
         groups = [0 if r >= 1.0 else 1 for r in ratios()]
         batch_sampler: Any = GroupedBatchSampler(sampler, groups, batch_size)
     else:
-        batch_sampler = EpochBatchSampler(sampler, batch_size, drop_last=len(sampler) >= batch_size)  # type: ignore
+        drop_last = len(sampler) >= batch_size  # type: ignore[arg-type]  # samplers have len()
+        batch_sampler = EpochBatchSampler(sampler, batch_size, drop_last=drop_last)
     batches = ResumableBatches(batch_sampler, seed)
     loader = DataLoader(
         SeededItems(dataset),
@@ -297,7 +298,7 @@ def build_test_loader(
     Batches have ``targets=None`` unless ``with_targets`` (evaluation reads ``dataset.coco``).
     """
     rank, world = _dist_info()
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(dataset)  # type: ignore[arg-type]  # map-style: has len()
     keys = None
     if test_scale is not None and hasattr(dataset, "image_sizes"):
         keys = [

@@ -38,8 +38,8 @@ def rle_counts(rle: dict[str, Any]) -> np.ndarray:
         with background.
     """
     s = rle["counts"]
-    arr = np.frombuffer(s.encode() if isinstance(s, str) else s, dtype=np.uint8)
-    arr = arr.astype(np.int64) - 48
+    raw = np.frombuffer(s.encode() if isinstance(s, str) else s, dtype=np.uint8)
+    arr = raw.astype(np.int64) - 48
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     ends = np.flatnonzero((arr & 0x20) == 0)  # the last character of each number

@@ -123,7 +123,7 @@ class GroupedBatchSampler(BatchSampler):
         yield from batches
 
     def __len__(self) -> int:
-        return max(1, len(self.sampler) // self.batch_size)  # type: ignore[arg-type]
+        return max(1, len(self.sampler) // self.batch_size)  # type: ignore[arg-type]  # sized
 
 
 class EpochBatchSampler(BatchSampler):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ def draw_ground_truth(
     many = len(class_names) > 1
     # one class: a colour per instance (touching objects stay apart), else per class
     keys = instances.labels if many else torch.arange(n)
-    pred = Predictions(instances.masks.bool(), keys, torch.ones(n), instances.boxes.float())
+    pred = Predictions(instances.mask_tensor.bool(), keys, torch.ones(n), instances.boxes.float())
     out = draw_predictions(image, pred, class_names, score_thr=0.0, boxes=False)
     if n == 0:
         return out
@@ -136,13 +137,13 @@ def save_summary_figure(st: DatasetStats, path: str | os.PathLike[str]) -> Path 
 
 
 def save_ground_truth(
-    dataset: object, indices: Sequence[int], output_dir: Path, class_names: Sequence[str]
+    dataset: Any, indices: Sequence[int], output_dir: Path, class_names: Sequence[str]
 ) -> list[Path]:
     """Draw items ``indices`` of ``dataset`` (un-transformed samples) into ``output_dir``."""
     used: set[str] = set()
     written = []
     for i in indices:
-        s = dataset[i]  # type: ignore[index]
+        s = dataset[i]
         vis = draw_ground_truth(s.image, s.instances, class_names)
         written.append(save_png(vis, output_dir / safe_name(Path(s.file_name).stem, used)))
     return written

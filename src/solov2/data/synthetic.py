@@ -79,7 +79,9 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         gh, gw = int(rng.integers(2, 6)), int(rng.integers(2, 7))
         amp = rng.uniform(30.0, 90.0)
         grid = np.clip(c0 + rng.uniform(-amp, amp, size=(gh, gw, 3)), 0, 255).astype(np.uint8)
-        bg = np.asarray(Image.fromarray(grid).resize((w, h), Image.BILINEAR), dtype=np.float32)
+        bg = np.asarray(
+            Image.fromarray(grid).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32
+        )
     else:  # stripes: sinusoid along a random direction
         c1 = _rand_color(rng)
         ang = rng.uniform(0.0, math.pi)

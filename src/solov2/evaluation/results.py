@@ -36,7 +36,7 @@ import pycocotools.mask as mask_util
 from ..data.coco import DataWarning
 from ..data.io import FieldChecker, is_number, read_json_file, short_repr
 from ..errors import UserError
-from .coco_eval import CocoEvaluator
+from .coco_eval import Backend, CocoEvaluator
 
 __all__ = ["read_results", "score_results", "to_coco_results"]
 
@@ -268,7 +268,7 @@ def _describe(e: dict[str, Any]) -> str:
 
 
 def score_results(
-    entries: Sequence[Any], dataset: Any, *, source: str, max_dets: int, backend: str = "auto"
+    entries: Sequence[Any], dataset: Any, *, source: str, max_dets: int, backend: Backend = "auto"
 ) -> dict[str, Any]:
     """COCO segm/bbox AP of predictions ``entries`` on every image of ``dataset``.
 
@@ -278,7 +278,7 @@ def score_results(
     """
     evaluator = CocoEvaluator(
         dataset.coco, dataset.cat_ids, dataset.class_names, backend=backend, max_dets=max_dets
-    )  # type: ignore[arg-type]
+    )
     results, skipped = to_coco_results(entries, dataset, source)
     if skipped:
         warnings.warn(

@@ -155,10 +155,10 @@ def export_onnx(
         ValueError: DCN layers with ``opset < 19``.
     """
     if isinstance(checkpoint_or_model, nn.Module):
-        if config is None:
+        resolved = resolve_config(config)
+        if resolved is None:
             raise ValueError("export_onnx: pass config= together with a model")
-        cfg = resolve_config(config)
-        model = checkpoint_or_model
+        model, cfg = checkpoint_or_model, resolved
     else:
         model, cfg = load_for_inference(checkpoint_or_model, config)
     has_dcn = any(isinstance(m, DeformConv2d) for m in model.modules())

@@ -19,6 +19,7 @@ independent:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -105,6 +106,8 @@ class FastModel(nn.Module):
             before any graph capture of that shape).
     """
 
+    _net: Callable[[Tensor, Tensor], tuple[Any, ...]]  # set through __dict__ in __init__
+
     def __init__(
         self,
         model: SOLOv2,
@@ -124,7 +127,7 @@ class FastModel(nn.Module):
             self.model.to(self.dtype)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.model.to(memory_format=torch.channels_last)
         net = _Network(self.model, self.dtype, self.memory_format)
         # not a registered submodule: it shares ``self.model``'s parameters
         self.__dict__["_net"] = torch.compile(net, dynamic=False) if compile else net

@@ -113,7 +113,7 @@ def upsample_rle(mask: np.ndarray, size: tuple[int, int]) -> dict[str, object]:
     H, W = (int(v) for v in size)  # noqa: N806
     m = np.asarray(mask, dtype=bool)
     row_rep, col_rep = _repeats(H, m.shape[0]), _repeats(W, m.shape[1])
-    any_col, all_col = m.any(0), m.all(0)
+    any_col, all_col = np.any(m, axis=0), np.all(m, axis=0)
     runs = _Runs()
     for j, reps in enumerate(col_rep.tolist()):
         if reps == 0:

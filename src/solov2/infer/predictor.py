@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import numpy as np
 import torch
@@ -221,7 +221,7 @@ class Predictor:
         single = not isinstance(images, (list, tuple)) and not (
             isinstance(images, Tensor) and images.ndim == 4
         )
-        items: Sequence[Any] = [images] if single else images
+        items: Sequence[Any] = [images] if single else cast(Sequence[Any], images)
         tensors = [to_image_tensor(x) for x in items]
         results: list[Predictions | None] = [None] * len(tensors)
         for idx in self.batch_plan(tensors):

@@ -136,4 +136,5 @@ def preprocess_traceable(
     x = resize_bilinear_traceable(image.permute(2, 0, 1).float(), nh, nw).unsqueeze(0)
     x = (x.round().clamp(0, 255) - mean) / std
     hp, wp = (nh + div - 1) // div * div, (nw + div - 1) // div * div
-    return F.pad(x, (0, wp - nw, 0, hp - nh)), nh, nw
+    pad: list[Any] = [0, wp - nw, 0, hp - nh]  # symbolic ints while traced
+    return F.pad(x, pad), nh, nw

@@ -84,7 +84,8 @@ class ResNetBackbone(_NormEvalMixin):
             for layer in (self.layer2, self.layer3, self.layer4):
                 for block in layer:
                     c: nn.Conv2d = block.conv2
-                    spec = ConvSpec(3, c.stride[0], c.padding[0], c.dilation[0], c.groups)
+                    pad = c.padding if isinstance(c.padding, str) else c.padding[0]
+                    spec = ConvSpec(3, c.stride[0], int(pad), c.dilation[0], c.groups)
                     block.conv2 = DeformConv2d(
                         c.in_channels,
                         c.out_channels,
@@ -186,4 +187,5 @@ def build_backbone(
         bb = MobileNetV2Backbone(frozen_stages, norm_eval)
     else:
         bb = ResNetBackbone(name, frozen_stages, norm_eval, dcn)
-    return bb.train()
+    bb.train()
+    return bb

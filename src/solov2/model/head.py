@@ -83,10 +83,12 @@ class SOLOv2Head(nn.Module):
             seg_feat_channels, kernel_channels + extra_kernel_channels, 3, padding=1
         )
         init_normal(self, 0.01)
+        kernel_bias, cate_bias = self.solo_kernel.bias, self.solo_cate.bias
+        assert kernel_bias is not None and cate_bias is not None  # nn.Conv2d(bias=True)
         with torch.no_grad():  # extra entries start at 0: the masks start as the reference's
             self.solo_kernel.weight[kernel_channels:].zero_()
-            self.solo_kernel.bias[kernel_channels:].zero_()
-        nn.init.constant_(self.solo_cate.bias, -math.log((1 - prior_prob) / prior_prob))
+            kernel_bias[kernel_channels:].zero_()
+        nn.init.constant_(cate_bias, -math.log((1 - prior_prob) / prior_prob))
 
     @staticmethod
     def split_feats(feats: list[Tensor]) -> list[Tensor]:

@@ -59,6 +59,9 @@ class SOLOv2(nn.Module):
         pixel_mean, pixel_std: RGB normalisation on the 0-255 scale.
     """
 
+    pixel_mean: Tensor  # buffers [1, 3, 1, 1] (registered in __init__)
+    pixel_std: Tensor
+
     def __init__(
         self,
         backbone: Backbone,

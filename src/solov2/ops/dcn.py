@@ -58,6 +58,7 @@ class DeformConv2d(nn.Module):
         )
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         nn.init.zeros_(self.conv_offset.weight)
+        assert self.conv_offset.bias is not None  # bias=True above
         nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -186,13 +186,13 @@ def lookup(
                     return entry, s
         return None
     name, _, layout = spec.partition("@")
-    entry = table.get(name)
-    if entry is None:
+    found = table.get(name)
+    if found is None:
         return None
     try:
-        return entry, entry.source(layout or None)
+        return found, found.source(layout or None)
     except KeyError:
-        have = ", ".join(f"{name}@{s.layout}" for s in entry.sources)
+        have = ", ".join(f"{name}@{s.layout}" for s in found.sources)
         raise KeyError(f"{spec}: not published in the {layout!r} layout; known: {have}") from None
 
 

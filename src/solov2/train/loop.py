@@ -137,7 +137,7 @@ def _prepare(cfg: Config, opts: TrainOptions, info: DistInfo, iters_per_epoch: i
     model = build_initial_model(cfg, opts.init, opts.init_allow_partial)
     model.to(device)
     if opts.channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.to(memory_format=torch.channels_last)
     total_batch = s.batch_size * info.world_size
     lr = scaled_lr(s.base_lr, total_batch, s.reference_batch, s.autoscale_lr)
     optimizer = build_optimizer(model, cfg, lr)

@@ -43,9 +43,9 @@ def _has_val(cfg: Config) -> bool:
     d = cfg.data
     if d.val_json:
         return True
-    return bool(d.data_root) and os.path.isfile(
-        os.path.join(d.data_root, "annotations", f"instances_{d.val_split}.json")
-    )
+    if not d.data_root:
+        return False
+    return os.path.isfile(os.path.join(d.data_root, "annotations", f"instances_{d.val_split}.json"))
 
 
 def _log_data_fit(dataset: Any, cfg: Config, max_images: int = 200) -> None:

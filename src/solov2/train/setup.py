@@ -133,4 +133,5 @@ def compile_for_training(
     dyn = torch._dynamo.config
     name = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"
     setattr(dyn, name, max(int(getattr(dyn, name)), shapes))
+    # torch.compile of a module returns its OptimizedModule, typed as a plain callable
     return torch.compile(net, dynamic=False, backend=backend)  # type: ignore[return-value]

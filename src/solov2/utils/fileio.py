@@ -118,7 +118,7 @@ def atomic_write_path(
 
 def atomic_write(
     path: PathLike,
-    writer: Callable[[IO[bytes]], None],
+    writer: Callable[[IO[bytes]], object],
     *,
     mode: int | None = None,
     durable: bool = True,
