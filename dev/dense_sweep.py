@@ -40,7 +40,7 @@ from maskrcnn_compare.models import (  # noqa: E402
 from maskrcnn_compare.report import json_safe, plot_overlays  # noqa: E402
 from maskrcnn_compare.run import pick_device  # noqa: E402
 
-from solov2.config import apply_overrides  # noqa: E402
+from solov2.config import apply_overrides, config_to_dict  # noqa: E402
 from solov2.data.loader import build_test_loader, build_train_loader, dataset_from_config  # noqa: E402,E501
 from solov2.evaluation.coco_eval import CocoEvaluator  # noqa: E402
 from solov2.evaluation.evaluate import predict_batch  # noqa: E402
@@ -81,6 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-period", type=int, default=50)
     p.add_argument("--output-dir", default="runs/sweep")
     p.add_argument("--eval-train", action="store_true")
+    p.add_argument(
+        "--save-models",
+        action="store_true",
+        help="write each of our variants' fp16 weights and config to OUTPUT_DIR/NAME.{0,1}.pth",
+    )
     return p.parse_args(argv)
 
 
@@ -120,6 +125,23 @@ def evaluate_at(
     model.train(was)
     m = ev.evaluate()
     return {"segm": m["segm"], "bbox": m["bbox"], "num_detections": m["num_detections"]}
+
+
+def save_model(model: torch.nn.Module, cfg: Any, stem: Path) -> None:
+    """fp16 weights in two halves (each under the device tool's 16 MiB per file for the
+    9M-parameter dense model) + the config; ``dev/postprocess_sweep.py`` reads them."""
+    state = {
+        k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
+        for k, v in model.state_dict().items()
+    }
+    parts: list[dict[str, torch.Tensor]] = [{}, {}]
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    done = 0
+    for k, v in state.items():  # split by bytes
+        parts[0 if done < total / 2 else 1][k] = v
+        done += v.numel() * v.element_size()
+    for i, part in enumerate(parts):
+        torch.save({"model": part, "config": config_to_dict(cfg)}, f"{stem}.{i}.pth")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -242,6 +264,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     flush=True,
                 )
         results[t.name] = r
+        if args.save_models and not is_peer:
+            save_model(t.model, cfg, out / t.name)
         print(
             f"{t.name:>14}: iters {t.iters} train {t.train_s:.1f}s  "
             + "  ".join(

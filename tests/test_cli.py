@@ -53,7 +53,7 @@ def test_train_resume_eval_infer(
         "--output-dir",
         str(out),
     ]
-    assert main([*base, "--max-iters", "4", "--no-eval", *TINY]) == 0
+    assert main([*base, "--max-iters", "4", "--throughput", *TINY]) == 0
     assert "steady-state throughput" in capsys.readouterr().out.strip().splitlines()[-1]
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
     first = torch.load(out / "model_final.pth", weights_only=True)

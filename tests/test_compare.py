@@ -340,3 +340,18 @@ def test_dense_pairing_and_one_cap_for_both(tmp_path: Path) -> None:
     assert ref.mask_window == 0 and not ref.rel_coords
     with pytest.raises(SystemExit):
         cmp.parse_args(["--pairing", "dense", "--data-root", "x", "--max-dets", "0"])
+
+
+def test_dense_preset_short_runs_follow_the_measured_schedule() -> None:
+    """``solov2 train --config solov2_light_mnv2_dense --max-iters N`` steps with the learning
+    rates of the compare loop, which made the tables of docs/RESULTS.md section 4."""
+    from solov2.train.schedule import Schedule
+
+    cmp = _load("compare_maskrcnn")
+    cfg = get_config("solov2_light_mnv2_dense")
+    for n in (500, 1500):
+        cfg.solver.max_iters = n
+        s = Schedule.of(cfg.solver, 1.0, iters_per_epoch=20)
+        assert [s.lr_at(i) for i in range(n)] == pytest.approx(
+            [cmp.lr_factor(i, i / n, min(500, n // 10)) for i in range(n)], rel=1e-12
+        )

@@ -180,14 +180,17 @@ COEFS = [-3.0, -3.0, 1.0, 2.0, 0.0]  # an ellipse around every cell: a, b < 0, a
 
 
 def test_onnx_mask_window_and_rel_coords_are_the_predictor(tmp_path: Path) -> None:
-    """``model.head.mask_window`` and ``model.head.rel_coords`` (the dense options) inside the
-    graph: same instances as the Predictor, and each option matters (switching the window off,
-    or zeroing the relative-coordinate entries, changes the Predictor's output). One export for
-    both: each takes ~40 s on 2 cores."""
+    """``model.head.mask_window``, ``model.head.rel_coords``, ``model.test.points_nms`` and
+    ``model.test.area_filter`` (the dense options) inside the graph: same instances as the
+    Predictor, and each option matters (switching it back, or zeroing the relative-coordinate
+    entries, changes the Predictor's output). One export for all: each takes ~40 s on 2
+    cores."""
     cfg = make_config()
     state = confident_model(cfg).state_dict()  # the other tests' weights, plus five entries
     cfg.model.head.mask_window = 0.3  # demo ranges: half sides 17-269 px on 96x64 inputs
     cfg.model.head.rel_coords = True  # units 14-224 px
+    cfg.model.test.points_nms = False  # and the dense preset's post-processing
+    cfg.model.test.area_filter = 0.0
     model = build_model(cfg).eval()
     e = cfg.model.head.kernel_channels
     for k in ("head.solo_kernel.weight", "head.solo_kernel.bias"):
@@ -207,8 +210,12 @@ def test_onnx_mask_window_and_rel_coords_are_the_predictor(tmp_path: Path) -> No
     no_rel = Predictor.from_checkpoint(ckpt, device="cpu")
     with torch.no_grad():
         no_rel.model.head.solo_kernel.bias[e:].zero_()
+    pnms, area = (
+        Predictor.from_checkpoint(ckpt, device="cpu", overrides=[o])
+        for o in ("model.test.points_nms=true", "model.test.area_filter=1")
+    )
     test = predictor.cfg.model.test
-    changed = {"window": 0, "rel": 0}
+    changed = {"window": 0, "rel": 0, "points_nms": 0, "area_filter": 0}
     for k, (h, w) in enumerate([(64, 96), (120, 40), (80, 80)]):
         img = smooth_image(h, w, 20 + k)
         masks, labels, scores = sess.run(None, {"image": img})
@@ -223,6 +230,7 @@ def test_onnx_mask_window_and_rel_coords_are_the_predictor(tmp_path: Path) -> No
             max_det=test.max_per_img,
             min_matched=max(3, len(pred) - 4),
         )
-        for name, other in (("window", no_window(img)), ("rel", no_rel(img))):
+        others = {"window": no_window, "rel": no_rel, "points_nms": pnms, "area_filter": area}
+        for name, other in ((n, p(img)) for n, p in others.items()):
             changed[name] += len(other) != len(pred) or not torch.equal(other.masks, pred.masks)
-    assert all(changed.values()), changed  # neither option is a no-op on these images
+    assert all(changed.values()), changed  # no option is a no-op on these images

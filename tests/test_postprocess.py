@@ -189,6 +189,32 @@ def test_points_nms_in_postprocess() -> None:
     assert torch.equal(pred.masks[1], region_mask(regions[2]))
 
 
+def test_points_nms_off_keeps_neighbouring_objects() -> None:
+    # the case above with model.test.points_nms=false (dense preset): the right neighbour's
+    # object, suppressed by the 2x2 local max, is kept; Matrix NMS has nothing to decay
+    # (disjoint masks), so the three come out at their own scores
+    regions = [(0, 4, 0, 4), (6, 10, 0, 4), (12, 16, 0, 4)]
+    cands = [(0, 0, 1, 1, 0, 0.9, 0), (0, 0, 1, 2, 0, 0.85, 1), (0, 0, 1, 0, 0, 0.85, 2)]
+    (pred,) = run(*craft(cands, regions), points_nms=False)
+    torch.testing.assert_close(pred.scores, torch.tensor([0.9, 0.85, 0.85]) * 0.9)
+    # the tie at 0.85 keeps the cell order: (1, 0) before (1, 2)
+    for i, reg in enumerate((regions[0], regions[2], regions[1])):
+        assert torch.equal(pred.masks[i], region_mask(reg)), i
+
+
+def test_area_filter_scales_the_stride_filter() -> None:
+    # R3 (8 px at level 0, stride 8) and R4 (32 px at level 1, stride 32) are dropped by the
+    # reference filter (area <= stride); area_filter=0 keeps every non-empty mask, 0.5 keeps
+    # R3 (8 > 4) and R4 (32 > 16), 1.0 is the reference (points NMS off: it would also drop R4,
+    # whose up-left neighbour R5 scores higher)
+    kept = {}
+    for f in (1.0, 0.5, 0.0):
+        (pred,) = run(*craft(CANDS, REGIONS), area_filter=f, points_nms=False)
+        kept[f] = sorted(round(float(s), 4) for s in pred.scores)
+    assert len(kept[1.0]) == 5 and kept[0.5] == kept[0.0]
+    assert sorted(set(kept[0.0]) - set(kept[1.0])) == [round(0.5 * 0.9, 4), round(0.6 * 0.9, 4)]
+
+
 def test_resize_to_original_size() -> None:
     # content 40 x 56 inside the 64 x 64 padding, original 80 x 112. The region covers the left
     # half of the content (feature cols 0-6 = pixels 0-27 of 56) and every row.

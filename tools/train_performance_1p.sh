@@ -34,7 +34,7 @@ fi
 if [[ -n $device_id ]]; then export CUDA_VISIBLE_DEVICES=$device_id; fi
 # one checkpoint, at the end: per-epoch checkpoints of a small dataset would be timed too
 args=(train --config "$config" --data-root "$data_path" --batch-size "$batch_size"
-      --max-iters "$max_iters" --no-eval --output-dir "$output_dir"
+      --max-iters "$max_iters" --throughput --output-dir "$output_dir"
       "solver.checkpoint_period=$max_iters")
 if [[ -n $amp ]]; then args+=(--amp "$amp"); fi
 if (( NPROC > 1 )); then

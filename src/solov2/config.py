@@ -36,6 +36,11 @@ class PostprocessCfg:
     max_per_img: int = 100
     kernel: str = "gaussian"  # gaussian|linear
     sigma: float = 2.0
+    # ours (reference: True, 1.0): the 2x2 local max on category scores, which drops the weaker
+    # of two same-class objects whose centres fall in neighbouring cells (dense data); masks of
+    # area (stride-4 pixels) <= area_filter x the level stride dropped (0: only empty ones)
+    points_nms: bool = True
+    area_filter: float = 1.0
 
 
 TestCfg = PostprocessCfg
@@ -325,6 +330,7 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "model.test.max_per_img": (">= 1", _pos),
     "model.test.kernel": ("gaussian or linear", lambda v: v in ("gaussian", "linear")),
     "model.test.sigma": ("> 0", _pos),
+    "model.test.area_filter": (">= 0", _nonneg),
     "data.train_scales": (
         "a non-empty list of [long, short] sizes > 0",
         lambda v: len(v) > 0 and all(_sizes(x) for x in v),

@@ -128,19 +128,32 @@ def solov2_light_mnv2_448() -> Config:
 def solov2_light_mnv2_dense() -> Config:
     """Ours: ``solov2_light_mnv2_448`` for dense small objects (cells, nuclei, crowds).
 
-    Relative-coordinate kernels (``model.head.rel_coords``): five more entries per
-    kernel weigh each pixel's offset from the kernel's cell (u^2, v^2, uv, u, v), so a kernel
-    can confine its mask to an ellipse around its cell. The reference's 1x1 kernels see absolute
-    coordinates only, a linear ramp: on a dense image a kernel paints its object's look-alike
-    neighbours too, a Dice plateau the reference recipe did not leave within 500 iterations on
-    bbbc039 (docs/RESULTS.md section 4).
-
-    Dense images also hold more objects than COCO's 100: up to 300 detections per image
-    (``model.test.max_per_img``, which the evaluator's cap follows), as ultralytics' default.
+    - Relative-coordinate kernels (``model.head.rel_coords``): five more entries per kernel
+      weigh each pixel's offset from the kernel's cell (u^2, v^2, uv, u, v), so a kernel can
+      confine its mask to an ellipse around its cell. The reference's 1x1 kernels see absolute
+      coordinates only, a linear ramp: on a dense image a kernel paints its object's look-alike
+      neighbours too, a Dice plateau the reference recipe did not leave within 500 iterations
+      on bbbc039 (docs/RESULTS.md section 4).
+    - Trained and tested at 1333x800 (the R50 presets' scale, not the light presets' 768x448):
+      small objects keep enough stride-4 mask pixels (``solov2 data stats`` recommends a scale
+      from the data's object sizes; ``solov2 train --auto-scale`` applies it).
+    - Post-processing for many touching objects: no 2x2 points NMS (``model.test.points_nms``:
+      it drops the weaker of two objects whose centres fall in neighbouring cells), no minimum
+      mask area beyond empty (``model.test.area_filter=0``: the reference drops masks of at
+      most the level stride in stride-4 pixels, ~11 px objects at 1333x800), 1500 candidates
+      into Matrix NMS and up to 300 detections per image (5 candidates per kept detection, the
+      reference's 500 for 100; ultralytics keeps 300).
+    - Schedule: 40 epochs, x0.1 at epochs 30 and 36 (75 % and 90 % of the run), warmup from
+      x0.001: ``--max-iters N`` lays it over N iterations (warmup min(500, N/10)), which is
+      exactly the schedule of the measurements in docs/RESULTS.md (``dev/dense_sweep.py``).
     """
     cfg = _light("solov2_light_mnv2_dense", "mobilenet_v2")
     cfg.model.head.rel_coords = True
-    cfg.model.test.max_per_img = 300
+    cfg.data.train_scales = [[1333, 800]]
+    cfg.data.test_scale = [1333, 800]
+    t = cfg.model.test
+    t.points_nms, t.area_filter, t.nms_pre, t.max_per_img = False, 0.0, 1500, 300
+    cfg.solver.epochs, cfg.solver.steps, cfg.solver.warmup_ratio = 40, [30, 36], 0.001
     return cfg
 
 

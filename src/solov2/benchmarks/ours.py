@@ -28,6 +28,11 @@ MASK_LOGIT_STD = 4.0  # spread of dynamic-mask logits: crisp masks
 LR = 0.01
 
 
+def _local_max(probs: Tensor, cfg: Config) -> Tensor:
+    """``probs`` after the points NMS when the config's post-processing applies it."""
+    return points_nms(probs) if cfg.model.test.points_nms else probs
+
+
 def ours_model(cfg: Config, device: torch.device, channels_last: bool) -> SOLOv2:
     """``build_model(cfg)``, seeded from ``cfg.solver.seed``, on ``device``."""
     torch.manual_seed(cfg.solver.seed)
@@ -80,7 +85,8 @@ def balance_work(
 
     def count(shift: float) -> float:
         n = sum(
-            int((points_nms((x + shift).sigmoid()) > cfg.model.test.score_thr).sum()) for x in z
+            int((_local_max((x + shift).sigmoid(), cfg) > cfg.model.test.score_thr).sum())
+            for x in z
         )
         return n / z[0].shape[0]
 
@@ -130,7 +136,7 @@ def infer_step(
         for imgs in sets:  # the work the tweak produces (untimed, eager)
             out, preds = run(imgs, model)
             cands += sum(
-                int((points_nms(c.float().sigmoid()) > post.cfg.score_thr).sum())
+                int((_local_max(c.float().sigmoid(), cfg) > post.cfg.score_thr).sum())
                 for c in out.cate_logits
             )
             dets += sum(len(p) for p in preds)

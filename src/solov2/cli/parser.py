@@ -67,7 +67,14 @@ def _add_train(sub: Any) -> None:
     t.add_argument(
         "--max-iters",
         type=NONNEG_INT,
-        help="stop after N iterations (throughput mode: the last line is the steady-state img/s)",
+        help="a run of N iterations instead of --epochs: the schedule's warmup (at most N/10) "
+        "and lr steps are laid over the N iterations",
+    )
+    t.add_argument(
+        "--throughput",
+        action="store_true",
+        help="throughput mode: no final evaluation; the last line is the steady-state img/s "
+        "(with --max-iters for a short timing run)",
     )
     t.add_argument("--batch-size", type=POS_INT, help="images per process")
     t.add_argument("--lr", type=POS_FLOAT, help="base lr at the reference batch of 16")

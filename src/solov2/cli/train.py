@@ -28,12 +28,12 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         channels_last=args.channels_last,
         compile=args.compile,
-        eval_at_end=not args.no_eval,
+        eval_at_end=not (args.no_eval or args.throughput),
         sync_bn=args.sync_bn,
         profile=span,
         overwrite=args.overwrite,
     )
     metrics = run_training(cfg, opts, device=args.device)
-    if metrics.get("img_per_s") and cfg.solver.max_iters > 0:
+    if args.throughput and metrics.get("img_per_s"):
         print(f"steady-state throughput: {metrics['img_per_s']:.2f} img/s")
     return 0

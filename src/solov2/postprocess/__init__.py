@@ -283,7 +283,9 @@ class PostProcessor:
         b, e = mask_feats.shape[:2]
         hf, wf = mask_feats.shape[-2:]
         device = mask_feats.device
-        scores, kernels = candidates or candidate_inputs(cate_logits, kernel_preds)
+        if candidates is None or not cfg.points_nms:  # FastModel's have the points NMS
+            candidates = candidate_inputs(cate_logits, kernel_preds, cfg.points_nms)
+        scores, kernels = candidates
         cell_stride = level_strides(tuple(self.num_grids), tuple(self.strides), device)
         bi, cell, label, kmax, counts_t = select_candidates(
             scores, cfg.score_thr, max(cfg.nms_pre, _CANDIDATE_BUDGET // (hf * wf))
@@ -300,7 +302,8 @@ class PostProcessor:
             counts_t,
         )
         k_soft = self.soft_masks(k_kern, k_rel[0] if k_rel else None, k_cells, mask_feats)
-        k_scores, k_binary, k_area = rescore(k_soft, k_scores, k_cells, cell_stride, cfg.mask_thr)
+        thr = (cfg.mask_thr, cfg.area_filter)
+        k_scores, k_binary, k_area = rescore(k_soft, k_scores, k_cells, cell_stride, *thr)
         first = sort_desc(k_scores)[:, : cfg.nms_pre]
         k_scores, k_labels, slots = self.rank(first, k_scores, k_labels, k_area, k_binary)
         # the soft masks are gathered once, for the kept instances only
@@ -331,15 +334,14 @@ class PostProcessor:
         """
         cfg, mask_feats = self.cfg, out.mask_feats
         e = mask_feats.shape[1]
-        scores, kernels = candidate_inputs(out.cate_logits, out.kernel_preds)
+        scores, kernels = candidate_inputs(out.cate_logits, out.kernel_preds, cfg.points_nms)
         cell, label = torch.nonzero(scores[0] > cfg.score_thr, as_tuple=True)  # [P], cell-major
         kern = kernels[0][cell].unsqueeze(0)  # [1, P, E(+5)]
         rel = kern[:, :, e:] if self.rel_coords is not None else None
         soft = self.soft_masks(kern[:, :, :e], rel, cell.unsqueeze(0), mask_feats)
         cell_stride = cell_strides(self.num_grids, self.strides, mask_feats.device)
-        k_scores, binary, area = rescore(
-            soft, scores[0][cell, label].unsqueeze(0), cell.unsqueeze(0), cell_stride, cfg.mask_thr
-        )
+        cand = (scores[0][cell, label].unsqueeze(0), cell.unsqueeze(0))
+        k_scores, binary, area = rescore(soft, *cand, cell_stride, cfg.mask_thr, cfg.area_filter)
         # static tail: nms_pre more entries of score -1 make the top-nms_pre cut a fixed size;
         # they all point at one empty padding slot P appended to the P candidates
         p, n_pre = k_scores.shape[1], int(cfg.nms_pre)

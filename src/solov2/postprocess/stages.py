@@ -47,20 +47,24 @@ def level_strides(
 
 
 def candidate_inputs(
-    cate_logits: list[Tensor], kernel_preds: list[Tensor]
+    cate_logits: list[Tensor], kernel_preds: list[Tensor], local_max: bool = True
 ) -> tuple[Tensor, Tensor]:
     """Post-processing's static-shape first stage (CUDA-graph friendly).
 
     Args:
         cate_logits: per level ``[B, C, S, S]``.
         kernel_preds: per level ``[B, E, S, S]``.
+        local_max: the 2x2 points NMS (``model.test.points_nms``; the reference's): a cell is
+            kept only where its score equals the max of its 2x2 window (itself and its up, left
+            and up-left neighbours).
 
     Returns:
-        ``(scores, kernels)``: float32 ``[B, T, C]`` sigmoid scores after the 2x2 points NMS and
+        ``(scores, kernels)``: float32 ``[B, T, C]`` sigmoid scores (after the points NMS) and
         ``[B, T, E]`` kernels, over all ``T = sum S^2`` cells (level-major).
     """
+    probs = [x.float().sigmoid() for x in cate_logits]
     scores = torch.cat(
-        [points_nms(x.float().sigmoid()).flatten(2).transpose(1, 2) for x in cate_logits], 1
+        [(points_nms(p) if local_max else p).flatten(2).transpose(1, 2) for p in probs], 1
     )
     return scores, flatten_levels(kernel_preds)
 
@@ -119,7 +123,12 @@ def select_candidates(
 
 
 def rescore(
-    soft: Tensor, scores: Tensor, cells: Tensor, cell_stride: Tensor, mask_thr: float
+    soft: Tensor,
+    scores: Tensor,
+    cells: Tensor,
+    cell_stride: Tensor,
+    mask_thr: float,
+    area_filter: float = 1.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Maskness stage of candidates in slots ``[B, K]`` (padding slots: score -1).
 
@@ -127,14 +136,17 @@ def rescore(
         soft: float ``[B, K, Hf, Wf]`` mask probabilities.
         scores, cells: ``[B, K]`` category scores and flat cells.
         cell_stride: ``[T]`` each cell's level stride (:func:`level_strides`).
+        mask_thr: binarisation threshold.
+        area_filter: masks of area (stride-4 pixels) <= ``area_filter`` x the level stride are
+            dropped (``model.test.area_filter``; the reference's 1.0); empty masks always are.
 
     Returns:
-        ``(scores, binary, area)``: scores times maskness, -1 for padding and for masks of area
-        <= the level stride; bool ``[B, K, Hf, Wf]`` masks ``> mask_thr``; float ``[B, K]`` areas.
+        ``(scores, binary, area)``: scores times maskness, -1 for padding and for dropped masks;
+        bool ``[B, K, Hf, Wf]`` masks ``> mask_thr``; float ``[B, K]`` areas.
     """
     binary = soft > mask_thr
     area = binary.flatten(2).sum(2).float()
-    keep = (area > cell_stride[cells]) & (scores >= 0)  # padding slots hold -1
+    keep = (area > area_filter * cell_stride[cells]) & (area > 0) & (scores >= 0)  # padding: -1
     maskness = (soft * binary).flatten(2).sum(2) / area.clamp(min=1)
     return torch.where(keep, scores * maskness, torch.full_like(scores, -1.0)), binary, area
 

@@ -34,7 +34,7 @@ from .faults import FAULT_ENV, StopFlag, parse_faults
 from .log import LoopClock, MetricsWriter, eval_row, format_eta, log_data_stats, progress_bar
 from .outdir import prune_checkpoints
 from .profile import CheckpointCost, StepProfiler
-from .schedule import lr_at, scaled_lr
+from .schedule import Schedule, scaled_lr
 from .setup import build_initial_model, compile_for_training, resume_training, wrap_model
 from .step import StepState, build_optimizer, one_step, unwrap
 
@@ -84,6 +84,7 @@ class _Run:
     iters_per_epoch: int
     max_iter: int
     start_iter: int
+    schedule: Schedule
     writer: MetricsWriter | None = None
     window: list[float] = field(default_factory=list)  # mean step time of each log interval
 
@@ -169,6 +170,14 @@ def _prepare(cfg: Config, opts: TrainOptions, info: DistInfo, iters_per_epoch: i
         device,
         ", SyncBatchNorm" if sync_bn else "",
     )
+    schedule = Schedule.of(s, lr, iters_per_epoch)
+    logger.info(
+        "lr schedule: warmup %d iterations from x%g, x%g at iterations %s",
+        schedule.warmup_iters,
+        schedule.warmup_ratio,
+        schedule.gamma,
+        list(schedule.milestones),
+    )
     if main:  # once the weights loaded: a refused --init/--resume leaves the dir as it was
         save_yaml(cfg, out_dir / "config.yaml")
     return _Run(
@@ -184,6 +193,7 @@ def _prepare(cfg: Config, opts: TrainOptions, info: DistInfo, iters_per_epoch: i
         iters_per_epoch=iters_per_epoch,
         max_iter=max_iter,
         start_iter=start_iter,
+        schedule=schedule,
     )
 
 
@@ -243,10 +253,7 @@ def train(
 
 def _set_lr(run: _Run, it: int) -> float:
     """The scheduled learning rate of iteration ``it``, set on every parameter group."""
-    s = run.cfg.solver
-    cur_lr = lr_at(
-        it, run.iters_per_epoch, run.lr, s.steps, s.gamma, s.warmup_iters, s.warmup_ratio
-    )
+    cur_lr = run.schedule.lr_at(it)
     for g in run.optimizer.param_groups:
         g["lr"] = cur_lr
     return cur_lr
