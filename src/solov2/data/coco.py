@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.nn import functional as F
@@ -41,6 +40,7 @@ from ..structures import Instances, Sample
 from .coco_json import decode_segmentation, make_coco, parse_coco, to_rle
 from .compact import rle_crop
 from .io import load_coco_json, read_image
+from .rle import rle_area
 
 __all__ = ["CocoInstances", "DataWarning"]
 
@@ -222,7 +222,7 @@ class CocoInstances(Dataset[Sample]):
         """
         _, _, h, w, anns = self._records[index]
         rles = [to_rle((kind, seg), h, w) for _, _, kind, seg in anns]
-        areas = mask_utils.area(rles) if rles else []
+        areas = rle_area(rles)  # pycocotools' own list call fails above 255 masks
         keep = [i for i, a in enumerate(areas) if a > 0]
         return (
             [rles[i] for i in keep],

@@ -1,9 +1,20 @@
-"""COCO run-length encoding: binary masks to RLE (what every results file holds), and the
-geometry of RLE masks read without decoding them (``solov2 data stats``)."""
+"""COCO run-length encoding in one place: binary masks to RLE (what every results file holds),
+pycocotools mask calls that hold for any number of masks per image, and the geometry of RLE
+masks read without decoding them (``solov2 data stats``).
+
+pycocotools 2.0.x builds the result of ``mask.area(list_of_rles)`` from a uint8 scratch array
+sized by the list's length, so with numpy 2 a list of more than 255 masks raises ``OverflowError:
+Python integer 313 out of bounds for uint8`` (numpy 1 only warned). Its other list calls
+(``encode`` of a stacked array, ``decode``, ``toBbox``, ``merge``, ``frPyObjects``, ``iou``) size
+their arrays by other means and take any count; ``tests/test_many_instances.py`` checks them
+with 1200 masks. Dense data (cells, nuclei, crowds) has hundreds to thousands per image, so every
+list ``area`` call goes through :func:`rle_area`.
+"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["column_segments", "masks_to_rle", "resized_geometry", "rle_counts"]
+__all__ = [
+    "PYCOCOTOOLS_MAX_LIST",
+    "column_segments",
+    "masks_to_rle",
+    "resized_geometry",
+    "rle_area",
+    "rle_counts",
+    "rle_iou",
+]
+
+PYCOCOTOOLS_MAX_LIST = 255  # the longest list pycocotools' mask.area takes (uint8 length)
 
 
 def masks_to_rle(masks: Tensor) -> list[dict[str, Any]]:
@@ -28,6 +49,49 @@ def masks_to_rle(masks: Tensor) -> list[dict[str, Any]]:
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return rles
+
+
+def rle_area(rles: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Foreground pixels of each COCO RLE (``pycocotools.mask.area`` in chunks of at most
+    :data:`PYCOCOTOOLS_MAX_LIST`).
+
+    Returns:
+        int64 ``[N]`` (``[0]``-shaped for an empty list).
+    """
+    rles = list(rles)
+    if not rles:
+        return np.zeros(0, dtype=np.int64)
+    step = PYCOCOTOOLS_MAX_LIST
+    return np.concatenate(
+        [
+            np.asarray(mask_util.area(rles[i : i + step]), dtype=np.int64).reshape(-1)
+            for i in range(0, len(rles), step)
+        ]
+    )
+
+
+def rle_iou(
+    dts: Sequence[dict[str, Any]], gts: Sequence[dict[str, Any]], iscrowd: Sequence[bool]
+) -> np.ndarray:
+    """Mask IoU of every detection with every ground truth (``pycocotools.mask.iou``, COCOeval's
+    definition: against a crowd ground truth ``g`` it is ``|d & g| / |d|``).
+
+    Args:
+        dts, gts: COCO RLE dicts of one image size.
+        iscrowd: per ground truth.
+
+    Returns:
+        float64 ``[D, G]``; ``[D, 0]`` or ``[0, G]`` when one side is empty (pycocotools returns
+        an empty list there).
+    """
+    dts, gts = list(dts), list(gts)
+    if len(iscrowd) != len(gts):
+        raise ValueError(f"{len(iscrowd)} crowd flags for {len(gts)} ground truths")
+    if not dts or not gts:
+        return np.zeros((len(dts), len(gts)), dtype=np.float64)
+    crowd = [int(bool(c)) for c in iscrowd]
+    out = np.asarray(mask_util.iou(dts, gts, crowd), dtype=np.float64)
+    return out.reshape(len(dts), len(gts))
 
 
 def rle_counts(rle: dict[str, Any]) -> np.ndarray:
