@@ -26,6 +26,7 @@ from solov2.data.show import draw_ground_truth
 from solov2.data.stats import dataset_stats
 from solov2.data.transforms import build_transforms
 from solov2.evaluation.coco_eval import CocoEvaluator, _faster_available, masks_to_rle
+from solov2.evaluation.match import match_coco
 from solov2.model import build_model
 from solov2.postprocess import PostprocessCfg, postprocess
 from solov2.presets import get_config
@@ -256,3 +257,23 @@ def test_drawing_1200_instances(dense: tuple[Path, Path]) -> None:
         inner = torch.stack([out[:, y + 2, x + 2] for x, y in xy])
         orig = torch.stack([s.image[:, y + 2, x + 2] for x, y in xy])
         assert bool((inner != orig).any(1).all())  # every square painted
+
+
+def test_matching_metrics_of_ground_truth_as_predictions(dense: tuple[Path, Path]) -> None:
+    """Every instance matched at every IoU threshold (1200 x 600 IoU matrices per class), and
+    with the 1200-instance image's predictions shifted by one column a 4x4 square keeps
+    12 / 20 = 0.6 IoU: matched up to 0.6 only."""
+    js, img = dense
+    ds = CocoInstances(js, img, train=False)
+    ev = CocoEvaluator(ds.coco, ds.cat_ids, ds.class_names, max_dets=1500)
+    for i in range(len(ds)):
+        ev.process([ds.image_ids[i]], [_gt_as_predictions(ds, i)])
+    r = match_coco(ds.coco, ev.results(), ds.image_ids, ds.cat_ids, ds.class_names)
+    assert {(t.tp, t.fp, t.fn) for t in r.overall.thresholds} == {(TOTAL, 0, 0)}
+    assert r.overall.dsb_score == 1.0 and r.per_class[0].at(0.95).tp == TOTAL // 2
+    shifted = _gt_as_predictions(ds, 0)
+    shifted.masks = shifted.masks.roll(1, dims=2)
+    ev.reset()
+    ev.process([ds.image_ids[0]], [shifted])
+    r = match_coco(ds.coco, ev.results(), ds.image_ids[:1], ds.cat_ids, ds.class_names)
+    assert [t.tp for t in r.overall.thresholds] == [1200] * 3 + [0] * 7
