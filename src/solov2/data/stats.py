@@ -12,6 +12,8 @@ RLE (column segments), the nearest-neighbour resize is the same source-index map
 ``F.interpolate(mode="nearest")``, and areas, centres and boxes in the resized frame are sums over
 the sampled rows and columns of each segment. Image files are never opened (sizes from the JSON).
 Multi-scale configs are averaged over their scales: counts are per epoch in expectation.
+Every object's geometry at the annotation size also feeds :func:`~.recommend.recommend_scales`
+(``DatasetStats.recommended``: a larger scale when the objects are small for the config's).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from ..targets import assign_cells
+from .recommend import InstanceGeometry, ScaleRecommendation, recommend_scales, scale_warnings
 from .rle import column_segments, resized_geometry
 from .transforms import padded_size, rescale_size
 
@@ -90,6 +93,9 @@ class DatasetStats:
         max_per_img: ``model.test.max_per_img``; ``images_over_max``: images with more
             instances; ``instances_over_max``: instances beyond the cap, summed over images.
         warnings: one line per problem found (empty when the config fits the data).
+        recommended: training / test scales where the preset sees the objects
+            (:func:`~solov2.data.recommend.recommend_scales`; ``overrides`` empty: the config's
+            scales fit), None without objects.
     """
 
     source: str
@@ -114,6 +120,7 @@ class DatasetStats:
     images_over_max: int
     instances_over_max: int
     warnings: list[str] = field(default_factory=list)
+    recommended: ScaleRecommendation | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -190,26 +197,26 @@ def _assign(
 
 def _measure(
     dataset: CocoInstances, indices: list[int], cfg: Config
-) -> tuple[_Acc, list[int], np.ndarray, list[float]]:
-    """Geometry of every (image, scale), grouped by padded size, and the assignment per group."""
+) -> tuple[_Acc, list[int], np.ndarray, InstanceGeometry]:
+    """Geometry of every (image, scale), grouped by padded size, and the assignment per group;
+    and every object at the annotation size (for scale what-ifs)."""
     scales = cfg.data.train_scales
     acc = _Acc(len(cfg.model.head.num_grids))
     groups: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     per_image: list[int] = []
     per_class = np.zeros(len(dataset.class_names), dtype=np.int64)
-    areas: list[float] = []
-    for i in indices:
+    native: list[tuple[np.ndarray, ...]] = []
+    sizes: list[tuple[int, int]] = []
+    for k, i in enumerate(indices):
         rles, labels, (h, w) = dataset.annotation_rles(i)
         per_image.append(len(rles))
+        sizes.append((h, w))
         if not rles:
             continue
         per_class += np.bincount(labels.numpy(), minlength=len(per_class))
         segs = column_segments(rles, h)
-        areas.extend(
-            np.add.reduceat(
-                segs[3] - segs[2], np.flatnonzero(np.r_[True, segs[0][1:] != segs[0][:-1]])
-            ).tolist()
-        )
+        area, sums, boxes = resized_geometry(segs, len(rles), (h, w), (h, w))
+        native.append((np.full(len(rles), k), labels.numpy(), area, sums / area[:, None], boxes))
         for scale in scales:
             out_hw = rescale_size(h, w, scale)
             geo = resized_geometry(segs, len(rles), (h, w), out_hw)
@@ -219,7 +226,7 @@ def _measure(
                 _assign(acc, groups.pop(key), key, cfg)
     for key, group in groups.items():
         _assign(acc, group, key, cfg)
-    return acc, per_image, per_class, areas
+    return acc, per_image, per_class, InstanceGeometry.from_images(native, sizes)
 
 
 def _pct(x: np.ndarray, qs: tuple[int, ...]) -> list[float]:
@@ -256,6 +263,7 @@ def _warnings(st: DatasetStats, cfg: Config) -> list[str]:
             f"{st.vanished / n:.1%} of the instances vanish in the resize to the training "
             f"scale (thinner than a pixel): consider a larger data.train_scales"
         )
+    out += scale_warnings(st.recommended)
     head = cfg.model.head
     if st.per_image["median"] >= DENSE_WARN and head.mask_window <= 0 and not head.rel_coords:
         out.append(
@@ -333,7 +341,7 @@ def dataset_stats(
         indices = np.linspace(0, n - 1, max_images).round().astype(int).tolist()
     else:
         indices = list(range(n))
-    acc, per_image, per_class, areas = _measure(dataset, indices, cfg)
+    acc, per_image, per_class, geom = _measure(dataset, indices, cfg)
     k = len(cfg.data.train_scales)
     head, counts = cfg.model.head, np.array(per_image)
     total = int(counts.sum())
@@ -367,7 +375,7 @@ def dataset_stats(
         ),
         size_bins=[round(float(v), 3) for v in SIZE_BINS],
         size_hist=[round(float(v) / k, 2) for v in np.histogram(sizes, SIZE_BINS)[0]],
-        coco_areas=_coco_areas(np.array(areas)),
+        coco_areas=_coco_areas(geom.area),
         levels=levels,
         unassigned={
             "total": round(float(un.sum()), 2),
@@ -380,5 +388,6 @@ def dataset_stats(
         images_over_max=int((counts > cap).sum()),
         instances_over_max=int(np.clip(counts - cap, 0, None).sum()),
     )
+    st.recommended = recommend_scales(geom, cfg)
     st.warnings = _warnings(st, cfg)
     return st
