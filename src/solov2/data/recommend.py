@@ -12,8 +12,8 @@ SOLOv2 works:
     object should reach IoU 0.8 under that error, the upper middle of the 0.5:0.95 range COCO AP
     and the DSB 2018 score average over: ``s >= 38`` px (:data:`TYPICAL_PX`). Harder still,
     post-processing drops every mask of at most ``stride`` feature pixels (the level's stride, 8
-    at levels 0-1: masks under ~11 px square): such objects are never output
-    (:attr:`ScaleCheck.invisible`).
+    at levels 0-1: masks under ~11 px square): an object that small is output only when its
+    predicted mask is larger than the object (:attr:`ScaleCheck.invisible`).
 (b) **The category grid.** At level ``l`` a cell is ``padded size / S_l`` px: two objects whose
     centres fall in one cell collide (one loses the cell's class target, as ``dataset_stats``
     counts exactly for the training scales), and the 2x2 points NMS of inference compares each
@@ -278,7 +278,8 @@ def recommend_scales(
         f"{BOUNDARY_PX:g} px boundary error per side (target {typical_px:.0f} px: IoU "
         f"{_iou_at(typical_px):.2f})",
         f"{cur.invisible:.1%} of the objects have masks of <= {stride} stride-4 pixels (under "
-        f"{MASK_STRIDE * math.sqrt(stride):.1f} px square): post-processing drops them",
+        f"{MASK_STRIDE * math.sqrt(stride):.1f} px square): post-processing drops masks "
+        f"that small",
     ]
     need = typical_px / med if med > 0 else 1.0
     cap = min(max_side / max(1, cur.max_side), max_upscale / max(cur.max_upscale, 1e-9))
