@@ -166,8 +166,9 @@ def test_dataset_stats_warns_and_the_overrides_fix_it(tmp_path: Path) -> None:
     st = dataset_stats(ds, cfg)
     rec = st.recommended
     assert rec is not None and rec.test_scale == [1664, 976]
-    (warn,) = [w for w in st.warnings if w.startswith("objects are small")]
-    assert "the median object is 17.5 px" in warn and warn.endswith(" ".join(rec.overrides))
+    (warn,) = [w for w in st.warnings if w.startswith("small objects")]
+    assert warn.startswith("small objects: median 17.5 px at the test scale 768x448, 0.0% with")
+    assert "(1664x976: 38.1 px, 0.0%); train and test there: " + " ".join(rec.overrides) in warn
     assert st.to_dict()["recommended"]["overrides"] == rec.overrides
     st2 = dataset_stats(ds, apply_overrides(cfg, rec.overrides))
     assert st2.recommended.overrides == [] and not any("small" in w for w in st2.warnings)

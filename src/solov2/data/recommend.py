@@ -328,11 +328,10 @@ def scale_warnings(rec: ScaleRecommendation | None) -> list[str]:
     if rec.overrides:
         r = rec.recommended
         return [
-            f"objects are small for the config {at}: the median object is "
-            f"{c.size_px['median']:g} px ({c.size_px['median'] / MASK_STRIDE:.1f} stride-4 mask pixels "
-            f"across) and {c.invisible:.1%} have masks too small for post-processing to keep; "
-            f"at {r.test_scale[0]}x{r.test_scale[1]} the median is {r.size_px['median']:g} px "
-            f"and {r.invisible:.1%} are too small. Train and test there: " + " ".join(rec.overrides)
+            f"small objects: median {c.size_px['median']:g} px {at}, {c.invisible:.1%} with "
+            f"masks too small to keep ({r.test_scale[0]}x{r.test_scale[1]}: "
+            f"{r.size_px['median']:g} px, {r.invisible:.1%}); train and test there: "
+            + " ".join(rec.overrides)
         ]
     if c.invisible >= INVISIBLE_WARN:
         return [
