@@ -30,7 +30,7 @@ from solov2.evaluation.match import match_coco
 from solov2.model import build_model
 from solov2.postprocess import PostprocessCfg, postprocess
 from solov2.presets import get_config
-from solov2.structures import Predictions
+from solov2.structures import Predictions, Sample
 from solov2.targets import assign_cells, build_targets
 from solov2.train.step import train_step
 
@@ -83,6 +83,13 @@ def dense(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     js = root / "instances.json"
     js.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return js, root / "img"
+
+
+@pytest.fixture(scope="module")
+def gt(dense: tuple[Path, Path]) -> tuple[CocoInstances, list[Sample]]:
+    """The evaluation view of the dataset and its decoded items (decoded once: 1200 frames)."""
+    ds = CocoInstances(*dense, train=False)
+    return ds, [ds[i] for i in range(len(ds))]
 
 
 def test_pycocotools_list_calls_take_1200_masks() -> None:
@@ -211,8 +218,7 @@ def test_postprocess_keeps_more_than_1000() -> None:
     assert rle_area(rles).tolist() == pred.masks.flatten(1).sum(1).tolist()
 
 
-def _gt_as_predictions(ds: CocoInstances, index: int) -> Predictions:
-    s = ds[index]
+def _gt_as_predictions(s: Sample) -> Predictions:
     n = len(s.instances)
     return Predictions(
         s.instances.masks.bool(), s.instances.labels, torch.linspace(1, 0.5, n), s.instances.boxes
@@ -220,19 +226,18 @@ def _gt_as_predictions(ds: CocoInstances, index: int) -> Predictions:
 
 
 @pytest.mark.parametrize("backend", ["faster", "pycocotools"])
-def test_coco_eval_of_ground_truth_as_predictions(dense: tuple[Path, Path], backend: str) -> None:
+def test_coco_eval_of_ground_truth_as_predictions(gt: tuple, backend: str) -> None:
     """AP 100 when maxDets covers every instance; at COCO's 100 the 1200-instance image scores
     far less. pycocotools' pure-Python matching is slow with 1200 detections: it scores the
     300-instance image only."""
     if backend == "faster" and not _faster_available():
         pytest.skip("faster-coco-eval not installed")
-    js, img = dense
-    ds = CocoInstances(js, img, train=False)
+    ds, samples = gt
     indices = [0, 1, 2] if backend == "faster" else [1]
     for cap in (1500, 100):
         ev = CocoEvaluator(ds.coco, ds.cat_ids, ds.class_names, backend=backend, max_dets=cap)
         for i in indices:
-            ev.process([ds.image_ids[i]], [_gt_as_predictions(ds, i)])
+            ev.process([ds.image_ids[i]], [_gt_as_predictions(samples[i])])
         m = ev.evaluate()
         assert m["num_detections"] == sum(IMAGES[i][0] for i in indices)
         # maxDets caps each (image, class): the best `cap` of each class's n / 2 are all
@@ -244,10 +249,9 @@ def test_coco_eval_of_ground_truth_as_predictions(dense: tuple[Path, Path], back
         assert m["segm"]["AP"] == pytest.approx(ap) and m["bbox"]["AP"] == pytest.approx(ap)
 
 
-def test_drawing_1200_instances(dense: tuple[Path, Path]) -> None:
-    js, img = dense
-    ds = CocoInstances(js, img, train=False)
-    s = ds[0]
+def test_drawing_1200_instances(gt: tuple) -> None:
+    ds, samples = gt
+    s = samples[0]
     xy = squares(1200, 4, 6)
     for out in (
         draw_ground_truth(s.image, s.instances, ds.class_names),
@@ -259,19 +263,18 @@ def test_drawing_1200_instances(dense: tuple[Path, Path]) -> None:
         assert bool((inner != orig).any(1).all())  # every square painted
 
 
-def test_matching_metrics_of_ground_truth_as_predictions(dense: tuple[Path, Path]) -> None:
+def test_matching_metrics_of_ground_truth_as_predictions(gt: tuple) -> None:
     """Every instance matched at every IoU threshold (1200 x 600 IoU matrices per class), and
     with the 1200-instance image's predictions shifted by one column a 4x4 square keeps
     12 / 20 = 0.6 IoU: matched up to 0.6 only."""
-    js, img = dense
-    ds = CocoInstances(js, img, train=False)
+    ds, samples = gt
     ev = CocoEvaluator(ds.coco, ds.cat_ids, ds.class_names, max_dets=1500)
     for i in range(len(ds)):
-        ev.process([ds.image_ids[i]], [_gt_as_predictions(ds, i)])
+        ev.process([ds.image_ids[i]], [_gt_as_predictions(samples[i])])
     r = match_coco(ds.coco, ev.results(), ds.image_ids, ds.cat_ids, ds.class_names)
     assert {(t.tp, t.fp, t.fn) for t in r.overall.thresholds} == {(TOTAL, 0, 0)}
     assert r.overall.dsb_score == 1.0 and r.per_class[0].at(0.95).tp == TOTAL // 2
-    shifted = _gt_as_predictions(ds, 0)
+    shifted = _gt_as_predictions(samples[0])
     shifted.masks = shifted.masks.roll(1, dims=2)
     ev.reset()
     ev.process([ds.image_ids[0]], [shifted])
