@@ -22,8 +22,10 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from solov2.config import DataCfg
-from solov2.data.compact import nearest_index, pack_masks, rle_crop
+from solov2.data.compact import pack_masks
 from solov2.data.loader import SeededItems, build_train_loader, collate, dataset_from_config
+from solov2.data.rle import rle_crop
+from solov2.data.transforms import nearest_index
 from solov2.structures import PackedMasks
 from solov2.targets import build_targets
 

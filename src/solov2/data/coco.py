@@ -38,9 +38,8 @@ from ..errors import DataError
 from ..ops.masks import masks_to_boxes
 from ..structures import Instances, Sample
 from .coco_json import decode_segmentation, make_coco, parse_coco, to_rle
-from .compact import rle_crop
 from .io import load_coco_json, read_image
-from .rle import rle_area
+from .rle import rle_area, rle_crop
 
 __all__ = ["CocoInstances", "DataWarning"]
 
@@ -349,7 +348,7 @@ class CocoInstances(Dataset[Sample]):
         labels: list[int],
         events: list[tuple[str, str, str]],
     ) -> Iterator[Any]:
-        """Non-empty masks as crops of their boxes (:func:`~.compact.rle_crop`), in order,
+        """Non-empty masks as crops of their boxes (:func:`~.rle.rle_crop`), in order,
         each label appended to ``labels``; zero-area masks skipped as in the dense path."""
         for aid, label, kind, seg in anns:
             crop = rle_crop(to_rle((kind, seg), h, w) if kind != "urle" else seg)

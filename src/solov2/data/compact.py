@@ -19,107 +19,27 @@ order, so a seeded item gets the same augmentation either way; the image goes th
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
-from torchvision import tv_tensors
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from ..structures import Instances, PackedMasks
-from .transforms import _check_scales, build_transforms, rescale_size, resize_uint8
+from .rle import tight_box
+from .transforms import (
+    _check_scales,
+    build_transforms,
+    nearest_index,
+    rescale_size,
+    resize_uint8,
+)
 
-__all__ = ["CompactTrainTransform", "nearest_index", "pack_masks", "rle_counts", "rle_crop"]
-
-
-def nearest_index(size_in: int, size_out: int, kernel: str = "mask") -> np.ndarray:
-    """int64 ``[size_out]``: the source index of each output row (or column) of a nearest resize
-    ``size_in -> size_out``, as computed by the resize that the dense pipeline runs.
-
-    ``kernel``: ``"mask"`` (torchvision ``resize`` of a uint8 ``tv_tensors.Mask``, the training
-    transform) or ``"interpolate"`` (``F.interpolate(mode="nearest")`` on uint8, the JSON-size ->
-    file-size fix-up of :class:`~solov2.data.coco.CocoInstances`). The indices are encoded as
-    three uint8 planes (24 bits), resized, and decoded.
-    """
-    if size_in == size_out:
-        return np.arange(size_in, dtype=np.int64)
-    idx = torch.arange(size_in, dtype=torch.int64)
-    planes = torch.stack([(idx >> s) & 255 for s in (0, 8, 16)]).to(torch.uint8)[:, :, None]
-    if kernel == "mask":
-        out = TF.resize(
-            tv_tensors.Mask(planes), [size_out, 1], interpolation=InterpolationMode.NEAREST
-        ).as_subclass(Tensor)
-    else:
-        out = F.interpolate(planes[None], size=(size_out, 1), mode="nearest")[0]
-    out = out[:, :, 0].to(torch.int64)
-    return (out[0] | (out[1] << 8) | (out[2] << 16)).numpy()
+__all__ = ["CompactTrainTransform", "pack_masks"]
 
 
 def _span(index: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     """Output range ``[a, b)`` whose (non-decreasing) source ``index`` lies in ``[lo, hi)``."""
     return int(np.searchsorted(index, lo, "left")), int(np.searchsorted(index, hi, "left"))
-
-
-def _tight(crop: np.ndarray) -> tuple[int, int, int, int] | None:
-    """``(y0, y1, x0, x1)`` of the set pixels of ``crop`` (exclusive ends), None if empty."""
-    rows, cols = np.flatnonzero(crop.any(1)), np.flatnonzero(crop.any(0))
-    if rows.size == 0:
-        return None
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
-
-def rle_counts(rle: dict[str, Any]) -> np.ndarray:
-    """int64 run lengths of a COCO RLE (column-major, background first).
-
-    Uncompressed counts are taken as they are; compressed strings are decoded as pycocotools'
-    ``rleFrString`` does (6-bit groups, offset 48, continuation bit 0x20, sign bit 0x10 of the
-    last group, counts from the third on stored as differences to the count two before),
-    vectorised. pycocotools itself only decodes to a full ``H x W`` frame.
-    """
-    counts = rle["counts"]
-    if not isinstance(counts, (str, bytes)):
-        return np.asarray(counts, dtype=np.int64)
-    c = (
-        np.frombuffer(
-            counts.encode() if isinstance(counts, str) else counts, dtype=np.uint8
-        ).astype(np.int64)
-        - 48
-    )
-    if c.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    last = np.flatnonzero((c & 0x20) == 0)  # the final group of each value
-    first = np.concatenate(([0], last[:-1] + 1))
-    k = np.arange(c.size) - np.repeat(first, last - first + 1)
-    x = np.add.reduceat((c & 0x1F) << (5 * k), first)
-    neg = (c[last] & 0x10) != 0
-    x[neg] -= np.left_shift(1, 5 * (last[neg] - first[neg] + 1))
-    x[1::2] = np.cumsum(x[1::2])
-    x[2::2] = np.cumsum(x[2::2])
-    return x
-
-
-def rle_crop(rle: dict[str, Any]) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
-    """The mask of a COCO RLE (``{"size": [h, w], "counts": ...}``) as the uint8 crop of its
-    tight box and ``(y0, y1, x0, x1)`` (exclusive ends); None for an empty mask. Only the
-    columns that the mask spans are decoded."""
-    h = int(rle["size"][0])
-    cnts = rle_counts(rle)
-    ends = np.cumsum(cnts)
-    starts = ends - cnts
-    fg = np.flatnonzero((np.arange(cnts.size) & 1).astype(bool) & (cnts > 0))
-    if fg.size == 0:
-        return None
-    c0, c1 = int(starts[fg[0]]) // h, (int(ends[fg[-1]]) - 1) // h + 1
-    lo, hi = c0 * h, c1 * h
-    runs = np.clip(ends, lo, hi) - np.clip(starts, lo, hi)
-    strip = np.repeat((np.arange(cnts.size) & 1).astype(np.uint8), runs).reshape(c1 - c0, h).T
-    box = _tight(strip)
-    assert box is not None  # fg is not empty: the strip has set pixels
-    y0, y1, x0, x1 = box
-    return strip[y0:y1, x0:x1], (y0, y1, c0 + x0, c0 + x1)
 
 
 Source = tuple[np.ndarray, tuple[int, int, int, int]]  # a crop and its (y0, y1, x0, x1)
@@ -136,7 +56,7 @@ def pack_masks(
 
     Args:
         sources: per mask, a uint8 0/1 crop and its box ``(y0, y1, x0, x1)`` in the source
-            frame (as :func:`rle_crop` gives them).
+            frame (as :func:`~solov2.data.rle.rle_crop` gives them).
         rows, cols: source row of each output row ``[H]``, source column of each output column
             ``[W]`` (non-decreasing: a nearest resize), before the flip.
         flip: mirror horizontally after the resize.
@@ -150,7 +70,7 @@ def pack_masks(
     for k, (src, (sy0, sy1, sx0, sx1)) in enumerate(sources):
         (oy0, oy1), (ox0, ox1) = _span(rows, sy0, sy1), _span(cols, sx0, sx1)
         crop = src[rows[oy0:oy1] - sy0][:, cols[ox0:ox1] - sx0]
-        t = _tight(crop)  # a shrink may skip the mask's edge rows/columns, or all of them
+        t = tight_box(crop)  # a shrink may skip the mask's edge rows/columns, or all of them
         if t is None:
             continue
         crop = crop[t[0] : t[1], t[2] : t[3]]
@@ -201,7 +121,7 @@ class CompactTrainTransform:
         ann_size: tuple[int, int],
     ) -> tuple[Tensor, Instances]:
         """Transform ``image`` (uint8 ``[3, H, W]``, the file's size) and ``masks`` (crops with
-        their boxes, :func:`rle_crop`, at the annotation size ``ann_size``; resized to
+        their boxes, :func:`~solov2.data.rle.rle_crop`, at the annotation size ``ann_size``; resized to
         ``H x W`` first when it differs, as the dense path does). ``labels[k]`` is the label
         of the ``k``-th mask (read after ``masks`` is consumed). Returns the image and
         instances with packed masks; instances whose mask vanishes are dropped."""

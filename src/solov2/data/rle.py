@@ -1,6 +1,8 @@
 """COCO run-length encoding in one place: binary masks to RLE (what every results file holds),
-pycocotools mask calls that hold for any number of masks per image, and the geometry of RLE
-masks read without decoding them (``solov2 data stats``).
+pycocotools mask calls that hold for any number of masks per image, and RLE read without
+pycocotools' full-frame decode: run lengths (:func:`rle_counts`, the one decoder), the crop of a
+mask's box (:func:`rle_crop`, the compact training masks) and the geometry of resized masks
+(:func:`column_segments`, :func:`resized_geometry`, ``solov2 data stats``).
 
 pycocotools 2.0.x builds the result of ``mask.area(list_of_rles)`` from a uint8 scratch array
 sized by the list's length, so with numpy 2 a list of more than 255 masks raises ``OverflowError:
@@ -20,8 +22,9 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .transforms import nearest_index
 
 __all__ = [
     "PYCOCOTOOLS_MAX_LIST",
@@ -30,7 +33,9 @@ __all__ = [
     "resized_geometry",
     "rle_area",
     "rle_counts",
+    "rle_crop",
     "rle_iou",
+    "tight_box",
 ]
 
 PYCOCOTOOLS_MAX_LIST = 255  # the longest list pycocotools' mask.area takes (uint8 length)
@@ -94,29 +99,63 @@ def rle_iou(
     return out.reshape(len(dts), len(gts))
 
 
-def rle_counts(rle: dict[str, Any]) -> np.ndarray:
-    """Run lengths of a compressed COCO RLE (pycocotools' ``rleFrString``, vectorised).
+def tight_box(crop: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)`` of the set pixels of ``crop`` (exclusive ends), None if empty."""
+    rows, cols = np.flatnonzero(crop.any(1)), np.flatnonzero(crop.any(0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
-    Returns:
-        int64 ``[R]``: alternating background / foreground runs in column-major order, starting
-        with background.
+
+def rle_counts(rle: dict[str, Any]) -> np.ndarray:
+    """int64 run lengths of a COCO RLE (column-major, background first).
+
+    Uncompressed counts are taken as they are; compressed strings are decoded as pycocotools'
+    ``rleFrString`` does (6-bit groups, offset 48, continuation bit 0x20, sign bit 0x10 of the
+    last group, counts from the third on stored as differences to the count two before),
+    vectorised. pycocotools itself only decodes to a full ``H x W`` frame.
     """
-    s = rle["counts"]
-    raw = np.frombuffer(s.encode() if isinstance(s, str) else s, dtype=np.uint8)
-    arr = raw.astype(np.int64) - 48
-    if arr.size == 0:
+    counts = rle["counts"]
+    if not isinstance(counts, (str, bytes)):
+        return np.asarray(counts, dtype=np.int64)
+    c = (
+        np.frombuffer(
+            counts.encode() if isinstance(counts, str) else counts, dtype=np.uint8
+        ).astype(np.int64)
+        - 48
+    )
+    if c.size == 0:
         return np.zeros(0, dtype=np.int64)
-    ends = np.flatnonzero((arr & 0x20) == 0)  # the last character of each number
-    starts = np.r_[0, ends[:-1] + 1]
-    k = np.arange(arr.size) - np.repeat(starts, ends - starts + 1)
-    x = np.add.reduceat((arr & 0x1F) << (5 * k), starts)
-    neg = (arr[ends] & 0x10) != 0
-    x[neg] -= np.left_shift(1, 5 * (k[ends[neg]] + 1))
-    c = x.copy()
-    c[2::2] = np.cumsum(x[2::2])  # counts[m] = x[m] + counts[m - 2] for m > 2
-    if c.size > 3:
-        c[3::2] = x[1] + np.cumsum(x[3::2])
-    return c
+    last = np.flatnonzero((c & 0x20) == 0)  # the final group of each value
+    first = np.concatenate(([0], last[:-1] + 1))
+    k = np.arange(c.size) - np.repeat(first, last - first + 1)
+    x = np.add.reduceat((c & 0x1F) << (5 * k), first)
+    neg = (c[last] & 0x10) != 0
+    x[neg] -= np.left_shift(1, 5 * (last[neg] - first[neg] + 1))
+    x[1::2] = np.cumsum(x[1::2])
+    x[2::2] = np.cumsum(x[2::2])
+    return x
+
+
+def rle_crop(rle: dict[str, Any]) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """The mask of a COCO RLE (``{"size": [h, w], "counts": ...}``) as the uint8 crop of its
+    tight box and ``(y0, y1, x0, x1)`` (exclusive ends); None for an empty mask. Only the
+    columns that the mask spans are decoded."""
+    h = int(rle["size"][0])
+    cnts = rle_counts(rle)
+    ends = np.cumsum(cnts)
+    starts = ends - cnts
+    fg = np.flatnonzero((np.arange(cnts.size) & 1).astype(bool) & (cnts > 0))
+    if fg.size == 0:
+        return None
+    c0, c1 = int(starts[fg[0]]) // h, (int(ends[fg[-1]]) - 1) // h + 1
+    lo, hi = c0 * h, c1 * h
+    runs = np.clip(ends, lo, hi) - np.clip(starts, lo, hi)
+    strip = np.repeat((np.arange(cnts.size) & 1).astype(np.uint8), runs).reshape(c1 - c0, h).T
+    box = tight_box(strip)
+    assert box is not None  # fg is not empty: the strip has set pixels
+    y0, y1, x0, x1 = box
+    return strip[y0:y1, x0:x1], (y0, y1, c0 + x0, c0 + x1)
 
 
 def column_segments(rles: list[dict[str, Any]], h: int) -> tuple[np.ndarray, ...]:
@@ -143,10 +182,9 @@ def column_segments(rles: list[dict[str, Any]], h: int) -> tuple[np.ndarray, ...
 
 @functools.lru_cache(maxsize=64)
 def _nearest_source(n_in: int, n_out: int) -> np.ndarray:
-    """Source index of each output row of a nearest resize ``n_in -> n_out``, taken from
-    ``F.interpolate(mode="nearest")`` itself (what torchvision's mask resize runs)."""
-    src = torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in, 1)
-    return F.interpolate(src, size=(n_out, 1), mode="nearest").view(-1).long().numpy()
+    """:func:`~solov2.data.transforms.nearest_index` of the training resize, cached (stats ask
+    for the same few sizes per image and scale)."""
+    return nearest_index(n_in, n_out)
 
 
 def resized_geometry(

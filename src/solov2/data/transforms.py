@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,6 +29,7 @@ __all__ = [
     "InstanceTransform",
     "KeepRatioResize",
     "build_transforms",
+    "nearest_index",
     "padded_size",
     "rescale_size",
 ]
@@ -137,6 +139,29 @@ class InstanceTransform:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.transform})"
+
+
+def nearest_index(size_in: int, size_out: int, kernel: str = "mask") -> np.ndarray:
+    """int64 ``[size_out]``: the source index of each output row (or column) of a nearest resize
+    ``size_in -> size_out``, as computed by the resize that the dense pipeline runs.
+
+    ``kernel``: ``"mask"`` (torchvision ``resize`` of a uint8 ``tv_tensors.Mask``, the training
+    transform) or ``"interpolate"`` (``F.interpolate(mode="nearest")`` on uint8, the JSON-size ->
+    file-size fix-up of :class:`~solov2.data.coco.CocoInstances`). The indices are encoded as
+    three uint8 planes (24 bits), resized, and decoded.
+    """
+    if size_in == size_out:
+        return np.arange(size_in, dtype=np.int64)
+    idx = torch.arange(size_in, dtype=torch.int64)
+    planes = torch.stack([(idx >> s) & 255 for s in (0, 8, 16)]).to(torch.uint8)[:, :, None]
+    if kernel == "mask":
+        out = TF.resize(
+            tv_tensors.Mask(planes), [size_out, 1], interpolation=v2.InterpolationMode.NEAREST
+        ).as_subclass(Tensor)
+    else:
+        out = F.interpolate(planes[None], size=(size_out, 1), mode="nearest")[0]
+    out = out[:, :, 0].to(torch.int64)
+    return (out[0] | (out[1] << 8) | (out[2] << 16)).numpy()
 
 
 def _check_scales(scales: Sequence[Sequence[int]]) -> list[list[int]]:
