@@ -17,10 +17,10 @@ from solov2.evaluation.coco_eval import _json_safe
 from solov2.evaluation.match import (
     IOU_THRESHOLDS,
     ImageInstances,
-    format_match_table,
     match_coco,
     match_instances,
 )
+from solov2.evaluation.match_table import format_match_table
 
 H, W = 10, 20
 CELL, BLOB, GHOST = 1, 2, 3
@@ -198,7 +198,8 @@ def test_to_dict_and_table() -> None:
     }  # fmt: skip
     assert d["per_class"]["ghost"]["thresholds"][0]["recall"] is None
     assert set(d["all"]) == {"thresholds", "mean", "dsb_score", "dsb_score_pooled", "images"}
-    table = format_match_table(r)
+    table = format_match_table(r.to_dict())
+    assert format_match_table(d) == table  # the same table from metrics.json's match object
     lines = table.splitlines()
     head = [c.strip() for c in lines[0].split("|")]
     assert head[1:] == ["precision", "recall", "F1", "accuracy", "TP", "FP", "FN"]
@@ -207,7 +208,7 @@ def test_to_dict_and_table() -> None:
     assert lines[4].startswith("mean IoU 0.50:0.95")
     assert "averaged over 3 images): 0.087, over the pooled counts: 0.167" in table
     assert [ln.split("|")[0].strip() for ln in lines[-3:]] == NAMES
-    assert "ghost" not in format_match_table(r, per_class=False)
+    assert "ghost" not in format_match_table(r.to_dict(), per_class=False)
 
 
 def test_match_coco_from_ground_truth_and_results() -> None:

@@ -23,6 +23,13 @@ class ConfigError(UserError):
     """A user-facing configuration mistake (bad key, bad value, unreadable file)."""
 
 
+DEFAULT_SCORE_THR = 0.3
+"""The final score an instance needs to reach a user: the default of ``Predictor``, ``solov2
+infer --score-thr``, ``solov2 export --score-thr`` (the ONNX graph) and the drawn overlays.
+``model.test.score_thr`` (0.1) is the post-processing's candidate threshold, which COCO
+evaluation keeps (it needs the low scores for AP)."""
+
+
 @dataclass
 class PostprocessCfg:
     """Test-time settings (the reference's ``test_cfg``): ``Config.model.test``, and the

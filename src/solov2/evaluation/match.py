@@ -31,7 +31,9 @@ Crowd ground truth (``iscrowd=1``) follows COCO's rule: it is never a false nega
 prediction left unmatched that lies in a crowd region (``|pred & crowd| / |pred| >= t``) is
 neither TP nor FP.
 
-Predictions count when ``score >= score_thr`` (default 0.3, the threshold ``solov2 infer`` keeps).
+Predictions count when ``score >= score_thr``; the default is
+:data:`solov2.config.DEFAULT_SCORE_THR` (0.3), what ``solov2 infer`` keeps: the instances a user
+sees.
 Undefined ratios (0 / 0: a class without predictions has no precision) are NaN, where StarDist
 writes 0. Images where a class has neither ground truth nor counted predictions are left out of
 that class's per-image mean. All values are fractions (0..1), as those papers print them.
@@ -46,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import DEFAULT_SCORE_THR
 from ..data.rle import rle_iou
 
 __all__ = [
@@ -55,13 +58,11 @@ __all__ = [
     "ImageInstances",
     "MatchReport",
     "ThresholdCounts",
-    "format_match_table",
     "match_coco",
     "match_instances",
 ]
 
 IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
-DEFAULT_SCORE_THR = 0.3  # what `solov2 infer` keeps by default
 _EPS = 1e-9
 
 
@@ -160,7 +161,7 @@ class MatchReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``match`` object of ``metrics.json`` (NaN stays a float: write it with
-        ``solov2.engine.coco_eval.write_metrics``, which stores it as null)."""
+        ``solov2.evaluation.coco_eval.write_metrics``, which stores it as null)."""
         return {
             "score_thr": self.score_thr,
             "iou_thresholds": list(self.iou_thresholds),
@@ -197,7 +198,8 @@ class ImageInstances:
 def _augment(root: int, adj: list[np.ndarray], gt_of: np.ndarray, dt_of: np.ndarray) -> bool:
     """One augmenting path from unmatched prediction ``root`` (iterative DFS); flips it."""
     visited = np.zeros(dt_of.shape[0], dtype=bool)
-    stack, iters, via = [root], [iter(adj[root].tolist())], []
+    stack, iters = [root], [iter(adj[root].tolist())]
+    via: list[int] = []
     while stack:
         for j in iters[-1]:
             if visited[j]:
@@ -352,54 +354,3 @@ def match_coco(
             )
 
     return match_instances(items(), cat_ids, class_names, score_thr)
-
-
-def _f(v: float) -> str:
-    return "nan" if math.isnan(v) else f"{v:.3f}"
-
-
-def format_match_table(report: MatchReport, per_class: bool | None = None) -> str:
-    """The short table: rows IoU 0.5, 0.75 and the mean over the thresholds; columns precision,
-    recall, F1, accuracy (TP/(TP+FP+FN)) and the counts; then the DSB 2018 score, and with
-    several classes (``per_class`` None) one line per class."""
-    o = report.overall
-    head = [f"matching (score >= {report.score_thr:g})", "precision", "recall", "F1", "accuracy"]
-    rows = [head + ["TP", "FP", "FN"]]
-    for iou in (0.5, 0.75):
-        try:
-            t = o.at(iou)
-        except KeyError:
-            continue
-        rows.append(
-            [f"IoU {iou:.2f}", _f(t.precision), _f(t.recall), _f(t.f1), _f(t.accuracy)]
-            + [str(t.tp), str(t.fp), str(t.fn)]
-        )
-    lo, hi = report.iou_thresholds[0], report.iou_thresholds[-1]
-    m = o.mean()
-    rows.append(
-        [f"mean IoU {lo:.2f}:{hi:.2f}"]
-        + [_f(m[k]) for k in ("precision", "recall", "f1", "accuracy")]
-        + ["", "", ""]
-    )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for j, r in enumerate(rows):
-        cells = (c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
-        lines.append(" | ".join(cells).rstrip())
-        if j == 0:
-            lines.append("-+-".join("-" * w for w in widths))
-    lines.append(
-        f"accuracy = TP/(TP+FP+FN); DSB 2018 score (its mean over the IoU thresholds, averaged "
-        f"over {o.images} images): {_f(o.dsb_score)}, over the pooled counts: "
-        f"{_f(o.dsb_score_pooled)}"
-    )
-    if per_class or (per_class is None and len(report.per_class) > 1):
-        name_w = max(len("class"), *(len(c.name) for c in report.per_class))
-        lines += ["", f"{'class'.ljust(name_w)} | F1@0.50 | acc@0.50 | DSB score"]
-        for c in report.per_class:
-            t = c.thresholds[0]
-            lines.append(
-                f"{c.name.ljust(name_w)} | {_f(t.f1):>7} | {_f(t.accuracy):>8} | "
-                f"{_f(c.dsb_score):>9}"
-            )
-    return "\n".join(lines)
