@@ -93,7 +93,15 @@ def test_train_resume_eval_infer(
     assert (ev / "coco_instances_results.json").is_file()
     # the cap follows model.test.max_per_img (demo preset: 100), here and in training's eval
     assert metrics["max_dets"] == 100
-    assert json.loads((out / "eval" / "metrics.json").read_text())["max_dets"] == 100
+    train_eval = json.loads((out / "eval" / "metrics.json").read_text())
+    assert train_eval["max_dets"] == 100 and "match" not in train_eval  # opt-in: eval's
+    # the matching metrics of the same predictions: every ground truth object is a TP or a FN
+    match = metrics["match"]
+    assert set(match) == {"score_thr", "iou_thresholds", "matching", "all", "per_class"}
+    assert match["score_thr"] == 0.3 and len(match["all"]["thresholds"]) == 10
+    val = json.loads((data / "annotations" / "instances_val.json").read_text())
+    objects = sum(not a.get("iscrowd", 0) for a in val["annotations"])
+    assert {t["tp"] + t["fn"] for t in match["all"]["thresholds"]} == {objects}
 
     # the barely trained model detects nothing at the preset thresholds: a config without
     # thresholds, capped at 20 per image, for the detection caps and predictions files below

@@ -245,6 +245,56 @@ def test_max_dets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "task (max 300 dets)" in capsys.readouterr().out
 
 
+MATCH_KEYS = {"score_thr", "iou_thresholds", "matching", "all", "per_class"}
+COUNT_KEYS = {"iou", "tp", "fp", "fn", "precision", "recall", "f1", "accuracy"}
+
+
+def _match_case() -> list[dict[str, Any]]:
+    """Hand-counted matching: image 2's second cat predicted 16x21 of its 16x28 (IoU 0.75),
+    image 5's dog missed, image 7 (no objects) gets a cat at score 0.5 and one at 0.2, the
+    rest exact. At score >= 0.3: TP 5, FP 1, FN 1 for IoU 0.5-0.75; TP 4, FP 2, FN 2 above."""
+    out = [r for r in _gt_as_coco_results() if r["image_id"] != POLY_IMAGE]
+    second_cat = [r for r in out if r["image_id"] == 2][1]
+    assert second_cat["segmentation"] == _rle(30, 10, 46, 38)
+    second_cat["segmentation"] = _rle(30, 10, 46, 31)
+    out += [
+        {"image_id": 7, "category_id": 3, "segmentation": _rle(0, 0, 10, 10), "score": s}
+        for s in (0.5, 0.2)
+    ]
+    return out
+
+
+def test_match_metrics_known_counts(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = _eval(tmp_path, root, _match_case())
+    assert code == 0
+    m = _metrics(out)["match"]
+    assert set(m) == MATCH_KEYS and m["score_thr"] == 0.3 and len(m["iou_thresholds"]) == 10
+    assert set(m["per_class"]) == {"cat", "dog"}
+    rows = m["all"]["thresholds"]
+    assert all(set(t) == COUNT_KEYS for t in rows)
+    assert [(t["tp"], t["fp"], t["fn"]) for t in rows] == [(5, 1, 1)] * 6 + [(4, 2, 2)] * 4
+    assert rows[0]["precision"] == pytest.approx(5 / 6) and rows[0]["accuracy"] == 5 / 7
+    cat, dog = (m["per_class"][k]["thresholds"][0] for k in ("cat", "dog"))
+    assert (cat["tp"], cat["fp"], cat["fn"], dog["tp"], dog["fp"], dog["fn"]) == (4, 1, 0, 1, 0, 1)
+    printed = capsys.readouterr().out
+    assert printed.index("task (max 100 dets)") < printed.index("matching (score >= 0.3)")
+    row = next(ln for ln in printed.splitlines() if ln.startswith("IoU 0.50"))
+    assert [c.strip() for c in row.split("|")] == [
+        "IoU 0.50", "0.833", "0.833", "0.833", "0.714", "5", "1", "1",
+    ]  # fmt: skip
+    # a lower threshold counts the 0.2 prediction too; COCO AP is the same
+    code, low = _eval(tmp_path, root, _match_case(), "--match-score-thr", "0.1")
+    assert code == 0 and _metrics(low)["segm"] == _metrics(out)["segm"]
+    assert _metrics(low)["match"]["all"]["thresholds"][0]["fp"] == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        _eval(tmp_path, root, [], "--match-score-thr", "1.5")
+    assert e.value.code == 2
+    one_line_error(capsys.readouterr().err, "eval", "--match-score-thr", "1.5", "<= 1")
+
+
 def _mutate(fn):  # noqa: ANN001, ANN202
     def make() -> list[dict[str, Any]]:
         entries = _gt_as_coco_results()

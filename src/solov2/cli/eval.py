@@ -1,5 +1,6 @@
 """``solov2 eval``: COCO mask AP of a checkpoint (batched inference, sharded under torchrun), or
-of a predictions file (``--results``, no model)."""
+of a predictions file (``--results``, no model); and the instance-matching metrics of the same
+predictions (``--match-score-thr``): ``metrics.json``'s ``match``, a table after COCO's."""
 
 from __future__ import annotations
 
@@ -113,6 +114,7 @@ def evaluate_checkpoint(checkpoint: str, args: argparse.Namespace) -> dict[str, 
             output_dir=out if is_main_process() else None,
             backend=args.backend,
             max_dets=args.max_dets,
+            match_score_thr=args.match_score_thr,
         )
         metrics = evaluate(net, loader, dataset, cfg, info.device, options)
         barrier()  # every rank returns once rank 0 has written metrics.json
@@ -138,7 +140,12 @@ def evaluate_results(args: argparse.Namespace) -> dict[str, Any]:
     p = Path(results_path)
     out = args.output_dir or str(p.parent / f"{p.stem}_eval")
     metrics = score_results(
-        entries, dataset, source=results_path, max_dets=cap, backend=args.backend
+        entries,
+        dataset,
+        source=results_path,
+        max_dets=cap,
+        backend=args.backend,
+        match_score_thr=args.match_score_thr,
     )
     setup_logger(out)
     logger.info(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..config import DEFAULT_SCORE_THR
 from ..presets import PRESETS
 from .args import FRACTION, NONNEG_INT, POS_FLOAT, POS_INT, OneLineParser
 
@@ -152,6 +153,15 @@ def _add_eval(sub: Any) -> None:
     e.add_argument("--output-dir")
     e.add_argument("--batch-size", type=POS_INT, default=2)
     e.add_argument("--backend", default="auto", choices=["auto", "pycocotools", "faster"])
+    e.add_argument(
+        "--match-score-thr",
+        type=FRACTION,
+        default=DEFAULT_SCORE_THR,
+        metavar="F",
+        help=f"score a prediction needs to count in the matching metrics (precision, recall, "
+        f"F1, TP/(TP+FP+FN), DSB 2018 score; metrics.json 'match'); default {DEFAULT_SCORE_THR}, "
+        "what solov2 infer keeps. COCO AP uses every prediction",
+    )
     e.add_argument(
         "--fast",
         action="store_true",

@@ -3,7 +3,9 @@
 Predictions are turned into COCO result dicts (RLE masks, never dense arrays) as they arrive,
 gathered to rank 0 under ``torch.distributed``, and scored with pycocotools ``COCOeval`` or,
 when installed, faster-coco-eval's ``COCOeval_faster`` (identical numbers, several times faster).
-Metrics are reported in percent, as detectron2 and mmdetection print them.
+Metrics are reported in percent, as detectron2 and mmdetection print them. The same results
+also give the instance-matching metrics of cell and nucleus papers (:meth:`CocoEvaluator.match`,
+:mod:`.match`; fractions, as those papers print them).
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ import pycocotools.mask as mask_util
 import torch.distributed as dist
 from pycocotools.cocoeval import COCOeval
 
+from ..config import DEFAULT_SCORE_THR
 from ..data.rle import masks_to_rle
 from ..errors import UserError
 from ..ops.masks import masks_to_boxes
 from ..structures import Predictions
 from ..utils.fileio import atomic_write_text
+from .match import MatchReport, match_coco
+from .match_table import format_match_table
 
 __all__ = [
     "METRIC_NAMES",
@@ -209,6 +214,19 @@ class CocoEvaluator:
         metrics["num_detections"] = len(results)
         return metrics
 
+    def match(self, score_thr: float = DEFAULT_SCORE_THR) -> MatchReport:
+        """Instance-matching metrics (:func:`~solov2.evaluation.match.match_coco`) of the
+        processed images: the results :meth:`evaluate` scores, counted where ``score >=
+        score_thr`` (all of them, whatever ``max_dets``); images without results are misses."""
+        return match_coco(
+            self.coco_gt,
+            self.results(),
+            self.image_ids,
+            self.cat_ids,
+            self.class_names,
+            score_thr,
+        )
+
     def _run(self, iou_type: str, dts: list[dict[str, Any]], img_ids: list[int]) -> Any:
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
@@ -290,7 +308,8 @@ def _fmt(v: Any) -> str:
 
 def format_table(metrics: dict[str, Any], per_category_columns: int = 3) -> str:
     """Plain-text tables: one row per task (segm, bbox) with the six COCO AP columns, then
-    per-category segm AP (``per_category_columns`` name/AP pairs per row)."""
+    per-category segm AP (``per_category_columns`` name/AP pairs per row), then the matching
+    metrics when ``metrics`` has them (``match``: :func:`.match_table.format_match_table`)."""
     lines: list[str] = []
     cap = metrics.get("max_dets")
     header = [f"task (max {cap} dets)" if cap else "task"] + list(METRIC_NAMES)
@@ -318,6 +337,8 @@ def format_table(metrics: dict[str, Any], per_category_columns: int = 3) -> str:
         lines += ["", head, "-" * len(head)]
         for i in range(0, len(items), ncol):
             lines.append(" | ".join(cell(k, v) for k, v in items[i : i + ncol]))
+    if metrics.get("match"):
+        lines += ["", format_match_table(metrics["match"])]
     return "\n".join(lines)
 
 

@@ -37,6 +37,9 @@ class EvalOptions:
         progress: a progress bar on rank 0.
         max_dets: detections per image that COCOeval counts (default: the model's own cap,
             ``cfg.model.test.max_per_img``, so dense datasets are not scored at COCO's 100).
+        match_score_thr: also the instance-matching metrics (``metrics["match"]``,
+            :meth:`~.coco_eval.CocoEvaluator.match`) of the predictions scoring at least this;
+            None: not computed (``solov2 eval`` passes ``--match-score-thr``).
     """
 
     amp: str = "none"
@@ -44,6 +47,7 @@ class EvalOptions:
     backend: Backend = "auto"
     progress: bool = True
     max_dets: int | None = None
+    match_score_thr: float | None = None
 
 
 @torch.inference_mode()
@@ -125,6 +129,8 @@ def evaluate(
     metrics = evaluator.evaluate()
     metrics["images"] = len(evaluator.image_ids)
     metrics["seconds"] = round(elapsed, 2)
+    if opts.match_score_thr is not None:
+        metrics["match"] = evaluator.match(opts.match_score_thr).to_dict()
     logger.info(
         "evaluation on %d images (this rank %d) took %.1f s\n%s",
         metrics["images"],

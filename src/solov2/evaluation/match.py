@@ -304,11 +304,13 @@ def match_instances(
     pooled = np.zeros((n_cat, len(thrs), 3), dtype=np.int64)
     per_image: list[list[float]] = [[] for _ in range(n_cat + 1)]
     for image in images:
-        counts = (
-            np.stack([_count(image, int(c), thrs, score_thr) for c in cat_ids])
-            if n_cat
-            else (np.zeros((0, len(thrs), 3), dtype=np.int64))
-        )
+        counts = np.zeros((n_cat, len(thrs), 3), dtype=np.int64)
+        present = set(image.gt_category) | {
+            c for c, v in zip(image.dt_category, image.dt_score) if v >= score_thr
+        }
+        for k, c in enumerate(cat_ids):
+            if int(c) in present:  # else no objects, no predictions: all zero
+                counts[k] = _count(image, int(c), thrs, score_thr)
         pooled += counts
         for k in range(n_cat):
             per_image[k].append(_image_accuracy(counts[k]))

@@ -268,13 +268,21 @@ def _describe(e: dict[str, Any]) -> str:
 
 
 def score_results(
-    entries: Sequence[Any], dataset: Any, *, source: str, max_dets: int, backend: Backend = "auto"
+    entries: Sequence[Any],
+    dataset: Any,
+    *,
+    source: str,
+    max_dets: int,
+    backend: Backend = "auto",
+    match_score_thr: float | None = None,
 ) -> dict[str, Any]:
     """COCO segm/bbox AP of predictions ``entries`` on every image of ``dataset``.
 
     Returns :meth:`CocoEvaluator.evaluate`'s metrics plus ``images`` (dataset images scored),
     ``results_file`` (``source``) and ``skipped_entries`` (entries for images not in the
-    dataset, skipped with one warning).
+    dataset, skipped with one warning); with ``match_score_thr``, ``match``: the
+    instance-matching metrics of the entries scoring at least that
+    (:meth:`CocoEvaluator.match`).
     """
     evaluator = CocoEvaluator(
         dataset.coco, dataset.cat_ids, dataset.class_names, backend=backend, max_dets=max_dets
@@ -293,4 +301,6 @@ def score_results(
     metrics["images"] = len(evaluator.image_ids)
     metrics["results_file"] = source
     metrics["skipped_entries"] = len(skipped)
+    if match_score_thr is not None:
+        metrics["match"] = evaluator.match(match_score_thr).to_dict()
     return metrics
