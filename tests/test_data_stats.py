@@ -14,11 +14,12 @@ from _paths import SHARED
 from pycocotools import mask as mask_utils
 
 from solov2.cli import main
-from solov2.data.coco import CocoInstances
+from solov2.data.coco import CocoInstances, DataWarning
 from solov2.data.loader import collate
 from solov2.data.rle import column_segments as _segments
 from solov2.data.rle import resized_geometry as _geometry
 from solov2.data.rle import rle_counts
+from solov2.data.show import summary_figure
 from solov2.data.stats import dataset_stats
 from solov2.data.synthetic import make_synthetic_coco
 from solov2.data.transforms import build_transforms, rescale_size
@@ -215,6 +216,9 @@ def test_cli_stats_and_show(
     assert main(["data", "stats", *base, "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "instances per image: mean 1.5, median 1.5, max 2, min 1" in text
+    header = next(ln for ln in text.splitlines() if ln.lstrip().startswith("level"))
+    assert "instances " in header and "*" not in text  # one scale: counts, not means
+    assert "skipped images: none" in text
     assert "lose all their grid cells" in text
     d = json.loads(out.read_text())
     assert d["instances"] == 3 and d["levels"][0]["lose_all"] == 1
@@ -231,3 +235,55 @@ def test_cli_stats_and_show(
     # a user's mistake: one line, exit 2
     assert main(["data", "stats", "--data-root", str(tmp_path / "nope"), "--split", "x"]) == 2
     assert "annotation file not found" in capsys.readouterr().err
+
+
+def test_cli_stats_names_skipped_images_and_marks_averaged_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Five images without objects (data.filter_empty) and one whose file is missing: the
+    first three named, then how many more. Two training scales: the columns that are means
+    over the scales say so."""
+    root = _write_coco(tmp_path / "d", [[(1, 1, 6, 6)], [], [], [], [], [], [(30, 30, 8, 8)]])
+    (root / "train" / "6.png").unlink()
+    argv = ["data", "stats", "--config", "solov2_demo", "--data-root", str(root)]
+    argv += ["--split", "train", "data.filter_empty=true", "data.train_scales=[[64,64],[48,48]]"]
+    with pytest.warns(DataWarning, match="6.png not found"):
+        assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "skipped images: 6 (image 2 '1.png': no annotations (data.filter_empty); image 3 "
+        "'2.png': no annotations (data.filter_empty); image 4 '3.png': no annotations "
+        "(data.filter_empty); and 3 more)"
+    )
+    header = next(ln for ln in lines if ln.lstrip().startswith("level")).split()
+    assert {"instances*", "all*", "some*"} <= set(header)
+    assert any(ln.startswith("* mean over the 2 training scales") for ln in lines)
+    assert any(ln.startswith("in no level*: ") and "resize*: " in ln for ln in lines)
+
+
+def test_summary_figure_keeps_every_title_inside(tmp_path: Path) -> None:
+    """A deep annotation path and six training scales: every text of labels.png lies inside
+    the figure (the titles used to run off its edge)."""
+    pytest.importorskip("matplotlib")
+    root = _write_coco(tmp_path / "d", [[(1, 1, 6, 6), (8, 2, 6, 6)], [(30, 30, 8, 8)]])
+    ds = CocoInstances(root / "annotations" / "instances_train.json", root / "train", train=True)
+    cfg = get_config("solov2_light_mnv2_dense")  # 768x(352-512): six scales
+    st = dataset_stats(ds, cfg)
+    st.source = "/" + "/".join(f"folder_{k}" for k in range(20)) + "/instances_train.json"
+    fig = summary_figure(st)
+    try:
+        fig.canvas.draw()
+        renderer, box = fig.canvas.get_renderer(), fig.bbox
+        parts = [fig._suptitle] + [
+            t for a in fig.axes for t in (a.title, a.xaxis.label, a.yaxis.label)
+        ]  # the titles and axis labels (tick labels outside the view are never drawn)
+        texts = [t for t in parts if t is not None and t.get_text()]
+        assert any("768x(352-512)" in t.get_text() for t in texts)
+        for t in texts:
+            e = t.get_window_extent(renderer)
+            inside = e.x0 >= box.x0 - 1 and e.x1 <= box.x1 + 1 and e.y0 >= box.y0 - 1
+            assert inside and e.y1 <= box.y1 + 1, t.get_text()
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)

@@ -6,6 +6,7 @@ objects in 256x256 images need the preset's scale x2.2 (to 38 px), large sparse 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from solov2.cli import main
 from solov2.config import apply_overrides
 from solov2.data.coco import CocoInstances
 from solov2.data.recommend import (
@@ -202,3 +204,40 @@ def test_risk_per_object() -> None:
     shared, near = _risk(cells, np.zeros(8, np.int64), label, hit, 4)
     assert shared.tolist() == [True, True] + [False] * 6
     assert near.tolist() == [True, True, True, True, False, False, True, False]
+
+
+def test_cli_stats_prints_the_recommendation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``solov2 data stats``: the scale check side by side (10-px squares: 17.5 px at 768x448,
+    38.1 px at 1664x976), the reasons, and the overrides to paste; 36-px squares keep it."""
+    js = _write(tmp_path / "small", side=10, per_image=30)
+    argv = ["data", "stats", "--config", "solov2_light_mnv2_dense", "--annotations", str(js)]
+    assert main([*argv, "--images", str(tmp_path / "small" / "img")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = lines.index(
+        "scale check at the test scale (object sizes and centres scaled from the annotations):"
+    )
+    assert lines[i + 1].split() == ["current", "768x448", "recommended", "1664x976"]
+    split = [re.split(r"\s{2,}", ln.strip()) for ln in lines[i + 2 : i + 8]]
+    cells = {r[0]: r[1:] for r in split}
+    assert cells["object size p10 / median / p90, px"] == ["18 / 18 / 18", "38 / 38 / 38"]
+    assert cells["masks too small to keep"] == ["0.0%", "0.0%"]
+    assert cells["largest image side, px (upscale)"] == ["448 (1.75x)", "976 (3.812x)"]
+    assert lines[i + 8].startswith("  median object 17.5 px (sqrt box area)")
+    rec = next(k for k, ln in enumerate(lines) if ln.startswith("recommended: train and test at"))
+    assert lines[rec] == (
+        "recommended: train and test at x2.179 (paste after the command; solov2 train "
+        "--auto-scale applies them):"
+    )
+    assert lines[rec + 1] == (
+        "  data.train_scales=[[1664,1104],[1664,1040],[1664,976],[1664,896],[1664,832],"
+        "[1664,768]] data.test_scale=[1664,976]"
+    )
+    big = _write(tmp_path / "big", side=36, per_image=4)
+    assert main([*argv[:-1], str(big), "--images", str(tmp_path / "big" / "img")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = next(k for k, ln in enumerate(lines) if ln.startswith("scale check"))
+    assert lines[i + 1].split() == ["current", "768x448"]
+    assert "recommended: keep the config's scales" in lines
+    assert lines[-1] == "no warnings: the config fits the data"

@@ -38,6 +38,7 @@ def _dataset(args: argparse.Namespace, cfg: Config) -> Any:
         raise UserError("give --data-root (with --split) or --annotations and --images")
     ds: CocoInstances = dataset_from_config(d, "train", train=True)
     ds.transform = None
+    ds.verify_images()  # missing files: skipped (and named) as training would skip them
     return ds
 
 

@@ -38,7 +38,7 @@ from ..errors import DataError
 from ..ops.masks import masks_to_boxes
 from ..structures import Instances, Sample
 from .coco_json import decode_segmentation, make_coco, parse_coco, to_rle
-from .io import load_coco_json, read_image
+from .io import load_coco_json, read_image, short_repr
 from .rle import rle_area, rle_crop
 
 __all__ = ["CocoInstances", "DataWarning"]
@@ -120,6 +120,7 @@ class CocoInstances(Dataset[Sample]):
             ),
             0,
         )
+        self.skipped_images: list[str] = []  # "image ID 'file_name': reason", one per image
         self._n_warned = 0
         self._bad: set[int] = set()  # indices found unreadable (per process)
         self._warned_ids: set[str] = set()  # keys of item-time problems already reported
@@ -136,12 +137,15 @@ class CocoInstances(Dataset[Sample]):
             for r in records:
                 if filter_empty and not r[4]:
                     self.stats["filtered_empty"] += 1
+                    why = "no annotations (data.filter_empty)"
                 elif min(r[2], r[3]) < min_size:
                     self.stats["filtered_small"] += 1
+                    why = f"{r[3]}x{r[2]} is under data.min_size {min_size}"
                 else:
                     kept.append(r)
                     continue
                 self.stats["skipped_images"] += 1
+                self.skipped_images.append(f"image {r[0]} {short_repr(r[1])}: {why}")
             records = kept
         self._set_records(records)
         if self._n_warned > MAX_WARNINGS:
@@ -165,6 +169,8 @@ class CocoInstances(Dataset[Sample]):
         stats = self.stats if warn else dict.fromkeys(self.stats, 0)
         note = self._warn if warn else (lambda msg: None)
         parsed = parse_coco(data, self.json_path, stats, note)
+        if warn:
+            self.skipped_images += parsed.skipped_images
         self.cat_ids: list[int] = parsed.cat_ids
         self.class_names: list[str] = parsed.class_names
         return parsed.records, parsed.eval_anns
@@ -236,6 +242,7 @@ class CocoInstances(Dataset[Sample]):
         for r in missing:
             self.stats["missing_images"] += 1
             self.stats["skipped_images"] += 1
+            self.skipped_images.append(f"image {r[0]} {short_repr(r[1])}: file not found")
             self._warn(
                 f"{self.json_path}: image {r[0]}: skipped, file "
                 f"{os.path.join(self.image_dir, r[1])} not found"

@@ -10,7 +10,7 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,12 +42,14 @@ class ParsedCoco:
         records: per image ``(image_id, rel_path, height, width, [(ann_id, label, kind, seg),
             ...])``.
         eval_anns: the annotations kept for evaluation (crowd ones included).
+        skipped_images: one ``image ID 'file_name': reason`` per image left out.
     """
 
     cat_ids: list[int]
     class_names: list[str]
     records: list[tuple]
     eval_anns: list[dict]
+    skipped_images: list[str] = field(default_factory=list)
 
 
 def _safe_relpath(file_name: str) -> str | None:
@@ -242,20 +244,27 @@ def parse_coco(
             continue
         assert not isinstance(checked, str)
         anns.append((aid, label_of[cid], checked[0], checked[1]))
-    records = _records(images, path, stats, note)
-    return ParsedCoco(cat_ids, [cats[k] for k in cat_ids], records, eval_anns)
+    skipped: list[str] = []
+    records = _records(images, path, stats, note, skipped)
+    return ParsedCoco(cat_ids, [cats[k] for k in cat_ids], records, eval_anns, skipped)
 
 
 def _records(
-    images: dict[int, tuple], path: str, stats: dict[str, int], note: Callable[[str], None]
+    images: dict[int, tuple],
+    path: str,
+    stats: dict[str, int],
+    note: Callable[[str], None],
+    skipped: list[str],
 ) -> list[tuple]:
-    """The images whose ``file_name`` stays inside the image folder."""
+    """The images whose ``file_name`` stays inside the image folder (the others described in
+    ``skipped``)."""
     records = []
     for iid, fname, h, w, anns in images.values():
         rel = _safe_relpath(fname)
         if rel is None:
             stats["unsafe_paths"] += 1
             stats["skipped_images"] += 1
+            skipped.append(f"image {iid} {short_repr(fname)}: outside the image folder")
             note(
                 f"{path}: image {iid}: skipped, file_name {short_repr(fname)} is absolute or "
                 f"outside the image folder"

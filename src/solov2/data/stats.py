@@ -80,7 +80,8 @@ class DatasetStats:
         source: the annotation file.
         config: the config's name; ``train_scales`` its ``data.train_scales``.
         images: images measured (after the training filters and ``max_images``);
-            ``images_total``: usable images of the split; ``dropped``: the dataset's skip counts.
+            ``images_total``: usable images of the split; ``dropped``: the dataset's skip counts;
+            ``skipped_images``: the images left out, each ``image ID 'file_name': reason``.
         instances: non-crowd instances with a non-empty mask in the measured images.
         class_names, instances_per_class: per class.
         instances_per_image: count of each measured image; ``per_image``: mean, median, max, min.
@@ -121,6 +122,7 @@ class DatasetStats:
     instances_over_max: int
     warnings: list[str] = field(default_factory=list)
     recommended: ScaleRecommendation | None = None
+    skipped_images: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -387,6 +389,7 @@ def dataset_stats(
         max_per_img=cap,
         images_over_max=int((counts > cap).sum()),
         instances_over_max=int(np.clip(counts - cap, 0, None).sum()),
+        skipped_images=list(dataset.skipped_images),
     )
     st.recommended = recommend_scales(geom, cfg)
     st.warnings = _warnings(st, cfg)
