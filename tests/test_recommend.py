@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -241,3 +243,64 @@ def test_cli_stats_prints_the_recommendation(
     assert lines[i + 1].split() == ["current", "768x448"]
     assert "recommended: keep the config's scales" in lines
     assert lines[-1] == "no warnings: the config fits the data"
+
+
+def _write_dots(root: Path, images: int = 3) -> Path:
+    """64x64 images of 4-px dots 10 px apart (36 each), as ``data_root`` (split ``train``).
+    solov2_demo (240x192) sees them at 12 px; the recommendation is capped by the 4x upscale
+    limit: 256x256 images, scales [320, 256]."""
+    (root / "annotations").mkdir(parents=True)
+    (root / "train").mkdir()
+    ims, anns = [], []
+    for i in range(images):
+        Image.new("RGB", (64, 64), (30, 30, 30)).save(root / "train" / f"{i}.png")
+        ims.append({"id": i + 1, "file_name": f"{i}.png", "height": 64, "width": 64})
+        for k in range(36):
+            x, y = 2 + 10 * (k % 6), 2 + 10 * (k // 6)
+            anns.append(
+                {"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
+                 "segmentation": [[x, y, x + 4, y, x + 4, y + 4, x, y + 4]]}
+            )  # fmt: skip
+    cats = [{"id": 1, "name": "dot"}]
+    js = {"images": ims, "annotations": anns, "categories": cats}
+    (root / "annotations" / "instances_train.json").write_text(json.dumps(js))
+    return root
+
+
+def test_train_auto_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``train --auto-scale``: --print-config shows the scaled config (and why, as YAML
+    comments); a run trains it, logs what changed, and stores it in config.yaml and the
+    checkpoint. Without the flag the preset's scales stay."""
+    root = _write_dots(tmp_path / "dots")
+    ds = CocoInstances(root / "annotations" / "instances_train.json", root / "train", train=True)
+    rec = dataset_stats(ds, get_config("solov2_demo")).recommended
+    assert rec is not None and rec.overrides == [
+        "data.train_scales=[[320,256]]",
+        "data.test_scale=[320,256]",
+    ]
+    out = tmp_path / "run"
+    argv = ["train", "--config", "solov2_demo", "--data-root", str(root), "--device", "cpu"]
+    argv += ["--output-dir", str(out), "--max-iters", "1", "--no-eval", "solver.batch_size=2"]
+    assert main([*argv, "--print-config"]) == 0
+    assert "test_scale:\n  - 240\n  - 192" in capsys.readouterr().out  # no flag: the preset's
+    assert main([*argv, "--auto-scale", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(
+        "# auto-scale (x1.333): data.train_scales [[240, 192]] -> [[320, 256]]\n"
+        "# auto-scale (x1.333): data.test_scale [240, 192] -> [320, 256]\n"
+        "# auto-scale, measured: median object 12 px"
+    )
+    cfg = yaml.safe_load(text)
+    assert cfg["data"]["train_scales"] == [[320, 256]] and cfg["data"]["test_scale"] == [320, 256]
+    assert not out.exists()
+    assert main([*argv, "--auto-scale"]) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["train_scales"] == [[320, 256]] and saved["data"]["test_scale"] == [
+        320,
+        256,
+    ]
+    ckpt = torch.load(out / "model_final.pth", weights_only=True)
+    assert ckpt["config"]["data"]["test_scale"] == [320, 256]
+    log = (out / "log.txt").read_text()
+    assert "auto-scale (x1.333): data.test_scale [240, 192] -> [320, 256]" in log
+    assert "small objects" not in log  # the data-fit report measures the scaled config

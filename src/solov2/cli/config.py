@@ -1,6 +1,7 @@
 """``solov2 config SOURCE`` and every command's ``--print-config``: the config a command runs
 with, flags and ``a.b=value`` overrides applied (for ``train`` the class count still comes from
-the dataset). Torch is imported only to read a checkpoint's config."""
+the dataset; ``train --auto-scale`` reads the training data for its scales). Torch is imported
+only to read a checkpoint's config or data."""
 
 from __future__ import annotations
 
@@ -72,7 +73,22 @@ def resolved_config(args: argparse.Namespace) -> Config:
     return apply_overrides(get_config("solov2_demo" if cmd == "demo" else args.config), opts)
 
 
+def _auto_scaled(cfg: Config) -> tuple[Config, list[str]]:
+    """``train --auto-scale --print-config``: the config training would run (the recommended
+    scales, from the same sample of the training data) and the lines it would log."""
+    from ..data.autoscale import auto_scale  # reads the data: torch, as the command itself
+    from ..data.loader import dataset_from_config
+
+    scaled = auto_scale(dataset_from_config(cfg.data, "train", train=True), cfg)
+    return scaled.cfg, scaled.lines()
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the resolved config as YAML."""
-    print(config_to_yaml(resolved_config(args)), end="")
+    """Print the resolved config as YAML (after ``# `` comment lines when ``train
+    --auto-scale`` changed it)."""
+    cfg = resolved_config(args)
+    if args.command == "train" and getattr(args, "auto_scale", False):
+        cfg, lines = _auto_scaled(cfg)
+        print("".join(f"# {line}\n" for line in lines), end="")
+    print(config_to_yaml(cfg), end="")
     return 0

@@ -111,6 +111,13 @@ def _add_train(sub: Any) -> None:
         help="start over in an --output-dir "
         "that holds another run (its checkpoints, metrics and logs are deleted)",
     )
+    t.add_argument(
+        "--auto-scale",
+        action="store_true",
+        help="train and test at the scales solov2 data stats recommends for the training "
+        "data (measured on 200 of its images; only ever larger than the config's; logged, "
+        "and in config.yaml and the checkpoints)",
+    )
     t.add_argument("--eval-period", type=NONNEG_INT, help="evaluate every N iterations")
     t.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     t.add_argument("--channels-last", action="store_true")

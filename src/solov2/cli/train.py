@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         profile=span,
         overwrite=args.overwrite,
     )
-    metrics = run_training(cfg, opts, device=args.device)
+    metrics = run_training(cfg, opts, device=args.device, auto_scale_data=args.auto_scale)
     if args.throughput and metrics.get("img_per_s"):
         print(f"steady-state throughput: {metrics['img_per_s']:.2f} img/s")
     return 0

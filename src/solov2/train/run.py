@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from ..config import Config
+from ..data.autoscale import DATA_FIT_IMAGES, auto_scale
 from ..data.canvas import dataset_canvases
 from ..data.loader import build_test_loader, build_train_loader, dataset_from_config
 from ..data.stats import dataset_stats
@@ -48,7 +49,7 @@ def _has_val(cfg: Config) -> bool:
     return os.path.isfile(os.path.join(d.data_root, "annotations", f"instances_{d.val_split}.json"))
 
 
-def _log_data_fit(dataset: Any, cfg: Config, max_images: int = 200) -> None:
+def _log_data_fit(dataset: Any, cfg: Config, max_images: int = DATA_FIT_IMAGES) -> None:
     """Warn where the config does not fit the data (``solov2 data stats`` on a sample)."""
     try:
         st = dataset_stats(dataset, cfg, max_images=max_images)
@@ -68,12 +69,16 @@ def _log_data_fit(dataset: Any, cfg: Config, max_images: int = 200) -> None:
         logger.warning("data fit: %s (solov2 data stats for details)", w)
 
 
-def run_training(cfg: Config, opts: TrainOptions, device: str = "auto") -> dict[str, Any]:
+def run_training(
+    cfg: Config, opts: TrainOptions, device: str = "auto", *, auto_scale_data: bool = False
+) -> dict[str, Any]:
     """Train from a resolved config (single process, or one rank of a torchrun job) into
     ``opts.output_dir``; returns the final metrics (rank 0).
 
     A folder holding another run is refused unless ``opts.resume`` or ``opts.overwrite``
-    (:func:`~solov2.train.outdir.prepare_output_dir`)."""
+    (:func:`~solov2.train.outdir.prepare_output_dir`). ``auto_scale_data`` (``solov2 train
+    --auto-scale``): train at the scales recommended for the training data
+    (:func:`~solov2.data.autoscale.auto_scale`, logged), decided before any loader exists."""
     info = init_distributed(device)
     try:
         prepare_output_dir(
@@ -92,6 +97,11 @@ def run_training(cfg: Config, opts: TrainOptions, device: str = "auto") -> dict[
         workers = loader_workers(cfg.data.workers)
         train_set = dataset_from_config(cfg.data, "train", train=True)
         _sync_classes(cfg, train_set)
+        if auto_scale_data:
+            scaled = auto_scale(train_set, cfg)
+            for line in scaled.lines():
+                logger.info("%s", line)
+            cfg = scaled.cfg
         if info.rank == 0:
             _log_data_fit(train_set, cfg)
         loader = build_train_loader(
