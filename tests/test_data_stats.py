@@ -267,7 +267,7 @@ def test_summary_figure_keeps_every_title_inside(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     root = _write_coco(tmp_path / "d", [[(1, 1, 6, 6), (8, 2, 6, 6)], [(30, 30, 8, 8)]])
     ds = CocoInstances(root / "annotations" / "instances_train.json", root / "train", train=True)
-    cfg = get_config("solov2_light_mnv2_dense")  # 768x(352-512): six scales
+    cfg = get_config("solov2_light_mnv2_448")  # 768x(352-512): six scales
     st = dataset_stats(ds, cfg)
     st.source = "/" + "/".join(f"folder_{k}" for k in range(20)) + "/instances_train.json"
     fig = summary_figure(st)

@@ -94,9 +94,9 @@ def test_objects_count_at_risk_only_on_every_level() -> None:
 
 
 def test_small_objects_are_scaled_up_to_the_typical_size() -> None:
-    """10-px squares in 256x256 images: the dense preset (768x448) already upscales 1.75x to
+    """10-px squares in 256x256 images: solov2_light_mnv2_448 (768x448) already upscales 1.75x to
     17.5 px; the recommendation scales the boxes by 38 / 17.5 (to multiples of 16)."""
-    cfg = get_config("solov2_light_mnv2_dense")
+    cfg = get_config("solov2_light_mnv2_448")
     objs = [(20 + 40 * (k % 6), 20 + 40 * (k // 6), 10, 100, 0) for k in range(30)]
     rec = recommend_scales(geometry(objs, (256, 256), images=4), cfg)
     assert rec is not None and rec.current.size_px["median"] == 17.5
@@ -120,7 +120,7 @@ def test_small_objects_are_scaled_up_to_the_typical_size() -> None:
 
 
 def test_large_sparse_objects_keep_the_scale() -> None:
-    cfg = get_config("solov2_light_mnv2_dense")
+    cfg = get_config("solov2_light_mnv2_448")
     objs = [(120, 100, 150, 15000, 0), (400, 300, 60, 2500, 1), (500, 80, 12, 100, 2)]
     rec = recommend_scales(geometry(objs, (480, 640), images=3), cfg)
     assert rec.overrides == [] and rec.factor == 1.0 and rec.test_scale == [768, 448]
@@ -166,7 +166,7 @@ def _write(root: Path, side: int, per_image: int, size: int = 256, images: int =
 def test_dataset_stats_warns_and_the_overrides_fix_it(tmp_path: Path) -> None:
     js = _write(tmp_path / "small", side=10, per_image=30)
     ds = CocoInstances(js, tmp_path / "small" / "img", train=True)
-    cfg = get_config("solov2_light_mnv2_dense")
+    cfg = get_config("solov2_light_mnv2_448")
     st = dataset_stats(ds, cfg)
     rec = st.recommended
     assert rec is not None and rec.test_scale == [1664, 976]
@@ -184,7 +184,7 @@ def test_dataset_stats_warns_and_the_overrides_fix_it(tmp_path: Path) -> None:
 def test_many_invisible_objects_warn_even_when_the_scale_stays() -> None:
     """7 large objects and 3 of 4x4 px (1 stride-4 pixel): the median keeps the scale, but 30 %
     can never be output; at 1 in 10 there is no warning."""
-    cfg = get_config("solov2_light_mnv2_dense")
+    cfg = get_config("solov2_light_mnv2_448")
     large = [(60 + 60 * k, 100, 50, 2500, 0) for k in range(7)]
     tiny = [(40 * k + 20, 300, 4, 16, 0) for k in range(3)]
     rec = recommend_scales(geometry(large + tiny, (448, 768)), cfg)
@@ -214,7 +214,7 @@ def test_cli_stats_prints_the_recommendation(
     """``solov2 data stats``: the scale check side by side (10-px squares: 17.5 px at 768x448,
     38.1 px at 1664x976), the reasons, and the overrides to paste; 36-px squares keep it."""
     js = _write(tmp_path / "small", side=10, per_image=30)
-    argv = ["data", "stats", "--config", "solov2_light_mnv2_dense", "--annotations", str(js)]
+    argv = ["data", "stats", "--config", "solov2_light_mnv2_448", "--annotations", str(js)]
     assert main([*argv, "--images", str(tmp_path / "small" / "img")]) == 0
     lines = capsys.readouterr().out.splitlines()
     i = lines.index(
@@ -304,3 +304,20 @@ def test_train_auto_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     log = (out / "log.txt").read_text()
     assert "auto-scale (x1.333): data.test_scale [240, 192] -> [320, 256]" in log
     assert "small objects" not in log  # the data-fit report measures the scaled config
+
+
+def test_the_dense_postprocessing_keeps_small_masks_and_has_no_points_nms() -> None:
+    """solov2_light_mnv2_dense (model.test.area_filter=0, points_nms=false): no object is too
+    small to keep and none is at the points NMS's risk; the reasons say why. The same objects
+    under the reference's post-processing: 3 of 10 too small, the adjacent pairs at risk."""
+    objs = [(60 + 60 * k, 100, 50, 2500, 0) for k in range(7)]
+    objs += [(20, 300, 2, 4, 0), (26, 300, 2, 4, 0), (32, 300, 2, 4, 0)]
+    dense = get_config("solov2_light_mnv2_dense")
+    dense.data.train_scales, dense.data.test_scale = [[768, 448]], [768, 448]
+    rec = recommend_scales(geometry(objs, (448, 768)), dense)
+    assert rec.current.invisible == 0 and rec.current.nms_adjacent is None
+    assert "post-processing keeps every non-empty mask (model.test.area_filter=0)" in rec.reasons
+    assert any("the 2x2 points NMS is off: model.test.points_nms=false" in r for r in rec.reasons)
+    ref = apply_overrides(dense, ["model.test.points_nms=true", "model.test.area_filter=1.0"])
+    rec = recommend_scales(geometry(objs, (448, 768)), ref)
+    assert rec.current.invisible == 0.3 and rec.current.nms_adjacent == 0.3

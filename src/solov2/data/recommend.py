@@ -11,14 +11,17 @@ SOLOv2 works:
     leaves IoU ``((s - 4) / s)^2``: 0.56 at 16 px, 0.67 at 24, 0.80 at 38. The typical (median)
     object should reach IoU 0.8 under that error, the upper middle of the 0.5:0.95 range COCO AP
     and the DSB 2018 score average over: ``s >= 38`` px (:data:`TYPICAL_PX`). Harder still,
-    post-processing drops every mask of at most ``stride`` feature pixels (the level's stride, 8
-    at levels 0-1: masks under ~11 px square): an object that small is output only when its
+    the reference's post-processing drops every mask of at most ``stride`` feature pixels (the
+    level's stride, 8 at levels 0-1: masks under ~11 px square; ``model.test.area_filter``
+    times that, 0 keeps every non-empty mask): an object that small is output only when its
     predicted mask is larger than the object (:attr:`ScaleCheck.invisible`).
 (b) **The category grid.** At level ``l`` a cell is ``padded size / S_l`` px: two objects whose
     centres fall in one cell collide (one loses the cell's class target, as ``dataset_stats``
     counts exactly for the training scales), and the 2x2 points NMS of inference compares each
     cell with the cells up, left and up-left of it, so of two same-class objects whose centre
-    cells touch that way the weaker one can be suppressed. Both move with the scale only
+    cells touch that way the weaker one can be suppressed (when ``model.test.points_nms`` is
+    on, as in the reference; :attr:`ScaleCheck.nms_adjacent` is None when it is off). Both move
+    with the scale only
     through the levels: cells and distances grow together, but larger objects move to levels
     with coarser grids. A larger scale is taken only if it keeps the collisions at most 1 % (or
     at most what the config's scale has).
@@ -118,11 +121,12 @@ class ScaleCheck:
     Attributes:
         test_scale: the keep-ratio box ``[long, short]``.
         size_px: p10, median, p90 of ``sqrt(box area)`` in the resized images.
-        invisible: masks of at most the smallest level stride in stride-4 pixels: dropped by
-            post-processing, never output.
+        invisible: masks of at most ``model.test.area_filter`` x the smallest level stride in
+            stride-4 pixels: dropped by post-processing, never output.
         collide: sharing their centre cell with another object at every level they are in.
         nms_adjacent: with a same-class centre in their own cell or the cell up, left or
-            up-left of it, at every level they are in (the 2x2 points NMS may suppress them).
+            up-left of it, at every level they are in (the 2x2 points NMS may suppress them;
+            None when ``model.test.points_nms`` is off).
         outside: in no level's scale range.
         max_side: the longest side of a resized image; ``max_upscale``: the largest factor.
     """
@@ -131,7 +135,7 @@ class ScaleCheck:
     size_px: dict[str, float]
     invisible: float
     collide: float
-    nms_adjacent: float
+    nms_adjacent: float | None
     outside: float
     max_side: int
     max_upscale: float
@@ -196,7 +200,8 @@ def _risk(
 def check_scale(geom: InstanceGeometry, test_scale: Sequence[int], cfg: Config) -> ScaleCheck:
     """Measure ``geom``'s objects at ``test_scale`` under ``cfg``'s levels (see the module
     docstring for what each share means)."""
-    head = cfg.model.head
+    head, test = cfg.model.head, cfg.model.test
+    drop_px = test.area_filter * min(head.strides)  # masks this small (stride-4 px) are dropped
     fy, fx, nh, nw = _resize_factors(geom.image_hw, test_scale)
     d = max(1, int(cfg.data.size_divisor))
     ph, pw = np.ceil(nh / d) * d, np.ceil(nw / d) * d
@@ -227,9 +232,9 @@ def check_scale(geom: InstanceGeometry, test_scale: Sequence[int], cfg: Config) 
         test_scale=[int(v) for v in test_scale],
         size_px={"p10": round(float(p10), 1), "median": round(float(med), 1),
                  "p90": round(float(p90), 1)},
-        invisible=round(float((feat_area <= min(head.strides)).sum() / m), 4),
+        invisible=round(float((feat_area <= drop_px).sum() / m), 4),
         collide=round(float((collide & assigned).sum() / m), 4),
-        nms_adjacent=round(float((near & assigned).sum() / m), 4),
+        nms_adjacent=round(float((near & assigned).sum() / m), 4) if test.points_nms else None,
         outside=round(float((~assigned).sum() / m), 4),
         max_side=int(np.maximum(nh, nw).max(initial=0)),
         max_upscale=round(float(np.maximum(fx, fy).max(initial=0.0)), 3),
@@ -245,12 +250,34 @@ def _iou_at(size: float) -> float:
     return max(0.0, (size - 2 * BOUNDARY_PX) / size) ** 2 if size > 0 else 0.0
 
 
-def _grid_line(c: ScaleCheck) -> str:
+def _grid_line(c: ScaleCheck, points_nms: bool) -> str:
+    at = f"at {c.test_scale[0]}x{c.test_scale[1]}"
+    shared = f"{c.collide:.1%} share their centre cell with another object"
+    if not points_nms:
+        return f"{shared} {at} (the 2x2 points NMS is off: model.test.points_nms=false)"
     return (
-        f"{c.collide:.1%} share their centre cell with another object and {c.nms_adjacent:.1%} "
-        f"have a same-class centre in the cell up, left or up-left (the 2x2 points NMS may "
-        f"drop the weaker) at {c.test_scale[0]}x{c.test_scale[1]}"
+        f"{shared} and {c.nms_adjacent:.1%} have a same-class centre in the cell up, left or "
+        f"up-left (the 2x2 points NMS may drop the weaker) {at}"
     )
+
+
+def _size_reasons(cur: ScaleCheck, cfg: Config, typical_px: float) -> list[str]:
+    """The typical object's size and the share post-processing can never keep, in words."""
+    med, test = cur.size_px["median"], cur.test_scale
+    drop = cfg.model.test.area_filter * min(cfg.model.head.strides)
+    small = (
+        f"{cur.invisible:.1%} of the objects have masks of <= {drop:g} stride-4 pixels (under "
+        f"{MASK_STRIDE * math.sqrt(drop):.1f} px square): post-processing drops masks that small"
+        if drop > 0
+        else "post-processing keeps every non-empty mask (model.test.area_filter=0)"
+    )
+    return [
+        f"median object {med:g} px (sqrt box area) at the test scale {test[0]}x{test[1]}: "
+        f"{med / MASK_STRIDE:.1f} stride-4 mask pixels across, IoU {_iou_at(med):.2f} with a "
+        f"{BOUNDARY_PX:g} px boundary error per side (target {typical_px:.0f} px: IoU "
+        f"{_iou_at(typical_px):.2f})",
+        small,
+    ]
 
 
 def recommend_scales(
@@ -271,16 +298,8 @@ def recommend_scales(
     test, train = list(cfg.data.test_scale), [list(s) for s in cfg.data.train_scales]
     cur = check_scale(geom, test, cfg)
     med = cur.size_px["median"]
-    stride = min(cfg.model.head.strides)
-    reasons = [
-        f"median object {med:g} px (sqrt box area) at the test scale {test[0]}x{test[1]}: "
-        f"{med / MASK_STRIDE:.1f} stride-4 mask pixels across, IoU {_iou_at(med):.2f} with a "
-        f"{BOUNDARY_PX:g} px boundary error per side (target {typical_px:.0f} px: IoU "
-        f"{_iou_at(typical_px):.2f})",
-        f"{cur.invisible:.1%} of the objects have masks of <= {stride} stride-4 pixels (under "
-        f"{MASK_STRIDE * math.sqrt(stride):.1f} px square): post-processing drops masks "
-        f"that small",
-    ]
+    reasons = _size_reasons(cur, cfg, typical_px)
+    pnms = cfg.model.test.points_nms
     need = typical_px / med if med > 0 else 1.0
     cap = min(max_side / max(1, cur.max_side), max_upscale / max(cur.max_upscale, 1e-9))
     k, chosen = min(need, cap), None
@@ -296,12 +315,13 @@ def recommend_scales(
         k /= 1.1
     if chosen is None:
         why = "fits the objects" if need < MIN_GAIN else "is the largest that fits the limits"
-        reasons += [_grid_line(cur), f"the config's scale {why}: keep it"]
+        reasons += [_grid_line(cur, pnms), f"the config's scale {why}: keep it"]
         return ScaleRecommendation(train, test, 1.0, cur, cur, [], reasons)
     factor = min(chosen.test_scale) / min(test)
     new_train = [_scaled(s, k) for s in train]
-    reasons[1] += f" ({chosen.invisible:.1%} at {chosen.test_scale[0]}x{chosen.test_scale[1]})"
-    reasons += [_grid_line(cur), _grid_line(chosen)]
+    if cfg.model.test.area_filter > 0:
+        reasons[1] += f" ({chosen.invisible:.1%} at {chosen.test_scale[0]}x{chosen.test_scale[1]})"
+    reasons += [_grid_line(cur, pnms), _grid_line(chosen, pnms)]
     if factor < need / 1.1:
         reasons.append(
             f"short of the target: capped by the image side limit ({max_side} px), the upscale "

@@ -204,7 +204,8 @@ def _scale_section(rec: ScaleRecommendation | None) -> list[str]:
          "{p90:.0f}".format(**c.size_px)),
         ("masks too small to keep", lambda c: f"{c.invisible:.1%}"),
         ("centre cell shared with another object", lambda c: f"{c.collide:.1%}"),
-        ("same-class centre up/left/up-left (points NMS)", lambda c: f"{c.nms_adjacent:.1%}"),
+        ("same-class centre up/left/up-left (points NMS)",
+         lambda c: "off" if c.nms_adjacent is None else f"{c.nms_adjacent:.1%}"),
         ("in no level's scale range", lambda c: f"{c.outside:.1%}"),
         ("largest image side, px (upscale)", lambda c: f"{c.max_side} ({c.max_upscale:g}x)"),
     ]  # fmt: skip
