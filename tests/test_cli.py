@@ -4,6 +4,7 @@ few training iterations on the real coco128_seg images."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -228,10 +229,10 @@ def test_train_resume_eval_infer(
         )
         == 0
     )
-    # the synthetic ids are 1, 3, 7, 9; infer writes label + 1 (the checkpoint does not store
-    # the dataset's ids): matched by category_name, with a warning
-    conflict = "entries have a category_id whose dataset name is not their category_name"
-    with pytest.warns(DataWarning, match=conflict):
+    # the synthetic ids are 1, 3, 7, 9: the checkpoint stores them, infer writes them, and the
+    # file is scored by id (no name fallback, no warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
         assert (
             main(
                 [
@@ -256,8 +257,7 @@ def test_train_resume_eval_infer(
     # every prediction matched to its image and category: the same masks as eval's
     ds = CocoInstances(data / "annotations" / "instances_val.json", data / "val", train=False)
     preds_file = str(tmp_path / "vis_loose" / "predictions.json")
-    with pytest.warns(DataWarning, match=conflict):
-        mine, _ = to_coco_results(read_results(preds_file), ds, preds_file)
+    mine, _ = to_coco_results(read_results(preds_file), ds, preds_file)
     theirs = json.loads((tmp_path / "eval_default" / "coco_instances_results.json").read_text())
     key = lambda r: (r["image_id"], r["category_id"], r["segmentation"]["counts"])  # noqa: E731
     assert sorted(map(key, mine)) == sorted(map(key, theirs))

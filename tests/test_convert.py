@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from solov2.convert import RENAMES, convert_checkpoint
+from solov2.data.coco_names import COCO_CATEGORY_IDS, COCO_CLASSES
 from solov2.errors import CheckpointError
 from solov2.infer.loading import load_for_inference as load_model
 from solov2.model import build_model
@@ -104,6 +105,19 @@ def test_coco_names_for_80_classes(tmp_path: Path) -> None:
     _, cfg = load_model(tmp_path / "dst.pth")
     assert report.class_names_from.startswith("COCO")
     assert len(cfg.data.class_names) == 80 and cfg.data.class_names[0] == "person"
+    # COCO's own ids (1..90 with gaps) are stored in the converted file, not 1..80
+    stored = torch.load(tmp_path / "dst.pth", weights_only=True)["config"]["data"]
+    assert stored["category_ids"] == list(COCO_CATEGORY_IDS) and stored["category_ids"][-1] == 90
+    # the official SOLO files carry mmdetection v1's names (traffic_light, ...) in meta.CLASSES:
+    # recognised as COCO's, stored with COCO's spelling and ids (a dataset's names match them)
+    v1 = tuple(n.replace(" ", "_") for n in COCO_CLASSES)
+    assert "traffic_light" in v1
+    torch.save({"state_dict": to_layout(state, "official"), "meta": {"CLASSES": v1}}, src)
+    report = convert_checkpoint(src, tmp_path / "v1.pth", "solov2_light_r18_448")
+    assert "meta.CLASSES" in report.class_names_from and "v1" in report.class_names_from
+    stored = torch.load(tmp_path / "v1.pth", weights_only=True)["config"]["data"]
+    assert stored["class_names"] == list(COCO_CLASSES)
+    assert stored["category_ids"] == list(COCO_CATEGORY_IDS)
 
 
 def test_key_errors_list_everything(tmp_path: Path) -> None:

@@ -145,7 +145,7 @@ def _same_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
 
 
 def test_download_verify_convert_then_cache_hit(
-    hub: dict[str, Any], capfd: pytest.CaptureFixture[str]
+    hub: dict[str, Any], capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     path = resolve_weights("solov2_demo")
     err = capfd.readouterr().err
@@ -164,6 +164,10 @@ def test_download_verify_convert_then_cache_hit(
     assert predictor.class_names == list(CLASSES)
     assert path.stat().st_mtime_ns == mtime  # converted once
     assert capfd.readouterr().err == ""  # nothing downloaded or converted
+    # a 4-class mmdet file names no category ids: 1..4, said once (at the first load)
+    said = [r.getMessage() for r in caplog.records if "stores no category ids" in r.message]
+    assert predictor.category_ids == [1, 2, 3, 4] and len(said) == 1
+    assert said[0].startswith(f"{path} stores no category ids")
     assert len(hub["server"].requests) == 1
 
 

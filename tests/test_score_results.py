@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +144,8 @@ def test_coco_results_round_trip(
 
 
 def _as_infer_predictions(root: Path, tmp_path: Path) -> list[dict[str, Any]]:
-    """GT in ``solov2 infer``'s format: file names as given on its command line, category ids
-    ``label + 1`` (not the dataset's 3 and 7) with the right names."""
+    """GT in ``solov2 infer``'s format: file names as given on its command line, the dataset's
+    category ids (3 and 7: the checkpoint stores them) and names."""
     names = {
         1: str(root / "val" / "a.png"),  # under the image folder
         2: "elsewhere/sub/b.png",  # trailing part sub/b.png
@@ -154,7 +155,7 @@ def _as_infer_predictions(root: Path, tmp_path: Path) -> list[dict[str, Any]]:
     return [
         {
             "file_name": names[r["image_id"]],
-            "category_id": 1 + list(CATS).index(r["category_id"]),
+            "category_id": r["category_id"],
             "category_name": CATS[r["category_id"]],
             "score": r["score"],
             "bbox": [0.0, 0.0, 1.0, 1.0],  # ignored: the bbox AP uses the masks' boxes
@@ -193,20 +194,39 @@ def test_every_dataset_image_counts(root: Path, tmp_path: Path) -> None:
     assert m["segm"]["AP"] == pytest.approx((100 + 100 * 51 / 101) / 2)
 
 
-def test_category_name_wins_over_a_conflicting_id(root: Path, tmp_path: Path) -> None:
-    """solov2 infer writes ``label + 1`` ids when the checkpoint does not know the dataset's:
-    these may be other dataset categories' ids. The names are the model's classes."""
-    entries = [
-        dict(r, category_id=7 if r["category_id"] == 3 else 3, category_name=CATS[r["category_id"]])
-        for r in _gt_as_coco_results()
-    ]
-    with pytest.warns(DataWarning, match="6 entries have a category_id whose dataset name is not"):
-        code, out = _eval(tmp_path, root, entries)
+FALLBACK = (
+    r"6 of 6 entries have a category_id that is not the dataset's id of their category_name; "
+    r"scored by category_name.*run solov2 infer again"
+)
+
+
+def test_category_id_decides_and_name_is_the_fallback(root: Path, tmp_path: Path) -> None:
+    """``category_id`` decides; ``category_name`` only where the id is not the dataset's id of
+    that name: the ``label + 1`` ids that ``solov2 infer`` wrote before checkpoints stored the
+    dataset's (a warning that says how to write the ids)."""
+    gt = _gt_as_coco_results()
+    named = [dict(r, category_name=CATS[r["category_id"]]) for r in gt]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # ids that agree with the names: silent
+        code, out = _eval(tmp_path, root, named)
     assert code == 0 and _metrics(out)["segm"]["AP"] == pytest.approx(100.0)
-    # a name that is no dataset category leaves the id in charge
-    entries = [dict(r, category_name="class_0") for r in _gt_as_coco_results()]
+    # the old label + 1 ids (cat 1, dog 2: no dataset ids) with the right names
+    old = [dict(r, category_id=1 + list(CATS).index(r["category_id"])) for r in named]
+    with pytest.warns(DataWarning, match=FALLBACK):
+        code, out = _eval(tmp_path, root, old)
+    assert code == 0 and _metrics(out)["segm"]["AP"] == pytest.approx(100.0)
+    # ids of the other dataset category (cat 3 <-> dog 7) with the right names
+    swapped = [dict(r, category_id=7 if r["category_id"] == 3 else 3) for r in named]
+    with pytest.warns(DataWarning, match=FALLBACK):
+        code, out = _eval(tmp_path, root, swapped)
+    assert code == 0 and _metrics(out)["segm"]["AP"] == pytest.approx(100.0)
+    # a name that is no dataset category leaves the id in charge: right ids, AP 100
+    entries = [dict(r, category_name="class_0") for r in gt]
     code, out = _eval(tmp_path, root, entries)
     assert code == 0 and _metrics(out)["segm"]["AP"] == pytest.approx(100.0)
+    # and swapped ids without names are scored as the wrong categories: AP 0
+    code, out = _eval(tmp_path, root, [dict(r, category_name=None) for r in swapped])
+    assert code == 0 and _metrics(out)["segm"]["AP"] == pytest.approx(0.0)
 
 
 def test_max_dets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

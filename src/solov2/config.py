@@ -139,6 +139,9 @@ class DataCfg:
     # orientation (static shapes for torch.compile; see solov2.data.canvas; --compile uses 2)
     canvas_buckets: int = 0
     class_names: list[str] = field(default_factory=list)  # filled from the dataset
+    # the dataset's COCO category id of each label, filled from the dataset at training time
+    # (empty in configs written before they were stored: 1..N assumed, see data.coco_names)
+    category_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -347,6 +350,7 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "data.size_divisor": (">= 1", _pos),
     "data.min_size": (">= 0", _nonneg),
     "data.workers": (">= 0", _nonneg),
+    "data.category_ids": ("distinct integers", lambda v: len(set(v)) == len(v)),
     "solver.batch_size": (">= 1", _pos),
     "solver.base_lr": ("> 0", _pos),
     "solver.reference_batch": (">= 1", _pos),

@@ -34,7 +34,7 @@ from torch import Tensor
 from .checkpoint.io import is_safetensors, load_checkpoint, save_checkpoint, save_safetensors
 from .checkpoint.safe_unpickle import load_untrusted, placeholders_in
 from .config import Config, config_to_dict
-from .data.coco_names import COCO_CLASSES
+from .data.coco_names import COCO_CATEGORY_IDS, COCO_CLASSES, class_names_of, is_coco_classes
 from .errors import CheckpointError, UserError
 from .model import build_model
 from .presets import get_config
@@ -196,7 +196,8 @@ def convert_checkpoint(
     Returns:
         A :class:`ConvertReport` (``str()`` gives a summary). Class names come from the
         checkpoint's meta when it lists one per class, else the 80 COCO names for 80-class
-        configs.
+        configs; COCO's 80 classes (also as mmdetection v1 spelled them, ``traffic_light``)
+        are stored with COCO's names and category ids (``data.category_ids``, 1..90 with gaps).
 
     Raises:
         CheckpointError: unreadable file, weights holding pickled objects, or keys that do not
@@ -221,10 +222,14 @@ def convert_checkpoint(
     names, origin = _class_names(ckpt, cfg.model.num_classes)
     if names is None and cfg.model.num_classes == len(COCO_CLASSES):
         names, origin = list(COCO_CLASSES), "COCO (80 classes)"
+    if names is not None and names != list(COCO_CLASSES) and is_coco_classes(names):
+        names, origin = list(COCO_CLASSES), f"{origin}, COCO's 80 in mmdetection v1's spelling"
     if names is not None:
         cfg.data.class_names = names
     else:
         origin = f"config ({len(cfg.data.class_names)} names)"
+    if is_coco_classes(class_names_of(cfg)):  # COCO's ids (1..90 with gaps), not 1..80
+        cfg.data.category_ids = list(COCO_CATEGORY_IDS)
     config = config_to_dict(cfg)
     if dst.suffix == ".safetensors":
         save_safetensors(dst, converted, config)

@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from ..config import Config
+from ..data.coco_names import class_names_of, dataset_category_ids
 from ..data.loader import build_test_loader, dataset_from_config
 from ..errors import UserError
 from ..evaluation.coco_eval import format_table, write_metrics
@@ -96,11 +97,13 @@ def evaluate_checkpoint(checkpoint: str, args: argparse.Namespace) -> dict[str, 
         model = model.to(info.device).eval()
         cfg = apply_flags(args, cfg)
         dataset = dataset_from_config(cfg.data, "val", train=False)
-        if len(dataset.class_names) != cfg.model.num_classes:
-            raise UserError(
-                f"{dataset.json_path}: {len(dataset.class_names)} categories but the "
-                f"checkpoint predicts {cfg.model.num_classes}"
-            )
+        label_ids, note = dataset_category_ids(
+            (cfg.data.category_ids, class_names_of(cfg)),
+            (dataset.cat_ids, dataset.class_names),
+            str(dataset.json_path),
+        )
+        if note:
+            logger.info("%s", note)
         loader = build_test_loader(
             dataset,
             args.batch_size,
@@ -115,6 +118,7 @@ def evaluate_checkpoint(checkpoint: str, args: argparse.Namespace) -> dict[str, 
             backend=args.backend,
             max_dets=args.max_dets,
             match_score_thr=args.match_score_thr,
+            label_ids=label_ids,
         )
         metrics = evaluate(net, loader, dataset, cfg, info.device, options)
         barrier()  # every rank returns once rank 0 has written metrics.json

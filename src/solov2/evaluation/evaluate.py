@@ -40,6 +40,9 @@ class EvalOptions:
         match_score_thr: also the instance-matching metrics (``metrics["match"]``,
             :meth:`~.coco_eval.CocoEvaluator.match`) of the predictions scoring at least this;
             None: not computed (``solov2 eval`` passes ``--match-score-thr``).
+        label_ids: the dataset's category id of each model label (``solov2 eval``:
+            :func:`solov2.data.coco_names.dataset_category_ids`); None: the dataset's
+            categories in their order (a model trained on this dataset).
     """
 
     amp: str = "none"
@@ -48,6 +51,7 @@ class EvalOptions:
     progress: bool = True
     max_dets: int | None = None
     match_score_thr: float | None = None
+    label_ids: list[int] | None = None
 
 
 @torch.inference_mode()
@@ -108,8 +112,10 @@ def evaluate(
     was_training = model.training
     model.eval()
     cap = cfg.model.test.max_per_img if opts.max_dets is None else opts.max_dets
+    ids = list(dataset.cat_ids) if opts.label_ids is None else list(opts.label_ids)
+    name_of = dict(zip(dataset.cat_ids, dataset.class_names))
     evaluator = CocoEvaluator(
-        dataset.coco, dataset.cat_ids, dataset.class_names, backend=opts.backend, max_dets=cap
+        dataset.coco, ids, [name_of[i] for i in ids], backend=opts.backend, max_dets=cap
     )
     post = PostProcessor.from_config(cfg)
     start = time.perf_counter()

@@ -9,8 +9,10 @@ Two formats are read, entry by entry:
 
 Images: by ``image_id`` when it is one of the dataset's, else by ``file_name``: its path under
 the image folder, else the longest trailing part of it that is a dataset ``file_name``, else a
-unique basename. Categories: by ``category_name`` when it is one of the dataset's, else by
-``category_id`` (a warning counts entries whose id is another category than their name).
+unique basename. Categories: by ``category_id`` when it is one of the dataset's and agrees with
+``category_name`` (when given); else by ``category_name`` (files written by ``solov2 infer``
+before checkpoints stored the dataset's ids carry ``label + 1`` ids; a warning counts the
+entries and says how to write the ids), else by ``category_id`` alone.
 ``segmentation``: compressed RLE (``counts`` a string), uncompressed RLE (``counts`` a list),
 both at the image's ``[height, width]``, or polygons. Boxes for the bbox AP
 are the masks' tight boxes, as in ``solov2 eval --checkpoint``. Every dataset image counts:
@@ -110,12 +112,12 @@ class _Categories:
             self.by_name[n] = None if n in self.by_name else c
 
     def of(self, e: dict[str, Any], c: FieldChecker, where: str) -> tuple[int, bool]:
-        """``(dataset category id, whether category_name overrode a conflicting category_id)``.
+        """``(dataset category id, whether it was found by category_name instead)``.
 
-        An id that is the dataset's wins unless ``category_name`` names another dataset
-        category: then the name wins (``solov2 infer`` writes ``label + 1`` ids when the
-        checkpoint does not know the dataset's ids, see ``category_ids_of``; its names are the
-        model's classes)."""
+        ``category_id`` decides when it is one of the dataset's and ``category_name``, if
+        given, is that category's name. Else ``category_name`` decides (the fallback for files
+        that ``solov2 infer`` wrote before checkpoints stored the dataset's ids: their ids were
+        ``label + 1``, their names right)."""
         cid, name = e.get("category_id"), e.get("category_name")
         if cid is None and name is None:
             raise c.fail(where, "is missing required field 'category_id' (or 'category_name')")
@@ -124,9 +126,11 @@ class _Categories:
             if is_number(cid) and float(cid).is_integer() and int(cid) in self.ids
             else None
         )
+        if by_id is not None and (not isinstance(name, str) or self.ids[by_id] == name):
+            return by_id, False
         by_name = self.by_name.get(name) if isinstance(name, str) else None
         if by_name is not None:
-            return by_name, by_id is not None and by_id != by_name
+            return by_name, True
         if by_id is not None:
             return by_id, False
         known = ", ".join(f"{k} {v!r}" for k, v in list(self.ids.items())[:5])
@@ -254,8 +258,11 @@ def to_coco_results(
         )
     if overridden:
         warnings.warn(
-            f"{source}: {overridden} entries have a category_id whose dataset name is "
-            "not their category_name; matched by category_name",
+            f"{source}: {overridden} of {len(results)} entries have a category_id that is not "
+            "the dataset's id of their category_name; scored by category_name. A "
+            "predictions.json written by solov2 infer before checkpoints stored the dataset's "
+            "category ids has label + 1 there: run solov2 infer again (a checkpoint without "
+            "them takes data.category_ids=[...]) to score by id",
             DataWarning,
             stacklevel=2,
         )

@@ -7,6 +7,11 @@ a training output folder (its ``last_checkpoint``), a published name or a URL
 (:func:`solov2.pretrained.resolve_weights`), or a bare state dict (with a config). The config
 comes with the checkpoint unless one is given; ``a.b=value`` overrides apply to it before the
 model is built. Nothing is ever unpickled (:func:`solov2.checkpoint.load_checkpoint`).
+
+The returned config always has ``data.category_ids``, the training dataset's id of each label:
+stored at training time, COCO's for COCO's 80 classes, else ``1..N`` for checkpoints trained
+before the ids were stored, with one warning naming the checkpoint
+(:func:`solov2.data.coco_names.complete_categories`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import Tensor
 
 from ..checkpoint.io import load_checkpoint
 from ..config import Config, ConfigError, apply_overrides, config_from_dict
+from ..data.coco_names import complete_categories
 from ..errors import CheckpointError
 from ..model import SOLOv2, build_model
 from ..presets import get_config
@@ -65,8 +71,8 @@ def checkpoint_config(
     stored: Any, config: ConfigSource, path: Any, *, keep_classes: bool = False
 ) -> Config:
     """The config a checkpoint's model is built with: ``config`` when given, else the stored
-    one. ``keep_classes``: a given ``config`` keeps the trained class count and names of the
-    stored one (``solov2 eval --config``).
+    one. ``keep_classes``: a given ``config`` keeps the trained class count, names and category
+    ids of the stored one (``solov2 eval --config``).
 
     Raises:
         CheckpointError: no config at all, or a stored/given one that is not valid.
@@ -79,6 +85,7 @@ def checkpoint_config(
             trained = config_from_dict(stored)
             cfg.model.num_classes = trained.model.num_classes
             cfg.data.class_names = trained.data.class_names
+            cfg.data.category_ids = trained.data.category_ids
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
     if cfg is None:
@@ -152,6 +159,7 @@ def load_for_inference(
     state, stored = _state_and_config(ckpt, path)
     cfg = checkpoint_config(stored, config, path, keep_classes=keep_classes)
     cfg = apply_overrides(cfg, list(overrides))
+    complete_categories(cfg, str(path))
     model = build_model(cfg)
     load_model_state(model, state, str(path))
     return model, cfg

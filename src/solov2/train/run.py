@@ -27,7 +27,9 @@ logger = logging.getLogger("solov2")
 
 
 def _sync_classes(cfg: Config, dataset: Any) -> None:
-    """The model predicts the dataset's classes: set ``num_classes`` and ``class_names``."""
+    """The model predicts the dataset's classes: set ``num_classes``, ``class_names`` and the
+    dataset's ``category_ids`` (stored in ``config.yaml`` and every checkpoint, so predictions
+    carry the dataset's own ids)."""
     names = list(dataset.class_names)
     if cfg.model.num_classes != len(names):
         logger.info(
@@ -38,6 +40,7 @@ def _sync_classes(cfg: Config, dataset: Any) -> None:
         )
     cfg.model.num_classes = len(names)
     cfg.data.class_names = names
+    cfg.data.category_ids = [int(i) for i in dataset.cat_ids]
 
 
 def _has_val(cfg: Config) -> bool:
