@@ -211,11 +211,14 @@ def assert_same_instances(
 
 def predictor_ties(predictor: Any, img: Any) -> int:
     """Near-tie candidates (:func:`near_tie_candidates`) of a ``Predictor``'s own network
-    outputs for one uint8 ``[H, W, 3]`` numpy image run alone."""
+    outputs for one uint8 ``[H, W, 3]`` numpy image run alone, at the candidate threshold it
+    runs with (its ``score_thr`` lowers ``model.test.score_thr``)."""
     from solov2.infer import preprocess_images
 
     t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
     batch, sizes, _ = preprocess_images([t], predictor.scale, predictor.size_divisor)
     with torch.inference_mode():
         out = predictor.model(batch, sizes)
-    return near_tie_candidates(out.cate_logits, predictor.cfg.model.test.score_thr)
+    return near_tie_candidates(
+        out.cate_logits, predictor.postprocess_cfg(predictor.score_thr).score_thr
+    )

@@ -61,7 +61,7 @@ def test_python_m_solov2_help_does_not_import_torch() -> None:
 def test_package_attributes_still_resolve() -> None:
     import solov2
 
-    assert solov2.Predictor.__name__ == "Predictor"
+    assert solov2.Predictor.__name__ == "Predictor" and solov2.Results.__name__ == "Results"
     assert callable(solov2.build_model) and "solov2_demo" in solov2.PRESETS
     with pytest.raises(AttributeError):
         _ = solov2.nope  # type: ignore[attr-defined]

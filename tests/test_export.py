@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from _match import assert_same_instances, predictor_ties
 
 from solov2.checkpoint import save_checkpoint
-from solov2.cli import main
-from solov2.config import Config, config_to_dict
+from solov2.cli import main, parse_args
+from solov2.config import DEFAULT_SCORE_THR, Config, config_to_dict
 from solov2.infer import Predictor, preprocess_images
-from solov2.infer.export import ExportWrapper
+from solov2.infer.export import ExportWrapper, metadata
 from solov2.model import build_model
 from solov2.postprocess import candidate_inputs
 from solov2.presets import get_config
@@ -26,6 +26,11 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
 CLASSES = ["circle", "square", "triangle", "star"]
+IDS = [1, 3, 7, 9]  # the dataset's category ids
+# the final threshold of both sides, the graph (export --score-thr) and the Predictor: Matrix
+# NMS's update_thr, so that the comparisons see every instance (14-25 per image; 1 at the
+# default 0.3); it lowers the candidate threshold to 0.05 on both sides
+THR = 0.05
 NMS_PRE = 25  # the images below give 20-49 candidates: the nms_pre cut is exercised
 # (h, w): no resize, landscape up (x4/3), portrait, square down, very wide, big portrait
 SIZES = [(64, 96), (48, 64), (120, 40), (97, 97), (33, 200), (300, 180)]
@@ -35,6 +40,7 @@ def make_config() -> Config:
     cfg = get_config("solov2_demo")
     cfg.data.test_scale = [96, 64]
     cfg.data.class_names = list(CLASSES)
+    cfg.data.category_ids = list(IDS)
     cfg.model.test.nms_pre = NMS_PRE
     return cfg
 
@@ -68,9 +74,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     ckpt = root / "model_final.pth"
     save_checkpoint(ckpt, {"model": model.state_dict(), "config": config_to_dict(cfg)})
     path = root / "m.onnx"
-    assert main(["export", "--checkpoint", str(ckpt), "--output", str(path)]) == 0
+    cmd = ["export", "--checkpoint", str(ckpt), "--output", str(path), "--score-thr", str(THR)]
+    assert main(cmd) == 0
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return path, sess, Predictor.from_checkpoint(ckpt, device="cpu")
+    return path, sess, Predictor.from_checkpoint(ckpt, device="cpu", score_thr=THR)
 
 
 def test_onnx_model_is_the_predictor(exported) -> None:
@@ -96,7 +103,7 @@ def test_onnx_model_is_the_predictor(exported) -> None:
             score_tol=1e-3,
             iou=0.9,
             ties=predictor_ties(predictor, img),
-            thresholds=[test.update_thr],
+            thresholds=[THR],
             max_det=test.max_per_img,
             min_matched=max(5, len(pred) - 4),
         )
@@ -111,42 +118,56 @@ def test_onnx_model_is_the_predictor(exported) -> None:
 
 def test_wrapper_computes_the_predictor_in_pytorch(exported) -> None:
     """The module that is exported, run eagerly, equals Predictor where the resize is exact
-    (no resize, or the same kernel): the post-processing is the dynamic path's, ties included."""
+    (no resize, or the same kernel): the post-processing is the dynamic path's, ties included;
+    without a final threshold and at the default one (0.3) on both sides."""
     _, _, predictor = exported
     cfg = predictor.cfg
-    wrapper = ExportWrapper(
-        predictor.model,
-        list(cfg.data.test_scale),
-        cfg.data.size_divisor,
-        list(cfg.model.head.num_grids),
-        list(cfg.model.head.strides),
-        cfg.model.test,
-    ).eval()
-    for k, (h, w) in enumerate([(64, 96), (120, 40)]):
-        img = smooth_image(h, w, 10 + k)
-        with torch.inference_mode():
-            got = wrapper(torch.from_numpy(img))
-        assert_same_instances(
-            predictor(img),
-            got,
-            score_tol=1e-5,
-            iou=0.99,
-            min_matched=10,
-            thresholds=[cfg.model.test.update_thr],
-            max_det=cfg.model.test.max_per_img,
-        )
+    assert ExportWrapper.from_config(predictor.model, cfg).score_thr == DEFAULT_SCORE_THR == 0.3
+    counts = {}
+    for thr in (None, DEFAULT_SCORE_THR):
+        wrapper = ExportWrapper.from_config(predictor.model, cfg, score_thr=thr).eval()
+        same = Predictor(predictor.model, cfg, device="cpu", score_thr=thr)
+        for k, (h, w) in enumerate([(64, 96), (120, 40)]):
+            img = smooth_image(h, w, 10 + k)
+            with torch.inference_mode():
+                got = wrapper(torch.from_numpy(img))
+            pred = same(img)
+            counts[thr, k] = len(pred)
+            assert thr is None or bool((got[2] >= thr).all())
+            assert_same_instances(
+                pred,
+                got,
+                score_tol=1e-5,
+                iou=0.99,
+                min_matched=len(pred),
+                thresholds=[cfg.model.test.update_thr if thr is None else thr],
+                max_det=cfg.model.test.max_per_img,
+            )
+    # the default keeps the confident instances (1 and 0 here), not every candidate (21, 21)
+    assert counts[0.3, 0] + counts[0.3, 1] > 0, counts
+    assert all(counts[0.3, k] < counts[None, k] for k in range(2)), counts
 
 
 def test_onnx_metadata_is_the_contract(exported) -> None:
     path, _, predictor = exported
     meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     assert json.loads(meta["class_names"]) == CLASSES
+    assert json.loads(meta["category_ids"]) == IDS  # the dataset's ids travel with the model
+    assert json.loads(meta["score_thr"]) == THR and "category_ids" in meta["outputs"]
     assert "uint8 [H, W, 3] RGB" in meta["input"] and "inside the graph" in meta["input"]
     assert json.loads(meta["test_scale"]) == [96, 64] and meta["size_divisor"] == "32"
     assert json.loads(meta["pixel_mean"]) == pytest.approx(predictor.cfg.model.pixel_mean)
     post = json.loads(meta["postprocess"])
-    assert post["nms_pre"] == NMS_PRE and post["score_thr"] == predictor.cfg.model.test.score_thr
+    assert post["nms_pre"] == NMS_PRE
+    # the candidate threshold the graph runs with: model.test.score_thr 0.1 lowered to THR
+    assert post["score_thr"] == predictor.postprocess_cfg(THR).score_thr == THR
     assert meta["preset"] == "solov2_demo"
+    # the default final threshold, the Predictor's, for export_onnx and solov2 export
+    assert parse_args(["export", "--checkpoint", "c", "--output", "o"]).score_thr == 0.3
+    assert (
+        json.loads(metadata(predictor.cfg, predictor.post.cfg, DEFAULT_SCORE_THR)["score_thr"])
+        == 0.3
+    )
 
 
 def test_onnx_tiny_and_extreme_images(exported) -> None:
@@ -163,7 +184,7 @@ def test_onnx_tiny_and_extreme_images(exported) -> None:
             score_tol=1e-3,
             iou=0.9,
             ties=predictor_ties(predictor, img),
-            thresholds=[test.update_thr],
+            thresholds=[THR],
             max_det=test.max_per_img,
             min_matched=0,
         )
@@ -201,13 +222,14 @@ def test_onnx_mask_window_and_rel_coords_are_the_predictor(tmp_path: Path) -> No
     ckpt = tmp_path / "model_final.pth"
     save_checkpoint(ckpt, {"model": model.state_dict(), "config": config_to_dict(cfg)})
     path = tmp_path / "m.onnx"
-    assert main(["export", "--checkpoint", str(ckpt), "--output", str(path)]) == 0
+    cmd = ["export", "--checkpoint", str(ckpt), "--output", str(path), "--score-thr", str(THR)]
+    assert main(cmd) == 0
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    predictor = Predictor.from_checkpoint(ckpt, device="cpu")
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu", score_thr=THR)
     no_window = Predictor.from_checkpoint(
-        ckpt, device="cpu", overrides=["model.head.mask_window=0"]
+        ckpt, device="cpu", overrides=["model.head.mask_window=0"], score_thr=THR
     )
-    no_rel = Predictor.from_checkpoint(ckpt, device="cpu")
+    no_rel = Predictor.from_checkpoint(ckpt, device="cpu", score_thr=THR)
     with torch.no_grad():
         no_rel.model.head.solo_kernel.bias[e:].zero_()
     pnms, area = (
@@ -226,7 +248,7 @@ def test_onnx_mask_window_and_rel_coords_are_the_predictor(tmp_path: Path) -> No
             score_tol=1e-3,
             iou=0.9,
             ties=predictor_ties(predictor, img),
-            thresholds=[test.update_thr],
+            thresholds=[THR],
             max_det=test.max_per_img,
             min_matched=max(3, len(pred) - 4),
         )

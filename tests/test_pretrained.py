@@ -306,8 +306,12 @@ def test_urls_and_names_on_every_command(
 
     exported: dict[str, Any] = {}
 
-    def fake_export(model: torch.nn.Module, output: str, config: Any = None) -> Path:
-        exported.update(state=model.state_dict(), classes=list(config.data.class_names))
+    def fake_export(
+        model: torch.nn.Module, output: str, config: Any = None, score_thr: Any = None
+    ) -> Path:
+        exported.update(
+            state=model.state_dict(), classes=list(config.data.class_names), score_thr=score_thr
+        )
         Path(output).write_bytes(b"onnx")
         return Path(output)
 
@@ -315,7 +319,7 @@ def test_urls_and_names_on_every_command(
     assert (
         main(["export", "--checkpoint", "solov2_demo", "--output", str(tmp_path / "m.onnx")]) == 0
     )
-    assert exported["classes"] == list(CLASSES)
+    assert exported["classes"] == list(CLASSES) and exported["score_thr"] == 0.3
     for k, v in exported["state"].items():
         assert torch.equal(v, hub["state"][k]), k
     # a URL of one of our own checkpoints: downloaded, checked against its name, used as a file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from solov2.runtime.threads import busy_from_stat, choose_threads, choose_workers, configure_threads
@@ -73,3 +74,40 @@ def test_commands_pick_threads_on_a_busy_machine(monkeypatch, capsys) -> None:  
     finally:
         torch.set_num_threads(before)
     assert "CPU threads: 1 intra-op thread(s): 2 core(s), 1.9 busy" in capsys.readouterr().out
+
+
+def test_predictor_picks_threads_on_a_cpu(monkeypatch) -> None:  # noqa: ANN001
+    """``Predictor`` on a CPU chooses intra-op threads when built, as the commands do: the free
+    cores (8 cores, 5 busy -> 3), never above torch's current count (a user's earlier
+    ``torch.set_num_threads`` is a ceiling); ``OMP_NUM_THREADS`` or ``threads=None`` leave
+    torch alone; ``threads=N`` sets N."""
+    from solov2.infer import Predictor
+    from solov2.model import build_model
+    from solov2.presets import get_config
+    from solov2.runtime import threads
+
+    cfg = get_config("solov2_demo")
+    model = build_model(cfg)
+    monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    monkeypatch.setattr(threads, "busy_cores", lambda interval=0.2: 5.0)
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(4)
+        Predictor(model, cfg, device="cpu")
+        assert torch.get_num_threads() == 4  # OMP_NUM_THREADS decides: torch's choice stands
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        Predictor(model, cfg, device="cpu", threads=None)
+        assert torch.get_num_threads() == 4
+        Predictor(model, cfg, device="cpu")
+        assert torch.get_num_threads() == 3  # 8 cores, 5 busy
+        torch.set_num_threads(2)
+        Predictor(model, cfg, device="cpu")
+        assert torch.get_num_threads() == 2  # the user's 2 is a ceiling
+        Predictor(model, cfg, device="cpu", threads=5)
+        assert torch.get_num_threads() == 5
+        for bad in (0, -1, 2.5, "many", True):
+            with pytest.raises(ValueError, match="threads must be"):
+                Predictor(model, cfg, device="cpu", threads=bad)
+    finally:
+        torch.set_num_threads(before)

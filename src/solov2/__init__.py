@@ -1,7 +1,7 @@
 """SOLOv2 instance segmentation in pure PyTorch.
 
-Public API: :func:`build_model`, :class:`SOLOv2`, :class:`Predictor`,
-:func:`load_for_inference`, the config system (:class:`Config`, :func:`get_config`,
+Public API: :func:`build_model`, :class:`SOLOv2`, :class:`Predictor` (and the
+:class:`Results` it returns), :func:`load_for_inference`, the config system (:class:`Config`, :func:`get_config`,
 :data:`PRESETS`, :func:`apply_overrides`), the pure functions :func:`build_targets`,
 :func:`solov2_losses` and :func:`matrix_nms`, and :class:`PostProcessor` (with its functional
 form :func:`postprocess`).
@@ -21,6 +21,7 @@ _EXPORTS = {
     "Config": ".config",
     "apply_overrides": ".config",
     "Predictor": ".infer.predictor",
+    "Results": ".infer.results",
     "load_for_inference": ".infer.loading",
     "solov2_losses": ".losses",
     "SOLOv2": ".model",
@@ -38,6 +39,7 @@ __all__ = [
     "PRESETS",
     "PostProcessor",
     "Predictor",
+    "Results",
     "SOLOv2",
     "__version__",
     "apply_overrides",
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from .config import Config, apply_overrides
     from .infer.loading import load_for_inference
     from .infer.predictor import Predictor
+    from .infer.results import Results
     from .losses import solov2_losses
     from .model import SOLOv2, build_model
     from .ops import matrix_nms

@@ -59,7 +59,6 @@ def run_demo(
             str(out / "train" / "model_final.pth"),
             [str(p) for p in val_images],
             str(out / "vis"),
-            score_thr=0.3,
             device=device,
         )
     return metrics

@@ -15,6 +15,6 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = weights_arg(args.checkpoint)
     assert checkpoint is not None  # --checkpoint is required
     model, cfg = load_for_inference(checkpoint, args.config, overrides=args.opts)
-    path = export.export_onnx(model, args.output, config=cfg)
+    path = export.export_onnx(model, args.output, config=cfg, score_thr=args.score_thr)
     print(f"exported {path}")
     return 0

@@ -23,8 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..config import Config
-from ..data.draw import draw_predictions, save_png
+from ..config import DEFAULT_SCORE_THR, Config
 from ..errors import UserError
 from ..infer.inputs import (
     VIDEO_EXTENSIONS,
@@ -68,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
 class _Writer:
     """Overlays and ``predictions.json`` entries of predicted images, in ``root``."""
 
-    def __init__(self, predictor: Predictor, root: Path, score_thr: float) -> None:
-        self.predictor, self.root, self.score_thr = predictor, root, score_thr
+    def __init__(self, predictor: Predictor, root: Path) -> None:
+        self.predictor, self.root = predictor, root
         self.used: set[str] = set()
         self.results: list[dict[str, Any]] = []
         self.written = 0
@@ -87,9 +86,8 @@ class _Writer:
             target = self.root / safe_name(stem, self.used)
             if target.parent != self.root:  # pragma: no cover - safe_name makes no separators
                 raise UserError(f"refusing to write outside {self.root}: {target}")
-            names = self.predictor.class_names
-            save_png(draw_predictions(item.image, pred, names, self.score_thr), target)
-            self.results.extend(prediction_records(item, pred, self.predictor))
+            pred.save(target)  # the Predictor kept the instances scoring >= score_thr
+            self.results.extend(prediction_records(item, pred))
             self.written += 1
         pending.clear()
 
@@ -99,7 +97,7 @@ def run_infer(  # noqa: PLR0913 - the infer command's flags, a public tested ent
     inputs: Sequence[str | os.PathLike[str]],
     output_dir: str | os.PathLike[str],
     config: Config | str | None = None,
-    score_thr: float = 0.3,
+    score_thr: float = DEFAULT_SCORE_THR,
     device: str = "auto",
     batch_size: int = 4,
     overrides: Sequence[str] = (),
@@ -112,7 +110,8 @@ def run_infer(  # noqa: PLR0913 - the infer command's flags, a public tested ent
         inputs: files, folders (recursive) or glob patterns (``"imgs/**/*.jpg"``).
         output_dir: created if needed; existing files with the same names are replaced.
         config: preset / YAML / Config overriding the checkpoint's.
-        score_thr: minimum final score of the instances drawn and written.
+        score_thr: minimum final score of the instances drawn and written (default 0.3,
+            :data:`solov2.config.DEFAULT_SCORE_THR`, the Predictor's).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         batch_size: images per forward pass.
         overrides: ``a.b=value`` overrides of the checkpoint's (or ``config``'s) config.
@@ -134,6 +133,7 @@ def run_infer(  # noqa: PLR0913 - the infer command's flags, a public tested ent
         score_thr=score_thr,
         batch_size=batch_size,
         overrides=overrides,
+        threads=None,  # chosen above, once, as every command does
     )
     test = predictor.cfg.model.test
     if score_thr < max(test.score_thr, test.update_thr):
@@ -147,7 +147,7 @@ def run_infer(  # noqa: PLR0913 - the infer command's flags, a public tested ent
         )
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(predictor, out_dir.resolve(), score_thr)
+    writer = _Writer(predictor, out_dir.resolve())
     pending: list[Item] = []
     with tqdm(total=len(files), unit="file", desc="infer", dynamic_ncols=True) as bar:
         done = 0

@@ -195,8 +195,9 @@ def _add_infer(sub: Any) -> None:
     i.add_argument(
         "--score-thr",
         type=FRACTION,
-        default=0.3,
-        help="final score threshold (below model.test.score_thr it lowers that too)",
+        default=DEFAULT_SCORE_THR,
+        help=f"final score threshold (default {DEFAULT_SCORE_THR}, the Predictor's; below "
+        "model.test.score_thr it lowers that too)",
     )
     i.add_argument("--batch-size", type=POS_INT, default=4)
     i.add_argument(
@@ -223,6 +224,13 @@ def _add_export(sub: Any) -> None:
     )
     x.add_argument("--config", help="preset or YAML (default: the checkpoint's)")
     x.add_argument("--output", required=True)
+    x.add_argument(
+        "--score-thr",
+        type=FRACTION,
+        default=DEFAULT_SCORE_THR,
+        help=f"final score threshold inside the graph (default {DEFAULT_SCORE_THR}, the "
+        "Predictor's; below model.test.score_thr it lowers that too)",
+    )
     _add_overrides(x)
 
 

@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from ..config import DEFAULT_SCORE_THR
 from ..structures import Predictions
 from ..utils.fileio import atomic_write
 
@@ -69,7 +70,7 @@ def draw_predictions(
     image: Tensor,
     pred: Predictions,
     class_names: Sequence[str],
-    score_thr: float = 0.3,
+    score_thr: float = DEFAULT_SCORE_THR,
     alpha: float = 0.5,
     boxes: bool = True,
 ) -> Tensor:
@@ -79,7 +80,7 @@ def draw_predictions(
         image: uint8 ``[3, H, W]`` RGB.
         pred: predictions in the same ``H x W`` frame (masks ``[K, H, W]``).
         class_names: name of each label (labels outside it are drawn as ``class_{i}``).
-        score_thr: minimum score to draw.
+        score_thr: minimum score to draw (default 0.3, :data:`solov2.config.DEFAULT_SCORE_THR`).
         alpha: mask opacity.
         boxes: also draw the mask boxes with a ``"name score"`` caption.
 

@@ -1,4 +1,4 @@
-"""Inference: a batched :class:`Predictor`, one model loader (:mod:`.loading`), preprocessing,
+"""Inference: a batched :class:`Predictor` and its :class:`Results`, one model loader (:mod:`.loading`), preprocessing,
 huge images, the fast path, the input files of ``solov2 infer`` and ONNX export.
 
 Names are imported on first use (PEP 562), so ``import solov2.infer`` stays cheap (ONNX loads
@@ -15,9 +15,11 @@ if TYPE_CHECKING:
     from .loading import load_for_inference
     from .predictor import Predictor
     from .preprocess import preprocess_images, resize_keep_ratio_size
+    from .results import Results
 
 __all__ = [
     "Predictor",
+    "Results",
     "draw_predictions",
     "load_for_inference",
     "preprocess_images",
@@ -27,6 +29,7 @@ __all__ = [
 
 _WHERE = {
     "Predictor": ".predictor",
+    "Results": ".results",
     "load_for_inference": ".loading",
     "preprocess_images": ".preprocess",
     "resize_keep_ratio_size": ".preprocess",

@@ -15,9 +15,12 @@ Inside the graph, as :class:`~solov2.infer.predictor.Predictor` does it:
 2. the network;
 3. the Predictor's post-processor, :meth:`solov2.postprocess.PostProcessor.single_image`: the
    same stages as the Predictor's (sigmoid + 2x2 points NMS; every (cell, class) pair above
-   ``score_thr``, ``NonZero``; their masks, the stride-area filter and the maskness rescoring;
-   top ``nms_pre``; Matrix NMS; ``update_thr``; top ``max_per_img``; soft masks upsampled x4,
-   cropped to the resized image, resized to ``H x W``, thresholded), composed for one image.
+   ``model.test.score_thr``, ``NonZero``; their masks, the stride-area filter and the
+   maskness rescoring; top ``nms_pre``; Matrix NMS; ``update_thr``; top ``max_per_img``; soft
+   masks upsampled x4, cropped to the resized image, resized to ``H x W``, thresholded),
+   composed for one image;
+4. the final threshold: the instances scoring at least ``score_thr`` (default 0.3,
+   :data:`solov2.config.DEFAULT_SCORE_THR`, the Predictor's; ``solov2 export --score-thr``).
 
 Sorting: ``Predictor`` sorts stably (exact ties in candidate order); the graph uses ONNX
 ``TopK``, whose specification puts the lower index first, and the PyTorch module a stable sort,
@@ -25,9 +28,10 @@ so both break exact ties the same way. Two implementations still round different
 summation order): a candidate within ~1e-6 of a tie (two neighbouring cells in points NMS, a
 threshold) can be kept by one and not the other; everything else agrees to ~1e-6.
 
-The file's ``metadata_props`` carry the contract: ``class_names`` (JSON list, one per label),
-``input`` (layout and dtype), ``test_scale``, ``size_divisor``, ``pixel_mean``, ``pixel_std``,
-the post-processing thresholds (``postprocess``, JSON) and the ``preset``. Models with
+The file's ``metadata_props`` carry the contract: ``class_names`` and ``category_ids`` (JSON
+lists, one per label: the name and the training dataset's COCO category id), ``input`` (layout
+and dtype), ``score_thr``, ``test_scale``, ``size_divisor``, ``pixel_mean``, ``pixel_std``, the
+post-processing thresholds (``postprocess``, JSON) and the ``preset``. Models with
 deformable convolutions (DCN presets) export at opset 19, where ONNX has ``DeformConv``.
 """
 
@@ -36,17 +40,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..config import Config
-from ..data.coco_names import class_names_of
+from ..config import DEFAULT_SCORE_THR, Config
+from ..data.coco_names import category_ids_of, class_names_of
 from ..model import SOLOv2
-from ..model.build import mask_geometry
 from ..model.solov2 import HeadOutputs
 from ..ops.dcn import DeformConv2d
 from ..postprocess import PostprocessCfg, PostProcessor
@@ -59,12 +60,6 @@ __all__ = ["ExportWrapper", "export_onnx", "MAX_SIDE"]
 MAX_SIDE = 16384  # the exported graph's largest input side
 
 
-def _as_postprocess_cfg(test: Any) -> PostprocessCfg:
-    """A copy of ``test`` (``TestCfg`` or ``PostprocessCfg``) as a :class:`PostprocessCfg`."""
-    names = [f.name for f in dataclasses.fields(PostprocessCfg)]
-    return PostprocessCfg(**{n: getattr(test, n) for n in names})
-
-
 class ExportWrapper(nn.Module):
     """Predictor-in-a-module: preprocessing, network and post-processing of one image.
 
@@ -72,10 +67,12 @@ class ExportWrapper(nn.Module):
         model: the network (put in eval mode).
         test_scale: ``(long, short)`` keep-ratio test scale (``cfg.data.test_scale``).
         size_divisor: padding multiple (``cfg.data.size_divisor``).
-        num_grids, strides: per level (``cfg.model.head``).
-        test: thresholds (``PostprocessCfg``; ``cfg.model.test`` has the same fields).
-        geometry: ``window=`` and ``rel_coords=`` of the post-processor
-            (:func:`solov2.model.build.mask_geometry`), or None (the reference's masks).
+        post: the post-processor (thresholds, grids, strides, mask geometry), e.g.
+            ``PostProcessor.from_config(cfg)``.
+        score_thr: the final score an instance needs, as ``Predictor(score_thr=...)``: below
+            the post-processor's candidate or post-NMS threshold it lowers them
+            (:meth:`~solov2.postprocess.PostProcessor.with_score_thr`); None keeps every
+            instance the post-processing returns.
 
     Forward: ``image`` uint8 ``[H, W, 3]`` RGB -> ``(masks uint8 [N, H, W], labels int64 [N],
     scores float32 [N])`` (see the module docstring).
@@ -86,16 +83,23 @@ class ExportWrapper(nn.Module):
         model: SOLOv2,
         test_scale: list[int],
         size_divisor: int,
-        num_grids: list[int],
-        strides: list[int],
-        test: PostprocessCfg | Any,
-        geometry: Mapping[str, list[float] | None] | None = None,
+        post: PostProcessor,
+        score_thr: float | None = DEFAULT_SCORE_THR,
     ) -> None:
         super().__init__()
         self.model = model.eval()
         self.scale = [int(v) for v in test_scale]
         self.div = max(1, int(size_divisor))
-        self.post = PostProcessor(_as_postprocess_cfg(test), num_grids, strides, **(geometry or {}))
+        self.post = post.with_score_thr(score_thr)
+        self.score_thr = score_thr
+
+    @classmethod
+    def from_config(
+        cls, model: SOLOv2, cfg: Config, score_thr: float | None = DEFAULT_SCORE_THR
+    ) -> ExportWrapper:
+        """The wrapper of ``model`` with ``cfg``'s test scale, padding and post-processing."""
+        post = PostProcessor.from_config(cfg)
+        return cls(model, list(cfg.data.test_scale), int(cfg.data.size_divisor), post, score_thr)
 
     @property
     def test(self) -> PostprocessCfg:
@@ -108,17 +112,27 @@ class ExportWrapper(nn.Module):
         feats = m.neck(m.backbone(x))
         cate_logits, kernel_preds = m.head(feats)
         out = HeadOutputs(cate_logits, kernel_preds, m.mask_feat_head(feats).float())
-        return self.post.single_image(out, (nh, nw), (image.shape[0], image.shape[1]))
+        masks, labels, scores = self.post.single_image(
+            out, (nh, nw), (image.shape[0], image.shape[1])
+        )
+        if self.score_thr is None:
+            return masks, labels, scores
+        kept = torch.nonzero(scores >= self.score_thr)[:, 0]  # scores descend: a prefix
+        return masks[kept], labels[kept], scores[kept]
 
 
-def metadata(cfg: Config, test: PostprocessCfg) -> dict[str, str]:
+def metadata(cfg: Config, test: PostprocessCfg, score_thr: float | None) -> dict[str, str]:
     """The ``metadata_props`` of an exported file (all values strings)."""
+    names = class_names_of(cfg)
     return {
-        "class_names": json.dumps(class_names_of(cfg)),
+        "class_names": json.dumps(names),
+        "category_ids": json.dumps(category_ids_of(cfg, names)),
         "input": "image: uint8 [H, W, 3] RGB (height, width, channels), any size up to "
         f"{MAX_SIDE} px a side; resize, normalisation and padding are inside the graph",
         "outputs": "masks: uint8 [N, H, W] (0/1) at the input size; labels: int64 [N] "
-        "(index into class_names); scores: float32 [N], descending",
+        "(index into class_names and category_ids, the training dataset's COCO ids); "
+        "scores: float32 [N], descending, >= score_thr",
+        "score_thr": json.dumps(score_thr),
         "test_scale": json.dumps([int(v) for v in cfg.data.test_scale]),
         "size_divisor": str(int(cfg.data.size_divisor)),
         "pixel_mean": json.dumps([float(v) for v in cfg.model.pixel_mean]),
@@ -133,7 +147,7 @@ def export_onnx(
     output: str | os.PathLike[str],
     config: Config | str | None = None,
     opset: int | None = None,
-    score_thr: float | None = None,
+    score_thr: float | None = DEFAULT_SCORE_THR,
 ) -> Path:
     """Export a checkpoint (or a model + ``config``) to ONNX (``torch.onnx.export(dynamo=True)``).
 
@@ -145,7 +159,11 @@ def export_onnx(
         config: a Config / preset / YAML overriding the checkpoint's.
         opset: ONNX opset; default 18, or 19 for models with DCN layers (ONNX ``DeformConv``,
             run by onnxruntime's CPU provider).
-        score_thr: candidate threshold baked into the graph (default ``cfg.model.test``).
+        score_thr: the final score an instance needs (default
+            :data:`~solov2.config.DEFAULT_SCORE_THR`, as ``Predictor``); below
+            ``model.test.score_thr`` / ``update_thr`` it lowers them, as ``Predictor`` does.
+            None: every instance the post-processing returns (candidates above
+            ``model.test.score_thr``).
 
     Returns:
         The output path. Input ``image`` uint8 ``[H, W, 3]``; outputs ``masks``, ``labels``,
@@ -168,18 +186,7 @@ def export_onnx(
         raise ValueError(
             f"{cfg.name}: deformable convolutions need ONNX opset >= 19 (DeformConv), got {opset}"
         )
-    test = _as_postprocess_cfg(cfg.model.test)
-    if score_thr is not None:
-        test.score_thr = float(score_thr)
-    wrapper = ExportWrapper(
-        model.cpu(),
-        list(cfg.data.test_scale),
-        int(cfg.data.size_divisor),
-        list(cfg.model.head.num_grids),
-        list(cfg.model.head.strides),
-        test,
-        mask_geometry(cfg.model),
-    ).eval()
+    wrapper = ExportWrapper.from_config(model.cpu(), cfg, score_thr).eval()
     example = torch.zeros(
         (min(cfg.data.test_scale), max(cfg.data.test_scale), 3), dtype=torch.uint8
     )
@@ -198,6 +205,6 @@ def export_onnx(
         )
     if program is None:  # pragma: no cover - dynamo=True always returns a program
         raise RuntimeError("torch.onnx.export returned no program")
-    program.model.metadata_props.update(metadata(cfg, test))
+    program.model.metadata_props.update(metadata(cfg, wrapper.test, score_thr))
     # 0o644 and no fsync, as every ONNX file written before
     return atomic_write_path(output, lambda tmp: program.save(tmp, external_data=False), mode=0o644)

@@ -4,9 +4,9 @@ their decoded images or frames, and the ``predictions.json`` entries of each.
 ``predictions.json`` is a list of COCO-style result dicts: ``file_name`` (the input path as
 found), ``category_id``, ``category_name``, ``score``, ``bbox`` ``[x, y, w, h]`` (pixels, tight box
 of the mask), ``segmentation`` (COCO compressed RLE, ``counts`` a string), plus ``frame`` for
-video frames. ``category_id`` comes from the config's ``data.category_ids`` when present, is the
-official COCO id when the class names are the 80 COCO classes, and ``label + 1`` otherwise
-(see :func:`solov2.data.coco_names.category_ids_of`).
+video frames. ``category_id`` is the training dataset's id of the class (``data.category_ids``,
+stored in the checkpoint at training time; checkpoints from before: COCO's ids for COCO's 80
+classes, else ``1..N``, see :func:`solov2.data.coco_names.category_ids_of`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from torch import Tensor
 
 from ..data.rle import masks_to_rle
 from ..errors import UserError
-from ..structures import Predictions
 from .large import read_image_bounded, upsample_rle
-from .predictor import Predictor
+from .results import Results, coco_entries
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -149,28 +148,18 @@ def iter_items(files: Sequence[Path], max_pixels: int) -> Iterator[Item | Path]:
         yield f
 
 
-def prediction_records(item: Item, pred: Predictions, predictor: Predictor) -> list[dict[str, Any]]:
-    """The ``predictions.json`` entries of one image or frame (module docstring)."""
-    out = []
+def prediction_records(item: Item, res: Results) -> list[dict[str, Any]]:
+    """The ``predictions.json`` entries of one image or frame (module docstring): the entries
+    of :meth:`Results.to_coco <solov2.infer.results.Results.to_coco>` with ``file_name`` (and
+    ``frame``) instead of ``image_id``, at the original size of an image decoded reduced."""
+    pred = res.predictions
     if item.orig_size is None:
         rles = masks_to_rle(pred.masks)
         boxes = [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in pred.boxes.tolist()]
     else:  # computed on a reduced image: masks and boxes at the original size
         rles = [upsample_rle(m.numpy(), item.orig_size) for m in pred.masks]
         boxes = [mask_util.toBbox({**r, "counts": r["counts"].encode()}).tolist() for r in rles]
-    for rle, label, score, box in zip(rles, pred.labels.tolist(), pred.scores.tolist(), boxes):
-        r: dict[str, Any] = {"file_name": str(item.source)}
-        if item.frame is not None:
-            r["frame"] = item.frame
-        names, ids = predictor.class_names, predictor.category_ids
-        r.update(
-            {
-                "category_id": ids[label] if 0 <= label < len(ids) else label + 1,
-                "category_name": names[label] if 0 <= label < len(names) else f"class_{label}",
-                "score": round(float(score), 5),
-                "bbox": [float(v) for v in box],
-                "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]},
-            }
-        )
-        out.append(r)
-    return out
+    head: dict[str, Any] = {"file_name": str(item.source)}
+    if item.frame is not None:
+        head["frame"] = item.frame
+    return coco_entries(head, rles, boxes, res)

@@ -1,14 +1,18 @@
 """Batched inference on images given as paths, PIL images, numpy arrays or tensors.
 
     >>> predictor = Predictor.from_checkpoint("runs/demo/model_final.pth")
-    >>> pred = predictor("photo.jpg")                  # one input -> one Predictions
-    >>> preds = predictor(["a.jpg", "b.png"], score_thr=0.3)   # a list -> a list
+    >>> r = predictor("photo.jpg")                     # one input -> one Results
+    >>> rs = predictor(["a.jpg", "b.png"], score_thr=0.5)      # a list -> a list
+    >>> r.class_names, r.category_ids, r.scores, r.masks      # per instance
+    >>> r.save("photo_pred.png"); r.to_coco(image_id=1)
 
 Images are resized with the config's test scale (keep ratio, bilinear, no antialias), run through
 the network in batches, post-processed (:class:`solov2.postprocess.PostProcessor`) and returned on the
 CPU at their original size. Images are grouped by padded input size before batching, so the
 result for an image does not depend on which other images share its batch (up to float rounding:
-batched convolutions may round differently, which can flip borderline mask pixels).
+batched convolutions may round differently, which can flip borderline mask pixels). Instances
+scoring below ``score_thr`` (default 0.3) are dropped; on a CPU the Predictor picks its threads
+from the cores free when it is built (``threads``).
 """
 
 from __future__ import annotations
@@ -16,25 +20,27 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, Union, cast
+from typing import Any, Literal, Union, cast
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from ..config import Config
+from ..config import DEFAULT_SCORE_THR, Config
 from ..data.coco_names import category_ids_of, class_names_of
 from ..data.io import read_image, to_rgb
 from ..model import SOLOv2
 from ..postprocess import PostprocessCfg, PostProcessor, postprocess_cfg
 from ..pretrained import resolve_weights
 from ..runtime.device import resolve_device
+from ..runtime.threads import configure_threads
 from ..structures import Predictions
 from .loading import ConfigSource, load_for_inference
 from .preprocess import padded_size, preprocess_images, resize_keep_ratio_size
+from .results import Results
 
-__all__ = ["ImageInput", "Predictor", "to_image_tensor"]
+__all__ = ["ImageInput", "Predictor", "Threads", "to_image_tensor"]
 
 logger = logging.getLogger("solov2")
 
@@ -84,20 +90,46 @@ def to_image_tensor(image: ImageInput) -> Tensor:
     )
 
 
+Threads = int | Literal["auto"] | None
+
+
+def set_threads(threads: Threads, device: torch.device) -> None:
+    """The Predictor's CPU threads (see :class:`Predictor`)."""
+    if threads == "auto":
+        if device.type == "cpu":
+            note = configure_threads()
+            if note:
+                logger.info("CPU threads: %s (OMP_NUM_THREADS=N or threads=N sets them)", note)
+    elif threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be 'auto', None or an integer >= 1, got {threads!r}")
+        torch.set_num_threads(threads)
+
+
 class Predictor:
-    """Run a SOLOv2 model on images; returns :class:`~solov2.structures.Predictions` on the CPU.
+    """Run a SOLOv2 model on images; returns :class:`~solov2.infer.results.Results`.
 
     Args:
         model: the network (moved to ``device`` and put in eval mode).
-        cfg: its config (test scale, ``model.test`` thresholds, class names).
+        cfg: its config (test scale, ``model.test`` thresholds, class names, category ids).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"``, ...
-        score_thr: default final-score threshold (see :meth:`__call__`); ``None`` keeps every
-            instance the post-processing returns.
+        score_thr: the final score an instance needs (see :meth:`__call__`); default 0.3,
+            :data:`solov2.config.DEFAULT_SCORE_THR`, as ``solov2 infer`` and the ONNX export.
+            ``None`` keeps every instance the post-processing returns (candidates above
+            ``model.test.score_thr``, 0.1: dozens of low-scoring masks per image).
         batch_size: images per forward pass.
+        threads: CPU intra-op threads, set once here. ``"auto"`` (default): on a CPU device,
+            as the commands do (:mod:`solov2.runtime.threads`): the cores not busy right now
+            (sampled for 0.2 s), never more than torch's current count (so a
+            ``torch.set_num_threads(n)`` made before stays a ceiling), inter-op threads 1;
+            nothing when ``OMP_NUM_THREADS`` is set or the device is a GPU. An int: exactly
+            that many (``torch.set_num_threads``). ``None``: torch's setting is left alone.
+            Threads are process-wide: this changes them for the whole process.
 
     Attributes:
-        class_names: name of each label. category_ids: COCO id of each label
-        (:func:`solov2.data.coco_names.category_ids_of`). cfg, model, device, post (the
+        class_names: name of each label. category_ids: the training dataset's COCO id of each
+        label (stored in the checkpoint; :func:`solov2.data.coco_names.category_ids_of`). cfg,
+        model, device, score_thr, batch_size, post (the
         :class:`~solov2.postprocess.PostProcessor`).
     """
 
@@ -106,11 +138,13 @@ class Predictor:
         model: SOLOv2,
         cfg: Config,
         device: str | torch.device = "auto",
-        score_thr: float | None = None,
+        score_thr: float | None = DEFAULT_SCORE_THR,
         batch_size: int = 4,
+        threads: Threads = "auto",
     ) -> None:
         self.cfg = cfg
         self.device = resolve_device(device)
+        set_threads(threads, self.device)
         self.model = model.to(self.device).eval()
         self.score_thr = score_thr
         self.batch_size = max(1, int(batch_size))
@@ -126,9 +160,10 @@ class Predictor:
         path: str | os.PathLike[str],
         device: str | torch.device = "auto",
         config: ConfigSource = None,
-        score_thr: float | None = None,
+        score_thr: float | None = DEFAULT_SCORE_THR,
         batch_size: int = 4,
         overrides: Sequence[str] = (),
+        threads: Threads = "auto",
     ) -> Predictor:
         """Build a predictor from a checkpoint file (``.pth`` / ``.safetensors``) or output dir.
 
@@ -139,22 +174,24 @@ class Predictor:
             config: overrides the stored config: a :class:`Config`, a preset name, a YAML file or
                 a dict. Needed when the checkpoint stores none.
             overrides: ``a.b=value`` overrides applied to that config.
+            device, score_thr, batch_size, threads: as :class:`Predictor`.
 
         Raises:
             CheckpointError: unreadable/unsafe file, official layout (convert it first), no
                 config, or weights that do not fit the model.
         """
         model, cfg = load_for_inference(path, config, overrides)
-        return cls(model, cfg, device=device, score_thr=score_thr, batch_size=batch_size)
+        return cls(model, cfg, device, score_thr, batch_size, threads)
 
     @classmethod
     def from_pretrained(
         cls,
         name: str,
         device: str | torch.device = "auto",
-        score_thr: float | None = None,
+        score_thr: float | None = DEFAULT_SCORE_THR,
         batch_size: int = 4,
         progress: bool = True,
+        threads: Threads = "auto",
     ) -> Predictor:
         """A predictor for a published COCO checkpoint, e.g. ``"solov2_r50_fpn_3x"``.
 
@@ -173,6 +210,7 @@ class Predictor:
             device=device,
             score_thr=score_thr,
             batch_size=batch_size,
+            threads=threads,
         )
 
     def postprocess_cfg(self, score_thr: float | None = None) -> PostprocessCfg:
@@ -205,28 +243,33 @@ class Predictor:
 
     def __call__(
         self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None
-    ) -> Predictions | list[Predictions]:
+    ) -> Results | list[Results]:
         """Predict one image or a list of images.
 
         Args:
             images: one input or a list/tuple of inputs (see :func:`to_image_tensor`); a uint8
-                ``[B, 3, H, W]`` tensor counts as a list.
+                ``[B, 3, H, W]`` tensor counts as a list. Run ``batch_size`` at a time.
             score_thr: keep instances whose final score (after maskness and Matrix NMS) is
                 ``>= score_thr``; overrides the constructor's. Below ``cfg.model.test.score_thr``
                 it lowers the post-processing's thresholds too (:meth:`postprocess_cfg`).
 
         Returns:
-            A :class:`Predictions` for a single input, else a list in input order.
+            A :class:`~solov2.infer.results.Results` for a single input (masks, boxes, labels,
+            scores, class names, category ids; ``numpy()``, ``to_coco()``, ``plot()``,
+            ``save()``), else a list in input order.
         """
         single = not isinstance(images, (list, tuple)) and not (
             isinstance(images, Tensor) and images.ndim == 4
         )
         items: Sequence[Any] = [images] if single else cast(Sequence[Any], images)
         tensors = [to_image_tensor(x) for x in items]
-        results: list[Predictions | None] = [None] * len(tensors)
+        results: list[Results | None] = [None] * len(tensors)
         for idx in self.batch_plan(tensors):
             for i, p in zip(idx, self.predict_tensors([tensors[i] for i in idx], score_thr)):
-                results[i] = p
+                path = items[i] if isinstance(items[i], (str, os.PathLike)) else None
+                results[i] = Results(
+                    tensors[i], p, self.class_names, self.category_ids, path and os.fspath(path)
+                )
         out = [r for r in results if r is not None]
         return out[0] if single else out
 
