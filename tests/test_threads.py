@@ -111,3 +111,102 @@ def test_predictor_picks_threads_on_a_cpu(monkeypatch) -> None:  # noqa: ANN001
                 Predictor(model, cfg, device="cpu", threads=bad)
     finally:
         torch.set_num_threads(before)
+
+
+def _stat(busy: int, idle: int) -> str:
+    """A ``/proc/stat`` text with ``busy`` user and ``idle`` idle jiffies so far."""
+    return f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 2 3 4\n"
+
+
+class FakeMachine:
+    """A 4-CPU machine whose /proc/stat, our CPU time and clock the test moves forward."""
+
+    def __init__(self) -> None:
+        self.t, self.busy, self.idle, self.own = 0.0, 0, 0, 0.0
+
+    def run(self, seconds: float, others: float, ours: float) -> None:
+        """``seconds`` pass with ``others`` cores busy with other jobs and ``ours`` with us
+        (100 jiffies a second per CPU)."""
+        self.t += seconds
+        self.busy += round(100 * seconds * (others + ours))
+        self.idle += round(100 * seconds * (4 - others - ours))
+        self.own += seconds * ours
+
+    def probe(self):  # noqa: ANN201
+        from solov2.runtime.threads import LoadProbe
+
+        return LoadProbe(
+            stat=lambda: _stat(self.busy, self.idle),
+            own_cpu=lambda: self.own,
+            clock=lambda: self.t,
+            cpus=4,
+        )
+
+
+def test_training_threads_follow_the_load() -> None:
+    """Other jobs start mid-run: threads drop to the free cores; they end: threads come back,
+    never above the ceiling; nothing happens between checks (every ``period`` seconds)."""
+    from solov2.runtime.threads import ThreadWatch
+
+    m = FakeMachine()
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        watch = ThreadWatch(ceiling=4, cores=4, period=30.0, probe=m.probe())
+        m.run(10, others=0.0, ours=4.0)
+        assert watch.update() is None and torch.get_num_threads() == 4  # not yet 30 s
+        m.run(20, others=0.0, ours=4.0)  # a quiet machine: we use it all, nothing changes
+        assert watch.update() is None and torch.get_num_threads() == 4
+        m.run(30, others=3.0, ours=1.0)  # three busy jobs start: 1 core left
+        assert watch.update() == 1 and torch.get_num_threads() == 1
+        m.run(30, others=2.0, ours=1.0)  # one ends: 2 free
+        assert watch.update() == 2 and torch.get_num_threads() == 2
+        m.run(30, others=0.0, ours=2.0)  # all ended: back to the ceiling
+        assert watch.update() == 4 and torch.get_num_threads() == 4
+        m.run(29, others=3.0, ours=1.0)
+        assert watch.update() is None and torch.get_num_threads() == 4  # 29 s: not checked
+        watch.probe.stat = lambda: "garbled"
+        m.run(31, others=3.0, ours=1.0)
+        assert watch.update() is None and watch.period == float("inf")  # unreadable: stops
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_training_thread_watch_only_where_it_decides() -> None:
+    from solov2.runtime.threads import ThreadWatch, own_cpu_seconds
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert ThreadWatch.for_training(cpu, {"OMP_NUM_THREADS": "2"}) is None
+    assert ThreadWatch.for_training(cuda, {}) is None
+    assert ThreadWatch.for_training(cpu, {"LOCAL_WORLD_SIZE": "2"}) is None  # torchrun
+    watch = ThreadWatch.for_training(cpu, {})
+    assert watch is not None and watch.update() is None  # the first check is 30 s away
+    t = own_cpu_seconds()
+    sum(i * i for i in range(200_000))  # some CPU work of this process
+    assert own_cpu_seconds() > t
+
+
+def test_training_loop_consults_the_watch(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """CPU training asks its :class:`ThreadWatch` after every iteration."""
+    from solov2.cli import main
+    from solov2.data.synthetic import make_synthetic_coco
+    from solov2.train import loop
+
+    calls: list[str] = []
+
+    class Watch:
+        @classmethod
+        def for_training(cls, device: torch.device):  # noqa: ANN206
+            calls.append(device.type)
+            return cls()
+
+        def update(self) -> None:
+            calls.append("update")
+
+    monkeypatch.setattr(loop, "ThreadWatch", Watch)
+    make_synthetic_coco(tmp_path / "d", num_train=4, num_val=1, image_size=(48, 64), seed=2)
+    argv = ["train", "--config", "solov2_demo", "--data-root", str(tmp_path / "d")]
+    tiny = ["model.head.num_grids=[12,10,8,6,4]", "data.train_scales=[[64,48]]"]
+    out = ["--output-dir", str(tmp_path / "run"), "--device", "cpu", "--no-eval"]
+    assert main([*argv, *out, "--max-iters", "3", *tiny]) == 0
+    assert calls == ["cpu", "update", "update", "update"]

@@ -29,6 +29,7 @@ from ..runtime.dist import (
     is_main_process,
     seed_everything,
 )
+from ..runtime.threads import ThreadWatch
 from ..utils.fileio import remove_stale_temp_files
 from .faults import FAULT_ENV, StopFlag, parse_faults
 from .log import LoopClock, MetricsWriter, eval_row, format_eta, log_data_stats, progress_bar
@@ -218,6 +219,7 @@ def train(
     clock = LoopClock(step.it)
     profiler = StepProfiler(opts.profile, run.out_dir, dist_info.rank, run.device)
     ckpt_cost = CheckpointCost(enabled=main)
+    watch = ThreadWatch.for_training(run.device)  # CPU threads re-chosen as the load changes
     bar = progress_bar(run.max_iter, step.it) if main else None
     with step.stop, logging_redirect_tqdm([logger]) if bar else nullcontext():
         while step.it < run.max_iter and not stopping:
@@ -232,6 +234,8 @@ def train(
             losses, stopping = one_step(run.fwd, batch, cfg, run.optimizer, run.scaler, step)
             step.it += 1
             it = step.it
+            if watch is not None:
+                watch.update()
             profiler.update(it)
             if bar is not None:
                 bar.update(1)
