@@ -46,11 +46,17 @@ def test_labels_map_onto_the_dataset_by_id_then_by_name() -> None:
         "val.json: the checkpoint's category ids differ from the dataset's; matched by name "
         "('square' 2 -> 3, 'triangle' 3 -> 7, 'star' 4 -> 9)"
     )
-    # the same ids naming other categories, renamed classes, another count: one-line errors
+    # the same ids under other names: by id, and said
+    assert dataset_category_ids((IDS, NAMES), (IDS, ["circle", "b", "triangle", "d"]), where) == (
+        IDS,
+        "val.json: the same category ids under other names (3 'square' -> 'b', 9 'star' -> "
+        "'d'); scored by id",
+    )
+    # other ids and other names, another count: one-line errors
     with pytest.raises(UserError) as e:
-        dataset_category_ids((IDS, NAMES), (IDS, ["a", "b", "c", "d"]), where)
+        dataset_category_ids((IDS, NAMES), ([2, 4, 6, 8], ["a", "b", "c", "d"]), where)
     assert str(e.value) == (
-        "val.json: the dataset's categories (1 'a', 3 'b', 7 'c', 9 'd') are not the "
+        "val.json: the dataset's categories (2 'a', 4 'b', 6 'c', 8 'd') are not the "
         "checkpoint's (1 'circle', 3 'square', 7 'triangle', 9 'star'): neither ids nor "
         "names match"
     )

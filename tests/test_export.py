@@ -233,7 +233,7 @@ def test_onnx_mask_window_and_rel_coords_are_the_predictor(tmp_path: Path) -> No
     with torch.no_grad():
         no_rel.model.head.solo_kernel.bias[e:].zero_()
     pnms, area = (
-        Predictor.from_checkpoint(ckpt, device="cpu", overrides=[o])
+        Predictor.from_checkpoint(ckpt, device="cpu", overrides=[o], score_thr=THR)
         for o in ("model.test.points_nms=true", "model.test.area_filter=1")
     )
     test = predictor.cfg.model.test

@@ -103,7 +103,7 @@ def evaluate_checkpoint(checkpoint: str, args: argparse.Namespace) -> dict[str, 
             str(dataset.json_path),
         )
         if note:
-            logger.info("%s", note)
+            logger.warning("%s", note)
         loader = build_test_loader(
             dataset,
             args.batch_size,

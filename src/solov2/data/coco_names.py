@@ -283,9 +283,10 @@ def dataset_category_ids(
         dataset: ``(category ids, names)`` of the dataset's categories.
         where: the dataset file, for messages.
 
-    By id when every ``(id, name)`` of the model is one of the dataset's; else by name when
-    the model's names are the dataset's (a checkpoint trained before the ids were stored, or on
-    a copy of the dataset numbered otherwise): the note says which ids moved.
+    By id when the model's ids are the dataset's (a note names the classes whose names
+    differ); else by name when the model's names are the dataset's (a checkpoint trained before
+    the ids were stored, or on a copy of the dataset numbered otherwise): the note says which
+    ids moved.
 
     Raises:
         UserError: another number of categories, or categories matching neither by id nor by
@@ -298,8 +299,14 @@ def dataset_category_ids(
             f"{where}: {len(d_ids)} categories but the checkpoint predicts {len(m_ids)}"
         )
     by_id = dict(zip(d_ids, d_names))
-    if all(by_id.get(i) == n for i, n in zip(m_ids, m_names)):
-        return m_ids, None
+    if len(set(m_ids)) == len(m_ids) and set(m_ids) == set(by_id):
+        renamed = [f"{i} {n!r} -> {by_id[i]!r}" for i, n in zip(m_ids, m_names) if by_id[i] != n]
+        if not renamed:
+            return m_ids, None
+        return m_ids, (
+            f"{where}: the same category ids under other names ({', '.join(renamed[:4])}"
+            f"{', ...' if len(renamed) > 4 else ''}); scored by id"
+        )
     by_name = {n: i for i, n in zip(d_ids, d_names)}
     if len(set(m_names)) == len(m_names) == len(by_name) and set(m_names) == set(by_name):
         mapped = [by_name[n] for n in m_names]

@@ -93,7 +93,7 @@ def to_image_tensor(image: ImageInput) -> Tensor:
 Threads = int | Literal["auto"] | None
 
 
-def set_threads(threads: Threads, device: torch.device) -> None:
+def _set_threads(threads: Threads, device: torch.device) -> None:
     """The Predictor's CPU threads (see :class:`Predictor`)."""
     if threads == "auto":
         if device.type == "cpu":
@@ -144,7 +144,7 @@ class Predictor:
     ) -> None:
         self.cfg = cfg
         self.device = resolve_device(device)
-        set_threads(threads, self.device)
+        _set_threads(threads, self.device)
         self.model = model.to(self.device).eval()
         self.score_thr = score_thr
         self.batch_size = max(1, int(batch_size))
