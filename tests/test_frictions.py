@@ -5,11 +5,14 @@ progress bars and ``max_mem`` in logs, help texts, one dataset grammar (``--anno
 
 from __future__ import annotations
 
+import io
+import json
 import re
 from pathlib import Path
 
 import pytest
 
+from solov2.cli import main
 from solov2.data.synthetic import make_synthetic_coco
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +71,32 @@ def test_readme_demo_time_is_the_measured_figures() -> None:
     for date in ("2026-11-26", "2026-12-06"):
         assert date in para and date in results
     assert "0.31-0.37 s" in para and "0.31-0.37 s" in results  # the step time a user sees
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from solov2.runtime.log import show_progress
+    from solov2.train.log import progress_bar
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert show_progress(_Tty()) and not show_progress(io.StringIO())
+    assert progress_bar(10, 0, io.StringIO()) is None
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert not show_progress(_Tty())
+
+
+def test_cpu_training_logs_no_max_mem(data: Path, tmp_path: Path) -> None:
+    """``max_mem`` is CUDA's peak: a CPU run's log lines and metrics rows leave it out (they
+    printed ``max_mem: 0M``)."""
+    out = tmp_path / "run"
+    argv = ["train", "--config", "solov2_demo", "--data-root", str(data), "--device", "cpu"]
+    argv += ["--output-dir", str(out), "--max-iters", "1", "--no-eval", "solver.batch_size=2"]
+    assert main([*argv, *TINY]) == 0
+    log = (out / "log.txt").read_text()
+    assert "iter: 1/1" in log and "max_mem" not in log
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all("max_mem_mb" not in r for r in rows)

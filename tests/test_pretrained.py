@@ -145,8 +145,13 @@ def _same_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
 
 
 def test_download_verify_convert_then_cache_hit(
-    hub: dict[str, Any], capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    hub: dict[str, Any],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # stderr as a terminal: the progress bar is drawn (never into redirected output)
+    monkeypatch.setattr("solov2.pretrained.download.show_progress", lambda: True)
     path = resolve_weights("solov2_demo")
     err = capfd.readouterr().err
     assert path == hub["converted"] and path.is_file()

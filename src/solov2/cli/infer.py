@@ -35,7 +35,7 @@ from ..infer.inputs import (
 )
 from ..infer.large import MAX_PIXELS
 from ..infer.predictor import Predictor
-from ..runtime.log import setup_logger
+from ..runtime.log import setup_logger, show_progress
 from ..runtime.threads import log_threads
 from ..utils.fileio import atomic_write_text, safe_name
 from .weights import weights_arg
@@ -149,7 +149,8 @@ def run_infer(  # noqa: PLR0913 - the infer command's flags, a public tested ent
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _Writer(predictor, out_dir.resolve())
     pending: list[Item] = []
-    with tqdm(total=len(files), unit="file", desc="infer", dynamic_ncols=True) as bar:
+    bar_opts = {"unit": "file", "desc": "infer", "dynamic_ncols": True}
+    with tqdm(total=len(files), disable=not show_progress(), **bar_opts) as bar:
         done = 0
         for x in iter_items(files, max_pixels):
             if isinstance(x, Path):

@@ -17,6 +17,7 @@ from ..data.transforms import padded_size
 from ..postprocess import PostProcessor
 from ..runtime.device import autocast_dtype
 from ..runtime.dist import is_main_process
+from ..runtime.log import show_progress
 from ..structures import Batch, Predictions
 from .coco_eval import Backend, CocoEvaluator, format_table, write_results
 
@@ -120,7 +121,8 @@ def evaluate(
     post = PostProcessor.from_config(cfg)
     start = time.perf_counter()
     n_images = 0
-    bar = tqdm(loader, desc="eval", disable=not (opts.progress and is_main_process()), leave=False)
+    show = opts.progress and is_main_process() and show_progress()
+    bar = tqdm(loader, desc="eval", disable=not show, leave=False)
     for batch in bar:
         if batch.events and hasattr(dataset, "record_events"):
             dataset.record_events(batch.events)

@@ -23,6 +23,7 @@ import torch.hub
 from tqdm import tqdm
 
 from ..errors import CheckpointError
+from ..runtime.log import show_progress
 
 __all__ = ["ChecksumError", "DownloadError", "cache_dir", "download", "sha256_of"]
 
@@ -119,7 +120,7 @@ def _fetch(url: str, part: Path, progress: bool, timeout: float) -> bool:
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=part.name[: -len(".partial")],
-                disable=not progress,
+                disable=not (progress and show_progress()),
                 file=sys.stderr,
                 mininterval=0.5,
             ) as bar,

@@ -7,10 +7,12 @@ print warnings and errors (prefixed with their rank).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import IO
 
-__all__ = ["setup_logger"]
+__all__ = ["setup_logger", "show_progress"]
 
 _FMT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 _DATEFMT = "%m/%d %H:%M:%S"
@@ -52,3 +54,11 @@ def setup_logger(
         setattr(fh, _HANDLER_TAG, True)
         logger.addHandler(fh)
     return logger
+
+
+def show_progress(stream: IO[str] | None = None) -> bool:
+    """Whether a progress bar belongs on ``stream`` (stderr): only a terminal gets one, so
+    redirected logs stay free of bar redraws; ``TQDM_DISABLE=1`` turns them off there too."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and not os.environ.get("TQDM_DISABLE")

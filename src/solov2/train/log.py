@@ -11,7 +11,6 @@ import datetime
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import IO, Any
 import torch
 from tqdm import tqdm
 
+from ..runtime.log import show_progress
 from ..structures import Batch
 
 __all__ = [
@@ -134,7 +134,7 @@ def progress_bar(total: int, initial: int, stream: Any = None) -> Any:
     ``None``: logs and ``metrics.jsonl`` carry the numbers for files and pipes. ``TQDM_DISABLE=1``
     turns it off."""
     stream = sys.stderr if stream is None else stream
-    if not getattr(stream, "isatty", lambda: False)() or os.environ.get("TQDM_DISABLE"):
+    if not show_progress(stream):
         return None
     return tqdm(
         total=total,

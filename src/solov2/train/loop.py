@@ -356,8 +356,6 @@ def _log(
     vals = dict(zip(keys, (float(v) for v in mean.tolist())))
     vals["loss"] = sum(vals.values())
     eta = (run.max_iter - it) * step_time
-    device = run.device
-    mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     row = {
         "epoch": epoch + 1,
         "lr": lr,
@@ -365,14 +363,16 @@ def _log(
         "time": step_time,
         "data_time": data_time,
         "img_per_s": run.total_batch / step_time,
-        "max_mem_mb": round(mem),
     }
+    mem_txt = ""  # CUDA's peak; the CPU has no allocator statistics to report
+    if run.device.type == "cuda":
+        row["max_mem_mb"] = round(torch.cuda.max_memory_allocated(run.device) / 2**20)
+        mem_txt = f"  max_mem: {row['max_mem_mb']}M"
     if run.writer is not None:
         run.writer.write(row, it)
     loss_txt = "  ".join(f"{k}: {v:.4f}" for k, v in vals.items())
     logger.info(
-        "eta: %s  iter: %d/%d  epoch: %d  %s  lr: %.5g  time: %.3f  data_time: %.3f  "
-        "img/s: %.1f  max_mem: %dM",
+        "eta: %s  iter: %d/%d  epoch: %d  %s  lr: %.5g  time: %.3f  data_time: %.3f  img/s: %.1f%s",
         format_eta(eta),
         it,
         run.max_iter,
@@ -382,7 +382,7 @@ def _log(
         step_time,
         data_time,
         run.total_batch / step_time,
-        mem,
+        mem_txt,
     )
     if not all(math.isfinite(v) for v in vals.values()):
         logger.warning("non-finite loss values at iteration %d", it)
