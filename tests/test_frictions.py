@@ -5,14 +5,16 @@ progress bars and ``max_mem`` in logs, help texts, one dataset grammar (``--anno
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from solov2.cli import main
+from solov2.cli import build_parser, main
 from solov2.data.synthetic import make_synthetic_coco
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +102,74 @@ def test_cpu_training_logs_no_max_mem(data: Path, tmp_path: Path) -> None:
     assert "iter: 1/1" in log and "max_mem" not in log
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows and all("max_mem_mb" not in r for r in rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. help texts
+
+
+def _subparsers(parser: argparse.ArgumentParser, name: str = "solov2") -> dict:
+    found = {name: parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, p in action.choices.items():
+                found.update(_subparsers(p, f"{name} {sub}"))
+    return found
+
+
+def test_every_option_has_a_help_text() -> None:
+    missing = [
+        f"{name} {a.option_strings or a.dest}"
+        for name, p in _subparsers(build_parser()).items()
+        for a in p._actions
+        if a.help is None and not isinstance(a, argparse._SubParsersAction)  # its choices have
+    ]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("cmd", ["infer", "eval", "export"])
+def test_model_commands_show_a_test_time_override(
+    cmd: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([cmd, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(model.test." in text and "solver.base_lr" not in text
+
+
+def test_data_show_help_says_what_its_options_do(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["data", "show", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--json" not in text and "measure this many images" not in text
+    assert "labels.png's statistics over this many images" in text
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from solov2 import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"solov2 {__version__}"
+    project = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert project is not None and __version__ == project.group(1)
+
+
+def test_version_stays_torch_free() -> None:
+    import os
+    import subprocess
+
+    from solov2 import __version__
+
+    code = (
+        "import sys\nfrom solov2.cli import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines() == [f"solov2 {__version__}", "False"]

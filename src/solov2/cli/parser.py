@@ -6,32 +6,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .. import __version__
 from ..config import DEFAULT_SCORE_THR
 from ..presets import PRESETS
 from .args import FRACTION, NONNEG_INT, POS_FLOAT, POS_INT, OneLineParser
+from .parser_data import add_data, add_data_args
 
 __all__ = ["build_parser"]
 
 
-def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--data-root",
-        help="COCO-layout root: annotations/instances_{split}.json and {split}/ image folders",
-    )
-    if train:
-        g.add_argument("--train-split", help="training split name (default train2017)")
-        g.add_argument("--train-json", help="training annotation file (overrides --data-root)")
-        g.add_argument("--train-images", help="training image folder")
-    g.add_argument(
-        "--val-split", "--split", dest="val_split", help="evaluation split name (default val2017)"
-    )
-    g.add_argument("--val-json", help="evaluation annotation file")
-    g.add_argument("--val-images", help="evaluation image folder")
-    g.add_argument("--workers", type=NONNEG_INT, help="data loader workers per process")
+TEST_OVERRIDE = "model.test.max_per_img=300"  # the example of commands that run a trained model
 
 
-def _add_overrides(p: argparse.ArgumentParser) -> None:
+def _add_overrides(p: argparse.ArgumentParser, example: str = "solver.base_lr=0.02") -> None:
     """``a.b=value`` tokens (taken out of the command line by :func:`parse_args`, so they may
     come anywhere) and ``--print-config``."""
     p.add_argument(
@@ -39,21 +26,30 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
         nargs="*",
         default=[],
         metavar="a.b=value",
-        help="config overrides, anywhere on the line (solver.base_lr=0.02)",
+        help=f"config overrides, anywhere on the line ({example})",
     )
     p.add_argument(
         "--print-config", action="store_true", help="print the resolved config as YAML and exit"
     )
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: cuda when available, else cpu",
+    )
+
+
+def _add_common(p: argparse.ArgumentParser, example: str = "solver.base_lr=0.02") -> None:
+    _add_device(p)
     p.add_argument(
         "--amp",
         choices=["none", "fp16", "bf16"],
-        help="mixed precision (default: the config's, 'none')",
+        help="mixed precision (default: the config's, 'none'; fp16 on the CPU is slow)",
     )
-    _add_overrides(p)
+    _add_overrides(p, example)
 
 
 def _add_train(sub: Any) -> None:
@@ -64,7 +60,7 @@ def _add_train(sub: Any) -> None:
         help=f"preset ({', '.join(PRESETS)}) or YAML (default with --resume: the checkpoint's)",
     )
     t.add_argument("--output-dir", help="default: the --resume dir, else output/<config name>")
-    t.add_argument("--epochs", type=POS_INT)
+    t.add_argument("--epochs", type=POS_INT, help="training length (default: the config's)")
     t.add_argument(
         "--max-iters",
         type=NONNEG_INT,
@@ -85,7 +81,9 @@ def _add_train(sub: Any) -> None:
         default=None,
         help="scale lr linearly with the total batch (default on)",
     )
-    t.add_argument("--seed", type=NONNEG_INT)
+    t.add_argument(
+        "--seed", type=NONNEG_INT, help="seed of weights, data order and augmentation (default 42)"
+    )
     t.add_argument(
         "--init",
         help="fine-tune from these weights (other class counts allowed): "
@@ -120,7 +118,9 @@ def _add_train(sub: Any) -> None:
     )
     t.add_argument("--eval-period", type=NONNEG_INT, help="evaluate every N iterations")
     t.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
-    t.add_argument("--channels-last", action="store_true")
+    t.add_argument(
+        "--channels-last", action="store_true", help="model in the channels-last memory format"
+    )
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm for trainable BN")
     t.add_argument(
@@ -128,7 +128,7 @@ def _add_train(sub: Any) -> None:
         metavar="A:B",
         help="torch.profiler over iterations A+1..B: trace and summary in OUTPUT_DIR/profile/",
     )
-    _add_data_args(t, train=True)
+    add_data_args(t, train=True)
     _add_common(t)
 
 
@@ -157,9 +157,18 @@ def _add_eval(sub: Any) -> None:
         "--config",
         help="preset or YAML (default: the checkpoint's; with --results the built-in defaults)",
     )
-    e.add_argument("--output-dir")
-    e.add_argument("--batch-size", type=POS_INT, default=2)
-    e.add_argument("--backend", default="auto", choices=["auto", "pycocotools", "faster"])
+    e.add_argument(
+        "--output-dir",
+        help="metrics.json and results (default: the checkpoint's folder's eval/; with "
+        "--results FILE: FILE's folder's <stem>_eval/)",
+    )
+    e.add_argument("--batch-size", type=POS_INT, default=2, help="images per forward pass")
+    e.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "pycocotools", "faster"],
+        help="COCOeval implementation (auto: faster-coco-eval when installed)",
+    )
     e.add_argument(
         "--match-score-thr",
         type=FRACTION,
@@ -175,8 +184,8 @@ def _add_eval(sub: Any) -> None:
         help="weights in the --amp dtype, channels-"
         "last, CUDA graphs for repeated input sizes (solov2.infer.fast.FastModel)",
     )
-    _add_data_args(e, train=False)
-    _add_common(e)
+    add_data_args(e, train=False)
+    _add_common(e, TEST_OVERRIDE)
 
 
 def _add_infer(sub: Any) -> None:
@@ -189,9 +198,9 @@ def _add_infer(sub: Any) -> None:
         required=True,
         help="checkpoint file, pretrained name (solov2 weights list) or URL",
     )
-    i.add_argument("--config")
+    i.add_argument("--config", help="preset or YAML (default: the checkpoint's)")
     i.add_argument("inputs", nargs="+", help="image files, folders or globs")
-    i.add_argument("--output-dir", required=True)
+    i.add_argument("--output-dir", required=True, help="where overlays and predictions.json go")
     i.add_argument(
         "--score-thr",
         type=FRACTION,
@@ -199,7 +208,7 @@ def _add_infer(sub: Any) -> None:
         help=f"final score threshold (default {DEFAULT_SCORE_THR}, the Predictor's; below "
         "model.test.score_thr it lowers that too)",
     )
-    i.add_argument("--batch-size", type=POS_INT, default=4)
+    i.add_argument("--batch-size", type=POS_INT, default=4, help="images per forward pass")
     i.add_argument(
         "--max-pixels",
         type=POS_INT,
@@ -208,8 +217,8 @@ def _add_infer(sub: Any) -> None:
         "decoded reduced to this many pixels (default 16777216; predictions.json "
         "stays at full size, overlays at the reduced size)",
     )
-    i.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    _add_overrides(i)
+    _add_device(i)
+    _add_overrides(i, TEST_OVERRIDE)
 
 
 def _add_export(sub: Any) -> None:
@@ -223,7 +232,7 @@ def _add_export(sub: Any) -> None:
         help="checkpoint file, pretrained name (solov2 weights list) or URL",
     )
     x.add_argument("--config", help="preset or YAML (default: the checkpoint's)")
-    x.add_argument("--output", required=True)
+    x.add_argument("--output", required=True, help="the .onnx file to write")
     x.add_argument(
         "--score-thr",
         type=FRACTION,
@@ -231,16 +240,22 @@ def _add_export(sub: Any) -> None:
         help=f"final score threshold inside the graph (default {DEFAULT_SCORE_THR}, the "
         "Predictor's; below model.test.score_thr it lowers that too)",
     )
-    _add_overrides(x)
+    _add_overrides(x, TEST_OVERRIDE)
 
 
 def _add_convert(sub: Any) -> None:
     """``solov2 convert``."""
     c = sub.add_parser("convert", help="official SOLO / mmdetection 3.x checkpoint -> ours")
-    c.add_argument("--from", dest="source", required=True, choices=["official", "mmdet"])
-    c.add_argument("--config", required=True)
-    c.add_argument("src")
-    c.add_argument("dst")
+    c.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        choices=["official", "mmdet"],
+        help="official: WXinlong/SOLO (mmdetection v1); mmdet: mmdetection 3.x",
+    )
+    c.add_argument("--config", required=True, help="the preset the checkpoint is an instance of")
+    c.add_argument("src", help="the checkpoint to convert")
+    c.add_argument("dst", help="the converted checkpoint to write")
     _add_overrides(c)
 
 
@@ -251,26 +266,26 @@ def _add_bench(sub: Any) -> None:
         help="speed of ours vs Mask R-CNN or mmdet's SOLOv2, same "
         "process; or of the training loader alone",
     )
-    b.add_argument("--config", required=True)
+    b.add_argument("--config", required=True, help="preset or YAML")
     b.add_argument(
         "--mode",
         default="infer",
         choices=["infer", "train", "loader"],
         help="loader: what the training data pipeline delivers per second",
     )
-    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    b.add_argument("--batch-size", type=POS_INT, default=1)
+    _add_device(b)
+    b.add_argument("--batch-size", type=POS_INT, default=1, help="images per step")
     b.add_argument("--size", default="800x1216", help="HxW of synthetic inputs")
     b.add_argument(
         "--real",
         help="COCO-layout dataset dir for real data (= --data-root, "
         "split 'train' unless --train-split)",
     )
-    b.add_argument("--iters", type=POS_INT, default=20)
-    b.add_argument("--warmup", type=NONNEG_INT, default=5)
-    b.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"])
-    b.add_argument("--compile", action="store_true")
-    b.add_argument("--channels-last", action="store_true")
+    b.add_argument("--iters", type=POS_INT, default=20, help="timed iterations")
+    b.add_argument("--warmup", type=NONNEG_INT, default=5, help="untimed iterations first")
+    b.add_argument("--amp", default="none", choices=["none", "fp16", "bf16"], help="autocast dtype")
+    b.add_argument("--compile", action="store_true", help="torch.compile ours")
+    b.add_argument("--channels-last", action="store_true", help="ours in channels-last")
     b.add_argument(
         "--fast",
         action="store_true",
@@ -288,17 +303,17 @@ def _add_bench(sub: Any) -> None:
         help="the peer's autocast dtype (default: --amp): compare ours' best with the peer's best",
     )
     b.add_argument("--json", action="store_true", help="last line: JSON result")
-    _add_data_args(b, train=True)  # --workers: default one per CPU core up to 16
+    add_data_args(b, train=True)  # --workers: default one per CPU core up to 16
     _add_overrides(b)
 
 
 def _add_demo(sub: Any) -> None:
     """``solov2 demo``."""
     d = sub.add_parser("demo", help="synthetic dataset -> train solov2_demo -> eval -> overlays")
-    d.add_argument("--output-dir", default="output/demo")
-    d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    d.add_argument("--num-train", type=POS_INT, default=300)
-    d.add_argument("--num-val", type=POS_INT, default=60)
+    d.add_argument("--output-dir", default="output/demo", help="data, run and overlays")
+    _add_device(d)
+    d.add_argument("--num-train", type=POS_INT, default=300, help="synthetic training images")
+    d.add_argument("--num-val", type=POS_INT, default=60, help="synthetic validation images")
     _add_overrides(d)
 
 
@@ -310,38 +325,6 @@ def _add_config(sub: Any) -> None:
         help=f"preset ({', '.join(PRESETS)}), YAML file, checkpoint or training output dir",
     )
     g.add_argument("opts", nargs="*", default=[], metavar="a.b=value", help="config overrides")
-
-
-def _add_data(sub: Any) -> None:
-    """``solov2 data stats`` and ``solov2 data show``."""
-    d = sub.add_parser(
-        "data", help="dataset inspection: statistics against a preset, drawn ground truth"
-    )
-    dsub = d.add_subparsers(dest="data_command", required=True)
-    st = dsub.add_parser(
-        "stats",
-        help="instances per image, object sizes at the training "
-        "scale, fit to the preset's FPN levels and grids (cell collisions)",
-    )
-    sh = dsub.add_parser("show", help="draw the ground truth of N images + labels.png summary")
-    for p in (st, sh):
-        p.add_argument(
-            "--config",
-            default="solov2_r50_fpn_1x",
-            help="preset or YAML whose scales, levels and grids to check "
-            "(default solov2_r50_fpn_1x)",
-        )
-        p.add_argument(
-            "--data-root", help="COCO-layout root: annotations/instances_{split}.json and {split}/"
-        )
-        p.add_argument("--split", help="split name (default: the config's data.train_split)")
-        p.add_argument("--annotations", help="annotation file (instead of --data-root/--split)")
-        p.add_argument("--images", help="image folder (instead of --data-root/--split)")
-        p.add_argument("--max-images", type=int, help="measure this many images, evenly spaced")
-        p.add_argument("opts", nargs="*", metavar="a.b=value", help="config overrides")
-    st.add_argument("--json", metavar="FILE", help="also write the statistics as JSON")
-    sh.add_argument("--output-dir", required=True)
-    sh.add_argument("--num", type=int, default=16, help="images to draw (the first N; 0: all)")
 
 
 def _add_weights(sub: Any) -> None:
@@ -364,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="solov2", description="SOLOv2 instance segmentation in pure PyTorch"
     )
+    parser.add_argument("--version", action="version", version=f"solov2 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         _add_train,
@@ -374,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_bench,
         _add_demo,
         _add_config,
-        _add_data,
+        add_data,
         _add_weights,
     ):
         add(sub)
