@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _errors import one_line_error
 
 from solov2.cli import build_parser, main
 from solov2.data.synthetic import make_synthetic_coco
@@ -143,6 +144,50 @@ def test_data_show_help_says_what_its_options_do(capsys: pytest.CaptureFixture[s
     text = " ".join(capsys.readouterr().out.split())
     assert "--json" not in text and "measure this many images" not in text
     assert "labels.png's statistics over this many images" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. one grammar for datasets: --annotations FILE --images DIR
+
+
+@pytest.mark.parametrize(
+    ("cmd", "split"),
+    [
+        (["train", "--config", "solov2_demo"], "train"),
+        (["eval", "--results", "r.json"], "val"),
+        (["bench", "--config", "solov2_demo"], "train"),
+    ],
+)
+def test_annotations_and_images_name_the_dataset(
+    cmd: list[str], split: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from solov2.cli import parse_args
+    from solov2.cli.args import apply_flags
+    from solov2.config import Config
+
+    args = parse_args([*cmd, "--annotations", "a.json", "--images", "imgs"])
+    d = apply_flags(args, Config()).data
+    assert (getattr(d, f"{split}_json"), getattr(d, f"{split}_images")) == ("a.json", "imgs")
+    assert main([*cmd, "--annotations", "a.json"]) == 2  # stops before any work
+    one_line_error(capsys.readouterr().err, cmd[0], "--annotations and --images go together")
+
+
+def test_eval_results_with_annotations_and_images(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``eval --results`` scores against ``--annotations/--images`` (``unrecognized
+    arguments`` before): the ground truth fed back scores AP 100."""
+    gt = json.loads((data / "annotations" / "instances_val.json").read_text())
+    preds = [
+        {k: a[k] for k in ("image_id", "category_id", "segmentation")} | {"score": 0.9}
+        for a in gt["annotations"]
+    ]
+    (tmp_path / "preds.json").write_text(json.dumps(preds))
+    ann = str(data / "annotations" / "instances_val.json")
+    argv = ["eval", "--results", str(tmp_path / "preds.json"), "--annotations", ann]
+    assert main([*argv, "--images", str(data / "val"), "--output-dir", str(tmp_path / "m")]) == 0
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["segm"]["AP"] == pytest.approx(100.0)
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Config, apply_overrides
+from ..errors import UserError
 
 __all__ = [
     "FRACTION",
@@ -138,6 +139,24 @@ SOLVER_FLAGS = (
 )
 
 
+def _annotations_images(args: argparse.Namespace, cfg: Config) -> None:
+    """``--annotations FILE --images DIR``: the training set of ``train`` (and ``bench``), the
+    evaluated set of ``eval``, as in ``solov2 data stats``."""
+    ann, images = getattr(args, "annotations", None), getattr(args, "images", None)
+    if ann is None and images is None:
+        return
+    if ann is None or images is None:
+        raise UserError("--annotations and --images go together")
+    split = "train" if hasattr(args, "train_json") else "val"
+    if getattr(args, f"{split}_json", None) or getattr(args, f"{split}_images", None):
+        raise UserError(
+            f"--annotations/--images and --{split}-json/--{split}-images name the same "
+            "dataset: give one pair"
+        )
+    setattr(cfg.data, f"{split}_json", ann)
+    setattr(cfg.data, f"{split}_images", images)
+
+
 def apply_flags(args: argparse.Namespace, cfg: Config, *, solver: bool = True) -> Config:
     """``cfg`` with the command's data flags (``--data-root``, ``--val-split``, ...), with
     ``solver`` its solver flags (``--epochs``, ``--lr``, ...) and ``--backbone-weights``, and
@@ -147,6 +166,7 @@ def apply_flags(args: argparse.Namespace, cfg: Config, *, solver: bool = True) -
         v = getattr(args, key, None)
         if v is not None:
             setattr(d, key, v)
+    _annotations_images(args, cfg)
     for flag, key in SOLVER_FLAGS if solver else ():
         v = getattr(args, flag, None)
         if v is not None:

@@ -62,6 +62,8 @@ def resolved_config(args: argparse.Namespace) -> Config:
     cmd = args.command
     if cmd == "train":
         return apply_flags(args, _train_config(args))
+    if cmd == "eval" and args.checkpoint is None:  # --results: no model, the given config
+        return apply_flags(args, get_config(args.config) if args.config else Config())
     if cmd in ("eval", "infer", "export"):
         cfg = checkpoint_file_config(args.checkpoint, args.config)
         return apply_flags(args, cfg) if cmd == "eval" else apply_overrides(cfg, opts)

@@ -1,6 +1,6 @@
-"""The dataset flags of the command line (``--data-root``, ``--split``, the per-split paths of
-``train``, ``eval`` and ``bench``) and ``solov2 data stats|show`` (argparse only, no torch
-import)."""
+"""The dataset flags of the command line: ``--data-root``/``--split``, ``--annotations FILE
+--images DIR`` and the per-split paths of ``train``, ``eval`` and ``bench``; ``solov2 data
+stats|show`` (argparse only, no torch import)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ __all__ = ["add_data", "add_data_args"]
 
 
 def add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
-    """Where a command's data is (``train``: the training set's flags too)."""
+    """Where a command's data is (``train``: the training set's flags too); ``--annotations
+    --images`` name the training set of ``train`` and the evaluated set of ``eval``."""
     g = p.add_argument_group("data")
     g.add_argument(
         "--data-root",
@@ -28,6 +29,16 @@ def add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
     )
     g.add_argument("--val-json", help="evaluation annotation file")
     g.add_argument("--val-images", help="evaluation image folder")
+    which = "training" if train else "evaluation"
+    g.add_argument(
+        "--annotations",
+        metavar="FILE",
+        help=f"the {which} set's COCO annotation file, with --images "
+        f"(as in solov2 data stats; = --{'train' if train else 'val'}-json)",
+    )
+    g.add_argument(
+        "--images", metavar="DIR", help=f"the {which} set's image folder, with --annotations"
+    )
     g.add_argument("--workers", type=NONNEG_INT, help="data loader workers per process")
 
 
@@ -54,8 +65,12 @@ def add_data(sub: Any) -> None:
             "--data-root", help="COCO-layout root: annotations/instances_{split}.json and {split}/"
         )
         p.add_argument("--split", help="split name (default: the config's data.train_split)")
-        p.add_argument("--annotations", help="annotation file (instead of --data-root/--split)")
-        p.add_argument("--images", help="image folder (instead of --data-root/--split)")
+        p.add_argument(
+            "--annotations",
+            metavar="FILE",
+            help="annotation file, with --images (instead of --data-root/--split)",
+        )
+        p.add_argument("--images", metavar="DIR", help="image folder, with --annotations")
         p.add_argument("opts", nargs="*", metavar="a.b=value", help="config overrides")
     st.add_argument("--max-images", type=int, help="measure this many images, evenly spaced")
     st.add_argument("--json", metavar="FILE", help="also write the statistics as JSON")
