@@ -76,6 +76,48 @@ def test_readme_demo_time_is_the_measured_figures() -> None:
     assert "0.31-0.37 s" in para and "0.31-0.37 s" in results  # the step time a user sees
 
 
+# ----------------------------------------------------------------------------------------------
+# 2. infer without --output-dir; 3. no progress bar in redirected output
+
+
+def test_infer_writes_to_a_new_runs_predict_folder(
+    ckpt: Path,
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    image = str(sorted((data / "val").iterdir())[0])
+    base = ["infer", "--checkpoint", str(ckpt), "--device", "cpu"]
+    assert main([*base, image]) == 0
+    first = capsys.readouterr()
+    assert main([*base, image]) == 0
+    second = capsys.readouterr()
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["predict", "predict2"]
+    for name in ("predict", "predict2"):
+        assert (runs / name / "predictions.json").is_file()
+    assert first.out.strip().splitlines()[-1].endswith(str(Path("runs") / "predict"))
+    assert second.out.strip().splitlines()[-1].endswith(str(Path("runs") / "predict2"))
+    # captured stderr is no terminal: no progress bar redraws in it (or in a redirected log)
+    for err in (first.err, second.err):
+        assert "\r" not in err and "file/s" not in err and "s/file" not in err, err
+    # a run that stops on bad input claims no folder
+    assert main([*base, "missing.jpg"]) == 2
+    assert sorted(p.name for p in runs.iterdir()) == ["predict", "predict2"]
+
+
+def test_new_numbered_dir_never_returns_an_existing_folder(tmp_path: Path) -> None:
+    from solov2.utils.fileio import new_numbered_dir
+
+    (tmp_path / "predict2").mkdir()
+    (tmp_path / "predict2" / "keep.txt").write_text("x")
+    got = [new_numbered_dir(tmp_path / "predict") for _ in range(3)]
+    assert [p.name for p in got] == ["predict", "predict3", "predict4"]
+    assert (tmp_path / "predict2" / "keep.txt").read_text() == "x"
+
+
 class _Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -188,6 +230,17 @@ def test_eval_results_with_annotations_and_images(
     assert main([*argv, "--images", str(data / "val"), "--output-dir", str(tmp_path / "m")]) == 0
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["segm"]["AP"] == pytest.approx(100.0)
+
+
+def test_infer_on_a_missing_file_says_not_found(
+    ckpt: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["infer", "--checkpoint", str(ckpt), "--output-dir", str(tmp_path / "o")]
+    assert main([*argv, str(tmp_path / "nope.jpg")]) == 2
+    one_line_error(capsys.readouterr().err, "infer", f"{tmp_path / 'nope.jpg'}: not found")
+    (tmp_path / "empty").mkdir()
+    assert main([*argv, str(tmp_path / "empty")]) == 2
+    one_line_error(capsys.readouterr().err, "infer", "empty: no images or videos in this folder")
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

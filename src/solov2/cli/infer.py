@@ -1,6 +1,7 @@
 """``solov2 infer``: predict images/folders/globs, write overlay PNGs and ``predictions.json``.
 
-Output directory layout::
+Output directory layout (``--output-dir``; default a new ``runs/predict``, ``runs/predict2``,
+...)::
 
     output_dir/
         <input stem>.png          one overlay per image (names sanitised and made unique)
@@ -37,12 +38,14 @@ from ..infer.large import MAX_PIXELS
 from ..infer.predictor import Predictor
 from ..runtime.log import setup_logger, show_progress
 from ..runtime.threads import log_threads
-from ..utils.fileio import atomic_write_text, safe_name
+from ..utils.fileio import atomic_write_text, new_numbered_dir, safe_name
 from .weights import weights_arg
 
 __all__ = ["run", "run_infer"]
 
 logger = logging.getLogger("solov2")
+
+DEFAULT_OUTPUT = Path("runs/predict")  # then runs/predict2, ... (ultralytics' convention)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +98,7 @@ class _Writer:
 def run_infer(  # noqa: PLR0913 - the infer command's flags, a public tested entry point
     checkpoint: str | os.PathLike[str],
     inputs: Sequence[str | os.PathLike[str]],
-    output_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str] | None,
     config: Config | str | None = None,
     score_thr: float = DEFAULT_SCORE_THR,
     device: str = "auto",
@@ -109,6 +112,8 @@ def run_infer(  # noqa: PLR0913 - the infer command's flags, a public tested ent
         checkpoint: checkpoint file or output directory (see :meth:`Predictor.from_checkpoint`).
         inputs: files, folders (recursive) or glob patterns (``"imgs/**/*.jpg"``).
         output_dir: created if needed; existing files with the same names are replaced.
+            ``None``: a new folder ``runs/predict``, ``runs/predict2``, ... (never an
+            existing one; created once the model has loaded).
         config: preset / YAML / Config overriding the checkpoint's.
         score_thr: minimum final score of the instances drawn and written (default 0.3,
             :data:`solov2.config.DEFAULT_SCORE_THR`, the Predictor's).
@@ -119,7 +124,7 @@ def run_infer(  # noqa: PLR0913 - the infer command's flags, a public tested ent
             size; ``predictions.json`` stays at the original size (:mod:`solov2.infer.large`).
 
     Returns:
-        ``output_dir``. Unreadable images are skipped with a warning.
+        The output folder. Unreadable images are skipped with a warning.
     """
     files = collect_inputs(inputs)
     log_threads()
@@ -145,7 +150,7 @@ def run_infer(  # noqa: PLR0913 - the infer command's flags, a public tested ent
             test.update_thr,
             score_thr,
         )
-    out_dir = Path(output_dir)
+    out_dir = new_numbered_dir(DEFAULT_OUTPUT) if output_dir is None else Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _Writer(predictor, out_dir.resolve())
     pending: list[Item] = []

@@ -200,7 +200,11 @@ def _add_infer(sub: Any) -> None:
     )
     i.add_argument("--config", help="preset or YAML (default: the checkpoint's)")
     i.add_argument("inputs", nargs="+", help="image files, folders or globs")
-    i.add_argument("--output-dir", required=True, help="where overlays and predictions.json go")
+    i.add_argument(
+        "--output-dir",
+        help="where overlays and predictions.json go (default: a new runs/predict, "
+        "runs/predict2, ...; never an existing one)",
+    )
     i.add_argument(
         "--score-thr",
         type=FRACTION,

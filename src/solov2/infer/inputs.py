@@ -55,16 +55,18 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Expand files, folders (recursively, image/video extensions only) and glob patterns.
 
     Order: inputs as given; folder and glob matches sorted. Duplicates are dropped. An input that
-    matches nothing is reported with a warning.
+    matches nothing is reported with a warning (``FILE: not found; skipped``).
 
     Raises:
-        UserError: nothing at all was found.
+        UserError: nothing at all was found (``FILE: not found``, each input's reason).
     """
     found: list[Path] = []
+    missing: list[str] = []
     for item in inputs:
-        p = Path(item)
+        p, why = Path(item), "not found"
         if p.is_dir():
             matches = sorted(q for q in p.rglob("*") if q.is_file() and _is_media(q))
+            why = "no images or videos in this folder"
         elif p.is_file():
             matches = [p]
         elif _GLOB_CHARS.search(str(item)):
@@ -73,14 +75,17 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
                 for q in glob.glob(str(item), recursive=True)
                 if Path(q).is_file() and _is_media(Path(q))
             )
+            why = "the pattern matches no image or video"
         else:
             matches = []
         if not matches:
-            logger.warning("%s: no such file, or no images in it; skipped", item)
+            missing.append(f"{item}: {why}")
         found.extend(matches)
     unique = list(dict.fromkeys(found))
     if not unique:
-        raise UserError(f"no input images found in {', '.join(map(str, inputs)) or '(nothing)'}")
+        raise UserError("; ".join(missing) if missing else "no input images given")
+    for line in missing:
+        logger.warning("%s; skipped", line)
     return unique
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_path",
     "atomic_write_text",
     "fsync_dir",
+    "new_numbered_dir",
     "remove_stale_temp_files",
     "safe_name",
 ]
@@ -161,3 +162,19 @@ def safe_name(stem: str, used: set[str], suffix: str = ".png") -> str:
         name = f"{base}_{n}{suffix}"
     used.add(name.lower())
     return name
+
+
+def new_numbered_dir(base: PathLike) -> Path:
+    """Create and return the first of ``base``, ``base2``, ``base3``, ... that does not exist
+    (``runs/predict``, ``runs/predict2``: ultralytics' convention); never an existing folder,
+    also when another process picks one at the same time (``mkdir`` claims it)."""
+    base = Path(base)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        path = base if n == 1 else base.with_name(f"{base.name}{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
