@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -232,6 +234,86 @@ def test_eval_results_with_annotations_and_images(
     assert metrics["segm"]["AP"] == pytest.approx(100.0)
 
 
+# ----------------------------------------------------------------------------------------------
+# 7. bad input: one line, non-zero exit, no traceback
+
+
+def test_infer_on_cuda_without_a_gpu_is_one_line(
+    ckpt: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    argv = ["infer", "--checkpoint", str(ckpt), str(data / "val"), "--device", "cuda"]
+    assert main([*argv, "--output-dir", str(tmp_path / "o")]) == 2
+    one_line_error(capsys.readouterr().err, "infer", "no CUDA device is available")
+    assert not (tmp_path / "o").exists()
+
+
+def _results(data: Path, tmp_path: Path, shift: int, keep: int = 0) -> list[str]:
+    gt = json.loads((data / "annotations" / "instances_val.json").read_text())
+    preds = [
+        {
+            "image_id": a["image_id"] + (shift if i >= keep else 0),
+            "category_id": a["category_id"],
+            "segmentation": a["segmentation"],
+            "score": 0.9,
+        }
+        for i, a in enumerate(gt["annotations"])
+    ]
+    path = tmp_path / f"preds_{shift}_{keep}.json"
+    path.write_text(json.dumps(preds))
+    out = tmp_path / f"eval_{shift}_{keep}"
+    return ["eval", "--results", str(path), "--data-root", str(data), "--split", "val",
+            "--output-dir", str(out)]  # fmt: skip
+
+
+def test_eval_results_matching_no_image_is_an_error(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _results(data, tmp_path, shift=1000)
+    assert main(argv) == 2
+    one_line_error(capsys.readouterr().err, "eval", "none of its", "entries is for an image")
+    assert not Path(argv[-1]).exists()  # no all-zero metrics.json
+    # a partial match still scores, with a warning for the rest
+    argv = _results(data, tmp_path, shift=1000, keep=2)
+    with pytest.warns(UserWarning, match="entries are for images not in the dataset"):
+        assert main(argv) == 0
+    assert json.loads((Path(argv[-1]) / "metrics.json").read_text())["skipped_entries"] > 0
+
+
+def test_fp16_on_the_cpu_warns_once(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--amp fp16 --device cpu`` runs tens of times slower: one warning, at the start (the
+    run here stops right after, on a split that does not exist, to stay fast)."""
+    out = tmp_path / "run"
+    argv = ["train", "--config", "solov2_demo", "--data-root", str(data), "--device", "cpu"]
+    argv += ["--amp", "fp16", "--train-split", "nope", "--output-dir", str(out)]
+    assert main(argv) == 2
+    printed = capsys.readouterr().out
+    assert printed.count("amp=fp16 on the CPU is slow") == 1 and "--amp bf16" in printed
+    # the run's log.txt ends with the error that stopped it, as stderr said it
+    lines = (out / "log.txt").read_text().strip().splitlines()
+    assert "amp=fp16 on the CPU is slow" in "\n".join(lines)
+    assert "instances_nope.json: annotation file not found" in lines[-1]
+    assert "solov2 train: error:" in lines[-1] and "ERROR" in lines[-1]
+
+
+def test_an_error_is_not_written_into_an_earlier_commands_log(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In one process (tests, notebooks), a failing command does not append its error to the
+    log.txt an earlier command left open."""
+    from solov2.runtime.log import setup_logger
+
+    setup_logger(tmp_path / "earlier")
+    assert main(["eval", "--results", str(tmp_path / "none.json"), "--data-root", str(data)]) == 2
+    logging.getLogger("solov2").handlers[-1].flush()
+    assert "error" not in (tmp_path / "earlier" / "log.txt").read_text()
+
+
 def test_infer_on_a_missing_file_says_not_found(
     ckpt: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -241,6 +323,33 @@ def test_infer_on_a_missing_file_says_not_found(
     (tmp_path / "empty").mkdir()
     assert main([*argv, str(tmp_path / "empty")]) == 2
     one_line_error(capsys.readouterr().err, "infer", "empty: no images or videos in this folder")
+
+
+def test_a_one_pixel_png_reads_without_a_torch_warning(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from solov2.data.io import read_image
+
+    Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(tmp_path / "one.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "The given NumPy array is not writable"
+        t = read_image(tmp_path / "one.png")
+    assert t.shape == (3, 1, 1) and t.flatten().tolist() == [200, 200, 200]
+    t[0, 0, 0] = 1  # its own, writable memory
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999])
+def test_a_truncated_checkpoint_is_one_short_line(
+    ckpt: Path, tmp_path: Path, keep: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blob = ckpt.read_bytes()
+    bad = tmp_path / "cut.pth"
+    bad.write_bytes(blob[: int(len(blob) * keep)])
+    assert main(["export", "--checkpoint", str(bad), "--output", str(tmp_path / "m.onnx")]) == 2
+    line = one_line_error(capsys.readouterr().err, "export", "corrupt or truncated checkpoint")
+    assert "failed finding central directory" in line
+    assert "If you are seeing this error" not in line and len(line) < 250, line
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

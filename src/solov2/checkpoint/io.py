@@ -108,8 +108,14 @@ def save_checkpoint(path: PathLike, state: dict[str, Any]) -> None:
 
 
 def _first_line(e: BaseException) -> str:
+    """The first line of ``e``'s message, cut after its first sentence: torch follows its
+    reason with a paragraph of advice (``... failed finding central directory. This is an
+    internal miniz error. If you are seeing this error, ...``)."""
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    line = text.splitlines()[0]
+    return re.split(r"(?<=[a-z)])\. (?=[A-Z])", line, maxsplit=1)[0].rstrip(".")
 
 
 def _allowed_globals() -> set[str]:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 import warnings
 
 from ..errors import UserError
+from ..runtime.log import log_files, log_to_files
 from .args import one_line, one_line_warnings, split_overrides
 from .parser import build_parser
 
@@ -61,14 +63,23 @@ def run_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     warnings.formatwarning = one_line_warnings
+    before = log_files()  # a log.txt of an earlier command in this process is not this one's
+
+    def stop(message: str, code: int) -> int:
+        """The one-line ``message`` on stderr, and at the end of the run's ``log.txt``."""
+        print(message, file=sys.stderr)
+        log_to_files(message, skip=before)
+        return code
+
     try:
         return run_command(args)
     except UserError as e:
-        print(f"solov2 {args.command}: error: {one_line(e)}", file=sys.stderr)
-        return 2
+        return stop(f"solov2 {args.command}: error: {one_line(e)}", 2)
     except KeyboardInterrupt:
-        print(f"solov2 {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return stop(f"solov2 {args.command}: interrupted", 130)
+    except Exception:  # a defect, not bad input: the traceback goes to the console and the log
+        log_to_files(f"solov2 {args.command}: failed\n{traceback.format_exc()}", skip=before)
+        raise
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from ..infer.fast import FastModel
 from ..infer.loading import load_for_inference
 from ..model import SOLOv2
 from ..presets import get_config
-from ..runtime.device import autocast_dtype
+from ..runtime.device import autocast_dtype, warn_slow_amp
 from ..runtime.dist import (
     DistInfo,
     barrier,
@@ -96,6 +96,7 @@ def evaluate_checkpoint(checkpoint: str, args: argparse.Namespace) -> dict[str, 
         model, cfg = load_for_inference(checkpoint, args.config, keep_classes=True)
         model = model.to(info.device).eval()
         cfg = apply_flags(args, cfg)
+        warn_slow_amp(cfg.solver.amp, info.device)
         dataset = dataset_from_config(cfg.data, "val", train=False)
         label_ids, note = dataset_category_ids(
             (cfg.data.category_ids, class_names_of(cfg)),

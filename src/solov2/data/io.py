@@ -24,6 +24,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "FieldChecker",
     "ImageReadError",
+    "chw_tensor",
     "image_size",
     "load_coco_json",
     "read_image",
@@ -106,7 +107,14 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
         raise ImageReadError(f"{path}: unexpected decoded shape {arr.shape}")
     # Pillow's buffers are released by now, so this CHW copy does not stack on them (peak
     # memory ~2 bytes per decoded byte instead of ~4.5 for a large photo)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return chw_tensor(arr)
+
+
+def chw_tensor(hwc: np.ndarray) -> Tensor:
+    """A ``[H, W, C]`` array (Pillow's, read-only) as a ``[C, H, W]`` tensor of its own memory:
+    always one copy (``np.ascontiguousarray`` would return a 1x1 image's read-only array
+    itself, and torch warns about non-writable arrays)."""
+    return torch.from_numpy(np.array(hwc.transpose(2, 0, 1), order="C", copy=True))
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:

@@ -37,7 +37,7 @@ import pycocotools.mask as mask_util
 
 from ..data.coco import DataWarning
 from ..data.io import FieldChecker, is_number, read_json_file, short_repr
-from ..errors import UserError
+from ..errors import DataError, UserError
 from .coco_eval import Backend, CocoEvaluator
 
 __all__ = ["read_results", "score_results", "to_coco_results"]
@@ -290,11 +290,21 @@ def score_results(
     dataset, skipped with one warning); with ``match_score_thr``, ``match``: the
     instance-matching metrics of the entries scoring at least that
     (:meth:`CocoEvaluator.match`).
+
+    Raises:
+        DataError: ``entries`` is not empty but none of them is for an image of the dataset
+            (an empty list scores every image as a miss).
     """
     evaluator = CocoEvaluator(
         dataset.coco, dataset.cat_ids, dataset.class_names, backend=backend, max_dets=max_dets
     )
     results, skipped = to_coco_results(entries, dataset, source)
+    if entries and len(skipped) == len(entries):
+        raise DataError(
+            f"{source}: none of its {len(entries)} entries is for an image of "
+            f"{dataset.json_path} (e.g. entry 0: {_describe(entries[0]) or 'no image field'}): "
+            "predictions of another dataset or split?"
+        )
     if skipped:
         warnings.warn(
             f"{source}: {len(skipped)} of {len(entries)} entries are for images not in "

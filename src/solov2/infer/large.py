@@ -18,12 +18,11 @@ import os
 import warnings
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 from pycocotools import mask as mask_util
 from torch import Tensor
 
-from ..data.io import image_decode_errors, image_size, read_image, to_rgb
+from ..data.io import chw_tensor, image_decode_errors, image_size, read_image, to_rgb
 
 __all__ = ["MAX_PIXELS", "read_image_bounded", "upsample_rle"]
 
@@ -69,7 +68,7 @@ def _read_reduced(path: str | os.PathLike[str], size: tuple[int, int], max_pixel
             )
         arr = np.asarray(rgb, dtype=np.uint8)
         del rgb
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return chw_tensor(arr)
 
 
 def _repeats(n_out: int, n_in: int) -> np.ndarray:

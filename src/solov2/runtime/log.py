@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import IO
 
-__all__ = ["setup_logger", "show_progress"]
+__all__ = ["log_files", "log_to_files", "setup_logger", "show_progress"]
 
 _FMT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 _DATEFMT = "%m/%d %H:%M:%S"
@@ -62,3 +63,26 @@ def show_progress(stream: IO[str] | None = None) -> bool:
     stream = sys.stderr if stream is None else stream
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty()) and not os.environ.get("TQDM_DISABLE")
+
+
+def log_files(name: str = "solov2") -> list[logging.FileHandler]:
+    """The ``log.txt`` handlers :func:`setup_logger` has open on the logger ``name``."""
+    return [
+        h
+        for h in logging.getLogger(name).handlers
+        if isinstance(h, logging.FileHandler) and getattr(h, _HANDLER_TAG, False)
+    ]
+
+
+def log_to_files(
+    message: str, skip: Collection[logging.Handler] = (), name: str = "solov2"
+) -> bool:
+    """Write ``message`` as an ERROR line to the ``log.txt`` files the logger ``name`` has
+    open, except those in ``skip`` (opened before the command that failed), and not to the
+    console, which printed it already: a run's log ends with the error that stopped it.
+    Returns whether a file took it."""
+    files = [h for h in log_files(name) if h not in skip]
+    record = logging.getLogger(name).makeRecord(name, logging.ERROR, "", 0, message, (), None)
+    for h in files:
+        h.handle(record)
+    return bool(files)

@@ -15,6 +15,7 @@ from ..data.autoscale import DATA_FIT_IMAGES, auto_scale
 from ..data.canvas import dataset_canvases
 from ..data.loader import build_test_loader, build_train_loader, dataset_from_config
 from ..data.stats import dataset_stats
+from ..runtime.device import warn_slow_amp
 from ..runtime.dist import cleanup, init_distributed, log_failure, log_world
 from ..runtime.log import setup_logger
 from ..runtime.threads import loader_workers, log_threads
@@ -97,6 +98,7 @@ def run_training(
     try:
         log_world(info, "training")
         log_threads()
+        warn_slow_amp(cfg.solver.amp, info.device)
         workers = loader_workers(cfg.data.workers)
         train_set = dataset_from_config(cfg.data, "train", train=True)
         _sync_classes(cfg, train_set)
