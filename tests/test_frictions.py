@@ -363,6 +363,46 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert project is not None and __version__ == project.group(1)
 
 
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["config", "solov2_r50_fpn1x"], "did you mean 'solov2_r50_fpn_1x'?"),
+        (["train", "--config", "solov2_dmeo", "--print-config"], "did you mean 'solov2_demo'?"),
+        (["config", "solov2_demo", "model.test.scor_thr=0.2"], "'model.test.score_thr'?"),
+        (["config", "solov2_demo", "solver.lr=0.1"], "did you mean 'solver.base_lr'?"),
+        (["weights", "download", "solov2_r50_fpn3x"], "did you mean 'solov2_r50_fpn_3x'?"),
+        (["train", "--config", "solov2_demo", "--no-evl"], "did you mean '--no-eval'?"),
+        (["trian", "--config", "solov2_demo"], "did you mean 'train'?"),
+    ],
+)
+def test_mistyped_names_get_a_did_you_mean(
+    argv: list[str], hint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    if argv[0] == "trian":  # the top-level parser's error
+        assert err.startswith("solov2: error:") and len(err.strip().splitlines()) == 1
+        assert hint in err
+    else:
+        one_line_error(err, argv[0], hint)
+
+
+def test_a_mistyped_yaml_key_gets_a_did_you_mean(tmp_path: Path) -> None:
+    from solov2.config import ConfigError
+    from solov2.presets import get_config
+
+    bad = tmp_path / "c.yaml"
+    bad.write_text("solver:\n  base_lrr: 0.1\n")
+    with pytest.raises(
+        ConfigError, match=r"unknown key\(s\) base_lrr \(did you mean 'base_lr'\?\)"
+    ):
+        get_config(str(bad))
+
+
 def test_version_stays_torch_free() -> None:
     import os
     import subprocess

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 
 class ConfigError(UserError):
@@ -235,7 +235,8 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}")
+        hint = did_you_mean(unknown[0], names) if len(unknown) == 1 else ""
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)}{hint}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -286,6 +287,19 @@ def _parse_value(text: str) -> Any:
         return text  # a bare string
 
 
+def _keys(node: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted field key of a config dict (``model.test.score_thr``, ...)."""
+    out = []
+    for k, v in node.items():
+        out.extend(_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k])
+    return out
+
+
+def _unknown_key(item: str, key: str, data: dict[str, Any]) -> ConfigError:
+    hint = did_you_mean(key.strip(), _keys(data))
+    return ConfigError(f"override {item!r}: unknown key {key!r}{hint}")
+
+
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Return a copy of ``cfg`` with ``a.b=value`` overrides applied and type-checked.
 
@@ -301,10 +315,10 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         node: Any = data
         for p in parts[:-1]:
             if not isinstance(node, dict) or p not in node:
-                raise ConfigError(f"override {item!r}: unknown key {key!r}")
+                raise _unknown_key(item, key, data)
             node = node[p]
         if not isinstance(node, dict) or parts[-1] not in node:
-            raise ConfigError(f"override {item!r}: unknown key {key!r}")
+            raise _unknown_key(item, key, data)
         node[parts[-1]] = _parse_value(text.strip())
     cfg = config_from_dict(data)
     check_config(cfg)

@@ -1,4 +1,10 @@
-"""Exceptions for user mistakes: the CLI prints their message on one line and exits non-zero."""
+"""Exceptions for user mistakes: the CLI prints their message on one line and exits non-zero;
+:func:`did_you_mean` for the names a user mistypes."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 class UserError(Exception):
@@ -11,3 +17,10 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be loaded safely (missing, corrupt, pickled code, wrong layout)."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to a mistyped ``word``
+    (:func:`difflib.get_close_matches`), else ``""``: the tail of a one-line error."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

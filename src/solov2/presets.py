@@ -20,6 +20,7 @@ from .config import (
     SolverCfg,
     load_yaml,
 )
+from .errors import did_you_mean
 
 _MS_SHORT = [800, 768, 736, 704, 672, 640]
 _LIGHT_SHORT = [512, 480, 448, 416, 384, 352]
@@ -236,6 +237,8 @@ def get_config(name_or_path: str) -> Config:
         return PRESETS[name_or_path]()
     if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
         return load_yaml(name_or_path)
+    hint = did_you_mean(name_or_path, PRESETS)
     raise ConfigError(
-        f"unknown config {name_or_path!r}: give a preset ({', '.join(PRESETS)}) or a YAML file"
+        f"unknown config {name_or_path!r}{hint}: give a preset ({', '.join(PRESETS)}) or a "
+        "YAML file"
     )

@@ -15,7 +15,7 @@ import sys
 import traceback
 import warnings
 
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 from ..runtime.log import log_files, log_to_files
 from .args import one_line, one_line_warnings, split_overrides
 from .parser import build_parser
@@ -48,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     assert sub is not None  # a command is required, so parse_known_args exits without one
     extra += getattr(args, "opts", None) or []  # positional leftovers are not overrides
     if extra:
-        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+        flag = next((t.split("=", 1)[0] for t in extra if t.startswith("--")), None)
+        hint = did_you_mean(flag, sub._option_string_actions) if flag else ""
+        sub.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     args.opts = opts
     return args
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Config, apply_overrides
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 
 __all__ = [
     "FRACTION",
@@ -31,6 +31,9 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse with one-line errors: ``solov2 train: error: ... (solov2 train --help)``."""
 
     def error(self, message: str) -> Any:
+        m = re.search(r"invalid choice: '?([^' ]*)'? \(choose from (.*)\)$", message)
+        if m:  # a mistyped command or choice: the nearest one
+            message += did_you_mean(m.group(1), [c.strip(" '") for c in m.group(2).split(",")])
         self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 

@@ -56,6 +56,11 @@ def _train_config(args: argparse.Namespace) -> Config:
     return checkpoint_file_config(str(path), None)
 
 
+def _a_name(source: str) -> bool:
+    """A word that is no file (a mistyped preset name), not a path."""
+    return not os.path.exists(source) and os.sep not in source and "." not in source
+
+
 def resolved_config(args: argparse.Namespace) -> Config:
     """The config a command runs with (what ``--print-config`` prints)."""
     opts = list(getattr(args, "opts", None) or [])
@@ -69,8 +74,8 @@ def resolved_config(args: argparse.Namespace) -> Config:
         return apply_flags(args, cfg) if cmd == "eval" else apply_overrides(cfg, opts)
     if cmd == "config":
         src = args.source
-        if src in PRESETS or src.endswith((".yaml", ".yml")):
-            return apply_overrides(get_config(src), opts)
+        if src in PRESETS or src.endswith((".yaml", ".yml")) or _a_name(src):
+            return apply_overrides(get_config(src), opts)  # unknown names: "did you mean"
         return apply_overrides(checkpoint_file_config(src, None), opts)
     return apply_overrides(get_config("solov2_demo" if cmd == "demo" else args.config), opts)
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 from ..pretrained import PRETRAINED, cache_dir, converted_path, lookup, resolve_weights
 
 __all__ = ["run", "weights_arg"]
@@ -48,7 +48,8 @@ def _download(names: list[str], quiet: bool) -> int:
             raise UserError(str(e.args[0])) from None
         if not known:
             raise UserError(
-                f"{spec}: not a known checkpoint name ({', '.join(PRETRAINED)}; "
+                f"{spec}: not a known checkpoint name{did_you_mean(spec, PRETRAINED)} "
+                f"({', '.join(PRETRAINED)}; "
                 "NAME@official for the official file)"
             )
     for spec in specs:

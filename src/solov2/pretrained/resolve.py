@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..convert import convert_checkpoint
-from ..errors import CheckpointError
+from ..errors import CheckpointError, did_you_mean
 from .download import ChecksumError, DownloadError, cache_dir, download, file_lock, sha256_of
 from .table import PRETRAINED, Pretrained, Source, hash_in_name, lookup, mirror_url
 
@@ -143,8 +143,9 @@ def resolve_weights(
     if text.startswith(("http://", "https://")):
         return _download_url(text, progress)
     if "/" not in text and os.sep not in text and not Path(text).suffix:
-        names = ", ".join(PRETRAINED if table is None else table)
+        known = PRETRAINED if table is None else table
         raise CheckpointError(
-            f"{text}: no such checkpoint file, and not a known pretrained name ({names})"
+            f"{text}: no such checkpoint file, and not a known pretrained name"
+            f"{did_you_mean(text, known)} ({', '.join(known)})"
         )
     return Path(text)
