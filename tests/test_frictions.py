@@ -235,6 +235,26 @@ def test_eval_results_with_annotations_and_images(
 
 
 # ----------------------------------------------------------------------------------------------
+# 6. the README's datasets: where to get each one
+
+
+def test_readme_says_where_each_example_dataset_comes_from() -> None:
+    """Every dataset and weights file an example command names is explained in the README's
+    "Data and weights for the examples" paragraph (a new user has no shared/ folder)."""
+    where = _section(README, "Data and weights for the examples", "\n\n")
+    code = "\n".join(re.findall(r"```bash\n(.*?)```", README, flags=re.S))
+    named = set(re.findall(r"--(?:data-root|real|data_path=)[ =]?(\S+)", code))
+    named |= set(re.findall(r"--backbone-weights (\S+)", code))
+    named |= set(re.findall(r"gpu_\w+\.sh (\w+)", code)) - {"s500", "t60", "s1500"}
+    assert {"/data/coco", "bbbc039", "coco128_seg", "mobilenet_v2-b0353104.pth"} <= named
+    for name in named - {"FILE]"}:  # [--backbone-weights FILE]: a placeholder
+        assert f"`{name}`" in where, name
+    assert "shared/datasets" not in code
+    for source in ("bbbc.broadinstitute.org", "ultralytics", "cocodataset.org", "solov2 demo"):
+        assert source in where, source
+
+
+# ----------------------------------------------------------------------------------------------
 # 7. bad input: one line, non-zero exit, no traceback
 
 
