@@ -357,6 +357,20 @@ def test_a_one_pixel_png_reads_without_a_torch_warning(tmp_path: Path) -> None:
         t = read_image(tmp_path / "one.png")
     assert t.shape == (3, 1, 1) and t.flatten().tolist() == [200, 200, 200]
     t[0, 0, 0] = 1  # its own, writable memory
+    # the Predictor's inputs: a 1x1 PIL image, a read-only 1x1 and a one-channel numpy array
+    from solov2.infer.predictor import to_image_tensor
+
+    frozen = np.full((1, 1, 3), 7, np.uint8)
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = [
+            to_image_tensor(Image.open(tmp_path / "one.png")),
+            to_image_tensor(frozen),
+            to_image_tensor(np.full((2, 3, 1), 9, np.uint8)),
+        ]
+    assert [tuple(g.shape) for g in got] == [(3, 1, 1), (3, 1, 1), (3, 2, 3)]
+    assert got[1].flatten().tolist() == [7, 7, 7] and int(got[2].min()) == 9
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.999])

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..config import DEFAULT_SCORE_THR, Config
 from ..data.coco_names import category_ids_of, class_names_of
-from ..data.io import read_image, to_rgb
+from ..data.io import chw_tensor, read_image, to_rgb
 from ..model import SOLOv2
 from ..postprocess import PostprocessCfg, PostProcessor, postprocess_cfg
 from ..pretrained import resolve_weights
@@ -50,7 +50,7 @@ ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, Tensor]
 def _pil_to_tensor(img: Image.Image) -> Tensor:
     img = ImageOps.exif_transpose(img)
     arr = np.asarray(to_rgb(img), dtype=np.uint8)  # the dataset's mode handling
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return chw_tensor(arr)  # a copy of its own (a 1x1 image's array is read-only)
 
 
 def to_image_tensor(image: ImageInput) -> Tensor:
@@ -74,7 +74,7 @@ def to_image_tensor(image: ImageInput) -> Tensor:
             image = image[:, :, None]
         if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
             raise ValueError(f"numpy images must be [H, W, 3] RGB, got shape {image.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(image[:, :, :3].transpose(2, 0, 1)))
+        t = chw_tensor(image[:, :, :3])  # never the caller's memory, never read-only
         return t.expand(3, -1, -1).contiguous() if t.shape[0] == 1 else t
     if isinstance(image, Tensor):
         if image.dtype != torch.uint8:
