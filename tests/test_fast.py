@@ -5,7 +5,7 @@ from _match import assert_same_instances, near_tie_candidates
 
 from solov2.infer.fast import FastModel
 from solov2.model import build_model
-from solov2.postprocess import postprocess, postprocess_cfg
+from solov2.postprocess import PostProcessor, postprocess_cfg
 from solov2.presets import get_config
 
 
@@ -28,9 +28,9 @@ def test_fast_model_matches_plain_model_on_cpu() -> None:
     ):
         torch.testing.assert_close(b.contiguous(), a, rtol=1e-4, atol=1e-4)
     h = cfg.model.head
-    args = (sizes, sizes, h.num_grids, h.strides, postprocess_cfg(cfg))
-    p_ref = postprocess(ref.cate_logits, ref.kernel_preds, ref.mask_feats, *args)
-    p_fast = postprocess(fast.cate_logits, fast.kernel_preds, fast.mask_feats, *args)
+    post = PostProcessor(postprocess_cfg(cfg), h.num_grids, h.strides)
+    p_ref = post.run(ref.cate_logits, ref.kernel_preds, ref.mask_feats, sizes, sizes)
+    p_fast = post.run(fast.cate_logits, fast.kernel_preds, fast.mask_feats, sizes, sizes)
     # what a user sees: the same instances (label, mask IoU >= 0.95), scores within 1e-4; only
     # near-tie candidates or instances at update_thr / the max_per_img cut in one list alone
     test = postprocess_cfg(cfg)

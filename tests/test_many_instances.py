@@ -28,7 +28,7 @@ from solov2.data.transforms import build_transforms
 from solov2.evaluation.coco_eval import CocoEvaluator, _faster_available, masks_to_rle
 from solov2.evaluation.match import match_coco
 from solov2.model import build_model
-from solov2.postprocess import PostprocessCfg, postprocess
+from solov2.postprocess import PostprocessCfg, PostProcessor
 from solov2.presets import get_config
 from solov2.structures import Predictions, Sample
 from solov2.targets import assign_cells, build_targets
@@ -205,7 +205,7 @@ def test_postprocess_keeps_more_than_1000() -> None:
     feats = torch.ones(1, 1, hf, hf)
     cfg = PostprocessCfg(score_thr=0.1, nms_pre=2000, max_per_img=1100)
     sizes = torch.tensor([[144, 144]])
-    (pred,) = postprocess(cate, kernels, feats, sizes, sizes, [s], [0], cfg, window=[1.9])
+    (pred,) = PostProcessor(cfg, [s], [0], window=[1.9]).run(cate, kernels, feats, sizes, sizes)
     assert len(pred) == 1100 and pred.labels.dtype == torch.int64
     maskness = torch.sigmoid(torch.tensor(5.0))
     expect = (score.flatten().flip(0)[:1100] * maskness).float()

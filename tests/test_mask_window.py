@@ -9,7 +9,7 @@ from solov2.config import Config
 from solov2.losses import solov2_losses
 from solov2.model.build import mask_windows
 from solov2.ops.masks import cell_windows
-from solov2.postprocess import PostprocessCfg, postprocess
+from solov2.postprocess import PostprocessCfg, PostProcessor
 from solov2.targets import Targets
 
 
@@ -68,11 +68,12 @@ def test_postprocess_window_confines_masks_and_a_huge_window_changes_nothing() -
     feats = torch.randn(b, 5, hf, wf).relu()
     sizes = torch.tensor([[64, 96]])
     test = PostprocessCfg(score_thr=0.3, update_thr=0.0)
-    plain = postprocess(cate, kern, feats, sizes, sizes, grids, strides, test)[0]
-    huge = postprocess(cate, kern, feats, sizes, sizes, grids, strides, test, window=[1e6] * 5)[0]
+    args = (cate, kern, feats, sizes, sizes)
+    plain = PostProcessor(test, grids, strides).run(*args)[0]
+    huge = PostProcessor(test, grids, strides, window=[1e6] * 5).run(*args)[0]
     assert len(plain) > 0
     assert torch.equal(plain.masks, huge.masks) and torch.equal(plain.scores, huge.scores)
-    small = postprocess(cate, kern, feats, sizes, sizes, grids, strides, test, window=[12.0] * 5)[0]
+    small = PostProcessor(test, grids, strides, window=[12.0] * 5).run(*args)[0]
     assert len(small) > 0
     # every mask fits in a 24 + 4 px square (window side + one stride-4 pixel of bilinear spill)
     for m in small.masks:

@@ -14,7 +14,7 @@ import torch
 from _match import assert_same_instances
 
 from solov2.ops.masks import points_nms
-from solov2.postprocess import PostprocessCfg, postprocess
+from solov2.postprocess import PostprocessCfg, PostProcessor
 
 B = math.log(0.9 / 0.1)  # logit(0.9)
 GRIDS = [4, 2]
@@ -65,16 +65,8 @@ def region_mask(reg: tuple[int, int, int, int]) -> torch.Tensor:
 
 
 def run(cate, kernels, feats, sizes=((64, 64),), origs=((64, 64),), **cfg):
-    return postprocess(
-        cate,
-        kernels,
-        feats,
-        torch.tensor(sizes),
-        torch.tensor(origs),
-        GRIDS,
-        STRIDES,
-        PostprocessCfg(**cfg),
-    )
+    post = PostProcessor(PostprocessCfg(**cfg), GRIDS, STRIDES)
+    return post.run(cate, kernels, feats, torch.tensor(sizes), torch.tensor(origs))
 
 
 # regions on the 16 x 16 mask-feature grid: (y0, y1, x0, x1)
@@ -338,10 +330,10 @@ def test_candidates_are_bounded_for_any_threshold(monkeypatch) -> None:
         pp, "_padded_mask_logits", lambda k, *a, **kw: seen.append(k.shape[1]) or real(k, *a, **kw)
     )
     monkeypatch.setattr(pp, "_CANDIDATE_BUDGET", 16 * 24 * 50)  # cap = max(20, 50) = 50
-    out = pp.postprocess(cate, kern, feats, sizes, sizes, grids, strides, cfg)[0]
+    out = pp.PostProcessor(cfg, grids, strides).run(cate, kern, feats, sizes, sizes)[0]
     assert seen == [50] and 0 < len(out) <= 50
     # the kept candidates are the 50 best category scores: the top-1 instance is unchanged
     monkeypatch.setattr(pp, "_CANDIDATE_BUDGET", 1 << 28)
-    full = pp.postprocess(cate, kern, feats, sizes, sizes, grids, strides, cfg)[0]
+    full = pp.PostProcessor(cfg, grids, strides).run(cate, kern, feats, sizes, sizes)[0]
     assert seen[-1] > 50  # every local maximum passes score_thr 0
     assert torch.equal(out.masks[0], full.masks[0]) and out.labels[0] == full.labels[0]

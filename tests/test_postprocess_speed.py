@@ -13,7 +13,7 @@ from _postprocess_ref import postprocess as reference
 
 from solov2.benchmarks.ours import balance_work, ours_model
 from solov2.infer.preprocess import preprocess_images
-from solov2.postprocess import postprocess, postprocess_cfg
+from solov2.postprocess import PostProcessor, postprocess_cfg
 from solov2.presets import get_config
 
 
@@ -37,6 +37,7 @@ def test_postprocess_equals_reference(chunked: bool, monkeypatch: pytest.MonkeyP
     sets = [_images(1, 192, 224, 0), _images(3, 150, 200, 1), _images(1, 100, 130, 2)]
     balance_work(model, cfg, [preprocess_images(s, scale)[:2] for s in sets], "none")
     h, pp = cfg.model.head, postprocess_cfg(cfg)
+    post = PostProcessor(pp, h.num_grids, h.strides)
     total = 0
     with torch.inference_mode():
         for imgs in sets:
@@ -52,13 +53,13 @@ def test_postprocess_equals_reference(chunked: bool, monkeypatch: pytest.MonkeyP
                 list(h.strides),
                 pp,
             )
-            for a, b in zip(postprocess(*args), reference(*args)):
+            for a, b in zip(post.run(*args[:5]), reference(*args)):
                 assert torch.equal(a.labels, b.labels) and torch.equal(a.scores, b.scores)
                 assert torch.equal(a.masks, b.masks) and torch.equal(a.boxes, b.boxes)
                 total += len(a)
             empty = [torch.full_like(c, -30.0) for c in out.cate_logits]  # no candidate
             args = (empty, *args[1:])
-            assert [len(p) for p in postprocess(*args)] == [0] * len(imgs)
+            assert [len(p) for p in post.run(*args[:5])] == [0] * len(imgs)
     assert total > 30
 
 

@@ -11,7 +11,7 @@ from solov2.model import build_model
 from solov2.model.build import mask_geometry, rel_coord_units
 from solov2.ops.dynamic import cell_mask_logits, dynamic_masks
 from solov2.ops.masks import rel_coord_logits
-from solov2.postprocess import PostprocessCfg, postprocess
+from solov2.postprocess import PostprocessCfg, PostProcessor
 from solov2.targets import Targets
 
 
@@ -112,16 +112,8 @@ def test_config_builds_zero_initialised_extra_entries_and_reference_outputs() ->
         for net, geo in ((ref, {}), (model, mask_geometry(cfg.model))):
             o = net(x, sizes)
             outs.append(
-                postprocess(
-                    o.cate_logits,
-                    o.kernel_preds,
-                    o.mask_feats,
-                    sizes,
-                    sizes,
-                    h.num_grids,
-                    h.strides,
-                    test,
-                    **geo,
+                PostProcessor(test, h.num_grids, h.strides, **geo).run(
+                    o.cate_logits, o.kernel_preds, o.mask_feats, sizes, sizes
                 )[0]
             )
     assert len(outs[0]) > 0

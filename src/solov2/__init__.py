@@ -3,8 +3,7 @@
 Public API: :func:`build_model`, :class:`SOLOv2`, :class:`Predictor` (and the
 :class:`Results` it returns), :func:`load_for_inference`, the config system (:class:`Config`, :func:`get_config`,
 :data:`PRESETS`, :func:`apply_overrides`), the pure functions :func:`build_targets`,
-:func:`solov2_losses` and :func:`matrix_nms`, and :class:`PostProcessor` (with its functional
-form :func:`postprocess`).
+:func:`solov2_losses` and :func:`matrix_nms`, and :class:`PostProcessor`.
 
 The names are imported on first use (PEP 562), so ``import solov2`` and ``solov2 --help`` do not
 import torch.
@@ -28,7 +27,6 @@ _EXPORTS = {
     "build_model": ".model",
     "matrix_nms": ".ops",
     "PostProcessor": ".postprocess",
-    "postprocess": ".postprocess",
     "PRESETS": ".presets",
     "get_config": ".presets",
     "build_targets": ".targets",
@@ -48,7 +46,6 @@ __all__ = [
     "get_config",
     "load_for_inference",
     "matrix_nms",
-    "postprocess",
     "solov2_losses",
 ]
 
@@ -60,7 +57,7 @@ if TYPE_CHECKING:
     from .losses import solov2_losses
     from .model import SOLOv2, build_model
     from .ops import matrix_nms
-    from .postprocess import PostProcessor, postprocess
+    from .postprocess import PostProcessor
     from .presets import PRESETS, get_config
     from .targets import build_targets
 

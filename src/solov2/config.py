@@ -33,7 +33,7 @@ evaluation keeps (it needs the low scores for AP)."""
 @dataclass
 class PostprocessCfg:
     """Test-time settings (the reference's ``test_cfg``): ``Config.model.test``, and the
-    argument of :func:`solov2.postprocess.postprocess` (defined here, torch-free, so that the
+    thresholds of :class:`solov2.postprocess.PostProcessor` (defined here, torch-free, so that the
     command line can build configs without importing torch)."""
 
     score_thr: float = 0.1

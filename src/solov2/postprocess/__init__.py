@@ -22,7 +22,11 @@ images in padded ``[B, K, ...]`` tensors with a validity mask; only the paste ru
 :meth:`PostProcessor.single_image` composes the same stages for one image in a traceable program
 (the ONNX export, :mod:`solov2.infer.export`): selection without the memory cap (no
 data-dependent branch), the ranking over a static ``nms_pre`` tail, sorts that export as ONNX
-``TopK`` (``sort_desc``). :func:`postprocess` is the functional form of ``__call__``.
+``TopK`` (``sort_desc``).
+
+Build it once, ``PostProcessor.from_config(cfg)`` or ``PostProcessor(cfg.model.test, num_grids,
+strides, window=..., rel_coords=...)``, then call it on :class:`~solov2.model.solov2.HeadOutputs`
+or its :meth:`~PostProcessor.run` on the outputs' parts.
 """
 
 from __future__ import annotations
@@ -57,7 +61,6 @@ __all__ = [
     "PostprocessCfg",
     "candidate_inputs",
     "level_strides",
-    "postprocess",
     "postprocess_cfg",
 ]
 
@@ -171,6 +174,7 @@ class PostProcessor:
         cfg: PostprocessCfg,
         num_grids: Sequence[int],
         strides: Sequence[int],
+        *,
         window: list[float] | None = None,
         rel_coords: list[float] | None = None,
     ) -> None:
@@ -196,7 +200,9 @@ class PostProcessor:
         cfg = dataclasses.replace(self.cfg)
         cfg.score_thr = min(cfg.score_thr, score_thr)
         cfg.update_thr = min(cfg.update_thr, score_thr)
-        return PostProcessor(cfg, self.num_grids, self.strides, self.window, self.rel_coords)
+        return PostProcessor(
+            cfg, self.num_grids, self.strides, window=self.window, rel_coords=self.rel_coords
+        )
 
     def __call__(
         self, out: HeadOutputs, image_sizes: Tensor, orig_sizes: Tensor
@@ -359,37 +365,3 @@ class PostProcessor:
         kept = torch.nonzero(final[0] >= 0)[:, 0]  # [N]: a prefix
         masks = paste_masks(soft[0][slots[0][kept]], image_size, orig_size, cfg.mask_thr)
         return masks.to(torch.uint8), labels[0][kept], final[0][kept]
-
-
-def postprocess(  # noqa: PLR0913 - the functional form of PostProcessor, a public tested API
-    cate_logits: list[Tensor],
-    kernel_preds: list[Tensor],
-    mask_feats: Tensor,
-    image_sizes: Tensor,
-    orig_sizes: Tensor,
-    num_grids: list[int],
-    strides: list[int],
-    cfg: PostprocessCfg,
-    candidates: tuple[Tensor, Tensor] | None = None,
-    window: list[float] | None = None,
-    rel_coords: list[float] | None = None,
-) -> list[Predictions]:
-    """``PostProcessor(cfg, num_grids, strides, window, rel_coords)`` applied to raw outputs.
-
-    Args:
-        cate_logits: per level ``[B, C, S, S]``.
-        kernel_preds: per level ``[B, E, S, S]``.
-        mask_feats: ``[B, E, Hf, Wf]``.
-        image_sizes: int ``[B, 2]`` resized (unpadded) ``(h, w)``.
-        orig_sizes: int ``[B, 2]`` original ``(H, W)``.
-        num_grids, strides: per level.
-        cfg: thresholds.
-        candidates: :func:`candidate_inputs` of these outputs when already computed (e.g.
-            ``HeadOutputs.candidates`` from ``FastModel``).
-        window, rel_coords: the mask geometry (:class:`PostProcessor`).
-
-    Returns:
-        One :class:`~solov2.structures.Predictions` per image (scores descending).
-    """
-    post = PostProcessor(cfg, num_grids, strides, window, rel_coords)
-    return post.run(cate_logits, kernel_preds, mask_feats, image_sizes, orig_sizes, candidates)
