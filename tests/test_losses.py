@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from solov2.config import LossCfg
 from solov2.losses import dice_loss, solov2_losses
 from solov2.ops.dynamic import dynamic_masks, flatten_levels
 from solov2.targets import Targets
@@ -113,7 +114,7 @@ def test_mask_term_mean_over_pairs_and_weight() -> None:
     )
     assert math.isclose(out["loss_cate"].item(), total / 3, rel_tol=1e-5)
     # weights scale linearly
-    out2 = solov2_losses(cate, kernels, feats, t, cate_weight=2.0, dice_weight=1.0)
+    out2 = solov2_losses(cate, kernels, feats, t, loss=LossCfg(cate_weight=2.0, dice_weight=1.0))
     assert math.isclose(out2["loss_cate"].item(), 2 * out["loss_cate"].item(), rel_tol=1e-6)
     assert math.isclose(out2["loss_mask"].item(), out["loss_mask"].item() / 3, rel_tol=1e-6)
 

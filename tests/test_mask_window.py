@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from solov2.config import Config
-from solov2.losses import solov2_losses
+from solov2.config import Config, LossCfg
+from solov2.losses import MaskGeometry, solov2_losses
 from solov2.model.build import mask_windows
 from solov2.ops.masks import cell_windows
 from solov2.postprocess import PostprocessCfg, PostProcessor
@@ -48,9 +48,10 @@ def test_window_dice_ignores_what_lies_outside_the_window() -> None:
     cate = [torch.full((1, 1, 4, 4), -10.0), torch.full((1, 1, 2, 2), -10.0)]
     kern = [torch.ones((1, 1, 4, 4)), torch.ones((1, 1, 2, 2))]
     t = _one_pair_targets(target, 0)
-    whole = solov2_losses(cate, kern, feat, t, dice_weight=1.0)["loss_mask"]
+    dice = LossCfg(dice_weight=1.0)
+    whole = solov2_losses(cate, kern, feat, t, loss=dice)["loss_mask"]
     windowed = solov2_losses(
-        cate, kern, feat, t, dice_weight=1.0, num_grids=[4, 2], window=[4.0, 8.0]
+        cate, kern, feat, t, loss=dice, geometry=MaskGeometry([4, 2], window=[4.0, 8.0])
     )["loss_mask"]
     assert float(whole) > 0.3  # 1 - 2*4 / (8 + 4): the blob counts
     assert float(windowed) < 1e-3

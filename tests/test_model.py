@@ -14,9 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from solov2.losses import solov2_losses
+from solov2.losses import MaskGeometry, solov2_losses
 from solov2.model import build_model
-from solov2.model.build import mask_geometry
 from solov2.ops.masks import masks_to_boxes
 from solov2.presets import PRESETS, get_config
 from solov2.structures import Instances
@@ -96,8 +95,7 @@ def test_forward_backward_every_preset(name: str) -> None:
         out.kernel_preds,
         out.mask_feats,
         targets,
-        num_grids=h.num_grids,
-        **mask_geometry(cfg.model),
+        geometry=MaskGeometry.from_config(cfg.model),
     )
     total = losses["loss_cate"] + losses["loss_mask"]
     assert torch.isfinite(total)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from solov2.config import Config
-from solov2.losses import solov2_losses
+from solov2.config import Config, LossCfg
+from solov2.losses import MaskGeometry, solov2_losses
 from solov2.model import build_model
 from solov2.model.build import mask_geometry, rel_coord_units
 from solov2.ops.dynamic import cell_mask_logits, dynamic_masks
@@ -72,9 +72,10 @@ def test_rel_coords_confine_a_mask_and_train() -> None:
     ys, xs = torch.nonzero(inside, as_tuple=True)
     # pixel centres 2, 6, 10 px -> offsets -1, 1, 3 units: inside iff u^2 + v^2 < 5
     assert set(zip(ys.tolist(), xs.tolist())) == {(0, 0), (0, 1), (1, 0), (1, 1)}
-    whole = solov2_losses(cate, kern, feat, t, dice_weight=1.0)["loss_mask"]
+    dice = LossCfg(dice_weight=1.0)
+    whole = solov2_losses(cate, kern, feat, t, loss=dice)["loss_mask"]
     with_rel = solov2_losses(
-        cate, kern, feat, t, dice_weight=1.0, num_grids=[4, 2], rel_coords=units
+        cate, kern, feat, t, loss=dice, geometry=MaskGeometry([4, 2], rel_coords=units)
     )["loss_mask"]
     assert float(whole.detach()) > 0.8  # 64 painted pixels for a 4-pixel target
     assert float(with_rel.detach()) < 0.01

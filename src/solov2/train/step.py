@@ -14,9 +14,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import Config
 from ..errors import UserError
-from ..losses import solov2_losses
+from ..losses import MaskGeometry, solov2_losses
 from ..model import SOLOv2
-from ..model.build import mask_geometry
 from ..runtime.device import autocast_dtype
 from ..runtime.dist import DistInfo, any_across_ranks
 from ..structures import Batch
@@ -45,7 +44,7 @@ def train_step(model: nn.Module, batch: Batch, cfg: Config, amp: str) -> dict[st
         images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
     ):
         out = model(images, batch.image_sizes)
-    h, lc = cfg.model.head, cfg.model.loss
+    h = cfg.model.head
     assert batch.targets is not None
     targets = build_targets(
         [t.dense() for t in batch.targets],
@@ -60,12 +59,8 @@ def train_step(model: nn.Module, batch: Batch, cfg: Config, amp: str) -> dict[st
         out.kernel_preds,
         out.mask_feats,
         targets,
-        focal_alpha=lc.focal_alpha,
-        focal_gamma=lc.focal_gamma,
-        cate_weight=lc.cate_weight,
-        dice_weight=lc.dice_weight,
-        num_grids=h.num_grids,
-        **mask_geometry(cfg.model),
+        loss=cfg.model.loss,
+        geometry=MaskGeometry.from_config(cfg.model),
     )
 
 
