@@ -25,7 +25,7 @@ from solov2.data.synthetic import make_synthetic_coco
 from solov2.data.transforms import build_transforms, rescale_size
 from solov2.ops.masks import center_of_mass
 from solov2.presets import get_config
-from solov2.targets import assign_cells
+from solov2.targets import GridGeometry, assign_cells
 
 BBBC = SHARED / "datasets" / "bbbc039"
 
@@ -114,10 +114,9 @@ def test_levels_match_the_assignment_on_full_masks(synth: Path) -> None:
                 t.masks.flatten(1).any(1),
                 torch.zeros(len(t), dtype=torch.long),
                 1,
-                tuple(t.masks.shape[-2:]),
-                head.num_grids,
-                head.scale_ranges,
-                head.sigma,
+                GridGeometry(
+                    tuple(t.masks.shape[-2:]), head.num_grids, head.scale_ranges, head.sigma
+                ),
             )
             for lv in range(5):
                 for m in torch.nonzero(a.hit[lv]).flatten().tolist():

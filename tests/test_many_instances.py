@@ -31,7 +31,7 @@ from solov2.model import build_model
 from solov2.postprocess import PostprocessCfg, PostProcessor
 from solov2.presets import get_config
 from solov2.structures import Predictions, Sample
-from solov2.targets import assign_cells, build_targets
+from solov2.targets import GridGeometry, assign_cells, build_targets
 from solov2.train.step import train_step
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -154,10 +154,8 @@ def test_targets_index_every_instance(dense: tuple[Path, Path]) -> None:
     boxes = torch.cat([x.boxes for x in batch.targets])
     cx, cy = (boxes[:, 0] + boxes[:, 2] - 1) / 2, (boxes[:, 1] + boxes[:, 3] - 1) / 2
     img_idx = torch.tensor([0] * 1200 + [1] * 300)
-    a = assign_cells(
-        boxes, cx, cy, torch.ones(1500, dtype=torch.bool), img_idx, 2, (hp, wp), h.num_grids,
-        h.scale_ranges, h.sigma,
-    )  # fmt: skip
+    geometry = GridGeometry((hp, wp), h.num_grids, h.scale_ranges, h.sigma)
+    a = assign_cells(boxes, cx, cy, torch.ones(1500, dtype=torch.bool), img_idx, 2, geometry)
     won = a.winner[a.winner >= 0]
     assert int(won.max()) == 1499 and int(won[won < 1200].max()) > 1000
     claimed = a.winner.view(2, -1) >= 0

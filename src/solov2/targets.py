@@ -111,7 +111,8 @@ def build_targets(
 
     cx, cy = center_of_mass(masks)
     valid = masks.flatten(1).any(1)
-    a = assign_cells(boxes, cx, cy, valid, img_idx, b, (hp, wp), num_grids, scale_ranges, sigma)
+    geometry = GridGeometry((hp, wp), num_grids, scale_ranges, sigma)
+    a = assign_cells(boxes, cx, cy, valid, img_idx, b, geometry)
     claimed = a.winner >= 0
     cate = torch.where(claimed, labels[a.winner.clamp(min=0)], num_classes)
     return Targets(
@@ -122,6 +123,25 @@ def build_targets(
         downsample_masks(masks),
         claimed.sum(),
     )
+
+
+@dataclass(frozen=True)
+class GridGeometry:
+    """The cell grids an instance is assigned to: one padded input frame cut into ``S x S``
+    cells per level, and what decides which cells an instance claims.
+
+    Attributes:
+        padded_size: ``(Hp, Wp)``, the padded input frame of all images of the batch.
+        num_grids: S per level.
+        scale_ranges: ``[lo, hi]`` per level (inclusive) of the instance scale
+            ``sqrt(w * h)``.
+        sigma: centre-region scale (0.2).
+    """
+
+    padded_size: tuple[int, int]
+    num_grids: list[int]
+    scale_ranges: list[list[int]]
+    sigma: float = 0.2
 
 
 @dataclass
@@ -147,17 +167,14 @@ class CellAssignment:
 
 
 @torch.no_grad()
-def assign_cells(  # noqa: PLR0913 - the geometry of the assignment, a public tested API
+def assign_cells(
     boxes: Tensor,
     cx: Tensor,
     cy: Tensor,
     valid: Tensor,
     img_idx: Tensor,
     num_images: int,
-    padded_size: tuple[int, int],
-    num_grids: list[int],
-    scale_ranges: list[list[int]],
-    sigma: float = 0.2,
+    geometry: GridGeometry,
 ) -> CellAssignment:
     """The geometric core of :func:`build_targets`: the cells every instance claims.
 
@@ -168,14 +185,15 @@ def assign_cells(  # noqa: PLR0913 - the geometry of the assignment, a public te
         img_idx: int64 ``[M]`` image of each instance in ``[0, num_images)``; within an image,
             instances in dataset order (the later one wins a shared cell).
         num_images: B.
-        padded_size: ``(Hp, Wp)``, the padded input frame of all images.
-        num_grids, scale_ranges, sigma: as in :func:`build_targets`.
+        geometry: the padded frame, grids, scale ranges and centre-region scale
+            (:class:`GridGeometry`; those of :func:`build_targets`).
 
     Returns:
         :class:`CellAssignment` on the boxes' device.
     """
     device = boxes.device
-    hp, wp = padded_size
+    hp, wp = geometry.padded_size
+    num_grids, scale_ranges, sigma = geometry.num_grids, geometry.scale_ranges, geometry.sigma
     total_cells = sum(s * s for s in num_grids)
     boxes = boxes.float()
     bw = boxes[:, 2] - boxes[:, 0]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..targets import assign_cells
+from ..targets import GridGeometry, assign_cells
 from .recommend import InstanceGeometry, ScaleRecommendation, recommend_scales, scale_warnings
 from .rle import column_segments, resized_geometry
 from .transforms import padded_size, rescale_size
@@ -168,9 +168,8 @@ def _assign(
     den = torch.from_numpy(area).float().clamp(min=1e-6)  # center_of_mass, float32
     cx, cy = (torch.from_numpy(sums[:, i]).float() / den for i in (0, 1))
     valid = torch.from_numpy(area > 0)
-    a = assign_cells(
-        boxes, cx, cy, valid, img_idx, len(group), hw, head.num_grids, head.scale_ranges, head.sigma
-    )
+    geometry = GridGeometry(hw, head.num_grids, head.scale_ranges, head.sigma)
+    a = assign_cells(boxes, cx, cy, valid, img_idx, len(group), geometry)
     m, nl = len(area), len(head.num_grids)
     total = sum(s * s for s in head.num_grids)
     owner = a.winner[a.pos_batch * total + a.pos_cell]
