@@ -127,7 +127,7 @@ def test_bench_train_real_data(tmp_path: Path, capsys: pytest.CaptureFixture[str
     from solov2.data.synthetic import make_synthetic_coco
     from solov2.presets import get_config
 
-    make_synthetic_coco(tmp_path, num_train=2, num_val=1, image_size=(64, 96), empty_fraction=0)
+    make_synthetic_coco(tmp_path, num_images=(2, 1), image_size=(64, 96), empty_fraction=0)
     cfg = get_config("solov2_demo")
     cfg.data.train_scales = [[96, 64]]
     save_yaml(cfg, tmp_path / "demo64.yaml")
@@ -161,7 +161,7 @@ def _mini_dataset(tmp_path: Path) -> Path:
     """The synthetic shapes dataset with its train split renamed ``mini``."""
     from solov2.data.synthetic import make_synthetic_coco
 
-    make_synthetic_coco(tmp_path, num_train=3, num_val=1, image_size=(48, 64), empty_fraction=0)
+    make_synthetic_coco(tmp_path, num_images=(3, 1), image_size=(48, 64), empty_fraction=0)
     (tmp_path / "train").rename(tmp_path / "mini")
     (tmp_path / "annotations" / "instances_train.json").rename(
         tmp_path / "annotations" / "instances_mini.json"

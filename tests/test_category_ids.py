@@ -114,7 +114,7 @@ ID_OF = dict(zip(NAMES, IDS))
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("ids")
     data = root / "data"
-    info = make_synthetic_coco(data, num_train=8, num_val=4, image_size=(64, 96), seed=1)
+    info = make_synthetic_coco(data, num_images=(8, 4), image_size=(64, 96), seed=1)
     assert info["categories"] == ID_OF  # the generator's ids: non-contiguous
     out = root / "run"
     argv = ["train", "--config", "solov2_demo", "--data-root", str(data), "--device", "cpu"]

@@ -35,7 +35,7 @@ def _shared() -> Path | None:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cli") / "data"
-    make_synthetic_coco(root, num_train=8, num_val=4, image_size=(64, 96), seed=1)
+    make_synthetic_coco(root, num_images=(8, 4), image_size=(64, 96), seed=1)
     return root
 
 

@@ -221,7 +221,7 @@ def test_compact_loader_through_a_worker(tmp_path: Path) -> None:
     """Packed masks cross the worker boundary; the dense loader gives the same batches."""
     from solov2.data.synthetic import make_synthetic_coco
 
-    make_synthetic_coco(tmp_path, num_train=4, num_val=1, image_size=(48, 64), empty_fraction=0)
+    make_synthetic_coco(tmp_path, num_images=(4, 1), image_size=(48, 64), empty_fraction=0)
     out = []
     for compact in (True, False):
         cfg = DataCfg(

@@ -42,7 +42,7 @@ def _load(name: str) -> ModuleType:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("compare") / "data"
-    make_synthetic_coco(root, num_train=8, num_val=4, image_size=(64, 96))
+    make_synthetic_coco(root, num_images=(8, 4), image_size=(64, 96))
     return root
 
 

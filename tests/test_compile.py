@@ -122,7 +122,7 @@ def test_training_canvases(tmp_path: Any) -> None:
     from solov2.data.synthetic import make_synthetic_coco
     from solov2.train.run import _canvases
 
-    make_synthetic_coco(tmp_path, num_train=3, num_val=1, image_size=(48, 64), empty_fraction=0)
+    make_synthetic_coco(tmp_path, num_images=(3, 1), image_size=(48, 64), empty_fraction=0)
     cfg = apply_overrides(
         get_config("solov2_demo"),
         [

@@ -33,7 +33,7 @@ BBBC = SHARED / "datasets" / "bbbc039"
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("stats") / "data"
-    make_synthetic_coco(root, num_train=6, num_val=2, image_size=(90, 130), max_objects=8, seed=3)
+    make_synthetic_coco(root, num_images=(6, 2), image_size=(90, 130), max_objects=8, seed=3)
     return root
 
 

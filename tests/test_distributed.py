@@ -45,7 +45,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from solov2.data.synthetic import make_synthetic_coco
 
     root = tmp_path_factory.mktemp("dist") / "data"
-    make_synthetic_coco(root, num_train=16, num_val=6, image_size=(H, W), seed=0)
+    make_synthetic_coco(root, num_images=(16, 6), image_size=(H, W), seed=0)
     return root
 
 

@@ -46,7 +46,7 @@ N_ITERS = 6  # 6 training images, batch 2: 3 iterations per epoch, checkpoints a
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("faults_train") / "data"
-    make_synthetic_coco(root, num_train=6, num_val=1, image_size=(64, 96), seed=1)
+    make_synthetic_coco(root, num_images=(6, 1), image_size=(64, 96), seed=1)
     return root
 
 

@@ -32,7 +32,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("frictions") / "data"
-    make_synthetic_coco(root, num_train=4, num_val=3, image_size=(64, 96), seed=2)
+    make_synthetic_coco(root, num_images=(4, 3), image_size=(64, 96), seed=2)
     return root
 
 

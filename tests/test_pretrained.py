@@ -348,7 +348,7 @@ def test_eval_and_train_init_take_a_name(
     from solov2.data.synthetic import make_synthetic_coco
 
     data = tmp_path / "data"
-    make_synthetic_coco(data, num_train=2, num_val=1, image_size=(64, 96), seed=0)
+    make_synthetic_coco(data, num_images=(2, 1), image_size=(64, 96), seed=0)
     monkeypatch.chdir(tmp_path)
     assert (
         main(["eval", "--weights", "solov2_demo", "--data-root", str(data), "--device", "cpu"]) == 0

@@ -55,7 +55,7 @@ def test_train_profile_writes_trace_and_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / "data"
-    make_synthetic_coco(data, num_train=4, num_val=2, image_size=(64, 96), seed=1)
+    make_synthetic_coco(data, num_images=(4, 2), image_size=(64, 96), seed=1)
     out = tmp_path / "run"
     argv = [
         "train",

@@ -16,7 +16,7 @@ SIZE = (96, 128)
 
 
 def _make(root: Path, **kw: object) -> dict:
-    args: dict = {"num_train": 8, "num_val": 4, "image_size": SIZE, "seed": 0}
+    args: dict = {"num_images": (8, 4), "image_size": SIZE, "seed": 0}
     args.update(kw)
     return make_synthetic_coco(root, **args)
 
@@ -79,7 +79,7 @@ def test_masks_match_area_bbox_and_are_disjoint(small: tuple[Path, dict]) -> Non
 
 def test_deterministic(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    kw = {"num_train": 3, "num_val": 2}
+    kw = {"num_images": (3, 2)}
     _make(a, **kw)
     _make(b, **kw)
     _make(c, seed=1, **kw)
@@ -100,14 +100,14 @@ def test_empty_images(tmp_path: Path) -> None:
     assert len(empty) == 4 == summary["splits"]["train"]["empty_images"]
     assert len(coco.getImgIds()) == 8
 
-    none = _make(tmp_path / "none", num_train=3, num_val=1, empty_fraction=1.0)
+    none = _make(tmp_path / "none", num_images=(3, 1), empty_fraction=1.0)
     assert none["splits"]["train"]["annotations"] == 0
     coco = COCO(str(tmp_path / "none" / "annotations" / "instances_train.json"))
     assert len(coco.getImgIds()) == 3
 
 
 def test_polygon_and_rle_present(tmp_path: Path) -> None:
-    summary = _make(tmp_path, num_train=40, num_val=0, empty_fraction=0.0)
+    summary = _make(tmp_path, num_images=(40, 0), empty_fraction=0.0)
     data = json.loads((tmp_path / "annotations" / "instances_train.json").read_text())
     segs = [a["segmentation"] for a in data["annotations"]]
     polys = [s for s in segs if isinstance(s, list)]
@@ -124,5 +124,5 @@ def test_polygon_and_rle_present(tmp_path: Path) -> None:
 
 
 def test_png_format(tmp_path: Path) -> None:
-    _make(tmp_path, num_train=2, num_val=1, image_format="png")
+    _make(tmp_path, num_images=(2, 1), image_format="png")
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["000001.png", "000002.png"]

@@ -204,7 +204,7 @@ def test_training_loop_consults_the_watch(tmp_path, monkeypatch) -> None:  # noq
             calls.append("update")
 
     monkeypatch.setattr(loop, "ThreadWatch", Watch)
-    make_synthetic_coco(tmp_path / "d", num_train=4, num_val=1, image_size=(48, 64), seed=2)
+    make_synthetic_coco(tmp_path / "d", num_images=(4, 1), image_size=(48, 64), seed=2)
     argv = ["train", "--config", "solov2_demo", "--data-root", str(tmp_path / "d")]
     tiny = ["model.head.num_grids=[12,10,8,6,4]", "data.train_scales=[[64,48]]"]
     out = ["--output-dir", str(tmp_path / "run"), "--device", "cpu", "--no-eval"]

@@ -27,7 +27,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("train_ux") / "data"
-    make_synthetic_coco(root, num_train=8, num_val=4, image_size=(64, 96), seed=1)
+    make_synthetic_coco(root, num_images=(8, 4), image_size=(64, 96), seed=1)
     return root
 
 
@@ -132,7 +132,7 @@ def test_missing_split_suggests_the_split_flag(
     # the synthetic layout has instances_train.json / instances_val.json; a preset expecting
     # train2017 must say which flag picks them
     root = tmp_path / "d"
-    make_synthetic_coco(root, num_train=2, num_val=1, image_size=(32, 32), seed=0)
+    make_synthetic_coco(root, num_images=(2, 1), image_size=(32, 32), seed=0)
     code = main(_train(root, tmp_path / "o", "--config", "solov2_r50_fpn_1x"))
     assert code == 2
     one_line_error(

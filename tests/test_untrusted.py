@@ -63,7 +63,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("untrusted")
     data = root / "data"
-    make_synthetic_coco(data, num_train=2, num_val=1, image_size=(64, 96), seed=0)
+    make_synthetic_coco(data, num_images=(2, 1), image_size=(64, 96), seed=0)
     cfg = _resolve_config(
         build_parser().parse_args(["eval", "--checkpoint", "x", *TINY]), get_config("solov2_demo")
     )

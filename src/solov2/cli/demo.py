@@ -49,7 +49,7 @@ def run_demo(
     data = out / "data"
     if not (data / "annotations" / "instances_val.json").is_file():
         h, w = get_config("solov2_demo").data.test_scale[::-1]
-        make_synthetic_coco(data, num_train=num_train, num_val=num_val, image_size=(h, w), seed=0)
+        make_synthetic_coco(data, num_images=(num_train, num_val), image_size=(h, w), seed=0)
     cfg = apply_overrides(get_config("solov2_demo"), overrides or [])
     cfg.data.data_root = str(data)
     metrics = run_training(cfg, TrainOptions(str(out / "train"), overwrite=True), device=device)

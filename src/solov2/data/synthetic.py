@@ -347,11 +347,10 @@ def _make_split(
     }
 
 
-def make_synthetic_coco(  # noqa: PLR0913 - one keyword per dataset property, a tested API
+def make_synthetic_coco(
     root: str | Path,
     *,
-    num_train: int = 300,
-    num_val: int = 60,
+    num_images: tuple[int, int] = (300, 60),
     image_size: tuple[int, int] = (256, 320),
     max_objects: int = 6,
     seed: int = 0,
@@ -362,8 +361,7 @@ def make_synthetic_coco(  # noqa: PLR0913 - one keyword per dataset property, a 
 
     Args:
         root: output directory; receives ``annotations/``, ``train/`` and ``val/``.
-        num_train: number of training images.
-        num_val: number of validation images.
+        num_images: ``(train, val)``, the number of images of each split.
         image_size: ``(height, width)`` of every image.
         max_objects: each non-empty image holds 1..``max_objects`` objects (fewer when
             occlusion constraints reject candidates).
@@ -390,6 +388,7 @@ def make_synthetic_coco(  # noqa: PLR0913 - one keyword per dataset property, a 
     out.mkdir(parents=True, exist_ok=True)
     spec = _Spec(h, w, max_objects, seed, empty_fraction, ext)
     splits: dict[str, Any] = {}
+    num_train, num_val = num_images
     for idx, (split, n) in enumerate((("train", num_train), ("val", num_val))):
         splits[split] = _make_split(out, split, idx, n, spec)
     return {
