@@ -18,6 +18,7 @@ our LR). Each variant starts from the same initial weights where its shapes allo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -62,6 +63,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-scale", type=int, nargs=2, default=None)
     p.add_argument("--variant", action="append", default=[], metavar="NAME:k=v,k=v")
     p.add_argument("--peer", action="store_true", help="also train Mask R-CNN on the stream")
+    p.add_argument(
+        "--data-override",
+        action="append",
+        default=[],
+        metavar="data.k=v",
+        help="a.b=value applied to the data stream itself (every model trains on it), e.g. "
+        "data.invert_prob=0.5",
+    )
+    p.add_argument(
+        "--extra-val",
+        action="append",
+        default=[],
+        metavar="NAME:DATA_ROOT",
+        help="also evaluate every model (first cap) on DATA_ROOT's val split (another look of "
+        "the same val images, say)",
+    )
     p.add_argument("--caps", type=int, nargs="+", default=[100], help="max detections per image")
     p.add_argument(
         "--test-variant",
@@ -151,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(**{**vars(args), "workers": args.workers, "seed": args.seed})
-    base = configure_ours(args.pairing, ns)
+    base = apply_overrides(configure_ours(args.pairing, ns), args.data_override)
     train_set = dataset_from_config(base.data, "train", train=True)
     names = list(train_set.class_names)
     base.model.num_classes, base.data.class_names = len(names), names
@@ -172,6 +189,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         size_divisor=base.data.size_divisor,
         test_scale=base.data.test_scale,
     )
+    extra_vals = []
+    for item in args.extra_val:
+        ename, _, root = item.partition(":")
+        eset = dataset_from_config(dataclasses.replace(base.data, data_root=root), "val", False)
+        eloader = build_test_loader(
+            eset,
+            bs,
+            base.data.workers,
+            size_divisor=base.data.size_divisor,
+            test_scale=base.data.test_scale,
+        )
+        extra_vals.append((ename, eset, eloader))
     variants = [parse_variant(v) for v in (args.variant or ["ref:"])]
     trainees, cfgs = [], {}
     for name, overrides, lr in variants:
@@ -263,6 +292,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"(AP50 {m['segm']['AP50']:.1f})",
                     flush=True,
                 )
+        for ename, eset, eloader in extra_vals:
+            cap = args.caps[0]
+            c = cfg if is_peer else apply_overrides(cfg, [f"model.test.max_per_img={cap}"])
+            m = evaluate_at(t.model, c, eloader, eset, device, args.amp, cap, is_peer)
+            r.setdefault("extra_val", {})[ename] = {cap: m}
+            print(
+                f"{t.name:>14} on {ename}: cap{cap} segm {m['segm']['AP']:.1f} "
+                f"(AP50 {m['segm']['AP50']:.1f})",
+                flush=True,
+            )
         results[t.name] = r
         if args.save_models and not is_peer:
             save_model(t.model, cfg, out / t.name)

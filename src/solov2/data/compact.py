@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.transforms import v2
 
 from ..structures import Instances, PackedMasks
 from .rle import tight_box
@@ -96,10 +97,18 @@ class CompactTrainTransform:
 
     compact = True
 
-    def __init__(self, scales: Sequence[Sequence[int]], flip_prob: float = 0.5) -> None:
-        self.dense = build_transforms(True, scales, flip_prob)  # validates the arguments
+    def __init__(
+        self,
+        scales: Sequence[Sequence[int]],
+        flip_prob: float = 0.5,
+        photometric: Sequence[v2.Transform] = (),
+    ) -> None:
+        # validates the arguments
+        self.dense = build_transforms(True, scales, flip_prob, photometric)
         self.scales = [tuple(s) for s in _check_scales(scales)]
         self.flip_prob = float(flip_prob)
+        # the image-only steps after the flip, as the dense pipeline draws them
+        self.photometric = v2.Compose(list(photometric)) if photometric else None
 
     def __call__(self, image: Tensor, instances: Instances) -> tuple[Tensor, Instances]:
         return self.dense(image, instances)
@@ -130,6 +139,8 @@ class CompactTrainTransform:
         image = resize_uint8(image, nh, nw)
         if flip:
             image = image.flip(-1)
+        if self.photometric is not None:
+            image = self.photometric(image)
         rows, cols = nearest_index(fh, nh), nearest_index(fw, nw)
         if (fh, fw) != (h, w):  # compose with the annotation-size -> file-size resize
             rows = nearest_index(h, fh, "interpolate")[rows]
@@ -139,4 +150,7 @@ class CompactTrainTransform:
         return image, Instances(packed, lab, packed.boxes.to(torch.float32))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(scales={self.scales}, flip_prob={self.flip_prob})"
+        return (
+            f"{type(self).__name__}(scales={self.scales}, flip_prob={self.flip_prob}, "
+            f"photometric={self.photometric})"
+        )

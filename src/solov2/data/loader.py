@@ -26,7 +26,7 @@ from .canvas import pick_canvas
 from .coco import CocoInstances
 from .compact import CompactTrainTransform
 from .samplers import EpochBatchSampler, GroupedBatchSampler, RankStridedSampler, ShuffleSampler
-from .transforms import build_transforms, padded_size, rescale_size
+from .transforms import build_transforms, padded_size, photometric_steps, rescale_size
 
 if TYPE_CHECKING:
     from ..config import DataCfg
@@ -369,17 +369,19 @@ def dataset_from_config(
     Paths: ``data.{split}_json`` / ``data.{split}_images`` when set, else the COCO layout
     ``data_root/annotations/instances_{name}.json`` and ``data_root/{name}/`` with ``name =
     data.{split}_split`` (e.g. ``train2017``). ``train`` selects the training transforms
-    (random scale among ``train_scales``, flip; masks packed when ``data.compact_masks``) and
+    (random scale among ``train_scales``, flip, the photometric augmentation of
+    ``data.invert_prob`` / ``data.color_jitter``; masks packed when ``data.compact_masks``) and
     filtering; else the single ``test_scale``.
     """
     if split not in ("train", "val"):
         raise UserError(f"dataset_from_config: split must be 'train' or 'val', got {split!r}")
     json_path, image_dir = _resolve(data_cfg, split)
     tf: Any
+    photometric = photometric_steps(data_cfg.invert_prob, data_cfg.color_jitter)
     if train and data_cfg.compact_masks:
-        tf = CompactTrainTransform(data_cfg.train_scales, data_cfg.flip_prob)
+        tf = CompactTrainTransform(data_cfg.train_scales, data_cfg.flip_prob, photometric)
     elif train:
-        tf = build_transforms(True, data_cfg.train_scales, data_cfg.flip_prob)
+        tf = build_transforms(True, data_cfg.train_scales, data_cfg.flip_prob, photometric)
     else:
         tf = build_transforms(False, [data_cfg.test_scale], 0.0)
     return CocoInstances(

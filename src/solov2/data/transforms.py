@@ -31,6 +31,7 @@ __all__ = [
     "build_transforms",
     "nearest_index",
     "padded_size",
+    "photometric_steps",
     "rescale_size",
 ]
 
@@ -184,8 +185,38 @@ def _check_scales(scales: Sequence[Sequence[int]]) -> list[list[int]]:
     return out
 
 
+def photometric_steps(
+    invert_prob: float = 0.0, color_jitter: Sequence[float] = (0.0, 0.0, 0.0, 0.0)
+) -> list[v2.Transform]:
+    """The image-only training augmentation of ``data.invert_prob`` and ``data.color_jitter``.
+
+    ``v2.RandomInvert(invert_prob)`` (``x -> 255 - x``: dark objects on a bright background
+    become bright on dark, as bright-field vs fluorescence microscopy), then
+    ``v2.ColorJitter(brightness, contrast, saturation, hue)``; masks pass through both. Empty
+    (no step, no random draw) when everything is 0, so the reference pipeline is unchanged.
+    """
+    if not 0.0 <= invert_prob <= 1.0:
+        raise UserError(f"transforms: invert_prob must be in [0, 1], got {invert_prob!r}")
+    jitter = [float(x) for x in color_jitter]
+    if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
+        raise UserError(
+            "transforms: color_jitter must be [brightness, contrast, saturation, hue], each "
+            f">= 0, hue <= 0.5, got {list(color_jitter)!r}"
+        )
+    steps: list[v2.Transform] = []
+    if invert_prob > 0:
+        steps.append(v2.RandomInvert(p=invert_prob))
+    if any(jitter):
+        b, c, s, h = jitter
+        steps.append(v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h))
+    return steps
+
+
 def build_transforms(
-    train: bool, scales: Sequence[Sequence[int]], flip_prob: float = 0.5
+    train: bool,
+    scales: Sequence[Sequence[int]],
+    flip_prob: float = 0.5,
+    photometric: Sequence[v2.Transform] = (),
 ) -> InstanceTransform:
     """Build the SOLOv2 pipeline.
 
@@ -194,6 +225,7 @@ def build_transforms(
             ``scales`` must hold exactly one (test) scale and nothing is random.
         scales: ``[[long, short], ...]`` keep-ratio targets, e.g. ``[[1333, 800]]``.
         flip_prob: horizontal flip probability (train only).
+        photometric: image-only steps after the flip (train only; :func:`photometric_steps`).
 
     Returns:
         ``(image uint8 [3, H, W], Instances) -> (image uint8 [3, h, w], Instances)``.
@@ -206,4 +238,6 @@ def build_transforms(
     steps: list[v2.Transform] = [KeepRatioResize(checked)]
     if train and flip_prob > 0:
         steps.append(v2.RandomHorizontalFlip(p=flip_prob))
+    if train:
+        steps.extend(photometric)
     return InstanceTransform(v2.Compose(steps))
