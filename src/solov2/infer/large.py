@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..data.io import chw_tensor, image_decode_errors, image_size, read_image, to_rgb
 
-__all__ = ["MAX_PIXELS", "read_image_bounded", "upsample_rle"]
+__all__ = ["MAX_PIXELS", "crop_rle", "read_image_bounded", "upsample_rle"]
 
 MAX_PIXELS = 1 << 24
 
@@ -127,5 +127,53 @@ def upsample_rle(mask: np.ndarray, size: tuple[int, int]) -> dict[str, object]:
         for _ in range(reps):
             for v, n in zip(values, lengths):
                 runs.add(v, n)
-    rle = mask_util.frPyObjects({"size": [H, W], "counts": runs.done()}, H, W)
-    return {"size": [H, W], "counts": rle["counts"].decode("ascii")}
+    return _compress(runs.done(), H, W)
+
+
+def _compress(counts: list[int], height: int, width: int) -> dict[str, object]:
+    """COCO compressed RLE of canonical column-major ``counts`` (first run of zeros, possibly
+    empty; no other empty run)."""
+    from pycocotools import mask as mask_util
+
+    rle = mask_util.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+
+
+def crop_rle(crop: np.ndarray, offset: tuple[int, int], size: tuple[int, int]) -> dict[str, object]:
+    """COCO compressed RLE at ``size`` of a mask given as its crop.
+
+    Args:
+        crop: bool ``[h, w]``, the mask inside its box.
+        offset: ``(x, y)`` of the crop's top-left pixel in the image.
+        size: ``(H, W)`` of the image; the crop must lie inside it.
+
+    Returns:
+        ``{"size": [H, W], "counts": str}``, equal to ``pycocotools.mask.encode`` of the full-size
+        mask, built from the crop's own runs (numpy on the crop, then one list of run lengths):
+        time and memory follow the crop and its number of runs, never ``H * W``.
+    """
+    H, W = (int(v) for v in size)  # noqa: N806
+    x0, y0 = (int(v) for v in offset)
+    m = np.asarray(crop, dtype=bool)
+    h, w = m.shape
+    if x0 < 0 or y0 < 0 or x0 + w > W or y0 + h > H:
+        raise ValueError(f"crop {w}x{h} at ({x0}, {y0}) is outside the {W}x{H} image")
+    # each column padded with a 0 above and below: a run starts at a 0 -> 1 step, ends at 1 -> 0
+    cols = np.zeros((w, h + 2), dtype=np.int8)
+    cols[:, 1:-1] = m.T
+    steps = np.diff(cols, axis=1)
+    j_on, r_on = np.nonzero(steps == 1)  # row-major over (column, row): column-major order
+    _, r_off = np.nonzero(steps == -1)
+    base = (x0 + j_on).astype(np.int64) * H + y0
+    starts, ends = base + r_on, base + r_off
+    if starts.size > 1:  # a run reaching a column's bottom continues at the next column's top
+        joined = starts[1:] == ends[:-1]
+        if joined.any():
+            keep = np.concatenate(([True], ~joined))
+            starts, ends = starts[keep], ends[np.concatenate((~joined, [True]))]
+    edges = np.empty(2 * starts.size + 2, dtype=np.int64)
+    edges[0], edges[1:-1:2], edges[2:-1:2], edges[-1] = 0, starts, ends, H * W
+    counts = np.diff(edges).tolist()
+    if len(counts) > 1 and counts[-1] == 0:  # the mask ends with a run of ones
+        counts.pop()
+    return _compress(counts, H, W)
