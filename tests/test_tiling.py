@@ -184,6 +184,21 @@ def test_different_classes_are_never_merged() -> None:
     assert all(np.array_equal(m, obj) for m in _dense(pred))
 
 
+def test_one_view_per_tile_a_duplicate_stays_as_matrix_nms_left_it() -> None:
+    """Both tiles predict X twice (Matrix NMS decayed the copy to 0.3): the best views of the
+    two tiles are one object and the copies another, as per-image inference keeps them (a
+    transitive union of all matches would glue the four into one); a low-score blob covering X
+    and its neighbour Y (same class) joins neither."""
+    h, w = 100, 180
+    x, y = _rect(h, w, 84, 10, 96, 40), _rect(h, w, 84, 50, 96, 80)
+    blob = _rect(h, w, 81, 10, 99, 80)  # window IoU with x or y alone < 0.5
+    pred = _run([(x, 0, 0.9), (x, 0, 0.3), (y, 0, 0.8), (blob, 0, 0.1)], h, w)
+    assert pred.scores.tolist() == pytest.approx([0.9, 0.8, 0.3, 0.1])
+    dense = _dense(pred)
+    assert np.array_equal(dense[0], x) and np.array_equal(dense[1], y)
+    assert np.array_equal(dense[2], x) and np.array_equal(dense[3], blob)
+
+
 class _CutScores(SceneModel):
     """Scores that fall with the visible fraction of the object."""
 

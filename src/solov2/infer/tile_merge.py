@@ -5,33 +5,38 @@ Every instance is held as its box in image coordinates and the crop of its mask 
 image. :class:`TiledPredictions` is the result; :meth:`TiledPredictions.to_rles` writes COCO RLE
 at the image's size straight from the crops (:func:`solov2.infer.large.crop_rle`).
 
-The merge rule (:func:`merge_tile_instances`), for instances of one class from different tiles:
+The merge rule (:func:`merge_tile_instances`), for instances ("views") of one class from
+different tiles:
 
-1. **Match by the masks inside the two tiles' common window.** Two tiles ``A`` and ``B`` both
-   see the window ``A & B``; one object seen by both has, ideally, the same pixels there in
-   both predictions (``a & W == object & W == b & W``), whether it lies wholly inside the window
-   or is cut by either tile's border. So the two are one object when the IoU of their masks
-   restricted to that window is ``>= match_thr`` (0.5). Two different objects that touch across
-   a border do not overlap in the window (IoU 0) and stay two. A box overlap (SAHI's GREEDYNMM
-   with box intersection-over-smaller) would merge touching or neighbouring objects whose boxes
-   overlap; the IoU of the whole masks would miss large objects (the shared part is small next
-   to each view); the window IoU has neither failure. Matches are joined transitively
-   (union-find), so an object cut into four at a tile corner becomes one.
-2. **Prefer a complete view.** A view that touches an inner tile edge (a tile edge that is not
+1. **Match by the masks inside the two tiles' common window.** Tiles ``A`` and ``B`` both see
+   the window ``W = A & B``; one object seen by both has, ideally, the same pixels there in both
+   predictions (``a & W == object & W == b & W``), whether it lies wholly inside the window or is
+   cut by either tile's border. So two views match when the IoU of their masks restricted to
+   that window is ``>= match_thr`` (0.5). Two different objects that touch across a border do
+   not overlap in the window (IoU 0) and stay two. A box overlap (SAHI's GREEDYNMM with box
+   intersection-over-smaller) merges neighbours whose boxes overlap and lets a large box absorb
+   what it contains; the IoU of the whole masks misses large objects (the shared part is small
+   next to each view); the window IoU has neither failure.
+2. **Group greedily, one view per tile.** From the best-scoring view not yet taken, each member
+   of a group adds, for every tile not yet in the group, the best-scoring free view of that tile
+   it matches; so an object cut into four at a tile corner becomes one (through its neighbours
+   when the diagonal pieces share no pixel of their window). One view per tile keeps the
+   grouping from chaining: a real model's low-score copies and blobs (which Matrix NMS decays,
+   not removes) would otherwise link neighbouring objects into one, as a transitive union of
+   all matches did on the demo mosaic (AP fell below not merging at all). A tile's own lower
+   copies stay separate low-score instances, as in per-image inference.
+3. **Prefer a complete view.** A view that touches an inner tile edge (a tile edge that is not
    the image border) is cut: the tile saw part of the object, and the model's mask and score
    near a cut are its least reliable. If a group has a view that touches no inner tile edge,
    the object lies wholly inside that tile: the group becomes its best such view (mask, box and
    score). This is the "keep the centre" rule of microscopy tiling (StarDist, Cellpose), applied
    only where a complete view exists, so it drops no object. Any object no larger than the
    overlap has a complete view in some tile (consecutive tiles share at least the overlap).
-3. **Otherwise unite the cut views**: mask = union of the views (each tile contributes the part
+4. **Otherwise unite the cut views**: mask = union of the views (each tile contributes the part
    it saw), box = the union's tight box, score = the mean of the views' scores weighted by their
    mask areas. The area weighting trusts most the view that saw most of the object; the maximum
-   (SAHI's choice) would rise with the number of tiles an object spans (the best of several
-   noisy draws) and rank big cut objects above equally certain whole ones.
-
-Instances of one tile are never merged with each other (Matrix NMS has already decided them),
-except through views of another tile that match both (one object the tile predicted twice).
+   (SAHI's choice) rises with the number of tiles an object spans (the best of several noisy
+   draws) and ranks big cut objects above equally certain whole ones.
 """
 
 from __future__ import annotations
@@ -239,39 +244,17 @@ def window_iou(
     return inter / (area_a + area_b - inter)
 
 
-class _Groups:
-    """Union-find over instance indices."""
-
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def join(self, i: int, j: int) -> None:
-        ri, rj = self.find(i), self.find(j)
-        if ri != rj:
-            self.parent[max(ri, rj)] = min(ri, rj)
-
-    def members(self) -> list[list[int]]:
-        out: dict[int, list[int]] = {}
-        for i in range(len(self.parent)):
-            out.setdefault(self.find(i), []).append(i)
-        return list(out.values())
-
-
 def _in_window(boxes: np.ndarray, index: np.ndarray, window: np.ndarray) -> np.ndarray:
     """The entries of ``index`` whose box intersects ``window``."""
     b = boxes[index]
     return index[(np.minimum(b[:, 2:], window[2:]) > np.maximum(b[:, :2], window[:2])).all(1)]
 
 
-def _match(parts: TileInstances, match_thr: float) -> _Groups:
+def _edges(parts: TileInstances, match_thr: float) -> dict[int, list[int]]:
+    """For each view, the views of other tiles it matches (same class, window IoU >=
+    ``match_thr`` in the two tiles' common window)."""
     boxes, labels, _, _, tile_of = parts.arrays()
-    groups = _Groups(len(boxes))
+    adj: dict[int, list[int]] = {}
     for t, u, win in _overlapping_tile_pairs(parts.tiles):
         wnd = np.asarray(win, np.int64)
         ia = _in_window(boxes, np.flatnonzero(tile_of == t), wnd)
@@ -284,10 +267,37 @@ def _match(parts: TileInstances, match_thr: float) -> _Groups:
         cand = (hi > lo).all(-1) & (labels[ia][:, None] == labels[ib][None])
         for p, q in zip(*np.nonzero(cand)):
             i, j = int(ia[p]), int(ib[q])
-            iou = window_iou(parts.crops[i], boxes[i], parts.crops[j], boxes[j], win)
-            if iou >= match_thr:
-                groups.join(i, j)
-    return groups
+            if window_iou(parts.crops[i], boxes[i], parts.crops[j], boxes[j], win) >= match_thr:
+                adj.setdefault(i, []).append(j)
+                adj.setdefault(j, []).append(i)
+    return adj
+
+
+def _groups(adj: dict[int, list[int]], scores: np.ndarray, tile_of: np.ndarray) -> list[list[int]]:
+    """Views grouped into objects, at most one view per tile, each group's views in descending
+    score: from the best-scoring free view, each member adds, for every tile not yet in the
+    group, the best-scoring free view of that tile it matches."""
+    free = np.ones(len(scores), dtype=bool)
+    out = []
+    for k in np.argsort(-scores, kind="stable").tolist():
+        if not free[k]:
+            continue
+        free[k] = False
+        group, tiles, todo = [k], {int(tile_of[k])}, [k]
+        while todo:
+            m = todo.pop()
+            best: dict[int, int] = {}
+            for j in adj.get(m, ()):
+                t = int(tile_of[j])
+                if free[j] and t not in tiles and (t not in best or scores[j] > scores[best[t]]):
+                    best[t] = j
+            for t, j in best.items():
+                free[j] = False
+                tiles.add(t)
+                group.append(j)
+                todo.append(j)
+        out.append(sorted(group, key=lambda i: -float(scores[i])))
+    return out
 
 
 def _union(
@@ -313,12 +323,11 @@ def merge_tile_instances(parts: TileInstances, match_thr: float = 0.5) -> TiledP
     Returns:
         :class:`TiledPredictions`, scores descending.
     """
-    boxes, labels, scores, cut, _ = parts.arrays()
+    boxes, labels, scores, cut, tile_of = parts.arrays()
     if len(boxes) == 0:
         return TiledPredictions.empty(parts.image_size)
     out_boxes, out_labels, out_scores, out_crops = [], [], [], []
-    for members in _match(parts, match_thr).members():
-        members.sort(key=lambda m: -float(scores[m]))
+    for members in _groups(_edges(parts, match_thr), scores, tile_of):
         whole = [m for m in members if not cut[m]]
         if len(members) == 1 or whole:
             best = whole[0] if whole else members[0]
