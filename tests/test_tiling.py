@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from solov2.config import config_to_dict
-from solov2.data.io import read_image
+from solov2.data.io import ImageReadError, read_image
 from solov2.engine.checkpoint import save_checkpoint
 from solov2.infer import Predictor
 from solov2.infer.large import crop_rle
@@ -290,6 +290,17 @@ def test_tiles_read_from_a_file_equal_the_decoded_image(tmp_path: Path) -> None:
         for box in tile_boxes(*src.size, 32, 0.25):
             x1, y1, x2, y2 = box
             assert torch.equal(src.read(box), full[:, y1:y2, x1:x2])
+
+
+def test_unreadable_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "cut.jpg"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(bad)
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated
+    with pytest.raises(ImageReadError, match="cut.jpg") as e:
+        ImageTiles(bad)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ImageReadError, match="not found"):
+        ImageTiles(tmp_path / "missing.png")
 
 
 def test_draw_tiled_equals_draw_predictions_at_full_size_and_shrinks() -> None:

@@ -55,7 +55,7 @@ from torch import Tensor
 from ..structures import Predictions
 from .large import crop_rle
 
-__all__ = ["TileInstances", "TiledPredictions", "merge_tile_instances"]
+__all__ = ["TileInstances", "TiledPredictions", "merge_tile_instances", "window_iou"]
 
 Box = tuple[int, int, int, int]  # (x1, y1, x2, y2), exclusive right/bottom
 
@@ -115,11 +115,12 @@ class TiledPredictions:
         images only, as it holds a full-size mask per instance."""
         h, w = self.image_size
         masks = torch.zeros((len(self), h, w), dtype=torch.bool)
-        for i, (c, (x1, y1, x2, y2)) in enumerate(zip(self.crops, self._int_boxes())):
+        for i, (c, (x1, y1, x2, y2)) in enumerate(zip(self.crops, self.int_boxes())):
             masks[i, y1:y2, x1:x2] = torch.from_numpy(c)
         return Predictions(masks, self.labels.clone(), self.scores.clone(), self.boxes.clone())
 
-    def _int_boxes(self) -> list[list[int]]:
+    def int_boxes(self) -> list[list[int]]:
+        """``boxes`` as Python ints (they are integers: tight boxes of pixel masks)."""
         return self.boxes.to(torch.int64).tolist()
 
     @staticmethod

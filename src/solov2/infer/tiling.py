@@ -241,7 +241,7 @@ def draw_tiled(
     canvas = Image.fromarray(np.ascontiguousarray(image.detach().cpu().numpy().transpose(1, 2, 0)))
     labels = [int(v) for v in keep.labels.tolist()]
     colors = [label_color(lb) for lb in labels]
-    drawn = [_scaled_box(b, sy, sx, (h, w)) for b in keep._int_boxes()]
+    drawn = [_scaled_box(b, sy, sx, (h, w)) for b in keep.int_boxes()]
     opacity = round(255 * alpha)
     for i in reversed(range(len(keep))):  # lowest score first: the best ends up on top
         x1, y1, x2, y2 = drawn[i]
@@ -272,7 +272,7 @@ def tiled_results(
     (e.g. ``{"image_id": 3}`` or ``{"file_name": path}``): what ``solov2 infer`` writes."""
     out = []
     for rle, label, score, (x1, y1, x2, y2) in zip(
-        pred.to_rles(), pred.labels.tolist(), pred.scores.tolist(), pred._int_boxes()
+        pred.to_rles(), pred.labels.tolist(), pred.scores.tolist(), pred.int_boxes()
     ):
         r: dict[str, Any] = dict(extra or {})
         r.update(
