@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     ds = json.loads((args.mosaic_root / "annotations" / f"instances_{args.split}.json").read_text())
     src_root = Path(ds["info"]["source_root"])
     src_split = ds["info"]["source_split"]
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint, device=args.device, batch_size=args.batch_size
+    predictor = Predictor.from_checkpoint(  # every instance, as solov2 eval scores them
+        args.checkpoint, device=args.device, score_thr=None, batch_size=args.batch_size
     )
     tile = args.tile or native_tile_size(predictor.cfg)
     results: dict[str, list[dict[str, Any]]] = {

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(args.data_root / "annotations" / f"instances_{args.split}.json"))
-    predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu")
+    predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu", score_thr=None)
     views = [(i, _above(v, args.min_score)) for i, v in _views(args, gt, predictor)]
     names, ids = predictor.class_names, predictor.category_ids
     variants: dict[str, tuple[Groups, float, dict[str, bool]]] = {

@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from solov2.checkpoint import save_checkpoint
 from solov2.config import config_to_dict
+from solov2.data.draw import draw_predictions
 from solov2.data.io import ImageReadError, read_image
-from solov2.engine.checkpoint import save_checkpoint
 from solov2.infer import Predictor
 from solov2.infer.large import crop_rle
 from solov2.infer.tile_merge import TiledPredictions, window_iou
@@ -26,7 +27,6 @@ from solov2.infer.tiling import (
     tile_boxes,
     tiled_results,
 )
-from solov2.infer.visualize import draw_predictions
 from solov2.model import build_model
 from solov2.presets import get_config
 from solov2.structures import Predictions

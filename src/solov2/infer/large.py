@@ -133,8 +133,6 @@ def upsample_rle(mask: np.ndarray, size: tuple[int, int]) -> dict[str, object]:
 def _compress(counts: list[int], height: int, width: int) -> dict[str, object]:
     """COCO compressed RLE of canonical column-major ``counts`` (first run of zeros, possibly
     empty; no other empty run)."""
-    from pycocotools import mask as mask_util
-
     rle = mask_util.frPyObjects({"size": [height, width], "counts": counts}, height, width)
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 

@@ -53,9 +53,10 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from ..data.io import _to_rgb, image_decode_errors
+from ..config import DEFAULT_SCORE_THR
+from ..data.draw import _draw_boxes, label_color
+from ..data.io import image_decode_errors, to_rgb
 from .tile_merge import TiledPredictions, TileInstances, merge_tile_instances
-from .visualize import _draw_boxes, label_color
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -147,7 +148,7 @@ class ImageTiles:
                     img.close()
                     raise
             if img.mode == "F" or (img.mode.startswith("I") and not img.mode.startswith("I;16")):
-                img = _to_rgb(img)
+                img = to_rgb(img)
             self._pil = img
             self.size = (img.height, img.width)
         else:
@@ -163,7 +164,7 @@ class ImageTiles:
         if self._tensor is not None:
             return self._tensor[:, y1:y2, x1:x2]
         assert self._pil is not None
-        arr = np.asarray(_to_rgb(self._pil.crop((x1, y1, x2, y2))), dtype=np.uint8)
+        arr = np.asarray(to_rgb(self._pil.crop((x1, y1, x2, y2))), dtype=np.uint8)
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
@@ -214,11 +215,11 @@ def draw_tiled(
     image: Tensor,
     pred: TiledPredictions,
     class_names: Sequence[str],
-    score_thr: float = 0.3,
+    score_thr: float = DEFAULT_SCORE_THR,
     alpha: float = 0.5,
     boxes: bool = True,
 ) -> Tensor:
-    """The overlay of :func:`~solov2.infer.visualize.draw_predictions` for tiled predictions, on
+    """The overlay of :func:`~solov2.data.draw.draw_predictions` for tiled predictions, on
     ``image`` at any size: the image itself (small images) or a reduced copy of it (e.g.
     :func:`~solov2.infer.large.read_image_bounded`'s), the masks' crops scaled to it one by one
     (nearest), so memory is that of the drawn image plus one crop.
