@@ -15,7 +15,7 @@ from _match import assert_same_instances, predictor_ties
 from PIL import Image
 
 from solov2.checkpoint import save_checkpoint, save_safetensors
-from solov2.cli.infer import run_infer
+from solov2.cli.infer import InferOptions, run_infer
 from solov2.config import DEFAULT_SCORE_THR, Config, config_to_dict
 from solov2.data.coco_names import COCO_CATEGORY_IDS, COCO_CLASSES
 from solov2.data.draw import save_png
@@ -205,7 +205,11 @@ def test_run_infer(ckpt: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture)
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="solov2"):
         ret = run_infer(
-            ckpt, [str(src), str(src / "*.png")], out, score_thr=0.3, device="cpu", batch_size=2
+            ckpt,
+            [str(src), str(src / "*.png")],
+            out,
+            device="cpu",
+            options=InferOptions(score_thr=0.3, batch_size=2),
         )
     assert ret == out
     assert "broken.jpg" in caplog.text
@@ -282,7 +286,7 @@ def test_results_write_what_infer_writes(ckpt: Path, tmp_path: Path) -> None:
     image: the same entries (``image_id`` for ``file_name``) and the same overlay pixels."""
     path = tmp_path / "one.png"
     Image.fromarray(random_image(50, 70, 12)).save(path)
-    run_infer(ckpt, [str(path)], tmp_path / "out", device="cpu", batch_size=1)
+    run_infer(ckpt, [str(path)], tmp_path / "out", device="cpu", options=InferOptions(batch_size=1))
     written = json.loads((tmp_path / "out" / "predictions.json").read_text())
     r = Predictor.from_checkpoint(ckpt, device="cpu")(path)
     assert len(written) == len(r) > 0

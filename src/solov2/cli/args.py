@@ -16,6 +16,7 @@ from ..errors import UserError, did_you_mean
 __all__ = [
     "FRACTION",
     "NONNEG_INT",
+    "OVERLAP",
     "POS_FLOAT",
     "POS_INT",
     "OneLineParser",
@@ -38,19 +39,21 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def number(
-    kind: type, lo: float, *, above: bool = False, hi: float | None = None
+    kind: type, lo: float, *, above: bool = False, hi: float | None = None, below: bool = False
 ) -> Callable[[str], Any]:
-    """An argparse ``type`` accepting ``kind`` values >= ``lo`` (> with ``above``), <= ``hi``."""
+    """An argparse ``type`` accepting ``kind`` values >= ``lo`` (> with ``above``), <= ``hi``
+    (< with ``below``)."""
     what = f"{'a number' if kind is float else 'an integer'} {'>' if above else '>='} {lo:g}"
     if hi is not None:
-        what += f" and <= {hi:g}"
+        what += f" and {'<' if below else '<='} {hi:g}"
 
     def parse(text: str) -> Any:
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if (v <= lo if above else v < lo) or (hi is not None and v > hi) or v != v:
+        too_high = hi is not None and (v >= hi if below else v > hi)
+        if (v <= lo if above else v < lo) or too_high or v != v:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
         return v
 
@@ -59,6 +62,7 @@ def number(
 
 POS_INT, NONNEG_INT, POS_FLOAT = number(int, 1), number(int, 0), number(float, 0, above=True)
 FRACTION = number(float, 0, hi=1)
+OVERLAP = number(float, 0, hi=1, below=True)  # a share of a tile: 1 would never advance
 
 
 def one_line_warnings(

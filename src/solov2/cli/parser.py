@@ -9,7 +9,7 @@ from typing import Any
 from .. import __version__
 from ..config import DEFAULT_SCORE_THR
 from ..presets import PRESETS
-from .args import FRACTION, NONNEG_INT, POS_FLOAT, POS_INT, OneLineParser
+from .args import FRACTION, NONNEG_INT, OVERLAP, POS_FLOAT, POS_INT, OneLineParser
 from .parser_data import add_data, add_data_args
 
 __all__ = ["build_parser"]
@@ -219,7 +219,24 @@ def _add_infer(sub: Any) -> None:
         default=1 << 24,
         help="larger images are "
         "decoded reduced to this many pixels (default 16777216; predictions.json "
-        "stays at full size, overlays at the reduced size)",
+        "stays at full size, overlays at the reduced size; with --tile only the overlays)",
+    )
+    i.add_argument(
+        "--tile",
+        type=POS_INT,
+        metavar="SIZE",
+        help="sliced inference for large images of small objects: cut each image into "
+        "overlapping SIZE x SIZE tiles at full resolution, --batch-size tiles per pass, "
+        "instances merged across tile borders. Pick the model's native tile, the short side "
+        "of its data.test_scale (800 for the R50 presets; --print-config shows it): the "
+        "network sees such a tile unresized, objects at their own size",
+    )
+    i.add_argument(
+        "--tile-overlap",
+        type=OVERLAP,
+        metavar="F",
+        help="with --tile: fraction of a tile its neighbours share, 0 <= F < 1 (default 0.2; "
+        "at least the size of the largest objects)",
     )
     _add_device(i)
     _add_overrides(i, TEST_OVERRIDE)

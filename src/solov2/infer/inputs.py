@@ -23,10 +23,10 @@ from typing import Any
 from pycocotools import mask as mask_util
 from torch import Tensor
 
-from ..data.rle import masks_to_rle
 from ..errors import UserError
 from .large import read_image_bounded, upsample_rle
 from .results import Results, coco_entries
+from .tiling import ImageTiles
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -92,7 +92,7 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
 @dataclass
 class Item:
     source: Path
-    image: Tensor
+    image: Tensor | ImageTiles  # ImageTiles: a file to tile, decoded at full size
     frame: int | None = None
     orig_size: tuple[int, int] | None = None  # set when decoded reduced (read_image_bounded)
 
@@ -126,11 +126,22 @@ def _read_video(path: Path) -> Iterator[Item]:
         logger.warning("%s: cannot decode video (%s); skipped", path, str(e).splitlines()[0])
 
 
-def iter_items(files: Sequence[Path], max_pixels: int) -> Iterator[Item | Path]:
-    """Decoded images/frames; a bare ``Path`` marks a finished input (for progress)."""
+def iter_items(
+    files: Sequence[Path], max_pixels: int, full_size: bool = False
+) -> Iterator[Item | Path]:
+    """Decoded images/frames; a bare ``Path`` marks a finished input (for progress).
+
+    Images of more than ``max_pixels`` pixels are decoded reduced, unless ``full_size`` (tiled
+    inference): then every image comes as an :class:`~solov2.infer.tiling.ImageTiles` at its
+    full size (up to Pillow's decompression-bomb limit)."""
     for f in files:
         if f.suffix.lower() in VIDEO_EXTENSIONS:
             yield from _read_video(f)
+        elif full_size:
+            try:
+                yield Item(f, ImageTiles(f))
+            except OSError as e:
+                logger.warning("%s; skipped", str(e).splitlines()[0] if str(e) else f)
         else:
             try:
                 image, size = read_image_bounded(f, max_pixels)
@@ -157,14 +168,12 @@ def prediction_records(item: Item, res: Results) -> list[dict[str, Any]]:
     """The ``predictions.json`` entries of one image or frame (module docstring): the entries
     of :meth:`Results.to_coco <solov2.infer.results.Results.to_coco>` with ``file_name`` (and
     ``frame``) instead of ``image_id``, at the original size of an image decoded reduced."""
-    pred = res.predictions
-    if item.orig_size is None:
-        rles = masks_to_rle(pred.masks)
-        boxes = [[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in pred.boxes.tolist()]
-    else:  # computed on a reduced image: masks and boxes at the original size
-        rles = [upsample_rle(m.numpy(), item.orig_size) for m in pred.masks]
-        boxes = [mask_util.toBbox({**r, "counts": r["counts"].encode()}).tolist() for r in rles]
     head: dict[str, Any] = {"file_name": str(item.source)}
     if item.frame is not None:
         head["frame"] = item.frame
-    return coco_entries(head, rles, boxes, res)
+    if item.orig_size is None:  # the image's own masks (dense, or crops of tiled results)
+        return coco_entries(head, res)
+    # computed on a reduced image: masks and boxes at the original size
+    rles: list[dict[str, Any]] = [upsample_rle(m.numpy(), item.orig_size) for m in res.masks]
+    boxes = [mask_util.toBbox({**r, "counts": r["counts"].encode()}).tolist() for r in rles]
+    return coco_entries(head, res, rles, boxes)

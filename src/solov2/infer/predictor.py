@@ -39,6 +39,7 @@ from ..structures import Predictions
 from .loading import ConfigSource, load_for_inference
 from .preprocess import padded_size, preprocess_images, resize_keep_ratio_size
 from .results import Results
+from .tiling import ImageTiles, check_tiling, predict_tiled
 
 __all__ = ["ImageInput", "Predictor", "Threads", "to_image_tensor"]
 
@@ -53,7 +54,7 @@ def _pil_to_tensor(img: Image.Image) -> Tensor:
     return chw_tensor(arr)  # a copy of its own (a 1x1 image's array is read-only)
 
 
-def to_image_tensor(image: ImageInput) -> Tensor:
+def to_image_tensor(image: ImageInput | ImageTiles) -> Tensor:
     """Convert one input to a uint8 ``[3, H, W]`` RGB tensor.
 
     Accepts a file path (read with Pillow, EXIF orientation applied), a PIL image (EXIF
@@ -65,6 +66,9 @@ def to_image_tensor(image: ImageInput) -> Tensor:
     """
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)
+    if isinstance(image, ImageTiles):
+        h, w = image.size
+        return image.read((0, 0, w, h))
     if isinstance(image, Image.Image):
         return _pil_to_tensor(image)
     if isinstance(image, np.ndarray):
@@ -91,6 +95,10 @@ def to_image_tensor(image: ImageInput) -> Tensor:
 
 
 Threads = int | Literal["auto"] | None
+
+
+def _path(image: Any) -> str | None:
+    return os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
 
 
 def _set_threads(threads: Threads, device: torch.device) -> None:
@@ -242,7 +250,11 @@ class Predictor:
         return results
 
     def __call__(
-        self, images: ImageInput | Sequence[ImageInput], score_thr: float | None = None
+        self,
+        images: ImageInput | ImageTiles | Sequence[ImageInput | ImageTiles],
+        score_thr: float | None = None,
+        tile: int | None = None,
+        tile_overlap: float = 0.2,
     ) -> Results | list[Results]:
         """Predict one image or a list of images.
 
@@ -252,26 +264,50 @@ class Predictor:
             score_thr: keep instances whose final score (after maskness and Matrix NMS) is
                 ``>= score_thr``; overrides the constructor's. Below ``cfg.model.test.score_thr``
                 it lowers the post-processing's thresholds too (:meth:`postprocess_cfg`).
+            tile: sliced inference (:mod:`solov2.infer.tiling`) for large images of small
+                objects: each image is cut into ``tile x tile`` tiles at full resolution (a
+                file decoded once at its full size), ``batch_size`` tiles per forward pass,
+                their instances merged across tile borders by their masks. Pick the model's
+                native tile, :func:`~solov2.infer.tiling.native_tile_size` (its test scale's
+                short side: a tile the network sees at its own resolution). ``None``: each
+                image whole, resized to the test scale.
+            tile_overlap: fraction of a tile its neighbours share, in ``[0, 1)`` (at least the
+                size of the largest objects; 0.2 as SAHI).
 
         Returns:
             A :class:`~solov2.infer.results.Results` for a single input (masks, boxes, labels,
             scores, class names, category ids; ``numpy()``, ``to_coco()``, ``plot()``,
-            ``save()``), else a list in input order.
+            ``save()``), else a list in input order. Tiled results hold masks as crops in
+            their boxes and build a full-size mask only when ``.masks`` is read
+            (:class:`~solov2.infer.results.Results`).
+
+        Raises:
+            ValueError: a ``tile`` that is not a positive integer or an overlap outside
+                ``[0, 1)``.
         """
         single = not isinstance(images, (list, tuple)) and not (
             isinstance(images, Tensor) and images.ndim == 4
         )
         items: Sequence[Any] = [images] if single else cast(Sequence[Any], images)
+        if tile is not None:
+            check_tiling(tile, tile_overlap)
+            out = [self._tiled(x, tile, tile_overlap, score_thr) for x in items]
+            return out[0] if single else out
         tensors = [to_image_tensor(x) for x in items]
         results: list[Results | None] = [None] * len(tensors)
         for idx in self.batch_plan(tensors):
             for i, p in zip(idx, self.predict_tensors([tensors[i] for i in idx], score_thr)):
-                path = items[i] if isinstance(items[i], (str, os.PathLike)) else None
                 results[i] = Results(
-                    tensors[i], p, self.class_names, self.category_ids, path and os.fspath(path)
+                    tensors[i], p, self.class_names, self.category_ids, _path(items[i])
                 )
         out = [r for r in results if r is not None]
         return out[0] if single else out
+
+    def _tiled(self, image: Any, tile: int, overlap: float, score_thr: float | None) -> Results:
+        src = image if isinstance(image, ImageTiles) else ImageTiles(image)
+        pred = predict_tiled(self, src, tile, overlap, score_thr)
+        path = src.source if isinstance(image, ImageTiles) else _path(image)
+        return Results(src, pred, self.class_names, self.category_ids, path)
 
     def batch_plan(self, images: Sequence[Tensor]) -> list[list[int]]:
         """Indices of ``images`` grouped by padded network input size, in chunks of

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -65,9 +66,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ImageTiles",
     "TiledPredictions",
+    "check_tiling",
     "draw_tiled",
     "native_tile_size",
     "predict_tiled",
+    "shrink",
     "tile_boxes",
     "tiled_results",
 ]
@@ -102,10 +105,7 @@ def tile_boxes(height: int, width: int, tile: int, overlap: float = 0.2) -> list
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
-    if int(tile) != tile or tile <= 0:
-        raise ValueError(f"tile must be a positive number of pixels, got {tile}")
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"tile overlap must be a fraction in [0, 1), got {overlap}")
+    check_tiling(tile, overlap)
     tile = int(tile)
     step = max(1, tile - round(overlap * tile))
     th, tw = min(tile, height), min(tile, width)
@@ -114,6 +114,14 @@ def tile_boxes(height: int, width: int, tile: int, overlap: float = 0.2) -> list
         for y in _starts(height, tile, step)
         for x in _starts(width, tile, step)
     ]
+
+
+def check_tiling(tile: int, overlap: float) -> None:
+    """Raise ``ValueError`` unless ``tile`` is a positive integer and ``0 <= overlap < 1``."""
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile <= 0:
+        raise ValueError(f"tile must be a positive number of pixels, got {tile!r}")
+    if isinstance(overlap, bool) or not 0.0 <= overlap < 1.0:
+        raise ValueError(f"tile overlap must be a fraction in [0, 1), got {overlap!r}")
 
 
 def native_tile_size(cfg: Config) -> int:
@@ -139,7 +147,9 @@ class ImageTiles:
         self._pil: Image.Image | None = None
         self._tensor: Tensor | None = None
         if isinstance(image, (str, os.PathLike)):
-            with image_decode_errors(image):
+            with warnings.catch_warnings(), image_decode_errors(image):
+                # Pillow warns between MAX_IMAGE_PIXELS and twice that; huge is the point here
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img: Image.Image = Image.open(image)
                 try:  # the whole file now: a truncated one fails here, not after some tiles
                     img.load()
@@ -166,6 +176,32 @@ class ImageTiles:
         assert self._pil is not None
         arr = np.asarray(to_rgb(self._pil.crop((x1, y1, x2, y2))), dtype=np.uint8)
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+    def reduced(self, scale: float) -> Tensor:
+        """uint8 ``[3, h, w]`` RGB of the whole image scaled by ``scale <= 1`` (Pillow's
+        bilinear with ``reducing_gap``; the full image at 1): for drawing huge images."""
+        h, w = self.size
+        if self._tensor is not None:
+            return shrink(self._tensor, scale)
+        if scale >= 1.0:
+            return self.read((0, 0, w, h))
+        assert self._pil is not None
+        img = self._pil if self._pil.mode in ("RGB", "RGBA", "L") else to_rgb(self._pil)
+        size = (max(1, int(w * scale)), max(1, int(h * scale)))
+        small = to_rgb(img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+        return torch.from_numpy(np.asarray(small, dtype=np.uint8).transpose(2, 0, 1).copy())
+
+
+def shrink(image: Tensor, scale: float) -> Tensor:
+    """uint8 ``[3, H, W]`` scaled by ``scale <= 1`` (Pillow's bilinear with
+    ``reducing_gap``); ``image`` itself at 1."""
+    if scale >= 1.0:
+        return image
+    h, w = (int(v) for v in image.shape[-2:])
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    pil = Image.fromarray(np.ascontiguousarray(image.cpu().numpy().transpose(1, 2, 0)))
+    small = pil.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return torch.from_numpy(np.asarray(small).transpose(2, 0, 1).copy())
 
 
 def predict_tiled(
