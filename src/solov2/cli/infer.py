@@ -87,11 +87,11 @@ class InferOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.tile_overlap is not None and args.tile is None:
+        raise UserError("--tile-overlap needs --tile SIZE (sliced inference)")
     setup_logger(None)  # console: the thread count, reduced huge images, what was written
     checkpoint = weights_arg(args.checkpoint)
     assert checkpoint is not None  # --checkpoint is required
-    if args.tile_overlap is not None and args.tile is None:
-        raise UserError("--tile-overlap needs --tile SIZE (sliced inference)")
     options = InferOptions(
         score_thr=args.score_thr,
         batch_size=args.batch_size,
