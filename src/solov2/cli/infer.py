@@ -158,13 +158,15 @@ def _say_settings(predictor: Predictor, opts: InferOptions) -> None:
             opts.score_thr,
         )
     if opts.tile is not None:
+        native = native_tile_size(predictor.cfg)
         logger.info(
-            "tiles of %d px, overlap %g, %d per forward pass (the model's native tile: %d px, "
-            "its test scale's short side)",
+            "tiles of %d px, overlap %g, %d per forward pass, each resized x%.3g to the test "
+            "scale's short side, %d px",
             opts.tile,
             opts.tile_overlap,
             predictor.batch_size,
-            native_tile_size(predictor.cfg),
+            native / opts.tile,
+            native,
         )
 
 

@@ -212,7 +212,9 @@ def _add_infer(sub: Any) -> None:
         help=f"final score threshold (default {DEFAULT_SCORE_THR}, the Predictor's; below "
         "model.test.score_thr it lowers that too)",
     )
-    i.add_argument("--batch-size", type=POS_INT, default=4, help="images per forward pass")
+    i.add_argument(
+        "--batch-size", type=POS_INT, default=4, help="images (with --tile: tiles) per forward pass"
+    )
     i.add_argument(
         "--max-pixels",
         type=POS_INT,
@@ -227,16 +229,18 @@ def _add_infer(sub: Any) -> None:
         metavar="SIZE",
         help="sliced inference for large images of small objects: cut each image into "
         "overlapping SIZE x SIZE tiles at full resolution, --batch-size tiles per pass, "
-        "instances merged across tile borders. Pick the model's native tile, the short side "
-        "of its data.test_scale (800 for the R50 presets; --print-config shows it): the "
-        "network sees such a tile unresized, objects at their own size",
+        "instances merged across tile borders. Each tile is resized to the test scale, so pick "
+        "SIZE = the short side of the images the model was trained on (objects then appear at "
+        "the scale it learned); for training images as large as the test scale that is the "
+        "model's native tile, the short side of data.test_scale (800 for the R50 presets, "
+        "192 for the demo; --print-config shows it)",
     )
     i.add_argument(
         "--tile-overlap",
         type=OVERLAP,
         metavar="F",
         help="with --tile: fraction of a tile its neighbours share, 0 <= F < 1 (default 0.2; "
-        "at least the size of the largest objects)",
+        "best when F x SIZE is at least the size of the largest objects)",
     )
     _add_device(i)
     _add_overrides(i, TEST_OVERRIDE)

@@ -267,10 +267,11 @@ class Predictor:
             tile: sliced inference (:mod:`solov2.infer.tiling`) for large images of small
                 objects: each image is cut into ``tile x tile`` tiles at full resolution (a
                 file decoded once at its full size), ``batch_size`` tiles per forward pass,
-                their instances merged across tile borders by their masks. Pick the model's
-                native tile, :func:`~solov2.infer.tiling.native_tile_size` (its test scale's
-                short side: a tile the network sees at its own resolution). ``None``: each
-                image whole, resized to the test scale.
+                their instances merged across tile borders by their masks. Each tile is resized
+                to the test scale: pick the short side of the images the model was trained
+                on (objects then appear at the scale it learned), for training images as large
+                as the test scale :func:`~solov2.infer.tiling.native_tile_size` (the test
+                scale's short side). ``None``: each image whole, resized to the test scale.
             tile_overlap: fraction of a tile its neighbours share, in ``[0, 1)`` (at least the
                 size of the largest objects; 0.2 as SAHI).
 
