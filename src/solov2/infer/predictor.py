@@ -5,6 +5,7 @@
     >>> rs = predictor(["a.jpg", "b.png"], score_thr=0.5)      # a list -> a list
     >>> r.class_names, r.category_ids, r.scores, r.masks      # per instance
     >>> r.save("photo_pred.png"); r.to_coco(image_id=1)
+    >>> r = predictor("slide.jpg", tile=800)           # sliced inference (solov2.infer.tiling)
 
 Images are resized with the config's test scale (keep ratio, bilinear, no antialias), run through
 the network in batches, post-processed (:class:`solov2.postprocess.PostProcessor`) and returned on the
@@ -272,8 +273,9 @@ class Predictor:
                 on (objects then appear at the scale it learned), for training images as large
                 as the test scale :func:`~solov2.infer.tiling.native_tile_size` (the test
                 scale's short side). ``None``: each image whole, resized to the test scale.
-            tile_overlap: fraction of a tile its neighbours share, in ``[0, 1)`` (at least the
-                size of the largest objects; 0.2 as SAHI).
+            tile_overlap: fraction of a tile its neighbours share, in ``[0, 1)`` (best when
+                ``tile_overlap * tile`` is at least the size of the largest objects; 0.2 as
+                SAHI).
 
         Returns:
             A :class:`~solov2.infer.results.Results` for a single input (masks, boxes, labels,

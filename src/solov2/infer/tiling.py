@@ -1,7 +1,8 @@
 """Sliced (tiled) inference: huge images cut into overlapping tiles at full resolution.
 
     >>> predictor = Predictor.from_checkpoint("runs/cells/model_final.pth", score_thr=0.3)
-    >>> pred = predict_tiled(predictor, "slide.jpg", tile=800, overlap=0.2)
+    >>> r = predictor("slide.jpg", tile=800, tile_overlap=0.2)   # Results, as untiled
+    >>> pred = predict_tiled(predictor, "slide.jpg", tile=800, overlap=0.2)  # the same, bare
     >>> rles = pred.to_rles()                      # COCO RLE at the slide's size
 
 A 10-100 Mpx slide or aerial photo read whole is resized to the model's test scale, so objects
@@ -16,7 +17,10 @@ overlap appears once).
 **Tile size.** The predictor resizes each tile to its test scale as usual (keep ratio,
 ``(long, short)``): a square tile of side ``S`` is scaled by ``short / S``. A tile of the test
 scale's short side (:func:`native_tile_size`: 800 for the R50 presets, 192 for the demo) is
-seen at its own resolution, so objects keep the size the model was trained on. A larger tile is
+seen at its own resolution, so objects keep the size the model was trained on when its
+training images were about that large; a model trained on smaller images resized up to the
+test scale saw its objects enlarged, and its tile is those images' short side (bbbc039's
+696x520 at 1333x800: 520, enlarged x1.54 like them). A larger tile is
 shrunk (fewer tiles, smaller objects), a smaller one enlarged (more tiles; it helps where the
 model does better on larger objects: on the demo model per-image AP also rises from 49.9 to
 51.7 at 1.2x). The overlap should be at least the size of the largest objects: every object
@@ -26,7 +30,9 @@ the union of their cut views). Tiles cost ``1 / (1 - overlap)**2`` times the unt
 mosaics of 160 demo images (192x240, objects of 24-140 px) tiles of 192 at overlap 0.2
 recover 86 % of the per-image segm AP, most of the rest lost to the mosaic's seams (tiles
 across four unrelated backgrounds): the same images each cut into two overlapping tiles, no
-seams, recover 101 %. Larger overlaps and smaller tiles recover more on the mosaic.
+seams, recover 101 %. Larger overlaps and smaller tiles recover more on the mosaic. On 4x4
+mosaics of bbbc039's val images (real micrographs, 3,848 nuclei) tiles of 520 at 0.2 recover
+97 % (75.4 vs 77.4 segm AP), untiled inference 0.3 %.
 
 **Memory.** The image is decoded once, at full size (Pillow's RGB storage: 4 bytes per pixel,
 e.g. 256 MB for 8000x8000; an EXIF-rotated file briefly twice that); tiles are cropped from it
