@@ -63,11 +63,12 @@ from torch import Tensor
 from ..config import DEFAULT_SCORE_THR
 from ..data.draw import _draw_boxes, label_color
 from ..data.io import image_decode_errors, to_rgb
+from .images import ImageInput, to_image_tensor
 from .tile_merge import TiledPredictions, TileInstances, merge_tile_instances
 
 if TYPE_CHECKING:
     from ..config import Config
-    from .predictor import ImageInput, Predictor
+    from .predictor import Predictor
 
 __all__ = [
     "ImageTiles",
@@ -143,7 +144,7 @@ class ImageTiles:
     image; each tile is cropped and converted to RGB on its own (``I``/``F`` images, whose
     conversion depends on the whole image's range, are converted once). Other inputs (PIL
     image, numpy array, tensor) are converted to a uint8 ``[3, H, W]`` tensor as
-    :func:`~solov2.infer.predictor.to_image_tensor` does, and tiles are views of it.
+    :func:`~solov2.infer.images.to_image_tensor` does, and tiles are views of it.
 
     Raises:
         ImageReadError: an unreadable file (one line naming it).
@@ -168,8 +169,6 @@ class ImageTiles:
             self._pil = img
             self.size = (img.height, img.width)
         else:
-            from .predictor import to_image_tensor
-
             self._tensor = to_image_tensor(image)
             self.size = (int(self._tensor.shape[-2]), int(self._tensor.shape[-1]))
         self.source = str(image) if isinstance(image, (str, os.PathLike)) else None
@@ -224,7 +223,7 @@ def predict_tiled(
         predictor: runs the tiles, ``predictor.batch_size`` per forward pass, each resized to
             its test scale (:func:`native_tile_size` keeps objects at their size).
         image: a file path (decoded once, tiles cropped from it), PIL image, numpy array,
-            tensor (see :func:`~solov2.infer.predictor.to_image_tensor`) or :class:`ImageTiles`.
+            tensor (see :func:`~solov2.infer.images.to_image_tensor`) or :class:`ImageTiles`.
         tile: tile side in pixels; an image no larger is predicted whole (one tile).
         overlap: fraction of the tile shared by neighbouring tiles (:func:`tile_boxes`).
         score_thr: each tile's final-score threshold (default: the predictor's).
