@@ -144,6 +144,15 @@ def evaluate_at(
     return {"segm": m["segm"], "bbox": m["bbox"], "num_detections": m["num_detections"]}
 
 
+def val_data(data: Any, bs: int) -> tuple[Any, Any]:
+    """The val split of ``data`` and its test loader at ``data.test_scale``."""
+    val_set = dataset_from_config(data, "val", train=False)
+    loader = build_test_loader(
+        val_set, bs, data.workers, size_divisor=data.size_divisor, test_scale=data.test_scale
+    )
+    return val_set, loader
+
+
 def save_model(model: torch.nn.Module, cfg: Any, stem: Path) -> None:
     """fp16 weights in two halves (each under the device tool's 16 MiB per file for the
     9M-parameter dense model) + the config; ``dev/postprocess_sweep.py`` reads them."""
@@ -181,26 +190,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed=base.solver.seed,
         size_divisor=base.data.size_divisor,
     )
-    val_set = dataset_from_config(base.data, "val", train=False)
-    val_loader = build_test_loader(
-        val_set,
-        bs,
-        base.data.workers,
-        size_divisor=base.data.size_divisor,
-        test_scale=base.data.test_scale,
-    )
+    val_set, val_loader = val_data(base.data, bs)
     extra_vals = []
     for item in args.extra_val:
         ename, _, root = item.partition(":")
-        eset = dataset_from_config(dataclasses.replace(base.data, data_root=root), "val", False)
-        eloader = build_test_loader(
-            eset,
-            bs,
-            base.data.workers,
-            size_divisor=base.data.size_divisor,
-            test_scale=base.data.test_scale,
-        )
-        extra_vals.append((ename, eset, eloader))
+        extra_vals.append((ename, *val_data(dataclasses.replace(base.data, data_root=root), bs)))
     variants = [parse_variant(v) for v in (args.variant or ["ref:"])]
     trainees, cfgs = [], {}
     for name, overrides, lr in variants:
