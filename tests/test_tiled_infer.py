@@ -122,6 +122,23 @@ def test_object_split_by_a_tile_border_is_one_instance(predictor: Predictor) -> 
     assert np.array_equal(_decode(r.to_coco(1)[0]["segmentation"]), disc)
 
 
+def test_tiling_set_once_at_construction(ckpt: Path, predictor: Predictor) -> None:
+    """``Predictor.from_checkpoint(..., tile=, tile_overlap=)``: every call tiles as
+    ``predictor(x, tile=, tile_overlap=)`` does; a call's own values take precedence."""
+    img = random_image(H, W, 5)
+    tiled = Predictor.from_checkpoint(ckpt, device="cpu", score_thr=None, tile=TILE)
+    assert (tiled.tile, tiled.tile_overlap) == (TILE, 0.2)
+    a, b = tiled(img), predictor(img, tile=TILE, tile_overlap=0.2)
+    assert a.tiled and a.to_coco(1) == b.to_coco(1) and len(a) > 3
+    c = tiled(img, tile_overlap=0.4)
+    assert c.to_coco(1) == predictor(img, tile=TILE, tile_overlap=0.4).to_coco(1)
+    assert c.to_coco(1) != a.to_coco(1)
+    with pytest.raises(ValueError, match="tile"):
+        Predictor(predictor.model, predictor.cfg, device="cpu", threads=None, tile=0)
+    with pytest.raises(TypeError, match="tile_size"):
+        Predictor(predictor.model, predictor.cfg, device="cpu", threads=None, tile_size=64)  # type: ignore[call-arg]
+
+
 @pytest.mark.parametrize(
     ("tile", "overlap"), [(0, 0.2), (-64, 0.2), (64.5, 0.2), (64, 1.0), (64, -0.1)]
 )

@@ -6,6 +6,7 @@
     >>> r.class_names, r.category_ids, r.scores, r.masks      # per instance
     >>> r.save("photo_pred.png"); r.to_coco(image_id=1)
     >>> r = predictor("slide.jpg", tile=800)           # sliced inference (solov2.infer.tiling)
+    >>> slides = Predictor.from_checkpoint("runs/cells", tile=520, tile_overlap=0.2)  # every call
 
 Images are resized with the config's test scale (keep ratio, bilinear, no antialias), run through
 the network in batches, post-processed (:class:`solov2.postprocess.PostProcessor`) and returned on the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 import torch
 from torch import Tensor
@@ -40,11 +41,24 @@ from .preprocess import padded_size, preprocess_images, resize_keep_ratio_size
 from .results import Results
 from .tiling import ImageTiles, check_tiling, predict_tiled
 
-__all__ = ["ImageInput", "Predictor", "Threads", "to_image_tensor"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["ImageInput", "Predictor", "Threads", "TileOptions", "to_image_tensor"]
 
 logger = logging.getLogger("solov2")
 
 Threads = int | Literal["auto"] | None
+
+
+class TileOptions(TypedDict, total=False):
+    """Sliced inference for every call of a :class:`Predictor` (keywords of the constructor and
+    of :meth:`Predictor.from_checkpoint` / :meth:`Predictor.from_pretrained`): ``tile`` (tile
+    side in pixels, default None: each image whole) and ``tile_overlap`` (default 0.2), as
+    :meth:`Predictor.__call__` takes them per call."""
+
+    tile: int | None
+    tile_overlap: float
 
 
 def _path(image: Any) -> str | None:
@@ -83,11 +97,13 @@ class Predictor:
             nothing when ``OMP_NUM_THREADS`` is set or the device is a GPU. An int: exactly
             that many (``torch.set_num_threads``). ``None``: torch's setting is left alone.
             Threads are process-wide: this changes them for the whole process.
+        tile, tile_overlap: keywords (:class:`TileOptions`): sliced inference by default for
+            every call (see :meth:`__call__`, which can change them per call).
 
     Attributes:
         class_names: name of each label. category_ids: the training dataset's COCO id of each
         label (stored in the checkpoint; :func:`solov2.data.coco_names.category_ids_of`). cfg,
-        model, device, score_thr, batch_size, post (the
+        model, device, score_thr, batch_size, tile, tile_overlap, post (the
         :class:`~solov2.postprocess.PostProcessor`).
     """
 
@@ -99,7 +115,15 @@ class Predictor:
         score_thr: float | None = DEFAULT_SCORE_THR,
         batch_size: int = 4,
         threads: Threads = "auto",
+        **tiling: Unpack[TileOptions],
     ) -> None:
+        unknown = sorted(set(tiling) - set(TileOptions.__annotations__))
+        if unknown:
+            raise TypeError(f"Predictor got unexpected keyword arguments {unknown}")
+        self.tile = tiling.get("tile")
+        self.tile_overlap = float(tiling.get("tile_overlap", 0.2))
+        if self.tile is not None:
+            check_tiling(self.tile, self.tile_overlap)
         self.cfg = cfg
         self.device = resolve_device(device)
         _set_threads(threads, self.device)
@@ -122,6 +146,7 @@ class Predictor:
         batch_size: int = 4,
         overrides: Sequence[str] = (),
         threads: Threads = "auto",
+        **tiling: Unpack[TileOptions],
     ) -> Predictor:
         """Build a predictor from a checkpoint file (``.pth`` / ``.safetensors``) or output dir.
 
@@ -132,14 +157,14 @@ class Predictor:
             config: overrides the stored config: a :class:`Config`, a preset name, a YAML file or
                 a dict. Needed when the checkpoint stores none.
             overrides: ``a.b=value`` overrides applied to that config.
-            device, score_thr, batch_size, threads: as :class:`Predictor`.
+            device, score_thr, batch_size, threads, tile, tile_overlap: as :class:`Predictor`.
 
         Raises:
             CheckpointError: unreadable/unsafe file, official layout (convert it first), no
                 config, or weights that do not fit the model.
         """
         model, cfg = load_for_inference(path, config, overrides)
-        return cls(model, cfg, device, score_thr, batch_size, threads)
+        return cls(model, cfg, device, score_thr, batch_size, threads, **tiling)
 
     @classmethod
     def from_pretrained(
@@ -150,6 +175,7 @@ class Predictor:
         batch_size: int = 4,
         progress: bool = True,
         threads: Threads = "auto",
+        **tiling: Unpack[TileOptions],
     ) -> Predictor:
         """A predictor for a published COCO checkpoint, e.g. ``"solov2_r50_fpn_3x"``.
 
@@ -169,6 +195,7 @@ class Predictor:
             score_thr=score_thr,
             batch_size=batch_size,
             threads=threads,
+            **tiling,
         )
 
     def postprocess_cfg(self, score_thr: float | None = None) -> PostprocessCfg:
@@ -204,7 +231,7 @@ class Predictor:
         images: ImageInput | ImageTiles | Sequence[ImageInput | ImageTiles],
         score_thr: float | None = None,
         tile: int | None = None,
-        tile_overlap: float = 0.2,
+        tile_overlap: float | None = None,
     ) -> Results | list[Results]:
         """Predict one image or a list of images.
 
@@ -221,10 +248,11 @@ class Predictor:
                 to the test scale: pick the short side of the images the model was trained
                 on (objects then appear at the scale it learned), for training images as large
                 as the test scale :func:`~solov2.infer.tiling.native_tile_size` (the test
-                scale's short side). ``None``: each image whole, resized to the test scale.
+                scale's short side). ``None``: the constructor's ``tile`` (default None: each
+                image whole, resized to the test scale).
             tile_overlap: fraction of a tile its neighbours share, in ``[0, 1)`` (best when
-                ``tile_overlap * tile`` is at least the size of the largest objects; 0.2 as
-                SAHI).
+                ``tile_overlap * tile`` is at least the size of the largest objects); ``None``:
+                the constructor's (default 0.2, as SAHI).
 
         Returns:
             A :class:`~solov2.infer.results.Results` for a single input (masks, boxes, labels,
@@ -241,9 +269,11 @@ class Predictor:
             isinstance(images, Tensor) and images.ndim == 4
         )
         items: Sequence[Any] = [images] if single else cast(Sequence[Any], images)
+        tile = self.tile if tile is None else tile
+        overlap = self.tile_overlap if tile_overlap is None else float(tile_overlap)
         if tile is not None:
-            check_tiling(tile, tile_overlap)
-            out = [self._tiled(x, tile, tile_overlap, score_thr) for x in items]
+            check_tiling(tile, overlap)
+            out = [self._tiled(x, tile, overlap, score_thr) for x in items]
             return out[0] if single else out
         tensors = [
             x.read((0, 0, x.size[1], x.size[0]))
