@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlap", type=float, default=0.2)
     p.add_argument("--cache", required=True, type=Path, help="tile views (pickle), reused")
     p.add_argument("--min-score", type=float, default=0.0, help="drop views below it first")
+    p.add_argument("--variants", nargs="+", default=None, help="only these (names above; sahi)")
     args = p.parse_args(argv)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(args.data_root / "annotations" / f"instances_{args.split}.json"))
@@ -226,11 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"{sum(len(v.crops) for _, v in views)} views, tile {args.tile}, overlap {args.overlap}")
     for name, (groups, thr, rule) in variants.items():
+        if args.variants and name not in args.variants:
+            continue
         t0 = time.perf_counter()
         merged = [(i, merge(v, groups, thr, **rule)) for i, v in views]
         dt = time.perf_counter() - t0
         res = [r for i, m in merged for r in tiled_results(m, ids, names, {"image_id": i})]
         print(f"{name:15s} {_ap(gt, res)}  ({len(res)} instances, merge {dt:.1f} s)", flush=True)
+    if args.variants and "sahi" not in args.variants:
+        return 0
     try:
         res, seconds = _sahi(views, names)
     except ImportError as e:
