@@ -3,6 +3,8 @@
 #   looks   bbbc039, 500 it, ours + Mask R-CNN on one stream, without and with the photometric
 #           augmentation; every model also scored on the val images inverted and H&E-recoloured
 #           (carry .whl .data/bbbc039 .data/weights .data/inv_val .data/stain_val)
+#   aug1500 the augmented stream alone at 1500 it, ours only, scored on the three looks
+#           (carry as for looks)
 #   varied  bbbc039-varied (three looks in training), 500 it, the same pair of streams
 #           (carry .whl .data/bbbc039v .data/weights)
 #   user N  the README's two commands (solov2 train --max-iters N, solov2 eval) on bbbc039
@@ -25,6 +27,9 @@ case $1 in
     LOOKS=(--extra-val inv:.data/inv_val --extra-val stain:.data/stain_val)
     sweep plain .data/bbbc039 --peer "${LOOKS[@]}"
     sweep aug .data/bbbc039 --peer "${LOOKS[@]}" "${AUG[@]}" ;;
+  aug1500)
+    sweep aug1500 .data/bbbc039 --iters 1500 --log-period 250 \
+      --extra-val inv:.data/inv_val --extra-val stain:.data/stain_val "${AUG[@]}" ;;
   varied)
     sweep v_plain .data/bbbc039v --peer
     sweep v_aug .data/bbbc039v "${AUG[@]}" ;;
@@ -37,5 +42,5 @@ case $1 in
     python3 -m solov2 eval --checkpoint "$o/train" --data-root .data/bbbc039 --split val \
       --max-dets 300 --output-dir "$o/eval" 2>&1 | tail -40 > "$o/eval.txt"
     rm -f "$o"/train/*.pth "$o"/train/*.safetensors ;;
-  *) echo "usage: $0 looks|varied|user N" >&2; exit 2 ;;
+  *) echo "usage: $0 looks|aug1500|varied|user N" >&2; exit 2 ;;
 esac
