@@ -77,9 +77,9 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised tiny demo model saved as one of our checkpoints."""
+def tiny_checkpoint(path: Path, class_names: list[str]) -> Path:
+    """A randomly initialised tiny demo model (``TINY`` overrides, seed 0) saved at ``path``
+    as one of our checkpoints."""
     import torch
 
     from solov2.checkpoint import save_checkpoint
@@ -88,11 +88,17 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from solov2.presets import get_config
 
     cfg = apply_overrides(get_config("solov2_demo"), TINY)
-    cfg.data.class_names = ["a", "b", "c", "d"]
+    cfg.data.class_names = list(class_names)
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "model_final.pth"
     save_checkpoint(path, {"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg)})
     return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "model_final.pth", ["a", "b", "c", "d"]
+    )
 
 
 def _yaml(text: str) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from _errors import one_line_error
+from test_cli_ux import tiny_checkpoint
 
 from solov2.cli import build_parser, main
 from solov2.data.synthetic import make_synthetic_coco
@@ -39,19 +40,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised tiny demo model saved as one of our checkpoints."""
-    import torch
-
-    from solov2.checkpoint import save_checkpoint
-    from solov2.config import apply_overrides, config_to_dict
-    from solov2.model import build_model
-    from solov2.presets import get_config
-
-    cfg = apply_overrides(get_config("solov2_demo"), TINY)
-    cfg.data.class_names = ["circle", "square", "triangle", "star"]
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model_final.pth"
-    save_checkpoint(path, {"model": build_model(cfg).state_dict(), "config": config_to_dict(cfg)})
-    return path
+    return tiny_checkpoint(path, ["circle", "square", "triangle", "star"])
 
 
 def _section(text: str, start: str, end: str) -> str:

@@ -11,6 +11,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from PIL import Image
+from test_predictor import confident_model
 
 from solov2.checkpoint import save_checkpoint
 from solov2.config import config_to_dict
@@ -27,7 +28,6 @@ from solov2.infer.tiling import (
     tile_boxes,
     tiled_results,
 )
-from solov2.model import build_model
 from solov2.presets import get_config
 from solov2.structures import Predictions
 
@@ -327,12 +327,7 @@ def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
     that instances pass the thresholds with masks far from 0.5."""
     cfg = get_config("solov2_demo")
     cfg.data.test_scale = [96, 64]
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    with torch.no_grad():
-        model.head.solo_cate.bias.fill_(-4.0)
-        model.head.solo_cate.weight.mul_(10.0)
-        model.head.solo_kernel.weight.mul_(30.0)
+    model = confident_model(cfg)
     path = tmp_path_factory.mktemp("ckpt") / "model_final.pth"
     save_checkpoint(path, {"model": model.state_dict(), "config": config_to_dict(cfg)})
     return Predictor.from_checkpoint(path, device="cpu", score_thr=0.3, batch_size=4)
